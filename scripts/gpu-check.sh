@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The one GPU entry point: on a machine with an NVIDIA GPU and no network,
+# configure an sm_90 build, build, run the gpu-labelled tests and the
+# benchmarks (ours and the PyTorch reference side by side), write logs to
+# LOGDIR and print a summary last.
+#
+#   scripts/gpu-check.sh LOGDIR [BUILDDIR]
+#
+# Libraries the GPU host lacks come as Debian packages in .gpu-debs/ (made by
+# scripts/fetch-gpu-debs.sh) and are unpacked under a prefix, never into /.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logdir=${1:?usage: scripts/gpu-check.sh LOGDIR [BUILDDIR]}
+build=${2:-/tmp/mt-gpu-build}
+mkdir -p "$logdir"
+logdir=$(cd "$logdir" && pwd)
+
+cmake_args=(-DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release)
+if compgen -G ".gpu-debs/*.deb" >/dev/null; then
+  prefix=/tmp/mt-deps
+  for deb in .gpu-debs/*.deb; do dpkg -x "$deb" "$prefix"; done
+  libdir=$prefix/usr/lib/x86_64-linux-gnu
+  cmake_args+=(-DCMAKE_PREFIX_PATH=$prefix/usr)
+  export LD_LIBRARY_PATH=$libdir:$libdir/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+command -v nvcc >/dev/null 2>&1 || export PATH=/usr/local/cuda/bin:$PATH
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader | tee "$logdir/gpu.txt"
+status=0
+if ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$(nproc)"; } \
+  >"$logdir/build.log" 2>&1; then
+  tail -40 "$logdir/build.log"
+  echo "gpu-check: BUILD FAILED (log: $logdir/build.log)"
+  exit 1
+fi
+
+(cd "$build" && ctest -L gpu --output-on-failure) >"$logdir/gpu-tests.log" 2>&1 || status=1
+"$build/tests/gpu_ops" 2>&1 | grep '^equiv' >"$logdir/equiv.txt"
+"$build/bench/bench_ops" >"$logdir/bench.log" 2>&1 || status=1
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  python3 bench/torch_ops.py >"$logdir/reference.log" 2>&1 || echo "reference bench failed" >>"$logdir/reference.log"
+fi
+
+echo "== CUDA vs CPU (max relative error, written, deterministic)"
+cat "$logdir/equiv.txt"
+echo "== benchmarks (speedup = reference ms / ours ms, forward+backward)"
+python3 - "$logdir/bench.log" "$logdir/reference.log" <<'PY'
+import sys
+ref = {}
+try:
+    for line in open(sys.argv[2]):
+        f = line.split()
+        if f and f[0] == "ref":
+            ref[(f[1], f[2])] = (float(f[4]), float(f[6]))
+except FileNotFoundError:
+    pass
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) < 9 or f[0] != "bench":
+        print(line.rstrip()); continue
+    key, fwd, both = (f[1], f[2]), float(f[4]), float(f[6])
+    r = ref.get(key)
+    extra = f"  ref fwd {r[0]:.3f} fwdbwd {r[1]:.3f} ms  speedup fwd {r[0]/fwd:.2f}x fwdbwd {r[1]/both:.2f}x" if r else "  (no reference)"
+    print(f"{key[0]:16s} {key[1]:4s} fwd {fwd:.3f} fwdbwd {both:.3f} ms {f[7]} {f[8]}{extra}")
+PY
+grep -E "tests passed|tests failed|Skipped|Failed" "$logdir/gpu-tests.log" | tail -5
+[ $status -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $logdir)"
+exit $status

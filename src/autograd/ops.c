@@ -1,0 +1,309 @@
+#include "autograd/ops.h"
+
+#include <stdio.h>
+
+/* Validation: each returns false after reporting through mt_op_error. */
+
+static bool check_tensor(mt_ctx *c, const char *op, const char *name, const mt_tensor *t)
+{
+    char s[96];
+    if (!t) {
+        mt_op_error(c, "%s: input %s is NULL%s", op, name, mt_ctx_error(c) ? " (an earlier op failed)" : "");
+        return false;
+    }
+    if (t->device != c->device) {
+        mt_op_error(c, "%s: %s %s is not on the context's device (%s)", op, name, mt_shape_str(t, s, sizeof s),
+                    mt_device_name(c->device));
+        return false;
+    }
+    if (!mt_is_row_major(t)) {
+        mt_op_error(c, "%s: %s %s is not row-major (its last dim must be contiguous)", op, name,
+                    mt_shape_str(t, s, sizeof s));
+        return false;
+    }
+    return true;
+}
+
+static bool check_float(mt_ctx *c, const char *op, const char *name, const mt_tensor *t)
+{
+    char s[96];
+    if (!check_tensor(c, op, name, t))
+        return false;
+    if (!mt_dtype_is_float(t->dtype) || (t->dtype == MT_F64 && t->device != MT_CPU)) {
+        mt_op_error(c, "%s: %s %s: dtype must be f32 or bf16%s", op, name, mt_shape_str(t, s, sizeof s),
+                    t->device == MT_CPU ? " or f64" : "");
+        return false;
+    }
+    return true;
+}
+
+static bool check_ids(mt_ctx *c, const char *op, const char *name, const mt_tensor *t)
+{
+    char s[96];
+    if (!check_tensor(c, op, name, t))
+        return false;
+    if (t->dtype != MT_I32 || !mt_is_contiguous(t)) {
+        mt_op_error(c, "%s: %s %s must be contiguous i32", op, name, mt_shape_str(t, s, sizeof s));
+        return false;
+    }
+    return true;
+}
+
+static bool check_same(mt_ctx *c, const char *op, const char *an, const mt_tensor *a, const char *bn,
+                       const mt_tensor *b)
+{
+    char s[96], t[96];
+    if (!mt_same_shape(a, b) || a->dtype != b->dtype) {
+        mt_op_error(c, "%s: %s %s and %s %s must have the same shape and dtype", op, an,
+                    mt_shape_str(a, s, sizeof s), bn, mt_shape_str(b, t, sizeof t));
+        return false;
+    }
+    return true;
+}
+
+static bool check_vector(mt_ctx *c, const char *op, const char *name, const mt_tensor *t, int64_t len,
+                         mt_dtype dt)
+{
+    char s[96];
+    if (!check_tensor(c, op, name, t))
+        return false;
+    if (t->ndim != 1 || t->shape[0] != len || t->dtype != dt) {
+        mt_op_error(c, "%s: %s %s must be (%lld) %s", op, name, mt_shape_str(t, s, sizeof s), (long long)len,
+                    mt_dtype_name(dt));
+        return false;
+    }
+    return true;
+}
+
+/* An output shaped like x but with the last dim replaced by cols. */
+static mt_tensor *like_with_cols(mt_ctx *c, const mt_tensor *x, int64_t cols, mt_dtype dt)
+{
+    int64_t shape[MT_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 1] = cols;
+    return mt_ctx_tensor(c, dt, x->ndim, shape);
+}
+
+static mt_tensor *grad_if_needed(mt_ctx *c, mt_tensor *t)
+{
+    return t && t->requires_grad ? mt_grad_of(c, t) : NULL;
+}
+
+/* ---- embedding ---- */
+
+static void embedding_backward(mt_ctx *c, mt_node *n)
+{
+    mt_tensor *dweight = grad_if_needed(c, n->in[0]);
+    if (dweight)
+        c->be->embedding_bwd(c->be, &c->arena, dweight, n->out[0]->grad, n->in[1]);
+}
+
+mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
+{
+    const char *op = "mt_embedding";
+    char s[96];
+    if (!check_float(c, op, "weight", weight) || !check_ids(c, op, "ids", ids))
+        return NULL;
+    if (weight->ndim != 2)
+        return mt_op_error(c, "%s: weight %s must be (vocab, dim)", op, mt_shape_str(weight, s, sizeof s));
+    if (ids->ndim >= MT_MAX_DIMS)
+        return mt_op_error(c, "%s: ids %s have too many dims for an added embedding dim", op,
+                           mt_shape_str(ids, s, sizeof s));
+    int64_t shape[MT_MAX_DIMS];
+    for (int i = 0; i < ids->ndim; i++)
+        shape[i] = ids->shape[i];
+    shape[ids->ndim] = weight->shape[1];
+    mt_tensor *out = mt_ctx_tensor(c, weight->dtype, ids->ndim + 1, shape);
+    c->be->embedding_fwd(c->be, out, weight, ids);
+    mt_tape_record(c, op, embedding_backward, 2, (mt_tensor *[]){weight, ids}, 1, &out);
+    return out;
+}
+
+/* ---- linear ---- */
+
+static void linear_backward(mt_ctx *c, mt_node *n)
+{
+    mt_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
+    c->be->linear_bwd(c->be, &c->arena, grad_if_needed(c, x), grad_if_needed(c, w), grad_if_needed(c, b),
+                      n->out[0]->grad, x, w);
+}
+
+mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
+{
+    const char *op = "mt_linear";
+    char s[96], t[96];
+    if (!check_float(c, op, "x", x) || !check_float(c, op, "w", w))
+        return NULL;
+    if (w->ndim != 2 || w->shape[1] != mt_cols(x) || w->dtype != x->dtype)
+        return mt_op_error(c, "%s: x %s and w %s: w must be (out_features, %lld) of x's dtype", op,
+                           mt_shape_str(x, s, sizeof s), mt_shape_str(w, t, sizeof t), (long long)mt_cols(x));
+    if (b && !check_vector(c, op, "b", b, w->shape[0], x->dtype))
+        return NULL;
+    mt_tensor *y = like_with_cols(c, x, w->shape[0], x->dtype);
+    c->be->linear_fwd(c->be, y, x, w, b);
+    mt_tape_record(c, op, linear_backward, 3, (mt_tensor *[]){x, w, b}, 1, &y);
+    return y;
+}
+
+/* ---- elementwise ---- */
+
+static void add_backward(mt_ctx *c, mt_node *n)
+{
+    c->be->add_bwd(c->be, grad_if_needed(c, n->in[0]), grad_if_needed(c, n->in[1]), n->out[0]->grad);
+}
+
+static void mul_backward(mt_ctx *c, mt_node *n)
+{
+    c->be->mul_bwd(c->be, grad_if_needed(c, n->in[0]), grad_if_needed(c, n->in[1]), n->out[0]->grad,
+                   n->in[0], n->in[1]);
+}
+
+static mt_tensor *binary(mt_ctx *c, const char *op, mt_tensor *a, mt_tensor *b,
+                         void (*fwd)(mt_backend *, mt_tensor *, const mt_tensor *, const mt_tensor *),
+                         mt_backward_fn bwd)
+{
+    if (!check_float(c, op, "a", a) || !check_float(c, op, "b", b) || !check_same(c, op, "a", a, "b", b))
+        return NULL;
+    mt_tensor *out = mt_ctx_tensor(c, a->dtype, a->ndim, a->shape);
+    fwd(c->be, out, a, b);
+    mt_tape_record(c, op, bwd, 2, (mt_tensor *[]){a, b}, 1, &out);
+    return out;
+}
+
+mt_tensor *mt_add(mt_ctx *c, mt_tensor *a, mt_tensor *b)
+{
+    return binary(c, "mt_add", a, b, c->be->add_fwd, add_backward);
+}
+
+mt_tensor *mt_mul(mt_ctx *c, mt_tensor *a, mt_tensor *b)
+{
+    return binary(c, "mt_mul", a, b, c->be->mul_fwd, mul_backward);
+}
+
+static void silu_backward(mt_ctx *c, mt_node *n)
+{
+    c->be->silu_bwd(c->be, mt_grad_of(c, n->in[0]), n->out[0]->grad, n->in[0]);
+}
+
+static void softplus_backward(mt_ctx *c, mt_node *n)
+{
+    c->be->softplus_bwd(c->be, mt_grad_of(c, n->in[0]), n->out[0]->grad, n->in[0]);
+}
+
+static mt_tensor *unary(mt_ctx *c, const char *op, mt_tensor *x,
+                        void (*fwd)(mt_backend *, mt_tensor *, const mt_tensor *), mt_backward_fn bwd)
+{
+    if (!check_float(c, op, "x", x))
+        return NULL;
+    mt_tensor *y = mt_ctx_tensor(c, x->dtype, x->ndim, x->shape);
+    fwd(c->be, y, x);
+    mt_tape_record(c, op, bwd, 1, &x, 1, &y);
+    return y;
+}
+
+mt_tensor *mt_silu(mt_ctx *c, mt_tensor *x)
+{
+    return unary(c, "mt_silu", x, c->be->silu_fwd, silu_backward);
+}
+
+mt_tensor *mt_softplus(mt_ctx *c, mt_tensor *x)
+{
+    return unary(c, "mt_softplus", x, c->be->softplus_fwd, softplus_backward);
+}
+
+/* ---- rmsnorm with fused residual add ---- */
+
+static void rmsnorm_backward(mt_ctx *c, mt_node *n)
+{
+    mt_tensor *x = n->in[0], *residual = n->in[1], *weight = n->in[2];
+    c->be->rmsnorm_bwd(c->be, &c->arena, grad_if_needed(c, x), grad_if_needed(c, residual),
+                       grad_if_needed(c, weight), n->out[0]->grad, n->out[1]->grad, n->out[1], n->saved[0],
+                       weight);
+}
+
+mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *weight, double eps,
+                      mt_tensor **residual_out)
+{
+    const char *op = "mt_rmsnorm";
+    char s[96], t[96];
+    *residual_out = NULL;
+    if (!check_float(c, op, "x", x))
+        return NULL;
+    mt_dtype acc = mt_accum_dtype(x->dtype);
+    int64_t d = mt_cols(x);
+    if (!check_vector(c, op, "weight", weight, d, acc))
+        return NULL;
+    if (residual) {
+        if (!check_float(c, op, "residual", residual))
+            return NULL;
+        if (!mt_same_shape(x, residual) || residual->dtype != acc)
+            return mt_op_error(c, "%s: residual %s must have x's shape %s in %s", op,
+                               mt_shape_str(residual, s, sizeof s), mt_shape_str(x, t, sizeof t),
+                               mt_dtype_name(acc));
+    }
+    if (!(eps > 0))
+        return mt_op_error(c, "%s: eps must be positive, got %g", op, eps);
+    mt_tensor *y = mt_ctx_tensor(c, x->dtype, x->ndim, x->shape);
+    mt_tensor *r = mt_ctx_tensor(c, acc, x->ndim, x->shape);
+    mt_tensor *rstd = mt_ctx_tensor(c, acc, 1, (int64_t[]){mt_rows(x)});
+    c->be->rmsnorm_fwd(c->be, y, r, rstd, x, residual, weight, eps);
+    mt_node *n = mt_tape_record(c, op, rmsnorm_backward, 3, (mt_tensor *[]){x, residual, weight}, 2,
+                                (mt_tensor *[]){y, r});
+    if (n)
+        n->saved[0] = rstd;
+    *residual_out = r;
+    return y;
+}
+
+/* ---- cross-entropy ---- */
+
+static void cross_entropy_backward(mt_ctx *c, mt_node *n)
+{
+    mt_tensor *logits = n->in[0];
+    c->be->cross_entropy_bwd(c->be, &c->arena, mt_grad_of(c, logits), n->out[0]->grad, logits, n->saved[0],
+                             n->in[1], n->attr_i);
+}
+
+mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+{
+    const char *op = "mt_cross_entropy";
+    char s[96], t[96];
+    if (!check_float(c, op, "logits", logits) || !check_ids(c, op, "targets", targets))
+        return NULL;
+    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
+        return mt_op_error(c, "%s: logits %s must be (N, vocab) and targets %s (N)", op,
+                           mt_shape_str(logits, s, sizeof s), mt_shape_str(targets, t, sizeof t));
+    mt_dtype acc = mt_accum_dtype(logits->dtype);
+    mt_tensor *loss = mt_ctx_tensor(c, acc, 1, (int64_t[]){1});
+    mt_tensor *lse = mt_ctx_tensor(c, acc, 1, (int64_t[]){logits->shape[0]});
+    c->be->cross_entropy_fwd(c->be, &c->arena, loss, lse, logits, targets, ignore_index);
+    mt_node *n = mt_tape_record(c, op, cross_entropy_backward, 2, (mt_tensor *[]){logits, targets}, 1, &loss);
+    if (n) {
+        n->saved[0] = lse;
+        n->attr_i = ignore_index;
+    }
+    return loss;
+}
+
+/* ---- cast ---- */
+
+static void cast_backward(mt_ctx *c, mt_node *n)
+{
+    c->be->cast_bwd(c->be, mt_grad_of(c, n->in[0]), n->out[0]->grad);
+}
+
+mt_tensor *mt_cast(mt_ctx *c, mt_tensor *x, mt_dtype dtype)
+{
+    const char *op = "mt_cast";
+    char s[96];
+    if (!check_float(c, op, "x", x))
+        return NULL;
+    if (!mt_dtype_is_float(dtype) || (dtype == MT_F64 && c->device != MT_CPU))
+        return mt_op_error(c, "%s: cannot cast %s to %s on %s", op, mt_shape_str(x, s, sizeof s),
+                           mt_dtype_name(dtype), mt_device_name(c->device));
+    mt_tensor *y = mt_ctx_tensor(c, dtype, x->ndim, x->shape);
+    c->be->cast_fwd(c->be, y, x);
+    mt_tape_record(c, op, cast_backward, 1, &x, 1, &y);
+    return y;
+}

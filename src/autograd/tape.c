@@ -1,0 +1,196 @@
+#include "autograd/tape.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device.h"
+#include "core/error.h"
+
+void mt_ctx_init(mt_ctx *c, mt_backend *be, size_t arena_bytes)
+{
+    memset(c, 0, sizeof *c);
+    c->be = be;
+    c->device = be->device;
+    mt_arena_init(&c->arena, be->device, arena_bytes, "step arena");
+    mt_arena_init(&c->headers, MT_CPU, 64 * 1024, "tensor headers");
+    c->grad_enabled = true;
+    c->abort_on_error = true;
+}
+
+void mt_ctx_release(mt_ctx *c)
+{
+    mt_arena_release(&c->arena);
+    mt_arena_release(&c->headers);
+    free(c->nodes);
+    memset(c, 0, sizeof *c);
+}
+
+void mt_ctx_end_step(mt_ctx *c)
+{
+    c->n_nodes = 0;
+    mt_arena_reset(&c->arena);
+    mt_arena_reset(&c->headers);
+}
+
+const char *mt_ctx_error(const mt_ctx *c)
+{
+    return c->error[0] ? c->error : NULL;
+}
+
+void mt_ctx_clear_error(mt_ctx *c)
+{
+    c->error[0] = 0;
+}
+
+mt_tensor *mt_op_error(mt_ctx *c, const char *fmt, ...)
+{
+    if (!c->error[0]) { /* keep the first error: later ones are its consequences */
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->error, sizeof c->error, fmt, ap);
+        va_end(ap);
+    }
+    if (c->abort_on_error) {
+        fprintf(stderr, "mamba-train: %s\n", c->error);
+        exit(1);
+    }
+    return NULL;
+}
+
+static mt_tensor *new_header(mt_ctx *c)
+{
+    mt_tensor *t = mt_arena_alloc(&c->headers, sizeof *t);
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+mt_tensor *mt_ctx_tensor(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape)
+{
+    mt_tensor *t = new_header(c);
+    mt_tensor_init(t, dt, c->device, ndim, shape);
+    t->data = mt_arena_alloc(&c->arena, mt_nbytes(t));
+    return t;
+}
+
+mt_tensor *mt_ctx_view_cols(mt_ctx *c, mt_tensor *t, int64_t start, int64_t len)
+{
+    mt_tensor *v = new_header(c);
+    *v = mt_view_cols(t, start, len);
+    v->requires_grad = t->requires_grad && c->grad_enabled;
+    v->base = t;
+    return v;
+}
+
+mt_tensor *mt_ctx_reshape(mt_ctx *c, mt_tensor *t, int ndim, const int64_t *shape)
+{
+    char s[96];
+    if (!t)
+        return NULL;
+    mt_tensor *v = new_header(c);
+    mt_tensor_init(v, t->dtype, t->device, ndim, shape);
+    if (!mt_is_contiguous(t) || mt_numel(v) != mt_numel(t))
+        return mt_op_error(c, "mt_ctx_reshape: %s is not contiguous or has another size than the new shape",
+                           mt_shape_str(t, s, sizeof s));
+    v->data = t->data;
+    v->requires_grad = t->requires_grad && c->grad_enabled;
+    v->base = t;
+    return v;
+}
+
+mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t)
+{
+    if (t->grad)
+        return t->grad;
+    if (t->base) {
+        /* A gradient has its tensor's strides, so the view's offset into its
+         * base is also its gradient's offset into the base's gradient. */
+        mt_tensor *base_grad = mt_grad_of(c, t->base);
+        mt_tensor *g = new_header(c);
+        *g = *t;
+        g->data = (char *)base_grad->data + ((char *)t->data - (char *)t->base->data);
+        g->grad = NULL;
+        g->base = NULL;
+        g->requires_grad = false;
+        t->grad = g;
+        return g;
+    }
+    mt_tensor *g = mt_ctx_tensor(c, t->dtype, t->ndim, t->shape);
+    mt_device_zero(c->device, g->data, mt_nbytes(g));
+    t->grad = g;
+    return g;
+}
+
+mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, mt_tensor **in, int n_out,
+                        mt_tensor **out)
+{
+    bool any = false;
+    for (int i = 0; i < n_in; i++)
+        any |= in[i] && in[i]->requires_grad;
+    if (!c->grad_enabled || !any)
+        return NULL;
+    if (c->n_nodes == c->cap_nodes) {
+        int cap = c->cap_nodes ? 2 * c->cap_nodes : 256;
+        mt_node *nodes = realloc(c->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes)
+            mt_fatal("out of host memory growing the tape to %d nodes", cap);
+        c->nodes = nodes;
+        c->cap_nodes = cap;
+    }
+    mt_node *n = &c->nodes[c->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->backward = fn;
+    n->n_in = n_in;
+    n->n_out = n_out;
+    for (int i = 0; i < n_in; i++)
+        n->in[i] = in[i];
+    for (int i = 0; i < n_out; i++) {
+        n->out[i] = out[i];
+        out[i]->requires_grad = true;
+    }
+    return n;
+}
+
+static void run_backward(mt_ctx *c)
+{
+    for (int i = c->n_nodes - 1; i >= 0; i--) {
+        mt_node *n = &c->nodes[i];
+        bool any = false;
+        for (int k = 0; k < n->n_out; k++)
+            any |= n->out[k]->grad != NULL;
+        if (any)
+            n->backward(c, n);
+    }
+}
+
+void mt_backward_seeded(mt_ctx *c, int n, mt_tensor **outs, mt_tensor **seeds)
+{
+    char a[96], b[96];
+    for (int i = 0; i < n; i++) {
+        if (!mt_same_shape(outs[i], seeds[i]) || outs[i]->dtype != seeds[i]->dtype)
+            mt_fatal("mt_backward_seeded: seed %s does not match output %s", mt_shape_str(seeds[i], a, sizeof a),
+                     mt_shape_str(outs[i], b, sizeof b));
+        mt_tensor *g = mt_grad_of(c, outs[i]);
+        mt_tensor_copy(g, seeds[i]);
+    }
+    run_backward(c);
+}
+
+void mt_backward(mt_ctx *c, mt_tensor *loss)
+{
+    char s[96];
+    if (mt_numel(loss) != 1)
+        mt_fatal("mt_backward: the loss %s has more than one element", mt_shape_str(loss, s, sizeof s));
+    mt_tensor one;
+    mt_tensor_init(&one, loss->dtype, MT_CPU, loss->ndim, loss->shape);
+    double v64 = 1.0;
+    float v32 = 1.0f;
+    one.data = loss->dtype == MT_F64 ? (void *)&v64 : (void *)&v32;
+    if (loss->dtype != MT_F64 && loss->dtype != MT_F32)
+        mt_fatal("mt_backward: the loss must be f32 or f64, not %s", mt_dtype_name(loss->dtype));
+    mt_tensor *g = mt_grad_of(c, loss);
+    mt_tensor_copy(g, &one);
+    run_backward(c);
+}

@@ -1,0 +1,96 @@
+/* The execution context and the tape.
+ *
+ * An mt_ctx owns a backend, the step arena (activations, activation
+ * gradients, kernel temporaries) and the tape. Ops (ops.h) compute on the
+ * ctx's device and, when an input requires grad and grad mode is on, append a
+ * node. mt_backward walks the nodes in reverse. mt_ctx_end_step drops the tape
+ * and resets the arena; parameter gradients live in the parameter store and
+ * persist until zeroed there.
+ *
+ * Op errors (wrong shapes, dtypes, devices) are reported through the ctx:
+ * by default the message is printed and the program exits; with
+ * abort_on_error false the op returns NULL and mt_ctx_error says why. */
+#ifndef MT_TAPE_H
+#define MT_TAPE_H
+
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "core/tensor.h"
+#include "kernels/backend.h"
+
+#define MT_NODE_MAX_IN 4
+#define MT_NODE_MAX_OUT 2
+#define MT_NODE_MAX_SAVED 2
+
+struct mt_ctx;
+struct mt_node;
+typedef void (*mt_backward_fn)(struct mt_ctx *c, struct mt_node *n);
+
+typedef struct mt_node {
+    const char *op;
+    mt_backward_fn backward;
+    mt_tensor *in[MT_NODE_MAX_IN];
+    mt_tensor *out[MT_NODE_MAX_OUT];
+    mt_tensor *saved[MT_NODE_MAX_SAVED];
+    int n_in, n_out;
+    double attr_f; /* an op's scalar attribute (eps) */
+    int attr_i;    /* an op's integer attribute (ignore_index) */
+} mt_node;
+
+typedef struct mt_ctx {
+    mt_backend *be;
+    mt_device device;
+    mt_arena arena;      /* step memory on the device */
+    mt_arena headers;    /* step memory on the host: tensor headers */
+    mt_node *nodes;      /* the tape, in execution order */
+    int n_nodes, cap_nodes;
+    bool grad_enabled;
+    bool abort_on_error;
+    char error[512];
+} mt_ctx;
+
+/* be is borrowed, not owned. */
+void mt_ctx_init(mt_ctx *c, mt_backend *be, size_t arena_bytes);
+void mt_ctx_release(mt_ctx *c);
+
+/* Drops the tape and resets the step arena: every tensor made by an op since
+ * the last call is gone. */
+void mt_ctx_end_step(mt_ctx *c);
+
+/* The first op error since the last clear, or NULL. */
+const char *mt_ctx_error(const mt_ctx *c);
+void mt_ctx_clear_error(mt_ctx *c);
+
+/* A contiguous tensor in the step arena (contents undefined). */
+mt_tensor *mt_ctx_tensor(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape);
+
+/* A column view of t in [start, start + len) of its last dim: no copy, and its
+ * gradient is the same columns of t's gradient. */
+mt_tensor *mt_ctx_view_cols(mt_ctx *c, mt_tensor *t, int64_t start, int64_t len);
+
+/* t (contiguous) seen with another shape of the same size: no copy, and its
+ * gradient is t's gradient seen the same way. NULL after an op error. */
+mt_tensor *mt_ctx_reshape(mt_ctx *c, mt_tensor *t, int ndim, const int64_t *shape);
+
+/* t's gradient, allocated and zeroed on first use. It has t's strides. */
+mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t);
+
+/* Seeds d(loss) = 1 for a one-element loss and runs the tape backward. */
+void mt_backward(mt_ctx *c, mt_tensor *loss);
+
+/* Seeds the gradients of n outputs with seeds (same shapes, any device) and
+ * runs the tape backward. For gradient checks of ops with non-scalar outputs. */
+void mt_backward_seeded(mt_ctx *c, int n, mt_tensor **outs, mt_tensor **seeds);
+
+/* For op implementations (ops.c): record a node when any input requires grad. */
+mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, mt_tensor **in, int n_out,
+                        mt_tensor **out);
+
+/* For op implementations: report an op error (see above) and return NULL. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+mt_tensor *mt_op_error(mt_ctx *c, const char *fmt, ...);
+
+#endif

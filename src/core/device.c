@@ -1,0 +1,100 @@
+#include "core/device.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+#ifdef MT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#define CUDA_CHECK(call, what)                                                                  \
+    do {                                                                                        \
+        cudaError_t err_ = (call);                                                              \
+        if (err_ != cudaSuccess)                                                                \
+            mt_fatal("%s: %s failed: %s", (what), #call, cudaGetErrorString(err_));             \
+    } while (0)
+
+static enum cudaMemcpyKind copy_kind(mt_device dst, mt_device src)
+{
+    if (dst == MT_CUDA)
+        return src == MT_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+    return src == MT_CUDA ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost;
+}
+#endif
+
+int mt_cuda_device_count(void)
+{
+#ifdef MT_HAVE_CUDA
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver or no device: clear the sticky error */
+        return 0;
+    }
+    return n;
+#else
+    return 0;
+#endif
+}
+
+void *mt_device_alloc(mt_device dev, size_t bytes, const char *what)
+{
+    void *p = NULL;
+    if (bytes == 0)
+        bytes = 1;
+    if (dev == MT_CPU) {
+        if (posix_memalign(&p, 64, bytes) != 0)
+            mt_fatal("%s: out of host memory allocating %zu bytes", what, bytes);
+        return p;
+    }
+#ifdef MT_HAVE_CUDA
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess)
+        mt_fatal("%s: cudaMalloc of %zu bytes failed: %s", what, bytes, cudaGetErrorString(err));
+    return p;
+#else
+    mt_fatal("%s: this build has no CUDA (configured with MT_CUDA=OFF)", what);
+#endif
+}
+
+void mt_device_free(mt_device dev, void *p)
+{
+    if (!p)
+        return;
+    if (dev == MT_CPU) {
+        free(p);
+        return;
+    }
+#ifdef MT_HAVE_CUDA
+    CUDA_CHECK(cudaFree(p), "freeing device memory");
+#endif
+}
+
+void mt_device_fill_bytes(mt_device dev, void *p, int byte, size_t bytes)
+{
+    if (dev == MT_CPU) {
+        memset(p, byte, bytes);
+        return;
+    }
+#ifdef MT_HAVE_CUDA
+    CUDA_CHECK(cudaMemset(p, byte, bytes), "setting device memory");
+#endif
+}
+
+void mt_device_zero(mt_device dev, void *p, size_t bytes)
+{
+    mt_device_fill_bytes(dev, p, 0, bytes);
+}
+
+void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void *src, size_t bytes)
+{
+    if (dst_dev == MT_CPU && src_dev == MT_CPU) {
+        memmove(dst, src, bytes);
+        return;
+    }
+#ifdef MT_HAVE_CUDA
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, copy_kind(dst_dev, src_dev)), "copying between devices");
+#else
+    mt_fatal("copying to or from a CUDA device: this build has no CUDA");
+#endif
+}

@@ -1,0 +1,19 @@
+/* Raw memory on a device: allocation, zeroing and copies between devices.
+ * Every failure is fatal with a message naming what was being done. */
+#ifndef MT_DEVICE_H
+#define MT_DEVICE_H
+
+#include <stddef.h>
+
+#include "core/tensor.h"
+
+/* How many CUDA devices are present; 0 in a build without CUDA. */
+int mt_cuda_device_count(void);
+
+void *mt_device_alloc(mt_device dev, size_t bytes, const char *what);
+void mt_device_free(mt_device dev, void *p);
+void mt_device_zero(mt_device dev, void *p, size_t bytes);
+void mt_device_fill_bytes(mt_device dev, void *p, int byte, size_t bytes);
+void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void *src, size_t bytes);
+
+#endif

@@ -1,0 +1,113 @@
+/* The one interface every backend implements: each op's forward and backward
+ * kernel. Op wrappers in src/autograd/ validate shapes and dtypes, allocate
+ * outputs, and call these through a backend; layers never call them directly.
+ *
+ * Conventions for every kernel:
+ * - Tensors arrive validated: matching shapes, supported dtypes, every tensor
+ *   on the backend's device, each row-major (mt_is_row_major: rows of the last
+ *   dim, row_stride apart; see tensor.h).
+ * - Backward kernels ACCUMULATE (+=) into gradient tensors, which the caller has
+ *   zeroed or holds from earlier ops. A NULL gradient means "not needed".
+ * - Gradients have the dtype of the tensor they belong to.
+ * - Float dtypes: f32 and bf16 on every backend, f64 on CPU only. Arithmetic is
+ *   done in double on the CPU and in fp32 on CUDA, whatever the storage dtype;
+ *   the one exception is the CPU linear, which is OpenBLAS sgemm (fp32
+ *   accumulation) for f32 and bf16 and dgemm for f64.
+ * - Kernels are deterministic: the same inputs give the same bits on the same
+ *   device (fixed reduction order, no float atomics).
+ * - scratch is the step arena, for temporaries that live until the kernel returns.
+ */
+#ifndef MT_BACKEND_H
+#define MT_BACKEND_H
+
+#include "core/arena.h"
+#include "core/tensor.h"
+
+typedef struct mt_backend mt_backend;
+
+struct mt_backend {
+    const char *name;
+    mt_device device;
+    void *state; /* backend-private: on CUDA the stream, cuBLASLt handle and workspace */
+
+    void (*destroy)(mt_backend *be);
+    void (*synchronize)(mt_backend *be);
+
+    /* t[i] = uniform [lo, hi) or normal(mean, std) from Philox (core/rng.h),
+     * element i of a contiguous t using counter i. */
+    void (*fill_uniform)(mt_backend *be, mt_tensor *t, uint64_t seed, double lo, double hi);
+    void (*fill_normal)(mt_backend *be, mt_tensor *t, uint64_t seed, double mean, double std);
+
+    /* out (N, D) = weight (V, D) [ids (N)]; ids are i32 in [0, V). */
+    void (*embedding_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids);
+    /* dweight[ids[n], :] += dout[n, :], summed in a fixed order per row. */
+    void (*embedding_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
+                          const mt_tensor *ids);
+
+    /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL. x, w, y share a dtype. */
+    void (*linear_fwd)(mt_backend *be, mt_tensor *y, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
+    /* dx += dy . w;  dw += dy^T . x;  db += sum over rows of dy. Any of dx, dw, db may be NULL. */
+    void (*linear_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dw, mt_tensor *db,
+                       const mt_tensor *dy, const mt_tensor *x, const mt_tensor *w);
+
+    /* Elementwise over equal shapes: out = a + b, out = a * b. */
+    void (*add_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b);
+    void (*mul_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b);
+    /* da += dout; db += dout. */
+    void (*add_bwd)(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout);
+    /* da += dout * b; db += dout * a. */
+    void (*mul_bwd)(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout, const mt_tensor *a,
+                    const mt_tensor *b);
+
+    /* y = x * sigmoid(x);  dx += dy * sigmoid(x) * (1 + x * (1 - sigmoid(x))). */
+    void (*silu_fwd)(mt_backend *be, mt_tensor *y, const mt_tensor *x);
+    void (*silu_bwd)(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x);
+    /* y = log(1 + exp(x)) computed as max(x, 0) + log1p(exp(-|x|));  dx += dy * sigmoid(x). */
+    void (*softplus_fwd)(mt_backend *be, mt_tensor *y, const mt_tensor *x);
+    void (*softplus_bwd)(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x);
+
+    /* Fused residual add + RMSNorm over the last dim D, per row:
+     *   r = x + residual (residual may be NULL: r = x), stored in residual_out
+     *   rstd = 1 / sqrt(mean(r^2) + eps), stored in rstd (rows)
+     *   y = r * rstd * weight
+     * x and y share a dtype; residual, residual_out, weight and rstd use the
+     * accumulation dtype (f32, or f64 for f64). */
+    void (*rmsnorm_fwd)(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
+                        const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);
+    /* With g = dresidual_out + dr where dr = rstd * (weight*dy - r * rstd^2 * mean(weight*dy*r)):
+     *   dx += g; dresidual += g; dweight += sum over rows of dy * r * rstd.
+     * dy or dresidual_out may be NULL (zero); dx, dresidual, dweight may be NULL (not needed). */
+    void (*rmsnorm_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual,
+                        mt_tensor *dweight, const mt_tensor *dy, const mt_tensor *dresidual_out,
+                        const mt_tensor *residual_out, const mt_tensor *rstd, const mt_tensor *weight);
+
+    /* Cross-entropy with a fused softmax over logits (N, V), targets (N) i32.
+     * Rows whose target equals ignore_index contribute nothing. For the others
+     * lse[n] = logsumexp(logits[n]) (accumulation dtype, (N)), and
+     *   loss (a 1-element tensor, accumulation dtype) = sum(lse[n] - logits[n, t_n]) / count,
+     * count being the number of non-ignored rows; loss = 0 when count = 0. */
+    void (*cross_entropy_fwd)(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
+                              const mt_tensor *logits, const mt_tensor *targets, int ignore_index);
+    /* dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v == t_n]) / count;
+     * ignored rows get nothing. dloss is a 1-element tensor. */
+    void (*cross_entropy_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
+                              const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
+                              int ignore_index);
+
+    /* out = x converted to out's dtype (round to nearest even into bf16);
+     * cast_bwd: dx += dout converted to dx's dtype. */
+    void (*cast_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *x);
+    void (*cast_bwd)(mt_backend *be, mt_tensor *dx, const mt_tensor *dout);
+
+    /* y += alpha * x over contiguous tensors of equal size and dtype (plain SGD
+     * over the flat parameter buffer). */
+    void (*axpy)(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);
+};
+
+mt_backend *mt_backend_cpu_create(void);
+
+/* Returns NULL (and writes why into why[n]) when this build has no CUDA or no
+ * device is present. */
+mt_backend *mt_backend_cuda_create(int device_index, char *why, size_t n);
+
+#endif

@@ -1,0 +1,174 @@
+/* Elementwise ops over tensors of equal shape: add, mul, silu, softplus, cast,
+ * and axpy for the optimizer. Each walks rows (each with its own row stride,
+ * so column views work) and columns; rows are independent, so OpenMP splits
+ * them across threads. */
+#include "kernels/cpu/cpu_internal.h"
+
+/* out = a + b */
+void mt_cpu_add_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b)
+{
+    (void)be;
+    int64_t rows = mt_rows(out), cols = mt_cols(out);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *o = cpu_row(out, r);
+        const void *ar = cpu_row(a, r), *br = cpu_row(b, r);
+        for (int64_t c = 0; c < cols; c++)
+            cpu_store(out->dtype, o, c, cpu_load(a->dtype, ar, c) + cpu_load(b->dtype, br, c));
+    }
+}
+
+/* out = a * b */
+void mt_cpu_mul_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b)
+{
+    (void)be;
+    int64_t rows = mt_rows(out), cols = mt_cols(out);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *o = cpu_row(out, r);
+        const void *ar = cpu_row(a, r), *br = cpu_row(b, r);
+        for (int64_t c = 0; c < cols; c++)
+            cpu_store(out->dtype, o, c, cpu_load(a->dtype, ar, c) * cpu_load(b->dtype, br, c));
+    }
+}
+
+/* da += dout; db += dout (either may be NULL) */
+void mt_cpu_add_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout)
+{
+    (void)be;
+    int64_t rows = mt_rows(dout), cols = mt_cols(dout);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        const void *g = cpu_row(dout, r);
+        void *dar = da ? cpu_row(da, r) : NULL, *dbr = db ? cpu_row(db, r) : NULL;
+        for (int64_t c = 0; c < cols; c++) {
+            double grad = cpu_load(dout->dtype, g, c);
+            if (da)
+                cpu_accumulate(da->dtype, dar, c, grad);
+            if (db)
+                cpu_accumulate(db->dtype, dbr, c, grad);
+        }
+    }
+}
+
+/* da += dout * b; db += dout * a (either may be NULL) */
+void mt_cpu_mul_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout, const mt_tensor *a,
+                    const mt_tensor *b)
+{
+    (void)be;
+    int64_t rows = mt_rows(dout), cols = mt_cols(dout);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        const void *g = cpu_row(dout, r), *ar = cpu_row(a, r), *br = cpu_row(b, r);
+        void *dar = da ? cpu_row(da, r) : NULL, *dbr = db ? cpu_row(db, r) : NULL;
+        for (int64_t c = 0; c < cols; c++) {
+            double grad = cpu_load(dout->dtype, g, c);
+            if (da)
+                cpu_accumulate(da->dtype, dar, c, grad * cpu_load(b->dtype, br, c));
+            if (db)
+                cpu_accumulate(db->dtype, dbr, c, grad * cpu_load(a->dtype, ar, c));
+        }
+    }
+}
+
+/* y = x * sigmoid(x) */
+void mt_cpu_silu_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x)
+{
+    (void)be;
+    int64_t rows = mt_rows(y), cols = mt_cols(y);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *yr = cpu_row(y, r);
+        const void *xr = cpu_row(x, r);
+        for (int64_t c = 0; c < cols; c++) {
+            double v = cpu_load(x->dtype, xr, c);
+            cpu_store(y->dtype, yr, c, v * cpu_sigmoid(v));
+        }
+    }
+}
+
+/* dx += dy * s * (1 + x * (1 - s)), s = sigmoid(x) */
+void mt_cpu_silu_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x)
+{
+    (void)be;
+    int64_t rows = mt_rows(dx), cols = mt_cols(dx);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *dxr = cpu_row(dx, r);
+        const void *dyr = cpu_row(dy, r), *xr = cpu_row(x, r);
+        for (int64_t c = 0; c < cols; c++) {
+            double v = cpu_load(x->dtype, xr, c), s = cpu_sigmoid(v);
+            cpu_accumulate(dx->dtype, dxr, c, cpu_load(dy->dtype, dyr, c) * s * (1.0 + v * (1.0 - s)));
+        }
+    }
+}
+
+/* y = log(1 + exp(x)), as max(x, 0) + log1p(exp(-|x|)) so exp never overflows */
+void mt_cpu_softplus_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x)
+{
+    (void)be;
+    int64_t rows = mt_rows(y), cols = mt_cols(y);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *yr = cpu_row(y, r);
+        const void *xr = cpu_row(x, r);
+        for (int64_t c = 0; c < cols; c++) {
+            double v = cpu_load(x->dtype, xr, c);
+            cpu_store(y->dtype, yr, c, fmax(v, 0.0) + log1p(exp(-fabs(v))));
+        }
+    }
+}
+
+/* dx += dy * sigmoid(x) */
+void mt_cpu_softplus_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x)
+{
+    (void)be;
+    int64_t rows = mt_rows(dx), cols = mt_cols(dx);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *dxr = cpu_row(dx, r);
+        const void *dyr = cpu_row(dy, r), *xr = cpu_row(x, r);
+        for (int64_t c = 0; c < cols; c++)
+            cpu_accumulate(dx->dtype, dxr, c,
+                           cpu_load(dy->dtype, dyr, c) * cpu_sigmoid(cpu_load(x->dtype, xr, c)));
+    }
+}
+
+/* out = x converted to out's dtype */
+void mt_cpu_cast_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x)
+{
+    (void)be;
+    int64_t rows = mt_rows(out), cols = mt_cols(out);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *o = cpu_row(out, r);
+        const void *xr = cpu_row(x, r);
+        for (int64_t c = 0; c < cols; c++)
+            cpu_store(out->dtype, o, c, cpu_load(x->dtype, xr, c));
+    }
+}
+
+/* dx += dout, converted to dx's dtype */
+void mt_cpu_cast_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dout)
+{
+    (void)be;
+    int64_t rows = mt_rows(dx), cols = mt_cols(dx);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        void *dxr = cpu_row(dx, r);
+        const void *g = cpu_row(dout, r);
+        for (int64_t c = 0; c < cols; c++)
+            cpu_accumulate(dx->dtype, dxr, c, cpu_load(dout->dtype, g, c));
+    }
+}
+
+/* y += alpha * x over contiguous tensors of equal size (the SGD update of the
+ * flat parameter buffer) */
+void mt_cpu_axpy(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha)
+{
+    (void)be;
+    int64_t n = mt_numel(y);
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; i++)
+        cpu_accumulate(y->dtype, y->data, i, alpha * cpu_load(x->dtype, x->data, i));
+}

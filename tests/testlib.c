@@ -1,0 +1,266 @@
+#include "testlib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+static mt_dtype input_dtype(tl_kind kind, mt_dtype dt)
+{
+    switch (kind) {
+    case TL_FLOAT: return dt;
+    case TL_ACCUM: return mt_accum_dtype(dt);
+    default: return MT_I32;
+    }
+}
+
+void tl_make_inputs(const tl_case *k, bool large, mt_dtype dt, uint64_t seed, mt_tensor **in)
+{
+    for (int i = 0; i < k->n_in; i++) {
+        const tl_input *d = &k->in[i];
+        mt_tensor *t = mt_tensor_new(MT_CPU, input_dtype(d->kind, dt), d->ndim, large ? d->large : d->small);
+        t->name = d->name;
+        uint64_t s = seed * 131 + (uint64_t)i;
+        int64_t n = mt_numel(t);
+        if (d->kind == TL_IDS || d->kind == TL_TARGETS) {
+            const tl_input *lim = &k->in[d->limit_in];
+            int64_t limit = (large ? lim->large : lim->small)[d->limit_dim];
+            for (int64_t e = 0; e < n; e++) {
+                int64_t id = (int64_t)floor(mt_rng_uniform(s, (uint64_t)e, 0, (double)limit));
+                mt_set(t, e, d->kind == TL_TARGETS && e % 5 == 2 ? TL_IGNORE : (double)id);
+            }
+        } else {
+            for (int64_t e = 0; e < n; e++)
+                mt_set(t, e, mt_rng_uniform(s, (uint64_t)e, d->lo, d->hi));
+        }
+        in[i] = t;
+    }
+}
+
+void tl_free_all(int n, mt_tensor **t)
+{
+    for (int i = 0; i < n; i++)
+        mt_tensor_free(t[i]);
+}
+
+mt_tensor *tl_to_device(const mt_tensor *t, mt_device dev)
+{
+    mt_tensor *copy = mt_tensor_new(dev, t->dtype, t->ndim, t->shape);
+    mt_tensor_copy(copy, t);
+    return copy;
+}
+
+double tl_rel_err(const mt_tensor *a, const mt_tensor *ref)
+{
+    mt_tensor *ha = tl_to_device(a, MT_CPU), *hr = tl_to_device(ref, MT_CPU);
+    double diff = 0, norm = 0;
+    bool nan = false;
+    for (int64_t i = 0; i < mt_numel(ha); i++) {
+        double x = mt_get(ha, i), r = mt_get(hr, i);
+        nan |= isnan(x) || isnan(r);
+        diff += (x - r) * (x - r);
+        norm += r * r;
+    }
+    mt_tensor_free(ha);
+    mt_tensor_free(hr);
+    if (nan)
+        return INFINITY;
+    return norm > 0 ? sqrt(diff / norm) : sqrt(diff);
+}
+
+bool tl_has_nan(const mt_tensor *t)
+{
+    mt_tensor *h = tl_to_device(t, MT_CPU);
+    bool nan = false;
+    for (int64_t i = 0; i < mt_numel(h) && !nan; i++)
+        nan = isnan(mt_get(h, i));
+    mt_tensor_free(h);
+    return nan;
+}
+
+static bool is_float_input(const tl_case *k, int i)
+{
+    return k->in[i].kind == TL_FLOAT || k->in[i].kind == TL_ACCUM;
+}
+
+static void require_outputs(mt_ctx *c, const tl_case *k, int n_out, mt_tensor **out)
+{
+    for (int j = 0; j < n_out; j++)
+        if (!out[j])
+            mt_fatal("case %s: output %d is NULL: %s", k->name, j, mt_ctx_error(c) ? mt_ctx_error(c) : "?");
+}
+
+/* Random seeds for backward, shaped like the outputs, on the CPU. */
+static void make_seeds(int n_out, mt_tensor **out, uint64_t seed, mt_tensor **seeds)
+{
+    for (int j = 0; j < n_out; j++) {
+        seeds[j] = mt_tensor_new(MT_CPU, out[j]->dtype, out[j]->ndim, out[j]->shape);
+        for (int64_t e = 0; e < mt_numel(seeds[j]); e++)
+            mt_set(seeds[j], e, mt_rng_uniform(seed * 7 + 1000 + (uint64_t)j, (uint64_t)e, -1, 1));
+    }
+}
+
+/* sum_j <out_j, seed_j>: the scalar whose gradient the seeded backward computes. */
+static double objective(mt_ctx *c, const tl_case *k, mt_tensor **in, mt_tensor **seeds)
+{
+    mt_tensor *out[MT_NODE_MAX_OUT];
+    int n_out = k->run(c, in, out);
+    require_outputs(c, k, n_out, out);
+    double sum = 0;
+    for (int j = 0; j < n_out; j++)
+        for (int64_t e = 0; e < mt_numel(out[j]); e++)
+            sum += mt_get(out[j], e) * mt_get(seeds[j], e);
+    mt_ctx_end_step(c);
+    return sum;
+}
+
+double tl_gradcheck(const tl_case *k, uint64_t seed)
+{
+    const double h = 1e-6;
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_ctx c;
+    mt_ctx_init(&c, cpu, 1 << 20);
+    mt_tensor *in[MT_NODE_MAX_IN], *out[MT_NODE_MAX_OUT], *seeds[MT_NODE_MAX_OUT];
+    mt_tensor *analytic[MT_NODE_MAX_IN] = {0};
+    tl_make_inputs(k, false, MT_F64, seed, in);
+    for (int i = 0; i < k->n_in; i++)
+        in[i]->requires_grad = is_float_input(k, i);
+
+    int n_out = k->run(&c, in, out);
+    require_outputs(&c, k, n_out, out);
+    make_seeds(n_out, out, seed, seeds);
+    mt_backward_seeded(&c, n_out, out, seeds);
+    for (int i = 0; i < k->n_in; i++) {
+        if (!is_float_input(k, i))
+            continue;
+        if (!in[i]->grad)
+            mt_fatal("case %s: backward produced no gradient for %s", k->name, k->in[i].name);
+        analytic[i] = tl_to_device(in[i]->grad, MT_CPU);
+        in[i]->grad = NULL;
+    }
+    mt_ctx_end_step(&c);
+
+    c.grad_enabled = false;
+    double worst = 0;
+    for (int i = 0; i < k->n_in; i++) {
+        if (!is_float_input(k, i))
+            continue;
+        double diff = 0, norm = 0;
+        for (int64_t e = 0; e < mt_numel(in[i]); e++) {
+            double x0 = mt_get(in[i], e);
+            mt_set(in[i], e, x0 + h);
+            double up = objective(&c, k, in, seeds);
+            mt_set(in[i], e, x0 - h);
+            double down = objective(&c, k, in, seeds);
+            mt_set(in[i], e, x0);
+            double numeric = (up - down) / (2 * h), a = mt_get(analytic[i], e);
+            diff += (a - numeric) * (a - numeric);
+            norm += numeric * numeric;
+        }
+        double err = norm > 0 ? sqrt(diff / norm) : sqrt(diff);
+        printf("gradcheck %-18s d/d%-9s rel err %.3e\n", k->name, k->in[i].name, err);
+        if (!(err <= worst))
+            worst = err;
+    }
+    for (int i = 0; i < k->n_in; i++)
+        mt_tensor_free(analytic[i]);
+    tl_free_all(n_out, seeds);
+    tl_free_all(k->n_in, in);
+    mt_ctx_release(&c);
+    cpu->destroy(cpu);
+    return worst;
+}
+
+/* One forward and seeded backward of case k on ctx c; inputs already on c's
+ * device. Host copies of outputs go to out_h, of input gradients to grad_h. */
+static int run_once(mt_ctx *c, const tl_case *k, mt_tensor **in, mt_tensor **seeds_h, mt_tensor **out_h,
+                    mt_tensor **grad_h, bool poison)
+{
+    mt_tensor *out[MT_NODE_MAX_OUT], *seeds[MT_NODE_MAX_OUT];
+    if (poison)
+        mt_arena_poison(&c->arena);
+    int n_out = k->run(c, in, out);
+    require_outputs(c, k, n_out, out);
+    for (int j = 0; j < n_out; j++) {
+        out_h[j] = tl_to_device(out[j], MT_CPU);
+        seeds[j] = tl_to_device(seeds_h[j], c->device);
+    }
+    mt_backward_seeded(c, n_out, out, seeds);
+    for (int i = 0; i < k->n_in; i++) {
+        grad_h[i] = in[i]->grad ? tl_to_device(in[i]->grad, MT_CPU) : NULL;
+        in[i]->grad = NULL;
+    }
+    tl_free_all(n_out, seeds);
+    mt_ctx_end_step(c);
+    return n_out;
+}
+
+static bool same_bits(const mt_tensor *a, const mt_tensor *b)
+{
+    if (!a || !b)
+        return a == b;
+    return mt_nbytes(a) == mt_nbytes(b) && memcmp(a->data, b->data, mt_nbytes(a)) == 0;
+}
+
+tl_compare tl_compare_backend(mt_backend *be, const tl_case *k, mt_dtype dt, uint64_t seed)
+{
+    tl_compare r = {.all_written = true, .deterministic = true};
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_ctx cc, bc;
+    mt_ctx_init(&cc, cpu, 64 << 20);
+    mt_ctx_init(&bc, be, 64 << 20);
+    mt_tensor *in[MT_NODE_MAX_IN], *din[MT_NODE_MAX_IN], *seeds[MT_NODE_MAX_OUT], *probe[MT_NODE_MAX_OUT];
+    mt_tensor *ref_out[MT_NODE_MAX_OUT], *ref_grad[MT_NODE_MAX_IN];
+    mt_tensor *out1[MT_NODE_MAX_OUT], *grad1[MT_NODE_MAX_IN], *out2[MT_NODE_MAX_OUT], *grad2[MT_NODE_MAX_IN];
+    tl_make_inputs(k, true, dt, seed, in);
+    for (int i = 0; i < k->n_in; i++) {
+        in[i]->requires_grad = is_float_input(k, i);
+        din[i] = tl_to_device(in[i], be->device);
+        din[i]->requires_grad = in[i]->requires_grad;
+    }
+    /* The seeds need the outputs' shapes: learn them from a no-grad CPU run. */
+    cc.grad_enabled = false;
+    int n_out = k->run(&cc, in, probe);
+    require_outputs(&cc, k, n_out, probe);
+    make_seeds(n_out, probe, seed, seeds);
+    mt_ctx_end_step(&cc);
+    cc.grad_enabled = true;
+
+    run_once(&cc, k, in, seeds, ref_out, ref_grad, false);
+    run_once(&bc, k, din, seeds, out1, grad1, true);
+    run_once(&bc, k, din, seeds, out2, grad2, true);
+    for (int j = 0; j < n_out; j++) {
+        r.all_written &= !tl_has_nan(out1[j]);
+        double e = tl_rel_err(out1[j], ref_out[j]);
+        if (!(e <= r.out_err))
+            r.out_err = e;
+        r.deterministic &= same_bits(out1[j], out2[j]);
+    }
+    for (int i = 0; i < k->n_in; i++) {
+        if (!ref_grad[i] || !grad1[i]) {
+            if (ref_grad[i] != grad1[i])
+                r.grad_err = INFINITY;
+            continue;
+        }
+        double e = tl_rel_err(grad1[i], ref_grad[i]);
+        if (!(e <= r.grad_err))
+            r.grad_err = e;
+        r.deterministic &= same_bits(grad1[i], grad2[i]);
+    }
+    tl_free_all(n_out, seeds);
+    tl_free_all(n_out, ref_out);
+    tl_free_all(n_out, out1);
+    tl_free_all(n_out, out2);
+    tl_free_all(k->n_in, ref_grad);
+    tl_free_all(k->n_in, grad1);
+    tl_free_all(k->n_in, grad2);
+    tl_free_all(k->n_in, din);
+    tl_free_all(k->n_in, in);
+    mt_ctx_release(&bc);
+    mt_ctx_release(&cc);
+    cpu->destroy(cpu);
+    return r;
+}

@@ -1,0 +1,69 @@
+/* Shared test machinery: the table of op cases, random inputs, the f64
+ * gradient check against central finite differences, and the comparison of a
+ * backend against the CPU reference. */
+#ifndef MT_TESTLIB_H
+#define MT_TESTLIB_H
+
+#include "autograd/ops.h"
+
+/* Exit code that ctest reports as SKIPPED (SKIP_RETURN_CODE in tests/CMakeLists.txt). */
+#define TL_SKIP 77
+
+typedef enum {
+    TL_FLOAT,   /* the op's dtype */
+    TL_ACCUM,   /* the accumulation dtype of the op's dtype (norm weights, residual stream) */
+    TL_IDS,     /* i32 in [0, limit) */
+    TL_TARGETS, /* like TL_IDS, with every fifth row set to TL_IGNORE */
+} tl_kind;
+
+#define TL_IGNORE (-100)
+
+typedef struct tl_input {
+    const char *name;
+    tl_kind kind;
+    int ndim;
+    int64_t small[MT_MAX_DIMS]; /* for gradient checks */
+    int64_t large[MT_MAX_DIMS]; /* for backend comparisons: several blocks, odd sizes */
+    double lo, hi;              /* float range */
+    int limit_in, limit_dim;    /* ids: the limit is dim limit_dim of input limit_in */
+} tl_input;
+
+typedef struct tl_case {
+    const char *name;
+    int n_in;
+    tl_input in[MT_NODE_MAX_IN];
+    /* Runs the op on in[]; writes outputs to out[] and returns how many. */
+    int (*run)(mt_ctx *c, mt_tensor **in, mt_tensor **out);
+} tl_case;
+
+extern const tl_case tl_cases[];
+extern const int tl_n_cases;
+
+/* Inputs of case k on the CPU in dtype dt, drawn from seed. */
+void tl_make_inputs(const tl_case *k, bool large, mt_dtype dt, uint64_t seed, mt_tensor **in);
+void tl_free_all(int n, mt_tensor **t);
+
+/* A heap copy of t on dev. */
+mt_tensor *tl_to_device(const mt_tensor *t, mt_device dev);
+
+/* ||a - ref|| / ||ref|| computed in double on host copies (any devices).
+ * NaN anywhere in a gives +inf. */
+double tl_rel_err(const mt_tensor *a, const mt_tensor *ref);
+bool tl_has_nan(const mt_tensor *t);
+
+/* Largest relative error over every input gradient of case k, analytic
+ * (backward of the f64 CPU op) against central differences. Prints each. */
+double tl_gradcheck(const tl_case *k, uint64_t seed);
+
+typedef struct tl_compare {
+    double out_err;    /* max over outputs of ||be - cpu|| / ||cpu|| */
+    double grad_err;   /* max over input gradients */
+    bool all_written;  /* no output element left poisoned */
+    bool deterministic;/* a second run gave the same bits, outputs and gradients */
+} tl_compare;
+
+/* Runs case k forward and backward on backend be and on the CPU from the same
+ * inputs in dtype dt. */
+tl_compare tl_compare_backend(mt_backend *be, const tl_case *k, mt_dtype dt, uint64_t seed);
+
+#endif
