@@ -33,8 +33,8 @@ const char *mt_dtype_name(mt_dtype dt);
 const char *mt_device_name(mt_device dev);
 bool mt_dtype_is_float(mt_dtype dt);
 
-/* The dtype gradients and reductions of a float dtype are kept in:
- * f64 stays f64, f32 and bf16 accumulate in f32. */
+/* The dtype that sums over a float dtype are computed and kept in (norm
+ * statistics, the residual stream, losses): f64 stays f64, f32 and bf16 use f32. */
 mt_dtype mt_accum_dtype(mt_dtype dt);
 
 int64_t mt_numel(const mt_tensor *t);

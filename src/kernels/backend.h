@@ -38,7 +38,9 @@ struct mt_backend {
     void (*fill_uniform)(mt_backend *be, mt_tensor *t, uint64_t seed, double lo, double hi);
     void (*fill_normal)(mt_backend *be, mt_tensor *t, uint64_t seed, double mean, double std);
 
-    /* out (N, D) = weight (V, D) [ids (N)]; ids are i32 in [0, V). */
+    /* out (N, D) = weight (V, D) [ids (N)]; ids are i32 in [0, V). The CPU
+     * fails naming an id outside it; CUDA, which cannot stop, writes a NaN row
+     * (the data loader validates ids before they reach the device). */
     void (*embedding_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids);
     /* dweight[ids[n], :] += dout[n, :], summed in a fixed order per row. */
     void (*embedding_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
