@@ -13,6 +13,8 @@
  *   done in double on the CPU and in fp32 on CUDA, whatever the storage dtype;
  *   the one exception is the CPU linear, which is OpenBLAS sgemm (fp32
  *   accumulation) for f32 and bf16 and dgemm for f64.
+ * - Where a tensor below is said to be f32 (norm weights, A_log, dt_bias, D,
+ *   states) it is the accumulation dtype: f64 when the op runs in f64.
  * - Kernels are deterministic: the same inputs give the same bits on the same
  *   device (fixed reduction order, no float atomics).
  * - scratch is the step arena, for temporaries that live until the kernel returns.
@@ -100,6 +102,70 @@ struct mt_backend {
      * cast_bwd: dx += dout converted to dx's dtype. */
     void (*cast_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *x);
     void (*cast_bwd)(mt_backend *be, mt_tensor *dx, const mt_tensor *dout);
+
+    /* Causal depthwise conv1d over time with bias and fused SiLU, channels last:
+     *   out[b, t, c] = silu(bias[c] + sum_{k<W} weight[c, k] * x[b, t - (W-1) + k, c])
+     * x (B, L, C) in T (rows may be row_stride apart: a column view), weight
+     * (C, W) f32, bias (C) f32 or NULL, W <= 4, out (B, L, C) in T.
+     * A tap at time t' < 0 reads init_state[b, c, t' + W - 1] when init_state
+     * (B, C, W-1) f32 is given, else 0. With seq_idx (B, L) i32, a tap whose
+     * time t' >= 0 has seq_idx[b, t'] != seq_idx[b, t] reads 0, and so does a
+     * tap at t' < 0 unless seq_idx[b, t] == seq_idx[b, 0]. */
+    void (*conv1d_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
+                       const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+    /* Given dout (B, L, C): dx += d/dx, dweight += d/dweight, dbias += d/dbias,
+     * dinit_state += d/dinit_state (each may be NULL). Recomputes the
+     * pre-activation from x. Sums over (b, t) in a fixed order. */
+    void (*conv1d_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
+                       mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
+                       const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+
+    /* The SSD (Mamba-2) scan. Shapes: x (B, L, H*P) with head h in columns
+     * [h*P, (h+1)*P); dt (B, L, H); Bm and Cm (B, L, G*N), group g in columns
+     * [g*N, (g+1)*N), head h reading group h / (H/G); all in T, rows possibly
+     * row_stride apart (column views of one projection). A_log, dt_bias (H)
+     * f32; D f32 (H) or (H*P) or NULL; z (B, L, H*P) in T or NULL; init_state
+     * and final_state (B, H, P, N) f32 or NULL; seq_idx (B, L) i32 or NULL.
+     * y (B, L, H*P) in T, contiguous.
+     *
+     * Per (b, h), in fp32 (double on the CPU), with A = -exp(A_log[h]):
+     *   delta_t = clamp(softplus(dt[b,t,h] + dt_bias[h]), dt_min, dt_max)
+     *   S_t = exp(delta_t * A) * S_{t-1} + delta_t * x_t (P) outer Bm_t (N)   (S is P x N)
+     *   y_t = S_t Cm_t + D * x_t;  y_t *= silu(z_t) when z is given
+     * S_{-1} = init_state[b, h] or 0. With seq_idx, at every t > 0 where
+     * seq_idx[b, t] != seq_idx[b, t-1] the state restarts: S_{t-1} reads as 0.
+     * final_state = S_{L-1}. chunk_size is how the CUDA kernels tile time; the
+     * result does not depend on it (the CPU runs the recurrence directly). */
+    void (*ssd_fwd)(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
+                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
+                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
+                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
+                    int chunk_size);
+    /* Given dy (B, L, H*P) and dfinal_state (B, H, P, N) f32 (either may be
+     * NULL, reading as zero), accumulates every input's gradient (each may be
+     * NULL): dx, ddt (w.r.t. the raw dt; zero where the clamp is active),
+     * dA_log, dBm, dCm, dD, dz, ddt_bias, dinit_state. Sums over b and t in a
+     * fixed order. */
+    void (*ssd_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
+                    mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
+                    mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
+                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
+                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
+                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
+                    int chunk_size);
+
+    /* Gated RMSNorm (Mamba-2's output norm, norm_before_gate = false), per row
+     * of y (R, E) and each of its G groups of E/G columns:
+     *   u = y * silu(z);  rstd = 1 / sqrt(mean over the group of u^2 + eps)
+     *   out = u * rstd * weight
+     * y, z, out in T (y, z rows possibly row_stride apart); weight (E) f32;
+     * rstd (R, G) f32 saved for the backward. */
+    void (*gated_rmsnorm_fwd)(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                              const mt_tensor *z, const mt_tensor *weight, int ngroups, double eps);
+    /* dy += d/dy, dz += d/dz, dweight += sum over rows (fixed order); any may be NULL. */
+    void (*gated_rmsnorm_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
+                              const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                              const mt_tensor *weight, const mt_tensor *rstd, int ngroups);
 
     /* y += alpha * x over contiguous tensors of equal size and dtype (plain SGD
      * over the flat parameter buffer). */
