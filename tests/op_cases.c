@@ -1,4 +1,6 @@
 /* Every op, as a case the gradient check and the backend comparison run. */
+#include <math.h>
+
 #include "testlib.h"
 
 static int run_embedding(mt_ctx *c, mt_tensor **in, mt_tensor **out)
@@ -87,6 +89,60 @@ static int run_cast(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 2;
 }
 
+static int run_conv1d(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_conv1d_silu(c, in[0], in[1], in[2], NULL, NULL);
+    return 1;
+}
+
+static int run_conv1d_state(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_conv1d_silu(c, in[0], in[1], in[2], in[3], in[4]);
+    return 1;
+}
+
+/* Width 2, no bias, x a column view (as the block feeds xBC). */
+static int run_conv1d_view(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_conv1d_silu(c, mt_ctx_view_cols(c, in[0], 2, in[1]->shape[0]), in[1], NULL, NULL, NULL);
+    return 1;
+}
+
+/* x, Bm, Cm as column views of one xBC tensor, as the Mamba-2 block does; D
+ * per channel, so its size gives nheads * headdim. */
+static int run_ssd(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    int64_t hp = mt_numel(in[3]), n = (mt_cols(in[0]) - hp) / 2;
+    mt_ssd_config cfg = {.headdim = (int)(hp / in[1]->shape[2]), .ngroups = 1, .chunk_size = 64,
+                         .dt_min = 0, .dt_max = INFINITY};
+    mt_tensor *x = mt_ctx_view_cols(c, in[0], 0, hp), *bm = mt_ctx_view_cols(c, in[0], hp, n),
+              *cm = mt_ctx_view_cols(c, in[0], hp + n, n);
+    out[0] = mt_ssd(c, x, in[1], in[2], bm, cm, in[3], NULL, in[4], NULL, NULL, &cfg, NULL);
+    return 1;
+}
+
+/* Every option: z gating, D per head, 2 groups, the dt clamp, an initial
+ * state, the final state as a second output, document boundaries. */
+static int run_ssd_full(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    mt_ssd_config cfg = {.headdim = (int)in[8]->shape[2], .ngroups = 2, .chunk_size = 64, .dt_min = 0.01,
+                         .dt_max = 0.1};
+    out[0] = mt_ssd(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9], &cfg, &out[1]);
+    return 2;
+}
+
+static int run_gated_rmsnorm(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_gated_rmsnorm(c, in[0], in[1], in[2], 1, 1e-5);
+    return 1;
+}
+
+static int run_gated_rmsnorm_groups(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_gated_rmsnorm(c, in[0], in[1], in[2], 2, 1e-5);
+    return 1;
+}
+
 #define X(...) {__VA_ARGS__}
 #define FLOAT_IN(n, k, nd, s, l, a, b) {.name = n, .kind = k, .ndim = nd, .small = s, .large = l, .lo = a, .hi = b}
 #define IDS_IN(n, k, nd, s, l, li, ld) \
@@ -130,6 +186,51 @@ const tl_case tl_cases[] = {
       IDS_IN("targets", TL_TARGETS, 1, X(6), X(257), 0, 1)},
      run_cross_entropy},
     {"cast", 1, {FLOAT_IN("x", TL_FLOAT, 2, X(3, 5), X(77, 1001), -3, 3)}, run_cast},
+    {"conv1d", 3,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 7, 5), X(2, 300, 130), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 3, X(5, 1, 4), X(130, 1, 4), -0.5, 0.5),
+      FLOAT_IN("bias", TL_ACCUM, 1, X(5), X(130), -0.5, 0.5)},
+     run_conv1d},
+    {"conv1d_state", 5,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 7, 5), X(3, 200, 70), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 3, X(5, 1, 4), X(70, 1, 4), -0.5, 0.5),
+      FLOAT_IN("bias", TL_ACCUM, 1, X(5), X(70), -0.5, 0.5),
+      FLOAT_IN("init_state", TL_ACCUM, 3, X(2, 5, 3), X(3, 70, 3), -1, 1),
+      {.name = "seq_idx", .kind = TL_SEQ_IDX, .ndim = 2, .small = X(2, 7), .large = X(3, 200)}},
+     run_conv1d_state},
+    {"conv1d_view", 2,
+     {FLOAT_IN("xbc", TL_FLOAT, 3, X(2, 7, 9), X(2, 150, 100), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 2, X(5, 2), X(80, 2), -0.5, 0.5)},
+     run_conv1d_view},
+    {"ssd", 5,
+     {FLOAT_IN("xbc", TL_FLOAT, 3, X(2, 9, 14), X(2, 300, 160), -1, 1),
+      FLOAT_IN("dt", TL_FLOAT, 3, X(2, 9, 2), X(2, 300, 4), -3, 1),
+      FLOAT_IN("A_log", TL_ACCUM, 1, X(2), X(4), 0, 2.77),
+      FLOAT_IN("D", TL_ACCUM, 1, X(8), X(128), 0.5, 1.5),
+      FLOAT_IN("dt_bias", TL_ACCUM, 1, X(2), X(4), -5, -2)},
+     run_ssd, 1e-4},
+    {"ssd_full", 10,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 10, 16), X(2, 300, 256), -1, 1),
+      FLOAT_IN("dt", TL_FLOAT, 3, X(2, 10, 4), X(2, 300, 8), -3, 1),
+      FLOAT_IN("A_log", TL_ACCUM, 1, X(4), X(8), 0, 2.77),
+      FLOAT_IN("Bm", TL_FLOAT, 3, X(2, 10, 6), X(2, 300, 32), -1, 1),
+      FLOAT_IN("Cm", TL_FLOAT, 3, X(2, 10, 6), X(2, 300, 32), -1, 1),
+      FLOAT_IN("D", TL_ACCUM, 1, X(4), X(8), 0.5, 1.5),
+      FLOAT_IN("z", TL_FLOAT, 3, X(2, 10, 16), X(2, 300, 256), -2, 2),
+      FLOAT_IN("dt_bias", TL_ACCUM, 1, X(4), X(8), -5, -2),
+      FLOAT_IN("init_state", TL_ACCUM, 4, X(2, 4, 4, 3), X(2, 8, 32, 16), -1, 1),
+      {.name = "seq_idx", .kind = TL_SEQ_IDX, .ndim = 2, .small = X(2, 10), .large = X(2, 300)}},
+     run_ssd_full, 1e-4},
+    {"gated_rmsnorm", 3,
+     {FLOAT_IN("y", TL_FLOAT, 3, X(3, 5, 8), X(4, 100, 512), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 3, X(3, 5, 8), X(4, 100, 512), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(512), 0.5, 1.5)},
+     run_gated_rmsnorm},
+    {"gated_rmsnorm_groups", 3,
+     {FLOAT_IN("y", TL_FLOAT, 2, X(6, 8), X(300, 768), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 2, X(6, 8), X(300, 768), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(768), 0.5, 1.5)},
+     run_gated_rmsnorm_groups},
 };
 
 const int tl_n_cases = sizeof tl_cases / sizeof tl_cases[0];

@@ -14,6 +14,7 @@ typedef enum {
     TL_ACCUM,   /* the accumulation dtype of the op's dtype (norm weights, residual stream) */
     TL_IDS,     /* i32 in [0, limit) */
     TL_TARGETS, /* like TL_IDS, with every fifth row set to TL_IGNORE */
+    TL_SEQ_IDX, /* (B, L) document ids: a boundary at L/3 in every row, another at 2L/3 in odd rows */
 } tl_kind;
 
 #define TL_IGNORE (-100)
@@ -34,6 +35,7 @@ typedef struct tl_case {
     tl_input in[MT_NODE_MAX_IN];
     /* Runs the op on in[]; writes outputs to out[] and returns how many. */
     int (*run)(mt_ctx *c, mt_tensor **in, mt_tensor **out);
+    double f32_bound; /* CUDA vs CPU bound in f32 when not the default 1e-5 (chunked scans reorder sums) */
 } tl_case;
 
 extern const tl_case tl_cases[];
@@ -51,6 +53,16 @@ mt_tensor *tl_to_device(const mt_tensor *t, mt_device dev);
 double tl_rel_err(const mt_tensor *a, const mt_tensor *ref);
 bool tl_has_nan(const mt_tensor *t);
 
+/* Runs a computation on ctx c; writes its outputs to out[] and returns how many. */
+typedef int (*tl_run_fn)(mt_ctx *c, void *arg, mt_tensor **out);
+
+/* Largest relative error, over the n f64 CPU tensors wrt (inputs or
+ * parameters, requires_grad set), of the seeded backward of run against
+ * central differences; at most max_elems elements of each are checked
+ * (evenly spaced). Prints each tensor's error. */
+double tl_gradcheck_fn(const char *name, tl_run_fn run, void *arg, int n, mt_tensor **wrt, const char **names,
+                       uint64_t seed, int64_t max_elems);
+
 /* Largest relative error over every input gradient of case k, analytic
  * (backward of the f64 CPU op) against central differences. Prints each. */
 double tl_gradcheck(const tl_case *k, uint64_t seed);
@@ -65,5 +77,10 @@ typedef struct tl_compare {
 /* Runs case k forward and backward on backend be and on the CPU from the same
  * inputs in dtype dt. */
 tl_compare tl_compare_backend(mt_backend *be, const tl_case *k, mt_dtype dt, uint64_t seed);
+
+/* tl_compare_backend, failing the current cmocka test unless every output
+ * was written, bits repeat, and outputs and gradients are within bound.
+ * Prints one line: case, dtype, errors. */
+void tl_assert_backend_matches(mt_backend *be, const tl_case *k, mt_dtype dt, double bound);
 
 #endif

@@ -1,100 +1,12 @@
 #include "autograd/ops.h"
 
-#include <stdio.h>
-
-/* Validation: each returns false after reporting through mt_op_error. */
-
-static bool check_tensor(mt_ctx *c, const char *op, const char *name, const mt_tensor *t)
-{
-    char s[96];
-    if (!t) {
-        mt_op_error(c, "%s: input %s is NULL%s", op, name, mt_ctx_error(c) ? " (an earlier op failed)" : "");
-        return false;
-    }
-    if (t->device != c->device) {
-        mt_op_error(c, "%s: %s %s is not on the context's device (%s)", op, name, mt_shape_str(t, s, sizeof s),
-                    mt_device_name(c->device));
-        return false;
-    }
-    if (!mt_is_row_major(t)) {
-        mt_op_error(c, "%s: %s %s is not row-major (its last dim must be contiguous)", op, name,
-                    mt_shape_str(t, s, sizeof s));
-        return false;
-    }
-    return true;
-}
-
-static bool check_float(mt_ctx *c, const char *op, const char *name, const mt_tensor *t)
-{
-    char s[96];
-    if (!check_tensor(c, op, name, t))
-        return false;
-    if (!mt_dtype_is_float(t->dtype) || (t->dtype == MT_F64 && t->device != MT_CPU)) {
-        mt_op_error(c, "%s: %s %s: dtype must be f32 or bf16%s", op, name, mt_shape_str(t, s, sizeof s),
-                    t->device == MT_CPU ? " or f64" : "");
-        return false;
-    }
-    return true;
-}
-
-static bool check_ids(mt_ctx *c, const char *op, const char *name, const mt_tensor *t)
-{
-    char s[96];
-    if (!check_tensor(c, op, name, t))
-        return false;
-    if (t->dtype != MT_I32 || !mt_is_contiguous(t)) {
-        mt_op_error(c, "%s: %s %s must be contiguous i32", op, name, mt_shape_str(t, s, sizeof s));
-        return false;
-    }
-    return true;
-}
-
-static bool check_same(mt_ctx *c, const char *op, const char *an, const mt_tensor *a, const char *bn,
-                       const mt_tensor *b)
-{
-    char s[96], t[96];
-    if (!mt_same_shape(a, b) || a->dtype != b->dtype) {
-        mt_op_error(c, "%s: %s %s and %s %s must have the same shape and dtype", op, an,
-                    mt_shape_str(a, s, sizeof s), bn, mt_shape_str(b, t, sizeof t));
-        return false;
-    }
-    return true;
-}
-
-static bool check_vector(mt_ctx *c, const char *op, const char *name, const mt_tensor *t, int64_t len,
-                         mt_dtype dt)
-{
-    char s[96];
-    if (!check_tensor(c, op, name, t))
-        return false;
-    if (t->ndim != 1 || t->shape[0] != len || t->dtype != dt) {
-        mt_op_error(c, "%s: %s %s must be (%lld) %s", op, name, mt_shape_str(t, s, sizeof s), (long long)len,
-                    mt_dtype_name(dt));
-        return false;
-    }
-    return true;
-}
-
-/* An output shaped like x but with the last dim replaced by cols. */
-static mt_tensor *like_with_cols(mt_ctx *c, const mt_tensor *x, int64_t cols, mt_dtype dt)
-{
-    int64_t shape[MT_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++)
-        shape[i] = x->shape[i];
-    shape[x->ndim - 1] = cols;
-    return mt_ctx_tensor(c, dt, x->ndim, shape);
-}
-
-static mt_tensor *grad_if_needed(mt_ctx *c, mt_tensor *t)
-{
-    return t && t->requires_grad ? mt_grad_of(c, t) : NULL;
-}
+#include "autograd/op_checks.h"
 
 /* ---- embedding ---- */
 
 static void embedding_backward(mt_ctx *c, mt_node *n)
 {
-    mt_tensor *dweight = grad_if_needed(c, n->in[0]);
+    mt_tensor *dweight = op_grad_if_needed(c, n->in[0]);
     if (dweight)
         c->be->embedding_bwd(c->be, &c->arena, dweight, n->out[0]->grad, n->in[1]);
 }
@@ -103,7 +15,7 @@ mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
 {
     const char *op = "mt_embedding";
     char s[96];
-    if (!check_float(c, op, "weight", weight) || !check_ids(c, op, "ids", ids))
+    if (!op_check_float(c, op, "weight", weight) || !op_check_ids(c, op, "ids", ids))
         return NULL;
     if (weight->ndim != 2)
         return mt_op_error(c, "%s: weight %s must be (vocab, dim)", op, mt_shape_str(weight, s, sizeof s));
@@ -125,7 +37,7 @@ mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
 static void linear_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-    c->be->linear_bwd(c->be, &c->arena, grad_if_needed(c, x), grad_if_needed(c, w), grad_if_needed(c, b),
+    c->be->linear_bwd(c->be, &c->arena, op_grad_if_needed(c, x), op_grad_if_needed(c, w), op_grad_if_needed(c, b),
                       n->out[0]->grad, x, w);
 }
 
@@ -133,14 +45,14 @@ mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
 {
     const char *op = "mt_linear";
     char s[96], t[96];
-    if (!check_float(c, op, "x", x) || !check_float(c, op, "w", w))
+    if (!op_check_float(c, op, "x", x) || !op_check_float(c, op, "w", w))
         return NULL;
     if (w->ndim != 2 || w->shape[1] != mt_cols(x) || w->dtype != x->dtype)
         return mt_op_error(c, "%s: x %s and w %s: w must be (out_features, %lld) of x's dtype", op,
                            mt_shape_str(x, s, sizeof s), mt_shape_str(w, t, sizeof t), (long long)mt_cols(x));
-    if (b && !check_vector(c, op, "b", b, w->shape[0], x->dtype))
+    if (b && !op_check_vector(c, op, "b", b, w->shape[0], x->dtype))
         return NULL;
-    mt_tensor *y = like_with_cols(c, x, w->shape[0], x->dtype);
+    mt_tensor *y = op_like_with_cols(c, x, w->shape[0], x->dtype);
     c->be->linear_fwd(c->be, y, x, w, b);
     mt_tape_record(c, op, linear_backward, 3, (mt_tensor *[]){x, w, b}, 1, &y);
     return y;
@@ -150,12 +62,12 @@ mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
 
 static void add_backward(mt_ctx *c, mt_node *n)
 {
-    c->be->add_bwd(c->be, grad_if_needed(c, n->in[0]), grad_if_needed(c, n->in[1]), n->out[0]->grad);
+    c->be->add_bwd(c->be, op_grad_if_needed(c, n->in[0]), op_grad_if_needed(c, n->in[1]), n->out[0]->grad);
 }
 
 static void mul_backward(mt_ctx *c, mt_node *n)
 {
-    c->be->mul_bwd(c->be, grad_if_needed(c, n->in[0]), grad_if_needed(c, n->in[1]), n->out[0]->grad,
+    c->be->mul_bwd(c->be, op_grad_if_needed(c, n->in[0]), op_grad_if_needed(c, n->in[1]), n->out[0]->grad,
                    n->in[0], n->in[1]);
 }
 
@@ -163,7 +75,7 @@ static mt_tensor *binary(mt_ctx *c, const char *op, mt_tensor *a, mt_tensor *b,
                          void (*fwd)(mt_backend *, mt_tensor *, const mt_tensor *, const mt_tensor *),
                          mt_backward_fn bwd)
 {
-    if (!check_float(c, op, "a", a) || !check_float(c, op, "b", b) || !check_same(c, op, "a", a, "b", b))
+    if (!op_check_float(c, op, "a", a) || !op_check_float(c, op, "b", b) || !op_check_same(c, op, "a", a, "b", b))
         return NULL;
     mt_tensor *out = mt_ctx_tensor(c, a->dtype, a->ndim, a->shape);
     fwd(c->be, out, a, b);
@@ -194,7 +106,7 @@ static void softplus_backward(mt_ctx *c, mt_node *n)
 static mt_tensor *unary(mt_ctx *c, const char *op, mt_tensor *x,
                         void (*fwd)(mt_backend *, mt_tensor *, const mt_tensor *), mt_backward_fn bwd)
 {
-    if (!check_float(c, op, "x", x))
+    if (!op_check_float(c, op, "x", x))
         return NULL;
     mt_tensor *y = mt_ctx_tensor(c, x->dtype, x->ndim, x->shape);
     fwd(c->be, y, x);
@@ -217,8 +129,8 @@ mt_tensor *mt_softplus(mt_ctx *c, mt_tensor *x)
 static void rmsnorm_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *x = n->in[0], *residual = n->in[1], *weight = n->in[2];
-    c->be->rmsnorm_bwd(c->be, &c->arena, grad_if_needed(c, x), grad_if_needed(c, residual),
-                       grad_if_needed(c, weight), n->out[0]->grad, n->out[1]->grad, n->out[1], n->saved[0],
+    c->be->rmsnorm_bwd(c->be, &c->arena, op_grad_if_needed(c, x), op_grad_if_needed(c, residual),
+                       op_grad_if_needed(c, weight), n->out[0]->grad, n->out[1]->grad, n->out[1], n->saved[0],
                        weight);
 }
 
@@ -228,14 +140,14 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
     const char *op = "mt_rmsnorm";
     char s[96], t[96];
     *residual_out = NULL;
-    if (!check_float(c, op, "x", x))
+    if (!op_check_float(c, op, "x", x))
         return NULL;
     mt_dtype acc = mt_accum_dtype(x->dtype);
     int64_t d = mt_cols(x);
-    if (!check_vector(c, op, "weight", weight, d, acc))
+    if (!op_check_vector(c, op, "weight", weight, d, acc))
         return NULL;
     if (residual) {
-        if (!check_float(c, op, "residual", residual))
+        if (!op_check_float(c, op, "residual", residual))
             return NULL;
         if (!mt_same_shape(x, residual) || residual->dtype != acc)
             return mt_op_error(c, "%s: residual %s must have x's shape %s in %s", op,
@@ -262,14 +174,14 @@ static void cross_entropy_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *logits = n->in[0];
     c->be->cross_entropy_bwd(c->be, &c->arena, mt_grad_of(c, logits), n->out[0]->grad, logits, n->saved[0],
-                             n->in[1], n->attr_i);
+                             n->in[1], n->attr_i[0]);
 }
 
 mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
 {
     const char *op = "mt_cross_entropy";
     char s[96], t[96];
-    if (!check_float(c, op, "logits", logits) || !check_ids(c, op, "targets", targets))
+    if (!op_check_float(c, op, "logits", logits) || !op_check_ids(c, op, "targets", targets))
         return NULL;
     if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
         return mt_op_error(c, "%s: logits %s must be (N, vocab) and targets %s (N)", op,
@@ -281,7 +193,7 @@ mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, in
     mt_node *n = mt_tape_record(c, op, cross_entropy_backward, 2, (mt_tensor *[]){logits, targets}, 1, &loss);
     if (n) {
         n->saved[0] = lse;
-        n->attr_i = ignore_index;
+        n->attr_i[0] = ignore_index;
     }
     return loss;
 }
@@ -297,7 +209,7 @@ mt_tensor *mt_cast(mt_ctx *c, mt_tensor *x, mt_dtype dtype)
 {
     const char *op = "mt_cast";
     char s[96];
-    if (!check_float(c, op, "x", x))
+    if (!op_check_float(c, op, "x", x))
         return NULL;
     if (!mt_dtype_is_float(dtype) || (dtype == MT_F64 && c->device != MT_CPU))
         return mt_op_error(c, "%s: cannot cast %s to %s on %s", op, mt_shape_str(x, s, sizeof s),

@@ -33,4 +33,32 @@ mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, in
 /* x converted to dtype (f32, bf16, or f64 on the CPU). */
 mt_tensor *mt_cast(mt_ctx *c, mt_tensor *x, mt_dtype dtype);
 
+/* ---- Mamba-2 (ops_mamba.c); the exact math is in kernels/backend.h ---- */
+
+/* Causal depthwise conv1d + bias + SiLU over x (B, L, C) (a column view is
+ * fine); weight (C, 1, W) or (C, W) with W <= 4, bias (C) or NULL, both in the
+ * accumulation dtype; init_state (B, C, W-1) and seq_idx (B, L) i32 optional. */
+mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor *bias, mt_tensor *init_state,
+                          mt_tensor *seq_idx);
+
+typedef struct mt_ssd_config {
+    int headdim;           /* P */
+    int ngroups;           /* G, dividing the number of heads */
+    int chunk_size;        /* time tile of the CUDA kernels (256) */
+    double dt_min, dt_max; /* clamp of softplus(dt + dt_bias): 0 and INFINITY for none */
+} mt_ssd_config;
+
+/* The SSD scan: x (B, L, H*P), dt (B, L, H), Bm and Cm (B, L, G*N) in the op
+ * dtype (column views are fine); A_log and dt_bias (H), D (H) or (H*P) or
+ * NULL in the accumulation dtype; z (B, L, H*P) or NULL; init_state
+ * (B, H, P, N) or NULL; seq_idx (B, L) i32 or NULL. Returns y (B, L, H*P);
+ * when final_state is not NULL it receives the last state (B, H, P, N). */
+mt_tensor *mt_ssd(mt_ctx *c, mt_tensor *x, mt_tensor *dt, mt_tensor *A_log, mt_tensor *Bm, mt_tensor *Cm,
+                  mt_tensor *D, mt_tensor *z, mt_tensor *dt_bias, mt_tensor *init_state, mt_tensor *seq_idx,
+                  const mt_ssd_config *cfg, mt_tensor **final_state);
+
+/* Mamba-2's gated output norm: RMSNorm(y * SiLU(z)) * weight over ngroups
+ * groups of the last dim. y, z (..., E); weight (E) in the accumulation dtype. */
+mt_tensor *mt_gated_rmsnorm(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *weight, int ngroups, double eps);
+
 #endif

@@ -19,7 +19,7 @@
 #include "core/tensor.h"
 #include "kernels/backend.h"
 
-#define MT_NODE_MAX_IN 4
+#define MT_NODE_MAX_IN 10
 #define MT_NODE_MAX_OUT 2
 #define MT_NODE_MAX_SAVED 2
 
@@ -34,8 +34,8 @@ typedef struct mt_node {
     mt_tensor *out[MT_NODE_MAX_OUT];
     mt_tensor *saved[MT_NODE_MAX_SAVED];
     int n_in, n_out;
-    double attr_f; /* an op's scalar attribute (eps) */
-    int attr_i;    /* an op's integer attribute (ignore_index) */
+    double attr_f[2]; /* an op's float attributes (eps, dt limits) */
+    int attr_i[3];    /* an op's integer attributes (ignore_index, headdim, ngroups, chunk) */
 } mt_node;
 
 typedef struct mt_ctx {

@@ -1,0 +1,156 @@
+/* The SSD scan and one Mamba-2 layer on the GPU at the reference's benchmark
+ * size: batch 8, seqlen 2048, d_model 1024 (expand 2: 32 heads of 64),
+ * d_state 128, ngroups 1, chunk 256, bf16 activations, fp32 parameters.
+ *
+ * FLOPs of the chunked SSD forward, per (batch, chunk of Q): C.B^T 2Q^2N per
+ * group; per head the masked intra-chunk product 2Q^2P, the chunk state 2QNP
+ * and the inter-chunk output 2QNP. Backward counts twice the forward. The
+ * layer adds its two GEMMs (2 * tokens * d_model * (in_proj_dim + d_inner)).
+ *
+ * Prints ms, TFLOP/s, the step arena's peak, and the ratio to the reference's
+ * timings on an H100 (shared/reference/peer-baseline.md). */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "layers/model.h"
+
+enum { WARMUP = 3, REPS = 20 };
+
+/* The reference's medians (ms): SSD without z, SSD with z, one layer. */
+static const double REF_SSD[2] = {0.500, 3.266}, REF_SSD_Z[2] = {0.769, 3.356}, REF_LAYER[2] = {1.115, 6.299};
+
+typedef struct bench {
+    mt_model *m;
+    mt_tensor *u, *x, *dt, *bm, *cm, *z;
+    mt_tensor *seed_ssd, *seed_layer; /* upstream gradients of the two outputs */
+    bool layer, gate;
+} bench;
+
+static mt_tensor *run(mt_ctx *c, const bench *b)
+{
+    const mt_model_config *cfg = &b->m->cfg;
+    mt_mamba2 *mix = &b->m->layers[0].mixer;
+    if (b->layer)
+        return mt_mamba2_forward(c, mix, cfg, b->u, NULL);
+    mt_ssd_config sc = {cfg->headdim, cfg->ngroups, cfg->chunk_size, 0, INFINITY};
+    return mt_ssd(c, b->x, b->dt, mix->A_log, b->bm, b->cm, mix->D, b->gate ? b->z : NULL, mix->dt_bias, NULL,
+                  NULL, &sc, NULL);
+}
+
+static void check(cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess)
+        mt_fatal("bench_mamba2: %s: %s", what, cudaGetErrorString(e));
+}
+
+static float time_ms(mt_ctx *c, bench *b, bool backward)
+{
+    cudaEvent_t start, stop;
+    float ms[REPS];
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    mt_tensor *inputs[] = {b->u, b->x, b->dt, b->bm, b->cm, b->z};
+    c->grad_enabled = backward;
+    for (int r = -WARMUP; r < REPS; r++) {
+        check(cudaEventRecord(start, 0), "cudaEventRecord");
+        mt_tensor *y = run(c, b);
+        if (!y)
+            mt_fatal("bench_mamba2: %s", mt_ctx_error(c));
+        if (backward)
+            mt_backward_seeded(c, 1, &y, b->layer ? &b->seed_layer : &b->seed_ssd);
+        check(cudaEventRecord(stop, 0), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+        if (r >= 0)
+            check(cudaEventElapsedTime(&ms[r], start, stop), "cudaEventElapsedTime");
+        for (int i = 0; i < 6; i++)
+            inputs[i]->grad = NULL;
+        mt_params_zero_grad(&b->m->params);
+        mt_ctx_end_step(c);
+    }
+    for (int i = 1; i < REPS; i++)
+        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+            float t = ms[j]; ms[j] = ms[j - 1]; ms[j - 1] = t;
+        }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return ms[REPS / 2];
+}
+
+static mt_tensor *random_tensor(mt_backend *be, int64_t b, int64_t l, int64_t cols, uint64_t seed, double lo,
+                                double hi)
+{
+    mt_tensor *t = mt_tensor_new(MT_CUDA, MT_BF16, 3, (int64_t[]){b, l, cols});
+    be->fill_uniform(be, t, seed, lo, hi);
+    return t;
+}
+
+int main(void)
+{
+    char why[256];
+    if (mt_cuda_device_count() == 0) {
+        printf("bench_mamba2: no CUDA device present\n");
+        return 77;
+    }
+    mt_backend *be = mt_backend_cuda_create(0, why, sizeof why);
+    if (!be)
+        mt_fatal("bench_mamba2: %s", why);
+    mt_model_config cfg;
+    mt_model_config_defaults(&cfg);
+    cfg.d_model = 1024;
+    cfg.n_layer = 1;
+    cfg.vocab_size = 16;
+    if (!mt_model_config_finalize(&cfg, why, sizeof why))
+        mt_fatal("bench_mamba2: %s", why);
+    mt_model m;
+    mt_model_build(&m, &cfg, MT_CUDA, MT_F32);
+    mt_model_init(&m, be, 1);
+
+    const int64_t B = 8, L = 2048, H = cfg.nheads, P = cfg.headdim, N = cfg.d_state, Q = cfg.chunk_size;
+    const int64_t HP = H * P, GN = cfg.ngroups * N;
+    bench b = {.m = &m};
+    b.u = random_tensor(be, B, L, cfg.d_model, 1, -1, 1);
+    b.u->requires_grad = true;
+    b.x = random_tensor(be, B, L, HP, 2, -1, 1);
+    b.dt = random_tensor(be, B, L, H, 3, -4, 1);
+    b.bm = random_tensor(be, B, L, GN, 4, -1, 1);
+    b.cm = random_tensor(be, B, L, GN, 5, -1, 1);
+    b.z = random_tensor(be, B, L, HP, 6, -2, 2);
+    mt_tensor *differentiable[] = {b.x, b.dt, b.bm, b.cm, b.z};
+    for (int i = 0; i < 5; i++)
+        differentiable[i]->requires_grad = true;
+    b.seed_ssd = random_tensor(be, B, L, HP, 7, -1, 1);
+    b.seed_layer = random_tensor(be, B, L, cfg.d_model, 8, -1, 1);
+
+    double chunks = (double)B * (double)((L + Q - 1) / Q);
+    double ssd_flops = chunks * (2.0 * Q * Q * N * cfg.ngroups + H * (2.0 * Q * Q * P + 4.0 * Q * N * P));
+    double gemm_flops = 2.0 * B * L * cfg.d_model * (double)(cfg.in_proj_dim + cfg.d_inner);
+
+    mt_ctx c;
+    mt_ctx_init(&c, be, (size_t)4 << 30);
+    struct { const char *name; bool layer, gate; double flops; const double *ref; } rows[] = {
+        {"ssd", false, false, ssd_flops, REF_SSD},
+        {"ssd_z", false, true, ssd_flops, REF_SSD_Z},
+        {"mamba2_layer", true, false, ssd_flops + gemm_flops, REF_LAYER},
+    };
+    for (int r = 0; r < 3; r++) {
+        b.layer = rows[r].layer;
+        b.gate = rows[r].gate;
+        float fwd = time_ms(&c, &b, false), both = time_ms(&c, &b, true);
+        printf("bench %-13s fwd %7.3f ms (%6.1f TFLOP/s, ref %.3f, speedup %.2fx)  fwd+bwd %7.3f ms "
+               "(%6.1f TFLOP/s, ref %.3f, speedup %.2fx)  arena peak %.0f MiB\n",
+               rows[r].name, fwd, rows[r].flops / (fwd * 1e-3) / 1e12, rows[r].ref[0], rows[r].ref[0] / fwd, both,
+               3 * rows[r].flops / (both * 1e-3) / 1e12, rows[r].ref[1], rows[r].ref[1] / both,
+               c.arena.peak / 1048576.0);
+    }
+    printf("tokens per step %lld, SSD forward %.2f GFLOP\n", (long long)(B * L), ssd_flops / 1e9);
+    mt_ctx_release(&c);
+    mt_tensor *all[] = {b.u, b.x, b.dt, b.bm, b.cm, b.z, b.seed_ssd, b.seed_layer};
+    for (int i = 0; i < 8; i++)
+        mt_tensor_free(all[i]);
+    mt_model_release(&m);
+    be->destroy(be);
+    return 0;
+}

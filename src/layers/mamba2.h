@@ -1,0 +1,30 @@
+/* The Mamba-2 mixer block: in_proj -> [z | xBC | dt]; causal conv1d + SiLU
+ * over xBC -> [x | B | C]; the SSD scan; the gated RMSNorm with z; out_proj. */
+#ifndef MT_MAMBA2_H
+#define MT_MAMBA2_H
+
+#include "autograd/ops.h"
+#include "core/params.h"
+#include "layers/config.h"
+
+typedef struct mt_mamba2 {
+    mt_tensor *in_proj;  /* (in_proj_dim, d_model) */
+    mt_tensor *conv_w;   /* (conv_dim, 1, d_conv) */
+    mt_tensor *conv_b;   /* (conv_dim) */
+    mt_tensor *dt_bias;  /* (nheads) */
+    mt_tensor *A_log;    /* (nheads) */
+    mt_tensor *D;        /* (nheads) */
+    mt_tensor *norm_w;   /* (d_inner) */
+    mt_tensor *out_proj; /* (d_model, d_inner) */
+} mt_mamba2;
+
+/* Declares the block's parameters under prefix (e.g. "backbone.layers.3.mixer"). */
+void mt_mamba2_declare(mt_mamba2 *m, mt_params *p, const mt_model_config *cfg, const char *prefix);
+
+/* u (B, L, d_model) in the compute dtype -> (B, L, d_model). Weights used by
+ * GEMMs are cast to u's dtype; the rest stay in the accumulation dtype.
+ * seq_idx (B, L) i32 or NULL. */
+mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
+                             mt_tensor *seq_idx);
+
+#endif

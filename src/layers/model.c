@@ -1,0 +1,156 @@
+#include "layers/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype)
+{
+    m->cfg = *cfg;
+    mt_params_init(&m->params, dev, param_dtype);
+    mt_params *p = &m->params;
+    int64_t d = cfg->d_model, v = cfg->vocab_padded;
+    m->embedding = mt_params_add(p, "backbone.embedding.weight", 2, (int64_t[]){v, d}, 0);
+    m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        mt_fatal("out of host memory for %d layers", cfg->n_layer);
+    for (int i = 0; i < cfg->n_layer; i++) {
+        char name[MT_PARAM_NAME_MAX];
+        snprintf(name, sizeof name, "backbone.layers.%d.norm.weight", i);
+        m->layers[i].norm_w = mt_params_add(p, name, 1, &d, MT_PARAM_NO_DECAY);
+        snprintf(name, sizeof name, "backbone.layers.%d.mixer", i);
+        mt_mamba2_declare(&m->layers[i].mixer, p, cfg, name);
+    }
+    m->norm_f = mt_params_add(p, "backbone.norm_f.weight", 1, &d, MT_PARAM_NO_DECAY);
+    m->lm_head = cfg->tie_embeddings ? m->embedding : mt_params_add(p, "lm_head.weight", 2, (int64_t[]){v, d}, 0);
+    mt_params_alloc(p);
+}
+
+void mt_model_release(mt_model *m)
+{
+    mt_params_release(&m->params);
+    free(m->layers);
+    m->layers = NULL;
+}
+
+/* ---- initialization ----
+ * As the reference builds its modules and then applies _init_weights:
+ * - Linear weights (in_proj, out_proj): PyTorch's default, U(+-1/sqrt(fan_in));
+ * - conv1d weight and bias: PyTorch's default, U(+-1/sqrt(d_conv)) (fan_in = 1 * d_conv);
+ * - dt_bias = softplus^-1(dt), dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor;
+ * - A_log = log(U(A_init_range)); D = 1; every norm weight = 1;
+ * then the model-wide pass, which skips MT_PARAM_NO_REINIT parameters:
+ * - embedding ~ N(0, 0.02);
+ * - out_proj re-drawn with the Linear default and divided by sqrt(n_layer)
+ *   (one residual per layer: no MLP). */
+
+/* Element i of a per-parameter stream: seeds differ per parameter. */
+static uint64_t param_seed(uint64_t seed, int index)
+{
+    return seed * 1000003u + (uint64_t)index;
+}
+
+static void fill_host(mt_tensor *t, const double *values)
+{
+    mt_tensor *h = mt_tensor_new(MT_CPU, t->dtype, t->ndim, t->shape);
+    for (int64_t i = 0; i < mt_numel(h); i++)
+        mt_set(h, i, values[i]);
+    mt_tensor_copy(t, h);
+    mt_tensor_free(h);
+}
+
+static void fill_constant(mt_tensor *t, double v)
+{
+    int64_t n = mt_numel(t);
+    double *vals = malloc((size_t)n * sizeof *vals);
+    if (!vals)
+        mt_fatal("out of host memory initializing %s", t->name);
+    for (int64_t i = 0; i < n; i++)
+        vals[i] = v;
+    fill_host(t, vals);
+    free(vals);
+}
+
+static void init_dt_bias(mt_tensor *t, const mt_model_config *cfg, uint64_t seed)
+{
+    int64_t n = mt_numel(t);
+    double vals[n];
+    for (int64_t i = 0; i < n; i++) {
+        double dt = exp(mt_rng_uniform(seed, (uint64_t)i, log(cfg->dt_min), log(cfg->dt_max)));
+        if (dt < cfg->dt_init_floor)
+            dt = cfg->dt_init_floor;
+        vals[i] = dt + log(-expm1(-dt)); /* softplus^-1 */
+    }
+    fill_host(t, vals);
+}
+
+static void init_A_log(mt_tensor *t, const mt_model_config *cfg, uint64_t seed)
+{
+    int64_t n = mt_numel(t);
+    double vals[n];
+    for (int64_t i = 0; i < n; i++)
+        vals[i] = log(mt_rng_uniform(seed, (uint64_t)i, cfg->A_init_min, cfg->A_init_max));
+    fill_host(t, vals);
+}
+
+static void init_linear_default(mt_backend *be, mt_tensor *w, uint64_t seed, double scale)
+{
+    double bound = 1.0 / sqrt((double)w->shape[w->ndim - 1]) * scale;
+    be->fill_uniform(be, w, seed, -bound, bound);
+}
+
+void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
+{
+    const mt_model_config *cfg = &m->cfg;
+    int k = 0;
+    for (int i = 0; i < cfg->n_layer; i++) {
+        mt_model_layer *l = &m->layers[i];
+        mt_mamba2 *x = &l->mixer;
+        fill_constant(l->norm_w, 1.0);
+        init_linear_default(be, x->in_proj, param_seed(seed, k++), 1.0);
+        double conv_bound = 1.0 / sqrt((double)cfg->d_conv);
+        be->fill_uniform(be, x->conv_w, param_seed(seed, k++), -conv_bound, conv_bound);
+        be->fill_uniform(be, x->conv_b, param_seed(seed, k++), -conv_bound, conv_bound);
+        init_dt_bias(x->dt_bias, cfg, param_seed(seed, k++));
+        init_A_log(x->A_log, cfg, param_seed(seed, k++));
+        fill_constant(x->D, 1.0);
+        fill_constant(x->norm_w, 1.0);
+        k++; /* out_proj: drawn by the model-wide pass below */
+    }
+    fill_constant(m->norm_f, 1.0);
+    if (m->lm_head != m->embedding)
+        init_linear_default(be, m->lm_head, param_seed(seed, k++), 1.0);
+
+    /* The model-wide pass. */
+    be->fill_normal(be, m->embedding, param_seed(seed, k++), 0.0, 0.02);
+    double prenorm_scale = 1.0 / sqrt((double)cfg->n_layer);
+    for (int i = 0; i < cfg->n_layer; i++)
+        init_linear_default(be, m->layers[i].mixer.out_proj, param_seed(seed, k++), prenorm_scale);
+}
+
+mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute)
+{
+    const mt_model_config *cfg = &m->cfg;
+    char s[96];
+    if (!ids || ids->ndim != 2)
+        return mt_op_error(c, "mt_model_logits: ids %s must be (batch, seqlen) i32",
+                           ids ? mt_shape_str(ids, s, sizeof s) : "NULL");
+    mt_tensor *h = mt_embedding(c, m->embedding, ids); /* in the accumulation dtype, like the residual */
+    mt_tensor *residual = NULL;
+    for (int i = 0; i < cfg->n_layer && h; i++) {
+        mt_tensor *x = mt_rmsnorm(c, h, residual, m->layers[i].norm_w, cfg->norm_eps, &residual);
+        if (x && x->dtype != compute)
+            x = mt_cast(c, x, compute);
+        h = mt_mamba2_forward(c, &m->layers[i].mixer, cfg, x, seq_idx);
+    }
+    mt_tensor *out = mt_rmsnorm(c, h, residual, m->norm_f, cfg->norm_eps, &residual);
+    if (out && out->dtype != compute)
+        out = mt_cast(c, out, compute);
+    mt_tensor *head = m->lm_head->dtype == compute ? m->lm_head : mt_cast(c, m->lm_head, compute);
+    mt_tensor *logits = mt_linear(c, out, head, NULL);
+    int64_t rows = ids->shape[0] * ids->shape[1];
+    return logits ? mt_ctx_reshape(c, logits, 2, (int64_t[]){rows, cfg->vocab_padded}) : NULL;
+}

@@ -1,0 +1,39 @@
+/* The Mamba-2 language model: embedding, n_layer prenorm residual blocks
+ * (fused add + RMSNorm, residual stream in the accumulation dtype), the final
+ * norm, and the lm_head (tied to the embedding unless tie_embeddings is off).
+ * Parameter names are the reference checkpoint's keys. */
+#ifndef MT_MODEL_H
+#define MT_MODEL_H
+
+#include "core/params.h"
+#include "layers/config.h"
+#include "layers/mamba2.h"
+
+typedef struct mt_model_layer {
+    mt_tensor *norm_w; /* backbone.layers.N.norm.weight (d_model) */
+    mt_mamba2 mixer;   /* backbone.layers.N.mixer.* */
+} mt_model_layer;
+
+typedef struct mt_model {
+    mt_model_config cfg;
+    mt_params params;
+    mt_tensor *embedding; /* (vocab_padded, d_model) */
+    mt_tensor *norm_f;    /* (d_model) */
+    mt_tensor *lm_head;   /* the embedding when tied, else its own (vocab_padded, d_model) */
+    mt_model_layer *layers;
+} mt_model;
+
+/* Declares and allocates every parameter (values zero until mt_model_init).
+ * param_dtype is f32 for training, f64 for gradient checks. cfg must have
+ * passed mt_model_config_finalize. */
+void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype);
+void mt_model_release(mt_model *m);
+
+/* The reference initialization, reproducible from seed (see model.c). */
+void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed);
+
+/* ids (B, L) i32 -> logits (B*L, vocab_padded) in the compute dtype (f32 or
+ * bf16; f64 for gradient checks). seq_idx (B, L) i32 or NULL. */
+mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute);
+
+#endif
