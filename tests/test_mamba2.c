@@ -18,7 +18,8 @@
 static mt_backend *cpu;
 
 /* A model small enough for finite differences: 2 groups, 4 heads of 4, L not
- * a multiple of anything. */
+ * a multiple of anything. dt and A are drawn from wider ranges than the
+ * reference's so that their gradients are not too small to difference. */
 static mt_model_config tiny_config(int n_layer)
 {
     mt_model_config cfg;
@@ -30,6 +31,9 @@ static mt_model_config tiny_config(int n_layer)
     cfg.headdim = 4;
     cfg.ngroups = 2;
     cfg.chunk_size = 16;
+    cfg.dt_min = 0.05;
+    cfg.dt_max = 0.5;
+    cfg.A_init_max = 4;
     char err[256];
     if (!mt_model_config_finalize(&cfg, err, sizeof err))
         fail_msg("tiny config: %s", err);

@@ -153,6 +153,8 @@ mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, 
     return n;
 }
 
+/* Walks the tape in reverse, then drops it: a later backward in the same step
+ * covers only the ops recorded after this one. */
 static void run_backward(mt_ctx *c)
 {
     for (int i = c->n_nodes - 1; i >= 0; i--) {
@@ -163,6 +165,7 @@ static void run_backward(mt_ctx *c)
         if (any)
             n->backward(c, n);
     }
+    c->n_nodes = 0;
 }
 
 void mt_backward_seeded(mt_ctx *c, int n, mt_tensor **outs, mt_tensor **seeds)

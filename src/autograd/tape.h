@@ -76,7 +76,8 @@ mt_tensor *mt_ctx_reshape(mt_ctx *c, mt_tensor *t, int ndim, const int64_t *shap
 /* t's gradient, allocated and zeroed on first use. It has t's strides. */
 mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t);
 
-/* Seeds d(loss) = 1 for a one-element loss and runs the tape backward. */
+/* Seeds d(loss) = 1 for a one-element loss and runs the tape backward; the
+ * tape is consumed (the step's tensors stay until mt_ctx_end_step). */
 void mt_backward(mt_ctx *c, mt_tensor *loss);
 
 /* Seeds the gradients of n outputs with seeds (same shapes, any device) and

@@ -73,6 +73,12 @@ mt_backend *mt_backend_cpu_create(void)
         .cross_entropy_bwd = mt_cpu_cross_entropy_bwd,
         .cast_fwd = mt_cpu_cast_fwd,
         .cast_bwd = mt_cpu_cast_bwd,
+        .conv1d_fwd = mt_cpu_conv1d_fwd,
+        .conv1d_bwd = mt_cpu_conv1d_bwd,
+        .ssd_fwd = mt_cpu_ssd_fwd,
+        .ssd_bwd = mt_cpu_ssd_bwd,
+        .gated_rmsnorm_fwd = mt_cpu_gated_rmsnorm_fwd,
+        .gated_rmsnorm_bwd = mt_cpu_gated_rmsnorm_bwd,
         .axpy = mt_cpu_axpy,
     };
     return be;

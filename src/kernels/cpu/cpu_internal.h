@@ -66,6 +66,24 @@ static inline double cpu_sigmoid(double x)
     return e / (1.0 + e);
 }
 
+/* x * sigmoid(x), and its derivative sigmoid(x) * (1 + x * (1 - sigmoid(x))). */
+static inline double cpu_silu(double x)
+{
+    return x * cpu_sigmoid(x);
+}
+
+static inline double cpu_silu_grad(double x)
+{
+    double s = cpu_sigmoid(x);
+    return s * (1.0 + x * (1.0 - s));
+}
+
+/* log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)), so exp never overflows. */
+static inline double cpu_softplus(double x)
+{
+    return fmax(x, 0.0) + log1p(exp(-fabs(x)));
+}
+
 /* Kernel temporaries come from the step arena when the caller passes one and
  * from the heap otherwise (forward kernels get no arena). */
 static inline void *cpu_temp_alloc(mt_arena *scratch, size_t bytes)
@@ -116,5 +134,30 @@ void mt_cpu_cross_entropy_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *loss
 void mt_cpu_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                               const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
                               int ignore_index);
+
+void mt_cpu_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
+                       const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+void mt_cpu_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
+                       mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
+                       const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+
+void mt_cpu_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
+                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
+                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
+                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
+                    int chunk_size);
+void mt_cpu_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
+                    mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
+                    mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
+                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
+                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
+                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
+                    int chunk_size);
+
+void mt_cpu_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                              const mt_tensor *z, const mt_tensor *weight, int ngroups, double eps);
+void mt_cpu_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
+                              const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                              const mt_tensor *weight, const mt_tensor *rstd, int ngroups);
 
 #endif
