@@ -35,8 +35,9 @@ if ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$
 fi
 
 (cd "$build" && ctest -L gpu --output-on-failure) >"$logdir/gpu-tests.log" 2>&1 || status=1
-"$build/tests/gpu_ops" 2>&1 | grep '^equiv' >"$logdir/equiv.txt"
+grep -h -E '^(equiv|tiny LM)' "$build"/Testing/Temporary/LastTest*.log >"$logdir/equiv.txt"
 "$build/bench/bench_ops" >"$logdir/bench.log" 2>&1 || status=1
+"$build/bench/bench_mamba2" >"$logdir/bench-mamba2.log" 2>&1 || status=1
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   python3 bench/torch_ops.py >"$logdir/reference.log" 2>&1 || echo "reference bench failed" >>"$logdir/reference.log"
 fi
@@ -63,6 +64,8 @@ for line in open(sys.argv[1]):
     extra = f"  ref fwd {r[0]:.3f} fwdbwd {r[1]:.3f} ms  speedup fwd {r[0]/fwd:.2f}x fwdbwd {r[1]/both:.2f}x" if r else "  (no reference)"
     print(f"{key[0]:16s} {key[1]:4s} fwd {fwd:.3f} fwdbwd {both:.3f} ms {f[7]} {f[8]}{extra}")
 PY
-grep -E "tests passed|tests failed|Skipped|Failed" "$logdir/gpu-tests.log" | tail -5
+echo "== Mamba-2 (ratio = reference ms / ours ms)"
+cat "$logdir/bench-mamba2.log"
+grep -E "tests passed|tests failed|Skipped|Failed|Passed" "$logdir/gpu-tests.log" | tail -8
 [ $status -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $logdir)"
 exit $status

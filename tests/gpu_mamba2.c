@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include "core/device.h"
 #include "layers/model.h"
 #include "testlib.h"
 
@@ -182,15 +181,7 @@ static void tiny_lm_bf16(void **state)
 
 int main(void)
 {
-    char why[256];
-    if (mt_cuda_device_count() == 0) {
-        printf("SKIPPED: no CUDA device present\n");
-        return TL_SKIP;
-    }
-    if (!(gpu = mt_backend_cuda_create(0, why, sizeof why))) {
-        printf("a CUDA device is present but the backend failed: %s\n", why);
-        return 1;
-    }
+    gpu = tl_cuda_backend_or_exit();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ssd_narrow_f32), cmocka_unit_test(ssd_narrow_bf16), cmocka_unit_test(ssd_wide_f32),
         cmocka_unit_test(ssd_wide_bf16),  cmocka_unit_test(ssd_reference_bf16), cmocka_unit_test(tiny_lm_f32),

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include "core/device.h"
 #include "testlib.h"
 
 static mt_backend *gpu;
@@ -44,15 +43,7 @@ static void fills_match_the_cpu(void **state)
 
 int main(void)
 {
-    char why[256];
-    if (mt_cuda_device_count() == 0) {
-        printf("SKIPPED: no CUDA device present\n");
-        return TL_SKIP;
-    }
-    if (!(gpu = mt_backend_cuda_create(0, why, sizeof why))) {
-        printf("a CUDA device is present but the backend failed: %s\n", why);
-        return 1;
-    }
+    gpu = tl_cuda_backend_or_exit();
     static struct CMUnitTest tests[128];
     static char names[128][64];
     size_t n = 0;

@@ -341,3 +341,18 @@ void tl_assert_backend_matches(mt_backend *be, const tl_case *k, mt_dtype dt, do
     if (!r.deterministic)
         fail_msg("%s %s: two runs gave different bits", k->name, mt_dtype_name(dt));
 }
+
+mt_backend *tl_cuda_backend_or_exit(void)
+{
+    char why[256];
+    if (mt_cuda_device_count() == 0) {
+        printf("SKIPPED: no CUDA device present\n");
+        exit(TL_SKIP);
+    }
+    mt_backend *be = mt_backend_cuda_create(0, why, sizeof why);
+    if (!be) {
+        printf("a CUDA device is present but the backend failed: %s\n", why);
+        exit(1);
+    }
+    return be;
+}

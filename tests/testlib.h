@@ -78,6 +78,10 @@ typedef struct tl_compare {
  * inputs in dtype dt. */
 tl_compare tl_compare_backend(mt_backend *be, const tl_case *k, mt_dtype dt, uint64_t seed);
 
+/* The CUDA backend of device 0. Where no GPU is present, prints SKIPPED and
+ * exits with TL_SKIP; where one is present but the backend fails, exits 1. */
+mt_backend *tl_cuda_backend_or_exit(void);
+
 /* tl_compare_backend, failing the current cmocka test unless every output
  * was written, bits repeat, and outputs and gradients are within bound.
  * Prints one line: case, dtype, errors. */
