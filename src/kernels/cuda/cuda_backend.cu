@@ -178,6 +178,10 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->cross_entropy_bwd = cuda_cross_entropy_bwd;
     be->cast_fwd = cuda_cast_fwd;
     be->cast_bwd = cuda_cast_bwd;
+    be->conv1d_fwd = cuda_conv1d_fwd;
+    be->conv1d_bwd = cuda_conv1d_bwd;
+    be->gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd;
+    be->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
     be->axpy = cuda_axpy;
     return be;
 

@@ -235,5 +235,15 @@ void cuda_cross_entropy_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *loss, 
 void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                             const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
                             int ignore_index);
+void cuda_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
+                     const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+void cuda_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
+                     mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
+                     const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y, const mt_tensor *z,
+                            const mt_tensor *weight, int ngroups, double eps);
+void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
+                            const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z, const mt_tensor *weight,
+                            const mt_tensor *rstd, int ngroups);
 
 #endif

@@ -1,0 +1,575 @@
+/* Causal depthwise conv1d over time with bias and fused SiLU (channels last),
+ * and its backward. x, out, dx, dout are (B, L, C) in T (f32 or bf16), each
+ * with its own row stride (rows = B * L); weight (C, W) f32 with W <= 4, bias
+ * (C) f32, init_state (B, C, W-1) f32, seq_idx (B, L) i32, all contiguous.
+ *
+ * Layout of the work: a block is CONV_TX x CONV_FWD_TY (forward) or
+ * CONV_TX x CONV_BWD_TY (backward) threads. threadIdx.x runs
+ * along channels (a warp covers CONV_TX * V consecutive channels, V = 1, 2 or
+ * 4 loaded as one vector when alignment allows), threadIdx.y along time:
+ * thread (x, y) of block (bx, by, b) owns channels c0 .. c0+V-1 and the time
+ * sub-tile [ts0, ts0 + TS) of sequence b, walking it in order and keeping the
+ * last W-1 inputs (and their seq_idx) in registers. Loads are issued
+ * CONV_*_CHUNK time steps at a time so several are in flight per thread.
+ *
+ * Masking: every tap reads the value held for its time t' together with the
+ * document id held for t'. Times t' < 0 hold init_state (or 0) with the id
+ * seq_idx[b, 0], so "a tap from another document reads 0" and "a tap at
+ * t' < 0 reads init_state only while seq_idx[b, t] == seq_idx[b, 0]" are the
+ * one test (id(t') == id(t)). A masked tap is replaced by 0 (a select, not a
+ * multiply, so a NaN in another document never leaks in).
+ *
+ * Determinism of the backward: dx and dinit_state have one owner thread per
+ * element (dinit_state only the thread whose sub-tile starts at t = 0), which
+ * sums the W contributions in a fixed order. dweight and dbias: each thread
+ * sums its sub-tile in time order; the block adds its CONV_BWD_TY threads' sums
+ * in y order through shared memory into one partial row (one per (b, by));
+ * colsum_finish_kernel adds the B * gridDim.y partial rows in index order. */
+#include <type_traits>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+#define CONV_TX 32     /* threads along channels: one warp */
+#define CONV_FWD_TY 8  /* time sub-tiles per block, forward */
+#define CONV_BWD_TY 4  /* time sub-tiles per block, backward (more registers per thread) */
+#define CONV_FWD_TS 16 /* time steps per thread, forward */
+#define CONV_BWD_TS 32 /* time steps per thread, backward (must be >= W-1) */
+#define CONV_FWD_CHUNK 8 /* time steps whose loads are issued together, forward */
+#define CONV_BWD_CHUNK 4 /* the same, backward (two loads per step) */
+
+/* V consecutive elements of T move as one load or store of V * sizeof(T)
+ * bytes (2, 4, 8 or 16), their bits packed into 32-bit words by hand. The
+ * 8- and 16-byte stores go through __stwb (st.global.wb, the default cache
+ * policy) because the compiler otherwise splits them into per-element stores. */
+static __device__ __forceinline__ unsigned conv1d_bits(float v) { return __float_as_uint(v); }
+static __device__ __forceinline__ unsigned conv1d_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <typename T> static __device__ __forceinline__ T conv1d_from_bits(unsigned u);
+template <> __device__ __forceinline__ float conv1d_from_bits<float>(unsigned u) { return __uint_as_float(u); }
+template <> __device__ __forceinline__ __nv_bfloat16 conv1d_from_bits<__nv_bfloat16>(unsigned u)
+{
+    return __ushort_as_bfloat16((unsigned short)u);
+}
+
+template <typename T, int V> static __device__ __forceinline__ void conv1d_load(float (&o)[V], const T *p)
+{
+    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+    unsigned w[NW];
+    if constexpr (BYTES == 2) {
+        w[0] = *reinterpret_cast<const unsigned short *>(p);
+    } else if constexpr (BYTES == 4) {
+        w[0] = *reinterpret_cast<const unsigned *>(p);
+    } else if constexpr (BYTES == 8) {
+        uint2 r = *reinterpret_cast<const uint2 *>(p);
+        w[0] = r.x;
+        w[1] = r.y;
+    } else {
+        uint4 r = *reinterpret_cast<const uint4 *>(p);
+        w[0] = r.x;
+        w[1] = r.y;
+        w[2] = r.z;
+        w[3] = r.w;
+    }
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        unsigned u = w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
+        o[i] = to_f<T>(conv1d_from_bits<T>(sizeof(T) == 4 ? u : (u & 0xffffu)));
+    }
+}
+
+template <typename T, int V> static __device__ __forceinline__ void conv1d_store(T *p, const float (&o)[V])
+{
+    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+    unsigned w[NW];
+#pragma unroll
+    for (int i = 0; i < NW; i++)
+        w[i] = 0u;
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        w[i / PER] |= conv1d_bits(from_f<T>(o[i])) << (8 * (int)sizeof(T) * (i % PER));
+    if constexpr (BYTES == 2)
+        *reinterpret_cast<unsigned short *>(p) = (unsigned short)w[0];
+    else if constexpr (BYTES == 4)
+        *reinterpret_cast<unsigned *>(p) = w[0];
+    else if constexpr (BYTES == 8)
+        __stwb(reinterpret_cast<uint2 *>(p), make_uint2(w[0], w[1]));
+    else
+        __stwb(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+}
+
+/* p[0..V) += a, rounding once into T. */
+template <typename T, int V> static __device__ __forceinline__ void conv1d_accum(T *p, const float (&a)[V])
+{
+    float o[V];
+    conv1d_load<T, V>(o, p);
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        o[i] += a[i];
+    conv1d_store<T, V>(p, o);
+}
+
+static __device__ __forceinline__ float conv1d_sigmoid(float v)
+{
+    return 1.0f / (1.0f + expf(-v));
+}
+
+/* Loads the history before ts0: h[j] and hs[j] get the input and document id
+ * of time ts0 - (W-1) + j, j < W-1. Negative times read init_state (0 when
+ * NULL) with the id s0 = seq_idx[b, 0]. */
+template <typename T, int V, int W>
+static __device__ __forceinline__ void conv1d_history(float (&h)[W > 1 ? W - 1 : 1][V], int (&hs)[W > 1 ? W - 1 : 1],
+                                                      const T *x, const float *init, const int32_t *sq, int s0,
+                                                      int64_t b, int64_t L, int64_t C, int64_t c0, int64_t xrs,
+                                                      int64_t ts0)
+{
+#pragma unroll
+    for (int j = 0; j < W - 1; j++) {
+        int64_t tp = ts0 - (W - 1) + j;
+        if (tp >= 0) {
+            conv1d_load<T, V>(h[j], x + (b * L + tp) * xrs + c0);
+            hs[j] = sq ? sq[tp] : 0;
+        } else {
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                h[j][v] = init ? init[(b * C + c0 + v) * (W - 1) + (tp + W - 1)] : 0.0f;
+            hs[j] = s0;
+        }
+    }
+}
+
+/* out[b, t, c] = silu(bias[c] + sum_k weight[c, k] * tap_k), tap_k the
+ * (masked) input at t - (W-1) + k. Grid (ceil(C / (CONV_TX*V)),
+ * ceil(L / (CONV_FWD_TY*CONV_FWD_TS)), B), block (CONV_TX, CONV_FWD_TY). */
+template <typename T, int V, int W>
+__global__ void __launch_bounds__(CONV_TX *CONV_FWD_TY, 2)
+    conv1d_fwd_kernel(T *__restrict__ out, const T *__restrict__ x, const float *__restrict__ w,
+                      const float *__restrict__ bias, const float *__restrict__ init, const int32_t *__restrict__ seq,
+                      int64_t L, int64_t C, int64_t ors, int64_t xrs)
+{
+    constexpr int WH = W > 1 ? W - 1 : 1;
+    const int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
+    const int64_t b = blockIdx.z;
+    const int64_t ts0 = ((int64_t)blockIdx.y * CONV_FWD_TY + threadIdx.y) * CONV_FWD_TS;
+    if (c0 >= C || ts0 >= L)
+        return;
+    const int64_t ts1 = ts0 + CONV_FWD_TS < L ? ts0 + CONV_FWD_TS : L;
+
+    float wk[W][V], bs[V];
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < W; k++)
+            wk[k][v] = w[(c0 + v) * W + k];
+        bs[v] = bias ? bias[c0 + v] : 0.0f;
+    }
+    const int32_t *sq = seq ? seq + b * L : NULL;
+    const int s0 = sq ? sq[0] : 0;
+    float h[WH][V];
+    int hs[WH];
+    conv1d_history<T, V, W>(h, hs, x, init, sq, s0, b, L, C, c0, xrs, ts0);
+
+    for (int64_t t = ts0; t < ts1; t += CONV_FWD_CHUNK) {
+        float xc[CONV_FWD_CHUNK][V];
+        int sc[CONV_FWD_CHUNK];
+#pragma unroll
+        for (int i = 0; i < CONV_FWD_CHUNK; i++) {
+            sc[i] = 0;
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                xc[i][v] = 0.0f;
+            if (t + i < ts1) {
+                conv1d_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
+                sc[i] = sq ? sq[t + i] : 0;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < CONV_FWD_CHUNK; i++) {
+            if (t + i < ts1) {
+                const int st = sc[i];
+                float a[V];
+#pragma unroll
+                for (int v = 0; v < V; v++)
+                    a[v] = bs[v];
+#pragma unroll
+                for (int k = 0; k < W - 1; k++) {
+                    const bool ok = hs[k] == st;
+#pragma unroll
+                    for (int v = 0; v < V; v++)
+                        a[v] += wk[k][v] * (ok ? h[k][v] : 0.0f);
+                }
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+                    a[v] += wk[W - 1][v] * xc[i][v];
+                    a[v] = a[v] * conv1d_sigmoid(a[v]);
+                }
+                conv1d_store<T, V>(out + (b * L + t + i) * ors + c0, a);
+                /* shift the history by one step */
+#pragma unroll
+                for (int j = 0; j + 1 < W - 1; j++) {
+                    hs[j] = hs[j + 1];
+#pragma unroll
+                    for (int v = 0; v < V; v++)
+                        h[j][v] = h[j + 1][v];
+                }
+                if (W > 1) {
+                    hs[WH - 1] = st;
+#pragma unroll
+                    for (int v = 0; v < V; v++)
+                        h[WH - 1][v] = xc[i][v];
+                }
+            }
+        }
+    }
+}
+
+/* Backward. Per output t of the thread's sub-tile [ts0, ts1), with
+ * a = bias + sum_k w[k] tap_k and s = sigmoid(a):
+ *   da = dout * s * (1 + a * (1 - s))
+ *   gb += da, gw[k] += da * tap_k                  (then the partials)
+ * and for dx the thread walks on to tend = min(ts1 + W-1, L) (only da is
+ * needed there): pend[j] collects dx for input time t - (W-1) + j; after
+ * output t, input time t - (W-1) has all its W contributions (outputs
+ * t-(W-1) .. t) and is flushed: into dx when inside [ts0, ts1), into
+ * dinit_state[b, c, t] when negative (only possible when ts0 == 0, where
+ * every output from 0 on has been seen). Partials: pw (P, C*W) and pb (P, C)
+ * with P = B * gridDim.y, row b * gridDim.y + blockIdx.y, every element
+ * written (no zeroing needed). */
+template <typename T, int V, int W>
+__global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
+    conv1d_bwd_kernel(T *dx, float *dinit, float *pw, float *pb, const T *dout, const T *x, const float *w,
+                      const float *bias, const float *init, const int32_t *seq, int64_t L, int64_t C, int64_t dxrs,
+                      int64_t dors, int64_t xrs)
+{
+    constexpr int WH = W > 1 ? W - 1 : 1;
+    constexpr int CB = CONV_TX * V; /* channels per block */
+    __shared__ float red[CONV_BWD_TY][W + 1][CB];
+
+    const int lane = threadIdx.x, ty = threadIdx.y;
+    const int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + lane) * V;
+    const int64_t b = blockIdx.z;
+    const int64_t ts0 = ((int64_t)blockIdx.y * CONV_BWD_TY + ty) * CONV_BWD_TS;
+
+    float gw[W][V], gb[V];
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        gb[v] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < W; k++)
+            gw[k][v] = 0.0f;
+    }
+
+    if (c0 < C && ts0 < L) {
+        const int64_t ts1 = ts0 + CONV_BWD_TS < L ? ts0 + CONV_BWD_TS : L;
+        const int64_t tend = dx ? (ts1 + (W - 1) < L ? ts1 + (W - 1) : L) : ts1;
+        float wk[W][V], bs[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+#pragma unroll
+            for (int k = 0; k < W; k++)
+                wk[k][v] = w[(c0 + v) * W + k];
+            bs[v] = bias ? bias[c0 + v] : 0.0f;
+        }
+        const int32_t *sq = seq ? seq + b * L : NULL;
+        const int s0 = sq ? sq[0] : 0;
+        float h[WH][V];
+        int hs[WH];
+        conv1d_history<T, V, W>(h, hs, x, init, sq, s0, b, L, C, c0, xrs, ts0);
+        float pend[W][V];
+#pragma unroll
+        for (int k = 0; k < W; k++)
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                pend[k][v] = 0.0f;
+
+        for (int64_t t = ts0; t < tend; t += CONV_BWD_CHUNK) {
+            float xc[CONV_BWD_CHUNK][V], gc[CONV_BWD_CHUNK][V];
+            int sc[CONV_BWD_CHUNK];
+#pragma unroll
+            for (int i = 0; i < CONV_BWD_CHUNK; i++) {
+                sc[i] = 0;
+#pragma unroll
+                for (int v = 0; v < V; v++)
+                    xc[i][v] = gc[i][v] = 0.0f;
+                if (t + i < tend) {
+                    conv1d_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
+                    conv1d_load<T, V>(gc[i], dout + (b * L + t + i) * dors + c0);
+                    sc[i] = sq ? sq[t + i] : 0;
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < CONV_BWD_CHUNK; i++) {
+                const int64_t tt = t + i;
+                if (tt < tend) {
+                    const int st = sc[i];
+                    bool ok[W];
+                    float tap[W][V];
+#pragma unroll
+                    for (int k = 0; k < W - 1; k++) {
+                        ok[k] = hs[k] == st;
+#pragma unroll
+                        for (int v = 0; v < V; v++)
+                            tap[k][v] = ok[k] ? h[k][v] : 0.0f;
+                    }
+                    ok[W - 1] = true;
+#pragma unroll
+                    for (int v = 0; v < V; v++)
+                        tap[W - 1][v] = xc[i][v];
+
+                    float da[V];
+#pragma unroll
+                    for (int v = 0; v < V; v++) {
+                        float a = bs[v];
+#pragma unroll
+                        for (int k = 0; k < W; k++)
+                            a += wk[k][v] * tap[k][v];
+                        const float s = conv1d_sigmoid(a);
+                        da[v] = gc[i][v] * s * (1.0f + a * (1.0f - s));
+                    }
+                    if (tt < ts1) {
+#pragma unroll
+                        for (int v = 0; v < V; v++) {
+                            gb[v] += da[v];
+#pragma unroll
+                            for (int k = 0; k < W; k++)
+                                gw[k][v] += da[v] * tap[k][v];
+                        }
+                    }
+#pragma unroll
+                    for (int k = 0; k < W; k++)
+                        if (ok[k])
+#pragma unroll
+                            for (int v = 0; v < V; v++)
+                                pend[k][v] += wk[k][v] * da[v];
+                    /* input time tt - (W-1) is complete */
+                    const int64_t tp = tt - (W - 1);
+                    if (tp >= ts0 && tp < ts1) {
+                        if (dx)
+                            conv1d_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[0]);
+                    } else if (tp < 0 && dinit) {
+#pragma unroll
+                        for (int v = 0; v < V; v++)
+                            dinit[(b * C + c0 + v) * (W - 1) + tt] += pend[0][v];
+                    }
+#pragma unroll
+                    for (int k = 0; k + 1 < W; k++)
+#pragma unroll
+                        for (int v = 0; v < V; v++)
+                            pend[k][v] = pend[k + 1][v];
+#pragma unroll
+                    for (int v = 0; v < V; v++)
+                        pend[W - 1][v] = 0.0f;
+                    /* shift the history */
+#pragma unroll
+                    for (int j = 0; j + 1 < W - 1; j++) {
+                        hs[j] = hs[j + 1];
+#pragma unroll
+                        for (int v = 0; v < V; v++)
+                            h[j][v] = h[j + 1][v];
+                    }
+                    if (W > 1) {
+                        hs[WH - 1] = st;
+#pragma unroll
+                        for (int v = 0; v < V; v++)
+                            h[WH - 1][v] = xc[i][v];
+                    }
+                }
+            }
+        }
+        /* Input times tend - (W-1) + j (j < W-1) are still pending. Those
+         * inside [ts0, ts1) or negative are complete only when tend == L (no
+         * later outputs exist); otherwise they are >= ts1 and not ours. */
+#pragma unroll
+        for (int j = 0; j < W - 1; j++) {
+            const int64_t tp = tend - (W - 1) + j;
+            if (tp >= ts0 && tp < ts1) {
+                if (dx)
+                    conv1d_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[j]);
+            } else if (tp < 0 && dinit) {
+#pragma unroll
+                for (int v = 0; v < V; v++)
+                    dinit[(b * C + c0 + v) * (W - 1) + (tp + W - 1)] += pend[j][v];
+            }
+        }
+    }
+
+    if (pw || pb) {
+        /* Every thread of the block reaches here (no early return above). */
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+#pragma unroll
+            for (int k = 0; k < W; k++)
+                red[ty][k][lane * V + v] = gw[k][v];
+            red[ty][W][lane * V + v] = gb[v];
+        }
+        __syncthreads();
+        const int tid = ty * CONV_TX + lane;
+        const int64_t cbase = (int64_t)blockIdx.x * CB;
+        const int64_t p = b * gridDim.y + blockIdx.y;
+        if (pw)
+            for (int i = tid; i < CB * W; i += CONV_TX * CONV_BWD_TY) {
+                const int cc = i / W, k = i - cc * W;
+                if (cbase + cc < C) {
+                    float s = 0.0f;
+                    for (int y = 0; y < CONV_BWD_TY; y++)
+                        s += red[y][k][cc];
+                    pw[p * C * W + (cbase + cc) * W + k] = s;
+                }
+            }
+        if (pb)
+            for (int cc = tid; cc < CB; cc += CONV_TX * CONV_BWD_TY)
+                if (cbase + cc < C) {
+                    float s = 0.0f;
+                    for (int y = 0; y < CONV_BWD_TY; y++)
+                        s += red[y][W][cc];
+                    pb[p * C + cbase + cc] = s;
+                }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host side. */
+
+/* f(integral_constant<V>, integral_constant<W>) for runtime V in {1, 2, 4}
+ * and W in {1, 2, 3, 4}. */
+template <int V, typename F> static void conv1d_dispatch_w(int W, F f)
+{
+    switch (W) {
+    case 1: f(std::integral_constant<int, V>{}, std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, V>{}, std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, V>{}, std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, V>{}, std::integral_constant<int, 4>{}); break;
+    default: mt_fatal("conv1d: kernel width %d is not supported (1 to 4)", W);
+    }
+}
+
+template <typename F> static void conv1d_dispatch(int V, int W, F f)
+{
+    switch (V) {
+    case 4: conv1d_dispatch_w<4>(W, f); break;
+    case 2: conv1d_dispatch_w<2>(W, f); break;
+    default: conv1d_dispatch_w<1>(W, f); break;
+    }
+}
+
+/* Whether t (may be NULL) allows V-wide vector access at columns that are
+ * multiples of V: data aligned to V elements and an row stride a multiple of V. */
+static bool conv1d_vec_ok(const mt_tensor *t, int V)
+{
+    if (!t)
+        return true;
+    size_t bytes = (size_t)V * mt_dtype_size(t->dtype);
+    return (uintptr_t)t->data % bytes == 0 && mt_row_stride(t) % V == 0;
+}
+
+/* Widest V in {4, 2, 1} with C % V == 0 that every tensor given allows. */
+static int conv1d_pick_vec(int64_t C, const mt_tensor *a, const mt_tensor *b, const mt_tensor *c)
+{
+    for (int V = 4; V > 1; V /= 2)
+        if (C % V == 0 && conv1d_vec_ok(a, V) && conv1d_vec_ok(b, V) && conv1d_vec_ok(c, V))
+            return V;
+    return 1;
+}
+
+/* Checks shared by forward and backward; returns W. */
+static int conv1d_check(const char *op, const mt_tensor *x, const mt_tensor *weight, const mt_tensor *bias,
+                        const mt_tensor *init_state, const mt_tensor *seq_idx)
+{
+    char s[96];
+    require_dtype(weight, MT_F32, op, "weight");
+    if (bias)
+        require_dtype(bias, MT_F32, op, "bias");
+    if (init_state)
+        require_dtype(init_state, MT_F32, op, "init_state");
+    if (seq_idx)
+        require_dtype(seq_idx, MT_I32, op, "seq_idx");
+    if (x->ndim != 3)
+        mt_fatal("%s: x %s must be (batch, seqlen, channels)", op, mt_shape_str(x, s, sizeof s));
+    int64_t W = weight->shape[weight->ndim - 1];
+    if (W < 1 || W > 4 || mt_numel(weight) != x->shape[2] * W || !mt_is_contiguous(weight))
+        mt_fatal("%s: weight %s must be contiguous (C, W) with W <= 4", op, mt_shape_str(weight, s, sizeof s));
+    return (int)W;
+}
+
+static void conv1d_grid_check(const char *op, dim3 grid)
+{
+    if (grid.y > 65535u || grid.z > 65535u)
+        mt_fatal("%s: grid (%u, %u, %u) is too large (batch or seqlen too long)", op, grid.x, grid.y, grid.z);
+}
+
+void cuda_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
+                     const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx)
+{
+    const char *op = "conv1d_fwd";
+    int W = conv1d_check(op, x, weight, bias, init_state, seq_idx);
+    int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
+    if (B == 0 || L == 0 || C == 0)
+        return;
+    int V = conv1d_pick_vec(C, x, out, NULL);
+    dim3 block(CONV_TX, CONV_FWD_TY);
+    dim3 grid((unsigned)((C + CONV_TX * V - 1) / (CONV_TX * V)),
+              (unsigned)((L + CONV_FWD_TY * CONV_FWD_TS - 1) / (CONV_FWD_TY * CONV_FWD_TS)), (unsigned)B);
+    conv1d_grid_check(op, grid);
+    dispatch_float(x->dtype, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        conv1d_dispatch(V, W, [&](auto vc, auto wc) {
+            constexpr int VV = decltype(vc)::value, WW = decltype(wc)::value;
+            conv1d_fwd_kernel<T, VV, WW><<<grid, block, 0, cuda_stream(be)>>>(
+                (T *)out->data, (const T *)x->data, (const float *)weight->data,
+                bias ? (const float *)bias->data : NULL, init_state ? (const float *)init_state->data : NULL,
+                seq_idx ? (const int32_t *)seq_idx->data : NULL, L, C, mt_row_stride(out), mt_row_stride(x));
+            LAUNCH_CHECK(op);
+        });
+    });
+}
+
+void cuda_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
+                     mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
+                     const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx)
+{
+    const char *op = "conv1d_bwd";
+    int W = conv1d_check(op, x, weight, bias, init_state, seq_idx);
+    int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
+    if (dweight)
+        require_dtype(dweight, MT_F32, op, "dweight");
+    if (dbias)
+        require_dtype(dbias, MT_F32, op, "dbias");
+    if (dinit_state)
+        require_dtype(dinit_state, MT_F32, op, "dinit_state");
+    if (!init_state || W == 1)
+        dinit_state = NULL; /* nothing read it (or it is empty) */
+    if (!dout || B == 0 || L == 0 || C == 0)
+        return; /* every gradient += 0 */
+    if (!dx && !dweight && !dbias && !dinit_state)
+        return;
+    int V = conv1d_pick_vec(C, x, dout, dx);
+    dim3 block(CONV_TX, CONV_BWD_TY);
+    dim3 grid((unsigned)((C + CONV_TX * V - 1) / (CONV_TX * V)),
+              (unsigned)((L + CONV_BWD_TY * CONV_BWD_TS - 1) / (CONV_BWD_TY * CONV_BWD_TS)), (unsigned)B);
+    conv1d_grid_check(op, grid);
+    int64_t P = B * (int64_t)grid.y; /* partial rows, one per (b, time block) */
+    float *pw = dweight ? (float *)mt_arena_alloc(scratch, (size_t)(P * C * W) * sizeof(float)) : NULL;
+    float *pb = dbias ? (float *)mt_arena_alloc(scratch, (size_t)(P * C) * sizeof(float)) : NULL;
+    cudaStream_t stream = cuda_stream(be);
+    dispatch_float(x->dtype, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        conv1d_dispatch(V, W, [&](auto vc, auto wc) {
+            constexpr int VV = decltype(vc)::value, WW = decltype(wc)::value;
+            conv1d_bwd_kernel<T, VV, WW><<<grid, block, 0, stream>>>(
+                dx ? (T *)dx->data : NULL, dinit_state ? (float *)dinit_state->data : NULL, pw, pb,
+                (const T *)dout->data, (const T *)x->data, (const float *)weight->data,
+                bias ? (const float *)bias->data : NULL, init_state ? (const float *)init_state->data : NULL,
+                seq_idx ? (const int32_t *)seq_idx->data : NULL, L, C, dx ? mt_row_stride(dx) : 0,
+                mt_row_stride(dout), mt_row_stride(x));
+            LAUNCH_CHECK(op);
+        });
+    });
+    if (dweight) {
+        colsum_finish_kernel<float><<<grid_for(C * W, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
+            (float *)dweight->data, pw, (int)P, C * W);
+        LAUNCH_CHECK("conv1d_bwd (dweight)");
+    }
+    if (dbias) {
+        colsum_finish_kernel<float><<<grid_for(C, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
+            (float *)dbias->data, pb, (int)P, C);
+        LAUNCH_CHECK("conv1d_bwd (dbias)");
+    }
+}

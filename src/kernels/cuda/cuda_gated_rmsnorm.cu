@@ -1,0 +1,378 @@
+/* Gated RMSNorm (Mamba-2's output norm, norm_before_gate = false) and its
+ * backward. y, z, out, dy, dz, dout are (R, E) in T (f32 or bf16), each with
+ * its own row stride; weight (E) f32; rstd (R, G) f32; G groups of gs = E/G
+ * columns per row.
+ *
+ * Layout of the work: a block is (tx, ty) threads with tx a multiple of 32
+ * and tx * ty <= GRMS_THREADS. Each of its ty "sub-rows" of tx threads (whole
+ * warps) handles one (row, group) pair at a time, thread x owning the V-wide
+ * column vectors x, x + tx, ... of the group (V = 1, 2 or 4 when alignment
+ * allows). Sub-row s (global index blockIdx.x * ty + threadIdx.y, s < S =
+ * nslots * G) owns group g = s % G of rows slot, slot + nslots, ... where
+ * slot = s / G. Group sums go through grms_subrow_sum: per-thread sums in
+ * column order, a warp butterfly, then the sub-row's warps in warp order.
+ *
+ * Determinism of dweight: sub-row (slot, g) adds its rows, in order, into
+ * columns [g*gs, (g+1)*gs) of partial row slot (nslots x E fp32 scratch; each
+ * element owned by one thread, which zeroes it first); colsum_finish_kernel
+ * then adds the nslots partial rows in index order. nslots depends only on
+ * the shapes. */
+#include <type_traits>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+#define GRMS_THREADS 256
+/* Backward: about this many threads in all (a constant, not the device's). */
+#define GRMS_BWD_TARGET_THREADS (1 << 18)
+
+/* V consecutive elements of T move as one load or store of V * sizeof(T)
+ * bytes (2, 4, 8 or 16), their bits packed into 32-bit words by hand. The
+ * 8- and 16-byte stores go through __stwb (st.global.wb, the default cache
+ * policy) because the compiler otherwise splits them into per-element stores. */
+static __device__ __forceinline__ unsigned grms_bits(float v) { return __float_as_uint(v); }
+static __device__ __forceinline__ unsigned grms_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <typename T> static __device__ __forceinline__ T grms_from_bits(unsigned u);
+template <> __device__ __forceinline__ float grms_from_bits<float>(unsigned u) { return __uint_as_float(u); }
+template <> __device__ __forceinline__ __nv_bfloat16 grms_from_bits<__nv_bfloat16>(unsigned u)
+{
+    return __ushort_as_bfloat16((unsigned short)u);
+}
+
+template <typename T, int V> static __device__ __forceinline__ void grms_load(float (&o)[V], const T *p)
+{
+    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+    unsigned w[NW];
+    if constexpr (BYTES == 2) {
+        w[0] = *reinterpret_cast<const unsigned short *>(p);
+    } else if constexpr (BYTES == 4) {
+        w[0] = *reinterpret_cast<const unsigned *>(p);
+    } else if constexpr (BYTES == 8) {
+        uint2 r = *reinterpret_cast<const uint2 *>(p);
+        w[0] = r.x;
+        w[1] = r.y;
+    } else {
+        uint4 r = *reinterpret_cast<const uint4 *>(p);
+        w[0] = r.x;
+        w[1] = r.y;
+        w[2] = r.z;
+        w[3] = r.w;
+    }
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        unsigned u = w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
+        o[i] = to_f<T>(grms_from_bits<T>(sizeof(T) == 4 ? u : (u & 0xffffu)));
+    }
+}
+
+template <typename T, int V> static __device__ __forceinline__ void grms_store(T *p, const float (&o)[V])
+{
+    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+    unsigned w[NW];
+#pragma unroll
+    for (int i = 0; i < NW; i++)
+        w[i] = 0u;
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        w[i / PER] |= grms_bits(from_f<T>(o[i])) << (8 * (int)sizeof(T) * (i % PER));
+    if constexpr (BYTES == 2)
+        *reinterpret_cast<unsigned short *>(p) = (unsigned short)w[0];
+    else if constexpr (BYTES == 4)
+        *reinterpret_cast<unsigned *>(p) = w[0];
+    else if constexpr (BYTES == 8)
+        __stwb(reinterpret_cast<uint2 *>(p), make_uint2(w[0], w[1]));
+    else
+        __stwb(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+}
+
+/* p[0..V) += a, rounding once into T. */
+template <typename T, int V> static __device__ __forceinline__ void grms_accum(T *p, const float (&a)[V])
+{
+    float o[V];
+    grms_load<T, V>(o, p);
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        o[i] += a[i];
+    grms_store<T, V>(p, o);
+}
+
+static __device__ __forceinline__ float grms_sigmoid(float v)
+{
+    return 1.0f / (1.0f + expf(-v));
+}
+
+/* Sum of v over the calling thread's sub-row (threadIdx.y), returned to each
+ * of its threads. blockDim.x is a multiple of 32; every thread of the block
+ * must call it. */
+static __device__ __forceinline__ float grms_subrow_sum(float v)
+{
+    __shared__ float shm[GRMS_THREADS / 32];
+    const int nw = blockDim.x >> 5;
+    const int warp = (threadIdx.y * blockDim.x + threadIdx.x) >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* an earlier call's readers are done with shm */
+    if ((threadIdx.x & 31) == 0)
+        shm[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < nw; i++)
+        s += shm[threadIdx.y * nw + i];
+    return s;
+}
+
+/* Per (row r, group g): u = y * silu(z), rstd[r, g] = 1 / sqrt(mean(u^2) +
+ * eps), out = u * rstd * weight. The second pass reloads y and z (the group
+ * was just read, so from L1/L2) and recomputes u bit for bit. */
+template <typename T, int V>
+__global__ void __launch_bounds__(GRMS_THREADS, 4)
+    grms_fwd_kernel(T *__restrict__ out, float *__restrict__ rstd, const T *__restrict__ y, const T *__restrict__ z,
+                    const float *__restrict__ w, int64_t R, int G, int64_t gs, int64_t nslots, int64_t ors,
+                    int64_t rsrs, int64_t yrs, int64_t zrs, float eps)
+{
+    const int64_t s = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
+    const bool active = s < nslots * G;
+    const int g = (int)(s % G);
+    const int64_t slot = s / G;
+    const int64_t col0 = (int64_t)g * gs;
+    for (int64_t r0 = 0; r0 < R; r0 += nslots) { /* the same trip count in the whole block */
+        const int64_t r = r0 + slot;
+        const bool on = active && r < R;
+        float ss = 0.0f;
+        if (on)
+            for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+                float yv[V], zv[V];
+                grms_load<T, V>(yv, y + r * yrs + col0 + c);
+                grms_load<T, V>(zv, z + r * zrs + col0 + c);
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+                    const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                    ss += u * u;
+                }
+            }
+        ss = grms_subrow_sum(ss);
+        if (on) {
+            const float rs = 1.0f / sqrtf(ss / (float)gs + eps);
+            if (threadIdx.x == 0 && rstd)
+                rstd[r * rsrs + g] = rs;
+            for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+                float yv[V], zv[V], o[V];
+                grms_load<T, V>(yv, y + r * yrs + col0 + c);
+                grms_load<T, V>(zv, z + r * zrs + col0 + c);
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+                    const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                    o[v] = u * rs * w[col0 + c + v];
+                }
+                grms_store<T, V>(out + r * ors + col0 + c, o);
+            }
+        }
+    }
+}
+
+/* Per (row r, group g), with sg = sigmoid(z), u = y * z * sg, s = rstd[r, g],
+ * m = mean over the group of w * dout * u:
+ *   du = s * (w * dout - u * s^2 * m)
+ *   dy += du * z * sg;  dz += du * y * sg * (1 + z * (1 - sg))
+ *   partial[slot, col] += dout * u * s
+ * need_du says whether dy or dz is given (uniform, so the sum is skipped
+ * by the whole block together). */
+template <typename T, int V>
+__global__ void __launch_bounds__(GRMS_THREADS, 4)
+    grms_bwd_kernel(T *dy, T *dz, float *partial, const T *dout, const T *y, const T *z, const float *w,
+                    const float *rstd, int64_t R, int G, int64_t gs, int64_t nslots, int64_t dyrs, int64_t dzrs,
+                    int64_t dors, int64_t yrs, int64_t zrs, int64_t rsrs)
+{
+    const int64_t s = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
+    const bool active = s < nslots * G;
+    const int g = (int)(s % G);
+    const int64_t slot = s / G;
+    const int64_t col0 = (int64_t)g * gs;
+    const int64_t E = (int64_t)G * gs;
+    const bool need_du = dy || dz;
+    float *part = partial && active ? partial + slot * E + col0 : NULL;
+    if (part)
+        for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V)
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                part[c + v] = 0.0f;
+
+    for (int64_t r0 = 0; r0 < R; r0 += nslots) { /* the same trip count in the whole block */
+        const int64_t r = r0 + slot;
+        const bool on = active && r < R;
+        const float rs = on ? rstd[r * rsrs + g] : 0.0f;
+        float m = 0.0f;
+        if (need_du) {
+            float acc = 0.0f;
+            if (on)
+                for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+                    float gv[V], yv[V], zv[V];
+                    grms_load<T, V>(gv, dout + r * dors + col0 + c);
+                    grms_load<T, V>(yv, y + r * yrs + col0 + c);
+                    grms_load<T, V>(zv, z + r * zrs + col0 + c);
+#pragma unroll
+                    for (int v = 0; v < V; v++) {
+                        const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                        acc += w[col0 + c + v] * gv[v] * u;
+                    }
+                }
+            m = grms_subrow_sum(acc) / (float)gs;
+        }
+        if (!on)
+            continue;
+        for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+            float gv[V], yv[V], zv[V], ddy[V], ddz[V];
+            grms_load<T, V>(gv, dout + r * dors + col0 + c);
+            grms_load<T, V>(yv, y + r * yrs + col0 + c);
+            grms_load<T, V>(zv, z + r * zrs + col0 + c);
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                const float sg = grms_sigmoid(zv[v]);
+                const float sz = zv[v] * sg; /* silu(z) */
+                const float u = yv[v] * sz;
+                const float du = rs * (w[col0 + c + v] * gv[v] - u * rs * rs * m);
+                ddy[v] = du * sz;
+                ddz[v] = du * yv[v] * sg * (1.0f + zv[v] * (1.0f - sg));
+                if (part)
+                    part[c + v] += gv[v] * u * rs;
+            }
+            if (dy)
+                grms_accum<T, V>(dy + r * dyrs + col0 + c, ddy);
+            if (dz)
+                grms_accum<T, V>(dz + r * dzrs + col0 + c, ddz);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host side. */
+
+/* Whether t (may be NULL) allows V-wide vector access at columns that are
+ * multiples of V: data aligned to V elements and a row stride a multiple of V. */
+static bool grms_vec_ok(const mt_tensor *t, int V)
+{
+    if (!t)
+        return true;
+    size_t bytes = (size_t)V * mt_dtype_size(t->dtype);
+    return (uintptr_t)t->data % bytes == 0 && mt_row_stride(t) % V == 0;
+}
+
+/* Widest V in {4, 2, 1} dividing the group size that every tensor allows. */
+static int grms_pick_vec(int64_t gs, const mt_tensor *a, const mt_tensor *b, const mt_tensor *c, const mt_tensor *d,
+                         const mt_tensor *e)
+{
+    for (int V = 4; V > 1; V /= 2)
+        if (gs % V == 0 && grms_vec_ok(a, V) && grms_vec_ok(b, V) && grms_vec_ok(c, V) && grms_vec_ok(d, V) &&
+            grms_vec_ok(e, V))
+            return V;
+    return 1;
+}
+
+template <typename F> static void grms_dispatch_vec(int V, F f)
+{
+    switch (V) {
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    default: f(std::integral_constant<int, 1>{}); break;
+    }
+}
+
+/* Block shape for groups of gs columns read V at a time. */
+static dim3 grms_block(int64_t gs, int V)
+{
+    int tx = row_threads((gs + V - 1) / V, GRMS_THREADS);
+    return dim3((unsigned)tx, (unsigned)(GRMS_THREADS / tx));
+}
+
+static unsigned grms_grid(const char *op, int64_t subrows, dim3 block)
+{
+    int64_t n = (subrows + block.y - 1) / block.y;
+    if (n > (int64_t)INT32_MAX)
+        mt_fatal("%s: %lld row groups are too many for one launch", op, (long long)subrows);
+    return (unsigned)n;
+}
+
+static void grms_check(const char *op, const mt_tensor *y, const mt_tensor *weight, int ngroups)
+{
+    char s[96];
+    require_dtype(weight, MT_F32, op, "weight");
+    int64_t E = mt_cols(y);
+    if (ngroups < 1 || E % ngroups != 0)
+        mt_fatal("%s: ngroups %d does not divide the last dim of y %s", op, ngroups, mt_shape_str(y, s, sizeof s));
+    if (mt_numel(weight) != E)
+        mt_fatal("%s: weight %s must have %lld elements", op, mt_shape_str(weight, s, sizeof s), (long long)E);
+}
+
+void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y, const mt_tensor *z,
+                            const mt_tensor *weight, int ngroups, double eps)
+{
+    const char *op = "gated_rmsnorm_fwd";
+    grms_check(op, y, weight, ngroups);
+    if (rstd)
+        require_dtype(rstd, MT_F32, op, "rstd");
+    int64_t R = mt_rows(y), E = mt_cols(y);
+    if (R == 0 || E == 0)
+        return;
+    int G = ngroups;
+    int64_t gs = E / G;
+    int V = grms_pick_vec(gs, y, z, out, NULL, NULL);
+    dim3 block = grms_block(gs, V);
+    int64_t nslots = R; /* one (row, group) per sub-row */
+    unsigned grid = grms_grid(op, nslots * G, block);
+    dispatch_float(y->dtype, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        grms_dispatch_vec(V, [&](auto vc) {
+            constexpr int VV = decltype(vc)::value;
+            grms_fwd_kernel<T, VV><<<grid, block, 0, cuda_stream(be)>>>(
+                (T *)out->data, rstd ? (float *)rstd->data : NULL, (const T *)y->data, (const T *)z->data,
+                (const float *)weight->data, R, G, gs, nslots, mt_row_stride(out), rstd ? mt_row_stride(rstd) : 0,
+                mt_row_stride(y), mt_row_stride(z), (float)eps);
+            LAUNCH_CHECK(op);
+        });
+    });
+}
+
+void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
+                            const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z, const mt_tensor *weight,
+                            const mt_tensor *rstd, int ngroups)
+{
+    const char *op = "gated_rmsnorm_bwd";
+    grms_check(op, y, weight, ngroups);
+    require_dtype(rstd, MT_F32, op, "rstd");
+    if (dweight)
+        require_dtype(dweight, MT_F32, op, "dweight");
+    int64_t R = mt_rows(y), E = mt_cols(y);
+    if (!dout || R == 0 || E == 0)
+        return; /* every gradient += 0 */
+    if (!dy && !dz && !dweight)
+        return;
+    int G = ngroups;
+    int64_t gs = E / G;
+    int V = grms_pick_vec(gs, y, z, dout, dy, dz);
+    dim3 block = grms_block(gs, V);
+    /* Slots: about GRMS_BWD_TARGET_THREADS threads in all, at most R. */
+    int64_t subrows_target = GRMS_BWD_TARGET_THREADS / (int64_t)block.x;
+    int64_t nslots = (subrows_target + G - 1) / G;
+    if (nslots > R)
+        nslots = R;
+    if (nslots < 1)
+        nslots = 1;
+    unsigned grid = grms_grid(op, nslots * G, block);
+    float *partial = dweight ? (float *)mt_arena_alloc(scratch, (size_t)(nslots * E) * sizeof(float)) : NULL;
+    cudaStream_t stream = cuda_stream(be);
+    dispatch_float(y->dtype, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        grms_dispatch_vec(V, [&](auto vc) {
+            constexpr int VV = decltype(vc)::value;
+            grms_bwd_kernel<T, VV><<<grid, block, 0, stream>>>(
+                dy ? (T *)dy->data : NULL, dz ? (T *)dz->data : NULL, partial, (const T *)dout->data,
+                (const T *)y->data, (const T *)z->data, (const float *)weight->data, (const float *)rstd->data, R, G,
+                gs, nslots, dy ? mt_row_stride(dy) : 0, dz ? mt_row_stride(dz) : 0, mt_row_stride(dout),
+                mt_row_stride(y), mt_row_stride(z), mt_row_stride(rstd));
+            LAUNCH_CHECK(op);
+        });
+    });
+    if (dweight) {
+        colsum_finish_kernel<float><<<grid_for(E, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
+            (float *)dweight->data, partial, (int)nslots, E);
+        LAUNCH_CHECK("gated_rmsnorm_bwd (dweight)");
+    }
+}
