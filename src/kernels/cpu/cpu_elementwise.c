@@ -71,67 +71,58 @@ void mt_cpu_mul_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tenso
     }
 }
 
-/* y = x * sigmoid(x) */
-void mt_cpu_silu_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x)
+/* y (R, C) = f(x) elementwise. */
+static void unary_fwd(mt_tensor *y, const mt_tensor *x, double (*f)(double))
 {
-    (void)be;
     int64_t rows = mt_rows(y), cols = mt_cols(y);
 #pragma omp parallel for
     for (int64_t r = 0; r < rows; r++) {
         void *yr = cpu_row(y, r);
         const void *xr = cpu_row(x, r);
-        for (int64_t c = 0; c < cols; c++) {
-            double v = cpu_load(x->dtype, xr, c);
-            cpu_store(y->dtype, yr, c, v * cpu_sigmoid(v));
-        }
+        for (int64_t c = 0; c < cols; c++)
+            cpu_store(y->dtype, yr, c, f(cpu_load(x->dtype, xr, c)));
     }
 }
 
-/* dx += dy * s * (1 + x * (1 - s)), s = sigmoid(x) */
-void mt_cpu_silu_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x)
+/* dx (R, C) += dy * f'(x) elementwise. */
+static void unary_bwd(mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x, double (*df)(double))
 {
-    (void)be;
-    int64_t rows = mt_rows(dx), cols = mt_cols(dx);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        void *dxr = cpu_row(dx, r);
-        const void *dyr = cpu_row(dy, r), *xr = cpu_row(x, r);
-        for (int64_t c = 0; c < cols; c++) {
-            double v = cpu_load(x->dtype, xr, c), s = cpu_sigmoid(v);
-            cpu_accumulate(dx->dtype, dxr, c, cpu_load(dy->dtype, dyr, c) * s * (1.0 + v * (1.0 - s)));
-        }
-    }
-}
-
-/* y = log(1 + exp(x)), as max(x, 0) + log1p(exp(-|x|)) so exp never overflows */
-void mt_cpu_softplus_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x)
-{
-    (void)be;
-    int64_t rows = mt_rows(y), cols = mt_cols(y);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        void *yr = cpu_row(y, r);
-        const void *xr = cpu_row(x, r);
-        for (int64_t c = 0; c < cols; c++) {
-            double v = cpu_load(x->dtype, xr, c);
-            cpu_store(y->dtype, yr, c, fmax(v, 0.0) + log1p(exp(-fabs(v))));
-        }
-    }
-}
-
-/* dx += dy * sigmoid(x) */
-void mt_cpu_softplus_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x)
-{
-    (void)be;
     int64_t rows = mt_rows(dx), cols = mt_cols(dx);
 #pragma omp parallel for
     for (int64_t r = 0; r < rows; r++) {
         void *dxr = cpu_row(dx, r);
         const void *dyr = cpu_row(dy, r), *xr = cpu_row(x, r);
         for (int64_t c = 0; c < cols; c++)
-            cpu_accumulate(dx->dtype, dxr, c,
-                           cpu_load(dy->dtype, dyr, c) * cpu_sigmoid(cpu_load(x->dtype, xr, c)));
+            cpu_accumulate(dx->dtype, dxr, c, cpu_load(dy->dtype, dyr, c) * df(cpu_load(x->dtype, xr, c)));
     }
+}
+
+/* y = x * sigmoid(x) */
+void mt_cpu_silu_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x)
+{
+    (void)be;
+    unary_fwd(y, x, cpu_silu);
+}
+
+/* dx += dy * s * (1 + x * (1 - s)), s = sigmoid(x) */
+void mt_cpu_silu_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x)
+{
+    (void)be;
+    unary_bwd(dx, dy, x, cpu_silu_grad);
+}
+
+/* y = log(1 + exp(x)) */
+void mt_cpu_softplus_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x)
+{
+    (void)be;
+    unary_fwd(y, x, cpu_softplus);
+}
+
+/* dx += dy * sigmoid(x) */
+void mt_cpu_softplus_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x)
+{
+    (void)be;
+    unary_bwd(dx, dy, x, cpu_sigmoid);
 }
 
 /* out = x converted to out's dtype */
