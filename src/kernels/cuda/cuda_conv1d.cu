@@ -27,7 +27,7 @@
  * colsum_finish_kernel adds the B * gridDim.y partial rows in index order. */
 #include <type_traits>
 
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_vector.cuh"
 
 #define CONV_TX 32     /* threads along channels: one warp */
 #define CONV_FWD_TY 8  /* time sub-tiles per block, forward */
@@ -36,81 +36,6 @@
 #define CONV_BWD_TS 32 /* time steps per thread, backward (must be >= W-1) */
 #define CONV_FWD_CHUNK 8 /* time steps whose loads are issued together, forward */
 #define CONV_BWD_CHUNK 4 /* the same, backward (two loads per step) */
-
-/* V consecutive elements of T move as one load or store of V * sizeof(T)
- * bytes (2, 4, 8 or 16), their bits packed into 32-bit words by hand. The
- * 8- and 16-byte stores go through __stwb (st.global.wb, the default cache
- * policy) because the compiler otherwise splits them into per-element stores. */
-static __device__ __forceinline__ unsigned conv1d_bits(float v) { return __float_as_uint(v); }
-static __device__ __forceinline__ unsigned conv1d_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
-template <typename T> static __device__ __forceinline__ T conv1d_from_bits(unsigned u);
-template <> __device__ __forceinline__ float conv1d_from_bits<float>(unsigned u) { return __uint_as_float(u); }
-template <> __device__ __forceinline__ __nv_bfloat16 conv1d_from_bits<__nv_bfloat16>(unsigned u)
-{
-    return __ushort_as_bfloat16((unsigned short)u);
-}
-
-template <typename T, int V> static __device__ __forceinline__ void conv1d_load(float (&o)[V], const T *p)
-{
-    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
-    unsigned w[NW];
-    if constexpr (BYTES == 2) {
-        w[0] = *reinterpret_cast<const unsigned short *>(p);
-    } else if constexpr (BYTES == 4) {
-        w[0] = *reinterpret_cast<const unsigned *>(p);
-    } else if constexpr (BYTES == 8) {
-        uint2 r = *reinterpret_cast<const uint2 *>(p);
-        w[0] = r.x;
-        w[1] = r.y;
-    } else {
-        uint4 r = *reinterpret_cast<const uint4 *>(p);
-        w[0] = r.x;
-        w[1] = r.y;
-        w[2] = r.z;
-        w[3] = r.w;
-    }
-#pragma unroll
-    for (int i = 0; i < V; i++) {
-        unsigned u = w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
-        o[i] = to_f<T>(conv1d_from_bits<T>(sizeof(T) == 4 ? u : (u & 0xffffu)));
-    }
-}
-
-template <typename T, int V> static __device__ __forceinline__ void conv1d_store(T *p, const float (&o)[V])
-{
-    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
-    unsigned w[NW];
-#pragma unroll
-    for (int i = 0; i < NW; i++)
-        w[i] = 0u;
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        w[i / PER] |= conv1d_bits(from_f<T>(o[i])) << (8 * (int)sizeof(T) * (i % PER));
-    if constexpr (BYTES == 2)
-        *reinterpret_cast<unsigned short *>(p) = (unsigned short)w[0];
-    else if constexpr (BYTES == 4)
-        *reinterpret_cast<unsigned *>(p) = w[0];
-    else if constexpr (BYTES == 8)
-        __stwb(reinterpret_cast<uint2 *>(p), make_uint2(w[0], w[1]));
-    else
-        __stwb(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
-}
-
-/* p[0..V) += a, rounding once into T. */
-template <typename T, int V> static __device__ __forceinline__ void conv1d_accum(T *p, const float (&a)[V])
-{
-    float o[V];
-    conv1d_load<T, V>(o, p);
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        o[i] += a[i];
-    conv1d_store<T, V>(p, o);
-}
-
-static __device__ __forceinline__ float conv1d_sigmoid(float v)
-{
-    return 1.0f / (1.0f + expf(-v));
-}
 
 /* Loads the history before ts0: h[j] and hs[j] get the input and document id
  * of time ts0 - (W-1) + j, j < W-1. Negative times read init_state (0 when
@@ -125,7 +50,7 @@ static __device__ __forceinline__ void conv1d_history(float (&h)[W > 1 ? W - 1 :
     for (int j = 0; j < W - 1; j++) {
         int64_t tp = ts0 - (W - 1) + j;
         if (tp >= 0) {
-            conv1d_load<T, V>(h[j], x + (b * L + tp) * xrs + c0);
+            vec_load<T, V>(h[j], x + (b * L + tp) * xrs + c0);
             hs[j] = sq ? sq[tp] : 0;
         } else {
 #pragma unroll
@@ -177,7 +102,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_FWD_TY, 2)
             for (int v = 0; v < V; v++)
                 xc[i][v] = 0.0f;
             if (t + i < ts1) {
-                conv1d_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
+                vec_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
                 sc[i] = sq ? sq[t + i] : 0;
             }
         }
@@ -199,9 +124,9 @@ __global__ void __launch_bounds__(CONV_TX *CONV_FWD_TY, 2)
 #pragma unroll
                 for (int v = 0; v < V; v++) {
                     a[v] += wk[W - 1][v] * xc[i][v];
-                    a[v] = a[v] * conv1d_sigmoid(a[v]);
+                    a[v] = a[v] * sigmoid_f(a[v]);
                 }
-                conv1d_store<T, V>(out + (b * L + t + i) * ors + c0, a);
+                vec_store<T, V>(out + (b * L + t + i) * ors + c0, a);
                 /* shift the history by one step */
 #pragma unroll
                 for (int j = 0; j + 1 < W - 1; j++) {
@@ -290,8 +215,8 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
                 for (int v = 0; v < V; v++)
                     xc[i][v] = gc[i][v] = 0.0f;
                 if (t + i < tend) {
-                    conv1d_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
-                    conv1d_load<T, V>(gc[i], dout + (b * L + t + i) * dors + c0);
+                    vec_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
+                    vec_load<T, V>(gc[i], dout + (b * L + t + i) * dors + c0);
                     sc[i] = sq ? sq[t + i] : 0;
                 }
             }
@@ -321,7 +246,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
 #pragma unroll
                         for (int k = 0; k < W; k++)
                             a += wk[k][v] * tap[k][v];
-                        const float s = conv1d_sigmoid(a);
+                        const float s = sigmoid_f(a);
                         da[v] = gc[i][v] * s * (1.0f + a * (1.0f - s));
                     }
                     if (tt < ts1) {
@@ -343,7 +268,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
                     const int64_t tp = tt - (W - 1);
                     if (tp >= ts0 && tp < ts1) {
                         if (dx)
-                            conv1d_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[0]);
+                            vec_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[0]);
                     } else if (tp < 0 && dinit) {
 #pragma unroll
                         for (int v = 0; v < V; v++)
@@ -382,7 +307,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
             const int64_t tp = tend - (W - 1) + j;
             if (tp >= ts0 && tp < ts1) {
                 if (dx)
-                    conv1d_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[j]);
+                    vec_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[j]);
             } else if (tp < 0 && dinit) {
 #pragma unroll
                 for (int v = 0; v < V; v++)
@@ -450,25 +375,6 @@ template <typename F> static void conv1d_dispatch(int V, int W, F f)
     }
 }
 
-/* Whether t (may be NULL) allows V-wide vector access at columns that are
- * multiples of V: data aligned to V elements and an row stride a multiple of V. */
-static bool conv1d_vec_ok(const mt_tensor *t, int V)
-{
-    if (!t)
-        return true;
-    size_t bytes = (size_t)V * mt_dtype_size(t->dtype);
-    return (uintptr_t)t->data % bytes == 0 && mt_row_stride(t) % V == 0;
-}
-
-/* Widest V in {4, 2, 1} with C % V == 0 that every tensor given allows. */
-static int conv1d_pick_vec(int64_t C, const mt_tensor *a, const mt_tensor *b, const mt_tensor *c)
-{
-    for (int V = 4; V > 1; V /= 2)
-        if (C % V == 0 && conv1d_vec_ok(a, V) && conv1d_vec_ok(b, V) && conv1d_vec_ok(c, V))
-            return V;
-    return 1;
-}
-
 /* Checks shared by forward and backward; returns W. */
 static int conv1d_check(const char *op, const mt_tensor *x, const mt_tensor *weight, const mt_tensor *bias,
                         const mt_tensor *init_state, const mt_tensor *seq_idx)
@@ -503,7 +409,7 @@ void cuda_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const m
     int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
     if (B == 0 || L == 0 || C == 0)
         return;
-    int V = conv1d_pick_vec(C, x, out, NULL);
+    int V = vec_pick_width(C, x, out);
     dim3 block(CONV_TX, CONV_FWD_TY);
     dim3 grid((unsigned)((C + CONV_TX * V - 1) / (CONV_TX * V)),
               (unsigned)((L + CONV_FWD_TY * CONV_FWD_TS - 1) / (CONV_FWD_TY * CONV_FWD_TS)), (unsigned)B);
@@ -540,7 +446,7 @@ void cuda_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor
         return; /* every gradient += 0 */
     if (!dx && !dweight && !dbias && !dinit_state)
         return;
-    int V = conv1d_pick_vec(C, x, dout, dx);
+    int V = vec_pick_width(C, x, dout, dx);
     dim3 block(CONV_TX, CONV_BWD_TY);
     dim3 grid((unsigned)((C + CONV_TX * V - 1) / (CONV_TX * V)),
               (unsigned)((L + CONV_BWD_TY * CONV_BWD_TS - 1) / (CONV_BWD_TY * CONV_BWD_TS)), (unsigned)B);

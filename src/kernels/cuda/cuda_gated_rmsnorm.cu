@@ -19,86 +19,11 @@
  * the shapes. */
 #include <type_traits>
 
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_vector.cuh"
 
 #define GRMS_THREADS 256
 /* Backward: about this many threads in all (a constant, not the device's). */
 #define GRMS_BWD_TARGET_THREADS (1 << 18)
-
-/* V consecutive elements of T move as one load or store of V * sizeof(T)
- * bytes (2, 4, 8 or 16), their bits packed into 32-bit words by hand. The
- * 8- and 16-byte stores go through __stwb (st.global.wb, the default cache
- * policy) because the compiler otherwise splits them into per-element stores. */
-static __device__ __forceinline__ unsigned grms_bits(float v) { return __float_as_uint(v); }
-static __device__ __forceinline__ unsigned grms_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
-template <typename T> static __device__ __forceinline__ T grms_from_bits(unsigned u);
-template <> __device__ __forceinline__ float grms_from_bits<float>(unsigned u) { return __uint_as_float(u); }
-template <> __device__ __forceinline__ __nv_bfloat16 grms_from_bits<__nv_bfloat16>(unsigned u)
-{
-    return __ushort_as_bfloat16((unsigned short)u);
-}
-
-template <typename T, int V> static __device__ __forceinline__ void grms_load(float (&o)[V], const T *p)
-{
-    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
-    unsigned w[NW];
-    if constexpr (BYTES == 2) {
-        w[0] = *reinterpret_cast<const unsigned short *>(p);
-    } else if constexpr (BYTES == 4) {
-        w[0] = *reinterpret_cast<const unsigned *>(p);
-    } else if constexpr (BYTES == 8) {
-        uint2 r = *reinterpret_cast<const uint2 *>(p);
-        w[0] = r.x;
-        w[1] = r.y;
-    } else {
-        uint4 r = *reinterpret_cast<const uint4 *>(p);
-        w[0] = r.x;
-        w[1] = r.y;
-        w[2] = r.z;
-        w[3] = r.w;
-    }
-#pragma unroll
-    for (int i = 0; i < V; i++) {
-        unsigned u = w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
-        o[i] = to_f<T>(grms_from_bits<T>(sizeof(T) == 4 ? u : (u & 0xffffu)));
-    }
-}
-
-template <typename T, int V> static __device__ __forceinline__ void grms_store(T *p, const float (&o)[V])
-{
-    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
-    unsigned w[NW];
-#pragma unroll
-    for (int i = 0; i < NW; i++)
-        w[i] = 0u;
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        w[i / PER] |= grms_bits(from_f<T>(o[i])) << (8 * (int)sizeof(T) * (i % PER));
-    if constexpr (BYTES == 2)
-        *reinterpret_cast<unsigned short *>(p) = (unsigned short)w[0];
-    else if constexpr (BYTES == 4)
-        *reinterpret_cast<unsigned *>(p) = w[0];
-    else if constexpr (BYTES == 8)
-        __stwb(reinterpret_cast<uint2 *>(p), make_uint2(w[0], w[1]));
-    else
-        __stwb(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
-}
-
-/* p[0..V) += a, rounding once into T. */
-template <typename T, int V> static __device__ __forceinline__ void grms_accum(T *p, const float (&a)[V])
-{
-    float o[V];
-    grms_load<T, V>(o, p);
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        o[i] += a[i];
-    grms_store<T, V>(p, o);
-}
-
-static __device__ __forceinline__ float grms_sigmoid(float v)
-{
-    return 1.0f / (1.0f + expf(-v));
-}
 
 /* Sum of v over the calling thread's sub-row (threadIdx.y), returned to each
  * of its threads. blockDim.x is a multiple of 32; every thread of the block
@@ -140,11 +65,11 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
         if (on)
             for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
                 float yv[V], zv[V];
-                grms_load<T, V>(yv, y + r * yrs + col0 + c);
-                grms_load<T, V>(zv, z + r * zrs + col0 + c);
+                vec_load<T, V>(yv, y + r * yrs + col0 + c);
+                vec_load<T, V>(zv, z + r * zrs + col0 + c);
 #pragma unroll
                 for (int v = 0; v < V; v++) {
-                    const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                    const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
                     ss += u * u;
                 }
             }
@@ -155,14 +80,14 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
                 rstd[r * rsrs + g] = rs;
             for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
                 float yv[V], zv[V], o[V];
-                grms_load<T, V>(yv, y + r * yrs + col0 + c);
-                grms_load<T, V>(zv, z + r * zrs + col0 + c);
+                vec_load<T, V>(yv, y + r * yrs + col0 + c);
+                vec_load<T, V>(zv, z + r * zrs + col0 + c);
 #pragma unroll
                 for (int v = 0; v < V; v++) {
-                    const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                    const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
                     o[v] = u * rs * w[col0 + c + v];
                 }
-                grms_store<T, V>(out + r * ors + col0 + c, o);
+                vec_store<T, V>(out + r * ors + col0 + c, o);
             }
         }
     }
@@ -205,12 +130,12 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
             if (on)
                 for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
                     float gv[V], yv[V], zv[V];
-                    grms_load<T, V>(gv, dout + r * dors + col0 + c);
-                    grms_load<T, V>(yv, y + r * yrs + col0 + c);
-                    grms_load<T, V>(zv, z + r * zrs + col0 + c);
+                    vec_load<T, V>(gv, dout + r * dors + col0 + c);
+                    vec_load<T, V>(yv, y + r * yrs + col0 + c);
+                    vec_load<T, V>(zv, z + r * zrs + col0 + c);
 #pragma unroll
                     for (int v = 0; v < V; v++) {
-                        const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                        const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
                         acc += w[col0 + c + v] * gv[v] * u;
                     }
                 }
@@ -220,12 +145,12 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
             continue;
         for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
             float gv[V], yv[V], zv[V], ddy[V], ddz[V];
-            grms_load<T, V>(gv, dout + r * dors + col0 + c);
-            grms_load<T, V>(yv, y + r * yrs + col0 + c);
-            grms_load<T, V>(zv, z + r * zrs + col0 + c);
+            vec_load<T, V>(gv, dout + r * dors + col0 + c);
+            vec_load<T, V>(yv, y + r * yrs + col0 + c);
+            vec_load<T, V>(zv, z + r * zrs + col0 + c);
 #pragma unroll
             for (int v = 0; v < V; v++) {
-                const float sg = grms_sigmoid(zv[v]);
+                const float sg = sigmoid_f(zv[v]);
                 const float sz = zv[v] * sg; /* silu(z) */
                 const float u = yv[v] * sz;
                 const float du = rs * (w[col0 + c + v] * gv[v] - u * rs * rs * m);
@@ -235,36 +160,15 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
                     part[c + v] += gv[v] * u * rs;
             }
             if (dy)
-                grms_accum<T, V>(dy + r * dyrs + col0 + c, ddy);
+                vec_accum<T, V>(dy + r * dyrs + col0 + c, ddy);
             if (dz)
-                grms_accum<T, V>(dz + r * dzrs + col0 + c, ddz);
+                vec_accum<T, V>(dz + r * dzrs + col0 + c, ddz);
         }
     }
 }
 
 /* ------------------------------------------------------------------------ */
 /* Host side. */
-
-/* Whether t (may be NULL) allows V-wide vector access at columns that are
- * multiples of V: data aligned to V elements and a row stride a multiple of V. */
-static bool grms_vec_ok(const mt_tensor *t, int V)
-{
-    if (!t)
-        return true;
-    size_t bytes = (size_t)V * mt_dtype_size(t->dtype);
-    return (uintptr_t)t->data % bytes == 0 && mt_row_stride(t) % V == 0;
-}
-
-/* Widest V in {4, 2, 1} dividing the group size that every tensor allows. */
-static int grms_pick_vec(int64_t gs, const mt_tensor *a, const mt_tensor *b, const mt_tensor *c, const mt_tensor *d,
-                         const mt_tensor *e)
-{
-    for (int V = 4; V > 1; V /= 2)
-        if (gs % V == 0 && grms_vec_ok(a, V) && grms_vec_ok(b, V) && grms_vec_ok(c, V) && grms_vec_ok(d, V) &&
-            grms_vec_ok(e, V))
-            return V;
-    return 1;
-}
 
 template <typename F> static void grms_dispatch_vec(int V, F f)
 {
@@ -313,7 +217,7 @@ void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, con
         return;
     int G = ngroups;
     int64_t gs = E / G;
-    int V = grms_pick_vec(gs, y, z, out, NULL, NULL);
+    int V = vec_pick_width(gs, y, z, out);
     dim3 block = grms_block(gs, V);
     int64_t nslots = R; /* one (row, group) per sub-row */
     unsigned grid = grms_grid(op, nslots * G, block);
@@ -346,7 +250,7 @@ void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt
         return;
     int G = ngroups;
     int64_t gs = E / G;
-    int V = grms_pick_vec(gs, y, z, dout, dy, dz);
+    int V = vec_pick_width(gs, y, z, dout, dy, dz);
     dim3 block = grms_block(gs, V);
     /* Slots: about GRMS_BWD_TARGET_THREADS threads in all, at most R. */
     int64_t subrows_target = GRMS_BWD_TARGET_THREADS / (int64_t)block.x;

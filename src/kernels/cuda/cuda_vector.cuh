@@ -1,0 +1,104 @@
+/* Vector access for memory-bound kernels: V (1, 2 or 4) consecutive elements
+ * of T (float or bf16) moved as one load or store, converted to and from
+ * float registers. */
+#ifndef MT_CUDA_VECTOR_CUH
+#define MT_CUDA_VECTOR_CUH
+
+#include "kernels/cuda/cuda_common.cuh"
+
+/* V consecutive elements of T move as one load or store of V * sizeof(T)
+ * bytes (2, 4, 8 or 16), their bits packed into 32-bit words by hand. The
+ * 8- and 16-byte stores go through __stwb (st.global.wb, the default cache
+ * policy) because the compiler otherwise splits them into per-element stores. */
+static __device__ __forceinline__ unsigned vec_bits(float v) { return __float_as_uint(v); }
+static __device__ __forceinline__ unsigned vec_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <typename T> static __device__ __forceinline__ T vec_from_bits(unsigned u);
+template <> __device__ __forceinline__ float vec_from_bits<float>(unsigned u) { return __uint_as_float(u); }
+template <> __device__ __forceinline__ __nv_bfloat16 vec_from_bits<__nv_bfloat16>(unsigned u)
+{
+    return __ushort_as_bfloat16((unsigned short)u);
+}
+
+template <typename T, int V> static __device__ __forceinline__ void vec_load(float (&o)[V], const T *p)
+{
+    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+    unsigned w[NW];
+    if constexpr (BYTES == 2) {
+        w[0] = *reinterpret_cast<const unsigned short *>(p);
+    } else if constexpr (BYTES == 4) {
+        w[0] = *reinterpret_cast<const unsigned *>(p);
+    } else if constexpr (BYTES == 8) {
+        uint2 r = *reinterpret_cast<const uint2 *>(p);
+        w[0] = r.x;
+        w[1] = r.y;
+    } else {
+        uint4 r = *reinterpret_cast<const uint4 *>(p);
+        w[0] = r.x;
+        w[1] = r.y;
+        w[2] = r.z;
+        w[3] = r.w;
+    }
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        unsigned u = w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
+        o[i] = to_f<T>(vec_from_bits<T>(sizeof(T) == 4 ? u : (u & 0xffffu)));
+    }
+}
+
+template <typename T, int V> static __device__ __forceinline__ void vec_store(T *p, const float (&o)[V])
+{
+    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+    unsigned w[NW];
+#pragma unroll
+    for (int i = 0; i < NW; i++)
+        w[i] = 0u;
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        w[i / PER] |= vec_bits(from_f<T>(o[i])) << (8 * (int)sizeof(T) * (i % PER));
+    if constexpr (BYTES == 2)
+        *reinterpret_cast<unsigned short *>(p) = (unsigned short)w[0];
+    else if constexpr (BYTES == 4)
+        *reinterpret_cast<unsigned *>(p) = w[0];
+    else if constexpr (BYTES == 8)
+        __stwb(reinterpret_cast<uint2 *>(p), make_uint2(w[0], w[1]));
+    else
+        __stwb(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+}
+
+/* p[0..V) += a, rounding once into T. */
+template <typename T, int V> static __device__ __forceinline__ void vec_accum(T *p, const float (&a)[V])
+{
+    float o[V];
+    vec_load<T, V>(o, p);
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        o[i] += a[i];
+    vec_store<T, V>(p, o);
+}
+
+static __device__ __forceinline__ float sigmoid_f(float v)
+{
+    return 1.0f / (1.0f + expf(-v));
+}
+
+
+/* Whether t (may be NULL) allows V-wide access at columns that are multiples
+ * of V: data aligned to V elements and a row stride a multiple of V. */
+static inline bool vec_ok(const mt_tensor *t, int V)
+{
+    if (!t)
+        return true;
+    size_t bytes = (size_t)V * mt_dtype_size(t->dtype);
+    return (uintptr_t)t->data % bytes == 0 && mt_row_stride(t) % V == 0;
+}
+
+/* The widest V in {4, 2, 1} dividing cols that every tensor given allows. */
+template <typename... Ts> static int vec_pick_width(int64_t cols, const Ts *...ts)
+{
+    for (int V = 4; V > 1; V /= 2)
+        if (cols % V == 0 && (vec_ok(ts, V) && ...))
+            return V;
+    return 1;
+}
+
+#endif
