@@ -182,6 +182,8 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->conv1d_bwd = cuda_conv1d_bwd;
     be->gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd;
     be->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
+    be->ssd_fwd = cuda_ssd_fwd;
+    be->ssd_bwd = cuda_ssd_bwd;
     be->axpy = cuda_axpy;
     return be;
 

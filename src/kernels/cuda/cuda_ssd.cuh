@@ -1,0 +1,360 @@
+/* Shared pieces of the SSD (Mamba-2) scan kernels: the argument block every
+ * kernel takes, scalar helpers (softplus, the dt clamp, silu), fixed-order
+ * block scans, bf16 tensor-core helpers (ldmatrix, mma.sync m16n8k16) and
+ * shared-memory tile loaders, and the launchers cuda_ssd_fwd.cu exports to
+ * cuda_ssd_bwd.cu. See cuda_ssd_fwd.cu for the algorithm and the kernel map. */
+#ifndef MT_CUDA_SSD_CUH
+#define MT_CUDA_SSD_CUH
+
+#include "kernels/cuda/cuda_common.cuh"
+
+typedef __nv_bfloat16 bf16;
+
+/* Rows of the tensor-core tiles (time steps per tile) and of the FMA tiles. */
+#define SSD_TT 64
+#define SSD_FT 16
+/* Largest chunk: the per-chunk scalar arrays in shared memory hold this many. */
+#define SSD_QMAX 256
+
+/* Everything a kernel may need; passed by value. T-typed tensors are void *
+ * (the kernels are templated on T). Row strides are in elements. */
+struct SsdArgs {
+    int Bz, L, H, P, G, N, Q, nc, Hg; /* Hg = H / G heads per group */
+    int NP;                           /* N rounded up to 64 (tensor-core path) */
+    int NS, HS;                       /* tensor-core path: N slices of 64 (state kernels), head splits (dB, dC) */
+    int NSC;                          /* tensor-core path: column slices of the dB, dC kernels */
+    const void *x, *dt, *Bm, *Cm, *z, *dy;
+    int64_t xrs, dtrs, brs, crs, zrs, dyrs;
+    const float *A_log, *dt_bias, *D;
+    int d_per_channel;
+    const float *init, *dfinal;
+    const int *seq;
+    int64_t seqrs;
+    float dt_min, dt_max;
+    /* scratch (f32 unless said) */
+    float *dtv, *cs; /* (Bz, H, L): delta and its per-chunk inclusive cumsum times A */
+    int *rl;         /* (Bz, L): last restart position inside the chunk at or before t, -1 if none; NULL: none */
+    float *states;   /* (Bz, H, nc + 1, P, N): state entering chunk c; c = nc is the final state */
+    float *cb;       /* tensor-core path: (Bz, G, nc, Q, Q) C_i . B_j per chunk (tiles j-tile <= i-tile) */
+    float *dstates;  /* (Bz, H, nc, P, N): gradient of the state leaving chunk c */
+    float *slp;      /* (Bz, H, nc, nslp): per chunk, partials of <dS_c, H_{c+1}> (slp_pass 0) or g_c <dS_c, H_c> (1) */
+    int nslp, slp_pass;
+    /* The gradient of the cumsum s_i (see cuda_ssd_bwd.cu) from (Bz, H, L) arrays:
+     * ds_i = rowds_i - cold_i + [i = chunk end] (sum of slp + sum over the chunk of sst). */
+    float *rowds;    /* sum_j M_ij + <du_i, inter-chunk y_i>  (= <du_i, y_i - D x_i>) */
+    float *ddd;      /* d loss / d delta_j through delta_j x_j: <x_j, G_j> */
+    float *sst;      /* tensor-core path: delta_j <x_j, G_j^state>; NULL: cold = delta ddd */
+    float *colMp;    /* tensor-core path: (Bz*H, nc, ndt, Q): per row tile, sum over its rows i of M_ij */
+    float *du;          /* FMA path: (Bz*L, H*P) dy * silu(z) */
+    float *dBp, *dCp;   /* (HS, Bz*L, G*N) partial dBm, dCm */
+    float *dDp;         /* (nparts, H*P) partial dD */
+    int ndt;            /* row tiles per chunk of the backward kernels (dD and colM partials per chunk) */
+    /* outputs */
+    void *y;
+    int64_t yrs;
+    float *final_state;
+    void *dx, *dz;
+    int64_t dxrs, dzrs;
+    float *dinit;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Scalars. */
+
+__device__ __forceinline__ float ssd_softplus(float v) { return fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v))); }
+__device__ __forceinline__ float ssd_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+__device__ __forceinline__ float ssd_silu(float v) { return v * ssd_sigmoid(v); }
+__device__ __forceinline__ float ssd_dsilu(float v)
+{
+    float s = ssd_sigmoid(v);
+    return s * (1.0f + v * (1.0f - s));
+}
+
+/* delta = clamp(softplus(raw + bias), lo, hi); *dvd = d delta / d raw. */
+__device__ __forceinline__ float ssd_delta(float raw, float bias, float lo, float hi, float *dvd)
+{
+    float v = raw + bias, sp = ssd_softplus(v);
+    float d = fminf(fmaxf(sp, lo), hi);
+    if (dvd)
+        *dvd = (sp < lo || sp > hi) ? 0.0f : ssd_sigmoid(v);
+    return d;
+}
+
+__device__ __forceinline__ int ssd_rl(const SsdArgs &a, int b, int t)
+{
+    return a.rl ? a.rl[(int64_t)b * a.L + t] : -1;
+}
+
+/* Inclusive scan over the block (blockDim.x <= SSD_QMAX, a multiple of 32) in
+ * a fixed order (Hillis-Steele); reverse scans from the last thread down.
+ * Every thread must call it. */
+__device__ __forceinline__ float ssd_block_scan(float v, float *sh, bool reverse)
+{
+    int n = blockDim.x, i = reverse ? n - 1 - threadIdx.x : threadIdx.x;
+    __syncthreads();
+    sh[i] = v;
+    __syncthreads();
+    for (int off = 1; off < n; off <<= 1) {
+        float t = i >= off ? sh[i - off] : 0.0f;
+        __syncthreads();
+        sh[i] += t;
+        __syncthreads();
+    }
+    return sh[i];
+}
+
+__device__ __forceinline__ int ssd_block_scan_max(int v, int *sh)
+{
+    int n = blockDim.x, i = threadIdx.x;
+    __syncthreads();
+    sh[i] = v;
+    __syncthreads();
+    for (int off = 1; off < n; off <<= 1) {
+        int t = i >= off ? sh[i - off] : -1;
+        __syncthreads();
+        sh[i] = max(sh[i], t);
+        __syncthreads();
+    }
+    return sh[i];
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tensor cores: bf16 mma.sync m16n8k16 with fp32 accumulation. Fragments are
+ * loaded with ldmatrix from shared tiles whose row length (ld, in elements)
+ * is the tile width plus 8: 16-byte aligned rows, and eight consecutive rows
+ * fall in distinct banks.
+ * Naming: A is M x K, B is K x N; a tile "[m][k]" has k contiguous. */
+
+__device__ __forceinline__ uint32_t ssd_smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void ssd_ldsm4(uint32_t r[4], const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(ssd_smem_u32(p)));
+}
+
+__device__ __forceinline__ void ssd_ldsm4t(uint32_t r[4], const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(ssd_smem_u32(p)));
+}
+
+__device__ __forceinline__ void ssd_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* A fragment, rows m0..m0+15, k0..k0+15. TR false: tile [m][k]; true: [k][m]. */
+template <bool TR> __device__ __forceinline__ void ssd_frag_a(uint32_t a[4], const bf16 *s, int ld, int m0, int k0)
+{
+    int l = threadIdx.x & 31;
+    if (!TR)
+        ssd_ldsm4(a, s + (m0 + (l & 15)) * ld + k0 + (l >> 4) * 8);
+    else
+        ssd_ldsm4t(a, s + (k0 + (l & 7) + ((l >> 4) << 3)) * ld + m0 + ((l >> 3) & 1) * 8);
+}
+
+/* B fragments of two n-tiles n0..n0+7 (b[0], b[1]) and n0+8..n0+15 (b[2],
+ * b[3]), k0..k0+15. TR false: tile [n][k]; true: [k][n]. */
+template <bool TR> __device__ __forceinline__ void ssd_frag_b2(uint32_t b[4], const bf16 *s, int ld, int n0, int k0)
+{
+    int l = threadIdx.x & 31;
+    if (!TR)
+        ssd_ldsm4(b, s + (n0 + (l & 7) + ((l >> 4) << 3)) * ld + k0 + ((l >> 3) & 1) * 8);
+    else
+        ssd_ldsm4t(b, s + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + n0 + (l >> 4) * 8);
+}
+
+/* acc (16 x NF*8) += A (16 x K) . B (K x NF*8), both from shared memory. */
+template <int NF, bool ATR, bool BTR>
+__device__ __forceinline__ void ssd_warp_gemm(float (*acc)[4], const bf16 *sA, int lda, int m0, const bf16 *sB, int ldb,
+                                              int n0, int K)
+{
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        uint32_t a[4];
+        ssd_frag_a<ATR>(a, sA, lda, m0, k0);
+        if constexpr (NF <= 8) { /* all B fragments first, then the mma: loads overlap */
+            uint32_t b[NF / 2][4];
+#pragma unroll
+            for (int np = 0; np < NF / 2; np++)
+                ssd_frag_b2<BTR>(b[np], sB, ldb, n0 + np * 16, k0);
+#pragma unroll
+            for (int np = 0; np < NF / 2; np++) {
+                ssd_mma(acc[2 * np], a, b[np][0], b[np][1]);
+                ssd_mma(acc[2 * np + 1], a, b[np][2], b[np][3]);
+            }
+        } else {
+#pragma unroll
+            for (int nf = 0; nf < NF; nf += 2) {
+                uint32_t b[4];
+                ssd_frag_b2<BTR>(b, sB, ldb, n0 + nf * 8, k0);
+                ssd_mma(acc[nf], a, b[0], b[1]);
+                ssd_mma(acc[nf + 1], a, b[2], b[3]);
+            }
+        }
+    }
+}
+
+/* acc (16 x NF*8) += A (16 x 64, register fragments) . B (64 x NF*8, shared). */
+template <int NF, bool BTR>
+__device__ __forceinline__ void ssd_warp_gemm_ra(float (*acc)[4], const uint32_t (*af)[4], const bf16 *sB, int ldb, int n0)
+{
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+        for (int nf = 0; nf < NF; nf += 2) {
+            uint32_t b[4];
+            ssd_frag_b2<BTR>(b, sB, ldb, n0 + nf * 8, kk * 16);
+            ssd_mma(acc[nf], af[kk], b[0], b[1]);
+            ssd_mma(acc[nf + 1], af[kk], b[2], b[3]);
+        }
+    }
+}
+
+__device__ __forceinline__ uint32_t ssd_pack2(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* A 16 x 64 accumulator (8 n-tiles) as the A operand (4 k-steps) of the next mma. */
+__device__ __forceinline__ void ssd_acc_to_a(const float (*acc)[4], uint32_t (*af)[4])
+{
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        af[kk][0] = ssd_pack2(acc[2 * kk][0], acc[2 * kk][1]);
+        af[kk][1] = ssd_pack2(acc[2 * kk][2], acc[2 * kk][3]);
+        af[kk][2] = ssd_pack2(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
+        af[kk][3] = ssd_pack2(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Global loads of 8 consecutive values (as float; zero past nvalid), vector
+ * loads where the address allows, and the store of 8 values to shared bf16. */
+
+__device__ __forceinline__ void ssd_ld8(const bf16 *p, int nvalid, float v[8])
+{
+    if (nvalid >= 8 && ((uintptr_t)p & 15) == 0) {
+        uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+        const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float2 f = __bfloat1622float2(h2[k]);
+            v[2 * k] = f.x;
+            v[2 * k + 1] = f.y;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            v[k] = k < nvalid ? __bfloat162float(p[k]) : 0.0f;
+    }
+}
+
+__device__ __forceinline__ void ssd_ld8(const float *p, int nvalid, float v[8])
+{
+    if (nvalid >= 8 && ((uintptr_t)p & 15) == 0) {
+        float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            v[k] = k < nvalid ? p[k] : 0.0f;
+    }
+}
+
+__device__ __forceinline__ void ssd_st8(bf16 *s, const float v[8])
+{
+    uint4 u;
+    u.x = ssd_pack2(v[0], v[1]);
+    u.y = ssd_pack2(v[2], v[3]);
+    u.z = ssd_pack2(v[4], v[5]);
+    u.w = ssd_pack2(v[6], v[7]);
+    *reinterpret_cast<uint4 *>(s) = u;
+}
+
+/* Fills a shared bf16 tile of R rows x C columns (C a multiple of 8, row
+ * length ld) with f(r, c, v): the 8 values of columns c..c+7 of row r. */
+template <typename F> __device__ __forceinline__ void ssd_fill(bf16 *s, int ld, int R, int C, F f)
+{
+    int cg = C >> 3;
+    for (int idx = threadIdx.x; idx < R * cg; idx += blockDim.x) {
+        int r = idx / cg, c = (idx - r * cg) << 3;
+        float v[8];
+        f(r, c, v);
+        ssd_st8(s + r * ld + c, v);
+    }
+}
+
+/* The same, writing v rounded to bf16 into s_hi and the rest, v - hi, into
+ * s_lo: a pair of mma with hi and lo carries about 16 bits of v. */
+template <typename F>
+__device__ __forceinline__ void ssd_fill_split(bf16 *s_hi, bf16 *s_lo, int ld, int R, int C, F f)
+{
+    int cg = C >> 3;
+    for (int idx = threadIdx.x; idx < R * cg; idx += blockDim.x) {
+        int r = idx / cg, c = (idx - r * cg) << 3;
+        float v[8], lo[8];
+        f(r, c, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            float hi = __bfloat162float(__float2bfloat16_rn(v[k]));
+            lo[k] = v[k] - hi;
+            v[k] = hi;
+        }
+        ssd_st8(s_hi + r * ld + c, v);
+        ssd_st8(s_lo + r * ld + c, lo);
+    }
+}
+
+__device__ __forceinline__ float ssd_bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+/* du = dy * silu(z) (dy when z is NULL; 0 when dy is NULL) for 8 columns. */
+template <typename T>
+__device__ __forceinline__ void ssd_du8(const SsdArgs &a, int64_t row, int col, int nvalid, float v[8])
+{
+    if (!a.dy || nvalid <= 0) {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            v[k] = 0.0f;
+        return;
+    }
+    ssd_ld8((const T *)a.dy + row * a.dyrs + col, nvalid, v);
+    if (a.z) {
+        float zz[8];
+        ssd_ld8((const T *)a.z + row * a.zrs + col, nvalid, zz);
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            v[k] *= ssd_silu(zz[k]);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Launchers in cuda_ssd_fwd.cu, shared with the backward. */
+
+/* Tensor-core path: bf16 inputs, headdim <= 128, d_state <= 256. */
+bool ssd_use_tc(const SsdArgs &a, mt_dtype dt);
+/* delta, cumsum, restarts. */
+void ssd_launch_cumsum(const SsdArgs &a, mt_dtype dt, cudaStream_t st);
+/* Chunk states and their passing (reverse: the state gradients). */
+void ssd_launch_states(const SsdArgs &a, mt_dtype dt, bool tc, bool reverse, cudaStream_t st);
+/* Tensor-core path: a.cb (allocated here from scratch). */
+void ssd_launch_cb(SsdArgs &a, mt_arena *scratch, cudaStream_t st);
+/* Chunk scan: y; in backward mode rowds and dz. */
+void ssd_launch_scan(const SsdArgs &a, mt_dtype dt, bool tc, bool bwd, cudaStream_t st);
+/* Fills the dims, inputs and forward scratch of a from the tensors. */
+void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tensor *dt, const mt_tensor *A_log,
+               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
+               const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
+               int ngroups, double dt_min, double dt_max, int chunk_size, const char *op);
+
+#endif

@@ -1,0 +1,1074 @@
+/* The SSD (Mamba-2) scan's backward on CUDA. It recomputes delta, the
+ * cumsums, the chunk states and C.B (the forward keeps nothing), then, with
+ * du = dy * silu(z) and dS_c the gradient of the state leaving chunk c:
+ *
+ *   state gradients (cuda_ssd_fwd.cu, reverse mode): dS_c by dH <- g_c dH +
+ *     sum_i (e_i du_i) C_i^T from dfinal_state; dinit_state; g_c <dS_c, H_c>.
+ *   chunk scan in backward mode (cuda_ssd_fwd.cu): dz, and with the pair terms
+ *     M_ij = (C_i . B_j) exp(s_i - s_j) delta_j (du_i . x_j), j <= i,
+ *     rowds_i = sum_j M_ij + <du_i, inter-chunk y_i> and per-tile column sums of M.
+ *   ssd_dx_tc_kernel / ssd_db_fma_kernel: per step j of head h
+ *     G_j = w_j dS_c B_j + sum_{i >= j} (C_i . B_j) exp(s_i - s_j) du_i   (P)
+ *     dx_j += delta_j G_j + D du_j;  ddd_j = <x_j, G_j>;  sst_j = delta_j <x_j, w_j dS_c B_j>;  dD.
+ *   ssd_dc_*: dCm_i = sum over the group's heads of e_i du_i H_c + sum_{j <= i} exp(s_i - s_j) delta_j (du_i . x_j) B_j.
+ *   ssd_db_*: dBm_j = sum over heads of w_j delta_j x_j dS_c + sum_{i >= j} exp(s_i - s_j) delta_j (du_i . x_j) C_i.
+ *   ssd_finalize_kernel: the gradient of the cumsum s_t,
+ *     ds_t = rowds_t - cold_t + [t = chunk end] (g_c <dS_c, H_c> + sum_j sst_j),
+ *     cold_t = sum_i M_it + sst_t (tensor cores; the FMA path uses the equal
+ *     delta_t ddt_t with <dS_c, H_{c+1}> at the end); da = reverse cumsum of ds;
+ *     d delta = ddd + A da; ddt = d delta softplus' (0 where the clamp holds);
+ *     dA = sum da delta; partials per chunk.
+ *   Fixed-order finishes: dBm/dCm over head splits, dA_log, ddt_bias, dD.
+ *
+ * Precision: ds is a difference of large terms. The row and column sums of M
+ * use the very same fp32 M values (so the diagonal, in both, cancels
+ * exactly), and du, H and the masked CB in the products that feed ds are
+ * split into hi + lo bf16 halves (two or three mma). Without that, bf16
+ * rounding put dA_log and ddt_bias 1e-2 to 3e-1 off the double reference.
+ *
+ * Kernels (grid; block; shared memory), tensor-core path (bf16, P <= 128, N <= 256):
+ *   ssd_dx_tc_kernel  (Q/64, nc, B*H); 128; B_j 64 x (NP+8), dS_c PP x (NP+8), x_j, du_i
+ *       hi and lo 64 x (PP+8) bf16 (67 KB at the reference shape). CB read from scratch.
+ *   ssd_dc_tc_kernel  (Q/64, nc, B*G*HS*NSC); 128; du, e*du, x_j 64 x (PP+8), H_c PP x (NC+8),
+ *       B_j 64 x (NC+8) bf16 (NC = 64 or 128 columns of N; 63 KB). Block: 64 rows i, NC
+ *       columns, a range of the group's heads; per head dC += (e du) H_c; per j-tile
+ *       the 64 x 64 products du_h x_h^T (mma), scaled, summed over the heads in
+ *       registers, then one mma with B_j.
+ *   ssd_db_tc_kernel  the same for 64 rows j: per head (w delta x) dS_c; per i-tile
+ *       sum_h x_h du_h^T scaled, then one mma with C_i.
+ *   HS (head splits, partials summed in order by ssd_bc_finish_kernel) makes
+ *   the dC/dB grids about 1024 blocks.
+ * fp32 FMA path: ssd_dc_fma_kernel, ssd_db_fma_kernel (dx too), 16-row tiles,
+ * products through shared memory, du precomputed by ssd_du_kernel.
+ * Nothing uses float atomics; every sum has an order fixed by the shapes. */
+#include "kernels/cuda/cuda_ssd.cuh"
+
+/* ------------------------------------------------------------------------ */
+/* Tensor-core dx, ddd, sst, dD partials. Block (jt, c, b*H + h) owns 64 rows
+ * j of one head: G = w (B_j dS^T) + sum_{i >= j} (CB^T masked exp(s_i - s_j)) du_i,
+ * CB read from a.cb. */
+
+template <int PP> static size_t ssd_dx_tc_smem(int NP)
+{
+    return (size_t)(SSD_TT * (NP + 8) + PP * (NP + 8) + 3 * SSD_TT * (PP + 8)) * sizeof(bf16) +
+           3 * SSD_QMAX * sizeof(float) + 4 * PP * sizeof(float) + 2 * SSD_TT * sizeof(float);
+}
+
+template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int NFP = PP / 8, LDX = PP + 8;
+    const int NP = a.NP, LDC = NP + 8;
+    bf16 *sBj = (bf16 *)smem, *sDS = sBj + SSD_TT * LDC, *sX = sDS + PP * LDC, *sDU = sX + SSD_TT * LDX;
+    bf16 *sDUl = sDU + SSD_TT * LDX; /* du = hi (sDU) + lo (sDUl) */
+    float *s_s = (float *)(sDUl + SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
+    int *s_rl = (int *)(s_d + SSD_QMAX);
+    float *sred = (float *)(s_rl + SSD_QMAX), *s_rf = sred + 4 * PP, *s_cf = s_rf + SSD_TT;
+
+    const int jt = blockIdx.x, c = blockIdx.y, H = a.H, h = blockIdx.z % H, b = blockIdx.z / H, g = h / a.Hg;
+    const int P = a.P, N = a.N, L = a.L, Q = a.Q;
+    const int t0 = c * Q, clen = min(Q, L - t0), j0 = jt * SSD_TT;
+    if (j0 >= clen)
+        return;
+    const int nj = min(SSD_TT, clen - j0), nit = (clen + SSD_TT - 1) / SSD_TT;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t bh = (int64_t)b * H + h, PN = (int64_t)P * N;
+
+    for (int t = threadIdx.x; t < clen; t += blockDim.x) {
+        s_s[t] = a.cs[bh * L + t0 + t];
+        s_d[t] = a.dtv[bh * L + t0 + t];
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    }
+    ssd_fill(sBj, LDC, SSD_TT, NP, [&](int r, int col, float v[8]) {
+        const int64_t row = (int64_t)b * L + t0 + j0 + r;
+        ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + col, r < nj ? N - col : 0, v);
+    });
+    const float *dS = a.dstates + (bh * a.nc + c) * PN;
+    ssd_fill(sDS, LDC, PP, NP, [&](int r, int col, float v[8]) {
+        ssd_ld8(dS + (int64_t)r * N + col, r < P ? N - col : 0, v);
+    });
+    ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+        const int64_t row = (int64_t)b * L + t0 + j0 + r;
+        ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
+    });
+    __syncthreads();
+    const float s_last = s_s[clen - 1];
+    const int rl_last = s_rl[clen - 1];
+    const int r0 = warp * 16 + gq, r1 = r0 + 8, j_0 = j0 + r0, j_1 = j0 + r1;
+    const float sj0 = r0 < nj ? s_s[j_0] : 0.0f, sj1 = r1 < nj ? s_s[j_1] : 0.0f;
+    const float dj0 = r0 < nj ? s_d[j_0] : 0.0f, dj1 = r1 < nj ? s_d[j_1] : 0.0f;
+
+    float G[NFP][4];
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            G[nf][k] = 0.0f;
+    ssd_warp_gemm<NFP, false, false>(G, sBj, LDC, warp * 16, sDS, LDC, 0, NP);
+    {
+        const float w0 = (r0 < nj && j_0 >= rl_last) ? expf(s_last - sj0) : 0.0f;
+        const float w1 = (r1 < nj && j_1 >= rl_last) ? expf(s_last - sj1) : 0.0f;
+        float st0 = 0.0f, st1 = 0.0f; /* delta_j <x_j, G_j^state> */
+#pragma unroll
+        for (int nf = 0; nf < NFP; nf++) {
+            G[nf][0] *= w0;
+            G[nf][1] *= w0;
+            G[nf][2] *= w1;
+            G[nf][3] *= w1;
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const int p = nf * 8 + tq * 2 + k;
+                st0 += __bfloat162float(sX[r0 * LDX + p]) * G[nf][k];
+                st1 += __bfloat162float(sX[r1 * LDX + p]) * G[nf][2 + k];
+            }
+        }
+        st0 += __shfl_xor_sync(0xffffffffu, st0, 1);
+        st0 += __shfl_xor_sync(0xffffffffu, st0, 2);
+        st1 += __shfl_xor_sync(0xffffffffu, st1, 1);
+        st1 += __shfl_xor_sync(0xffffffffu, st1, 2);
+        if (tq == 0) {
+            if (r0 < nj)
+                a.sst[bh * L + t0 + j_0] = dj0 * st0;
+            if (r1 < nj)
+                a.sst[bh * L + t0 + j_1] = dj1 * st1;
+        }
+    }
+
+    const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * Q * Q;
+    for (int it = jt; it < nit; it++) {
+        const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0);
+        __syncthreads();
+        ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+            ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+        });
+        const bool off = it > jt; /* exp(s_i - s_j) = exp(s_i - s_ref) exp(s_ref - s_j), s_ref = s at the j-tile's end */
+        if (off && threadIdx.x < SSD_TT) {
+            const int t = threadIdx.x;
+            const float sref = s_s[j0 + SSD_TT - 1];
+            s_rf[t] = expf(sref - s_s[j0 + t]);
+            s_cf[t] = t < ni ? expf(s_s[i0 + t] - sref) : 0.0f;
+        }
+        __syncthreads();
+        float cbt[8][4];
+        if (off) {
+            const float rf0 = s_rf[r0], rf1 = s_rf[r1];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const int il = nf * 8 + tq * 2 + k, i = i0 + il;
+                    const bool iv = il < ni;
+                    const int rli = iv ? s_rl[i] : 0;
+                    const float cf = s_cf[il];
+                    cbt[nf][k] = (iv && j_0 >= rli) ? __ldg(cbc + (int64_t)i * Q + j_0) * (rf0 * cf) : 0.0f;
+                    cbt[nf][2 + k] = (iv && j_1 >= rli) ? __ldg(cbc + (int64_t)i * Q + j_1) * (rf1 * cf) : 0.0f;
+                }
+        } else {
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const int il = nf * 8 + tq * 2 + k, i = i0 + il;
+                    const bool iv = il < ni;
+                    const float si = iv ? s_s[i] : 0.0f;
+                    const int rli = iv ? s_rl[i] : 0;
+                    cbt[nf][k] = (iv && r0 < nj && j_0 <= i && j_0 >= rli)
+                                     ? __ldg(cbc + (int64_t)i * Q + j_0) * expf(si - sj0) : 0.0f;
+                    cbt[nf][2 + k] = (iv && r1 < nj && j_1 <= i && j_1 >= rli)
+                                         ? __ldg(cbc + (int64_t)i * Q + j_1) * expf(si - sj1) : 0.0f;
+                }
+        }
+        /* G += cbt du with both split in hi + lo (the lo x lo product dropped) */
+        uint32_t af[4][4];
+        ssd_acc_to_a(cbt, af);
+        ssd_warp_gemm_ra<NFP, true>(G, af, sDU, LDX, 0);
+        ssd_warp_gemm_ra<NFP, true>(G, af, sDUl, LDX, 0);
+#pragma unroll
+        for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                cbt[nf][k] -= ssd_bf16_round(cbt[nf][k]);
+        ssd_acc_to_a(cbt, af);
+        ssd_warp_gemm_ra<NFP, true>(G, af, sDU, LDX, 0);
+    }
+
+    /* dx, ddd, dD partials */
+    float dd0 = 0.0f, dd1 = 0.0f, dsum[NFP][2];
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++) {
+        dsum[nf][0] = 0.0f;
+        dsum[nf][1] = 0.0f;
+    }
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int r = k < 2 ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
+            const float xv = __bfloat162float(sX[r * LDX + p]);
+            if (k < 2)
+                dd0 += xv * G[nf][k];
+            else
+                dd1 += xv * G[nf][k];
+            if (r < nj && p < P) {
+                const int64_t row = (int64_t)b * L + t0 + j0 + r, col = (int64_t)h * P + p;
+                float du = 0.0f;
+                if (a.dy) {
+                    du = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
+                    if (a.z)
+                        du *= ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col));
+                }
+                const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
+                if (a.dx)
+                    accum_f<bf16>((bf16 *)a.dx, row * a.dxrs + col, (k < 2 ? dj0 : dj1) * G[nf][k] + Dv * du);
+                dsum[nf][k & 1] += du * xv;
+            }
+        }
+    dd0 += __shfl_xor_sync(0xffffffffu, dd0, 1);
+    dd0 += __shfl_xor_sync(0xffffffffu, dd0, 2);
+    dd1 += __shfl_xor_sync(0xffffffffu, dd1, 1);
+    dd1 += __shfl_xor_sync(0xffffffffu, dd1, 2);
+    if (tq == 0) {
+        if (r0 < nj)
+            a.ddd[bh * L + t0 + j_0] = dd0;
+        if (r1 < nj)
+            a.ddd[bh * L + t0 + j_1] = dd1;
+    }
+    if (a.dDp) {
+#pragma unroll
+        for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                float v = dsum[nf][k];
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                if (gq == 0)
+                    sred[warp * PP + nf * 8 + tq * 2 + k] = v;
+            }
+        __syncthreads();
+        const int64_t part = ((int64_t)b * a.nc + c) * a.ndt + jt;
+        for (int p = threadIdx.x; p < P; p += blockDim.x)
+            a.dDp[part * H * P + (int64_t)h * P + p] = (sred[p] + sred[PP + p]) + (sred[2 * PP + p] + sred[3 * PP + p]);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tensor-core dCm. Block (it, c, ((b*G + g)*HS + hs)*NSC + ns) owns 64 rows i
+ * and NC columns of the group's dCm, summed over a range of its heads:
+ *   dC = sum_h (e du_h) H_h  +  sum_{j-tiles} (sum_h masked exp(s_i - s_j) delta_j du_h x_h^T) B_j,
+ * the head sum of the 64 x 64 products taken in registers before the one mma
+ * with B_j. */
+
+template <int PP, int NC> static size_t ssd_dc_tc_smem()
+{
+    return (size_t)(3 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
+           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
+}
+
+template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kernel(SsdArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
+    bf16 *sDU = (bf16 *)smem, *sDE = sDU + SSD_TT * LDX, *sX = sDE + SSD_TT * LDX, *sH = sX + SSD_TT * LDX;
+    bf16 *sB = sH + PP * LDN;
+    float *s_s = (float *)(sB + SSD_TT * LDN), *s_d = s_s + SSD_QMAX;
+    int *s_rl = (int *)(s_d + SSD_QMAX);
+    float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT;
+
+    const int it = blockIdx.x, c = blockIdx.y;
+    int zz = blockIdx.z;
+    const int ns = zz % a.NSC;
+    zz /= a.NSC;
+    const int hs = zz % a.HS;
+    zz /= a.HS;
+    const int g = zz % a.G, b = zz / a.G;
+    const int P = a.P, N = a.N, L = a.L, H = a.H;
+    const int t0 = c * a.Q, clen = min(a.Q, L - t0), i0 = it * SSD_TT;
+    if (i0 >= clen)
+        return;
+    const int ni = min(SSD_TT, clen - i0), npos = i0 + ni, n0 = ns * NC;
+    const int h_begin = g * a.Hg + hs * a.Hg / a.HS, h_end = g * a.Hg + (hs + 1) * a.Hg / a.HS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t PN = (int64_t)P * N;
+
+    for (int t = threadIdx.x; t < npos; t += blockDim.x)
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    float dc[NFN][4];
+#pragma unroll
+    for (int nf = 0; nf < NFN; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            dc[nf][k] = 0.0f;
+    const int r0 = warp * 16 + gq, r1 = r0 + 8, i_0 = i0 + r0, i_1 = i0 + r1;
+
+    /* inter-chunk part, head by head */
+    for (int h = h_begin; h < h_end; h++) {
+        const int64_t bh = (int64_t)b * H + h;
+        __syncthreads();
+        ssd_fill(sDE, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+            const int t = t0 + i0 + r;
+            ssd_du8<bf16>(a, (int64_t)b * L + t, h * P + col, r < ni ? P - col : 0, v);
+            const float e = (r < ni && ssd_rl(a, b, t) < 0) ? expf(a.cs[bh * L + t]) : 0.0f;
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                v[k] *= e;
+        });
+        const float *Hc = a.states + (bh * (a.nc + 1) + c) * PN;
+        ssd_fill(sH, LDN, PP, NC, [&](int r, int col, float v[8]) {
+            ssd_ld8(Hc + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
+        });
+        __syncthreads();
+        ssd_warp_gemm<NFN, false, true>(dc, sDE, LDX, warp * 16, sH, LDN, 0, PP);
+    }
+    /* intra-chunk part, j-tile by j-tile */
+    for (int jt = 0; jt <= it; jt++) {
+        const int j0 = jt * SSD_TT, nj = min(SSD_TT, clen - j0);
+        float acc[8][4];
+#pragma unroll
+        for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                acc[nf][k] = 0.0f;
+        for (int h = h_begin; h < h_end; h++) {
+            const int64_t bh = (int64_t)b * H + h;
+            __syncthreads();
+            if (h == h_begin)
+                ssd_fill(sB, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
+                    const int64_t row = (int64_t)b * L + t0 + j0 + r;
+                    ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + n0 + col, r < nj ? N - n0 - col : 0,
+                            v);
+                });
+            const bool off = jt < it;
+            if (off) { /* exp(s_i - s_j) delta_j = exp(s_i - s_ref) (exp(s_ref - s_j) delta_j) */
+                if (threadIdx.x < SSD_TT) {
+                    const int t = threadIdx.x;
+                    const float sref = a.cs[bh * L + t0 + j0 + SSD_TT - 1];
+                    s_rf[t] = t < ni ? expf(a.cs[bh * L + t0 + i0 + t] - sref) : 0.0f;
+                    s_cf[t] = expf(sref - a.cs[bh * L + t0 + j0 + t]) * a.dtv[bh * L + t0 + j0 + t];
+                }
+            } else {
+                for (int t = threadIdx.x; t < npos; t += blockDim.x) {
+                    s_s[t] = a.cs[bh * L + t0 + t];
+                    s_d[t] = a.dtv[bh * L + t0 + t];
+                }
+            }
+            ssd_fill(sDU, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+                ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+            });
+            ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+                const int64_t row = (int64_t)b * L + t0 + j0 + r;
+                ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
+            });
+            __syncthreads();
+            float ux[8][4];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    ux[nf][k] = 0.0f;
+            ssd_warp_gemm<8, false, false>(ux, sDU, LDX, warp * 16, sX, LDX, 0, PP);
+            const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
+            if (off) {
+                const float rf0 = s_rf[r0], rf1 = s_rf[r1];
+#pragma unroll
+                for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                    for (int k = 0; k < 2; k++) {
+                        const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
+                        const float cf = s_cf[jl];
+                        if (r0 < ni && j >= rl0)
+                            acc[nf][k] += ux[nf][k] * (rf0 * cf);
+                        if (r1 < ni && j >= rl1)
+                            acc[nf][2 + k] += ux[nf][2 + k] * (rf1 * cf);
+                    }
+            } else {
+                const float si0 = r0 < ni ? s_s[i_0] : 0.0f, si1 = r1 < ni ? s_s[i_1] : 0.0f;
+#pragma unroll
+                for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                    for (int k = 0; k < 2; k++) {
+                        const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
+                        const bool jv = jl < nj;
+                        const float sj = jv ? s_s[j] : 0.0f, dj = jv ? s_d[j] : 0.0f;
+                        if (jv && r0 < ni && j <= i_0 && j >= rl0)
+                            acc[nf][k] += ux[nf][k] * expf(si0 - sj) * dj;
+                        if (jv && r1 < ni && j <= i_1 && j >= rl1)
+                            acc[nf][2 + k] += ux[nf][2 + k] * expf(si1 - sj) * dj;
+                    }
+            }
+        }
+        uint32_t af[4][4];
+        ssd_acc_to_a(acc, af);
+        ssd_warp_gemm_ra<NFN, true>(dc, af, sB, LDN, 0);
+    }
+    const int64_t GN = (int64_t)a.G * N, rows = (int64_t)a.Bz * L;
+#pragma unroll
+    for (int nf = 0; nf < NFN; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int r = k < 2 ? r0 : r1, n = n0 + nf * 8 + tq * 2 + (k & 1);
+            if (r < ni && n < N)
+                a.dCp[((int64_t)hs * rows + (int64_t)b * L + t0 + i0 + r) * GN + (int64_t)g * N + n] = dc[nf][k];
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tensor-core dBm. Block (jt, c, ((b*G + g)*HS + hs)*NSC + ns) owns 64 rows j
+ * and NC columns of the group's dBm, summed over a range of its heads:
+ *   dB = sum_h (w delta x_h) dS_h  +  sum_{i-tiles} (sum_h masked exp(s_i - s_j) delta_j x_h du_h^T) C_i. */
+
+template <int PP, int NC> static size_t ssd_db_tc_smem()
+{
+    return (size_t)(3 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
+           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
+}
+
+template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kernel(SsdArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
+    bf16 *sXs = (bf16 *)smem, *sX = sXs + SSD_TT * LDX, *sDU = sX + SSD_TT * LDX, *sDS = sDU + SSD_TT * LDX;
+    bf16 *sC = sDS + PP * LDN;
+    float *s_s = (float *)(sC + SSD_TT * LDN), *s_d = s_s + SSD_QMAX;
+    int *s_rl = (int *)(s_d + SSD_QMAX);
+    float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT;
+
+    const int jt = blockIdx.x, c = blockIdx.y;
+    int zz = blockIdx.z;
+    const int ns = zz % a.NSC;
+    zz /= a.NSC;
+    const int hs = zz % a.HS;
+    zz /= a.HS;
+    const int g = zz % a.G, b = zz / a.G;
+    const int P = a.P, N = a.N, L = a.L, H = a.H;
+    const int t0 = c * a.Q, clen = min(a.Q, L - t0), j0 = jt * SSD_TT;
+    if (j0 >= clen)
+        return;
+    const int nj = min(SSD_TT, clen - j0), nit = (clen + SSD_TT - 1) / SSD_TT, n0 = ns * NC;
+    const int h_begin = g * a.Hg + hs * a.Hg / a.HS, h_end = g * a.Hg + (hs + 1) * a.Hg / a.HS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    const int64_t PN = (int64_t)P * N;
+    const int rl_last = ssd_rl(a, b, t0 + clen - 1);
+
+    for (int t = threadIdx.x; t < clen; t += blockDim.x)
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    float db[NFN][4];
+#pragma unroll
+    for (int nf = 0; nf < NFN; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            db[nf][k] = 0.0f;
+    const int r0 = warp * 16 + gq, r1 = r0 + 8, j_0 = j0 + r0, j_1 = j0 + r1;
+
+    /* state part, head by head */
+    for (int h = h_begin; h < h_end; h++) {
+        const int64_t bh = (int64_t)b * H + h;
+        const float s_last = a.cs[bh * L + t0 + clen - 1];
+        __syncthreads();
+        ssd_fill(sXs, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+            const int t = t0 + j0 + r;
+            const int64_t row = (int64_t)b * L + t;
+            ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
+            const float w =
+                (r < nj && j0 + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                v[k] *= w;
+        });
+        const float *dS = a.dstates + (bh * a.nc + c) * PN;
+        ssd_fill(sDS, LDN, PP, NC, [&](int r, int col, float v[8]) {
+            ssd_ld8(dS + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
+        });
+        __syncthreads();
+        ssd_warp_gemm<NFN, false, true>(db, sXs, LDX, warp * 16, sDS, LDN, 0, PP);
+    }
+    /* intra-chunk part, i-tile by i-tile */
+    for (int it = jt; it < nit; it++) {
+        const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0), npos = i0 + ni;
+        float acc[8][4];
+#pragma unroll
+        for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                acc[nf][k] = 0.0f;
+        for (int h = h_begin; h < h_end; h++) {
+            const int64_t bh = (int64_t)b * H + h;
+            __syncthreads();
+            if (h == h_begin)
+                ssd_fill(sC, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
+                    const int64_t row = (int64_t)b * L + t0 + i0 + r;
+                    ssd_ld8((const bf16 *)a.Cm + row * a.crs + (int64_t)g * N + n0 + col, r < ni ? N - n0 - col : 0,
+                            v);
+                });
+            const bool off = it > jt;
+            if (off) { /* exp(s_i - s_j) delta_j = exp(s_i - s_ref) (exp(s_ref - s_j) delta_j) */
+                if (threadIdx.x < SSD_TT) {
+                    const int t = threadIdx.x;
+                    const float sref = a.cs[bh * L + t0 + j0 + SSD_TT - 1];
+                    s_rf[t] = expf(sref - a.cs[bh * L + t0 + j0 + t]) * a.dtv[bh * L + t0 + j0 + t];
+                    s_cf[t] = t < ni ? expf(a.cs[bh * L + t0 + i0 + t] - sref) : 0.0f;
+                }
+            } else {
+                for (int t = threadIdx.x; t < npos; t += blockDim.x) {
+                    s_s[t] = a.cs[bh * L + t0 + t];
+                    s_d[t] = a.dtv[bh * L + t0 + t];
+                }
+            }
+            ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+                const int64_t row = (int64_t)b * L + t0 + j0 + r;
+                ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
+            });
+            ssd_fill(sDU, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+                ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+            });
+            __syncthreads();
+            float ux[8][4];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    ux[nf][k] = 0.0f;
+            ssd_warp_gemm<8, false, false>(ux, sX, LDX, warp * 16, sDU, LDX, 0, PP);
+            if (off) {
+                const float rf0 = s_rf[r0], rf1 = s_rf[r1];
+#pragma unroll
+                for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                    for (int k = 0; k < 2; k++) {
+                        const int il = nf * 8 + tq * 2 + k, i = i0 + il;
+                        const bool iv = il < ni;
+                        const int rli = iv ? s_rl[i] : 0;
+                        const float cf = s_cf[il];
+                        if (iv && j_0 >= rli)
+                            acc[nf][k] += ux[nf][k] * (rf0 * cf);
+                        if (iv && j_1 >= rli)
+                            acc[nf][2 + k] += ux[nf][2 + k] * (rf1 * cf);
+                    }
+            } else {
+                const float sj0 = r0 < nj ? s_s[j_0] : 0.0f, sj1 = r1 < nj ? s_s[j_1] : 0.0f;
+                const float dj0 = r0 < nj ? s_d[j_0] : 0.0f, dj1 = r1 < nj ? s_d[j_1] : 0.0f;
+#pragma unroll
+                for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                    for (int k = 0; k < 2; k++) {
+                        const int il = nf * 8 + tq * 2 + k, i = i0 + il;
+                        const bool iv = il < ni;
+                        const float si = iv ? s_s[i] : 0.0f;
+                        const int rli = iv ? s_rl[i] : 0;
+                        if (iv && r0 < nj && j_0 <= i && j_0 >= rli)
+                            acc[nf][k] += ux[nf][k] * expf(si - sj0) * dj0;
+                        if (iv && r1 < nj && j_1 <= i && j_1 >= rli)
+                            acc[nf][2 + k] += ux[nf][2 + k] * expf(si - sj1) * dj1;
+                    }
+            }
+        }
+        uint32_t af[4][4];
+        ssd_acc_to_a(acc, af);
+        ssd_warp_gemm_ra<NFN, true>(db, af, sC, LDN, 0);
+    }
+    const int64_t GN = (int64_t)a.G * N, rows = (int64_t)a.Bz * L;
+#pragma unroll
+    for (int nf = 0; nf < NFN; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int r = k < 2 ? r0 : r1, n = n0 + nf * 8 + tq * 2 + (k & 1);
+            if (r < nj && n < N)
+                a.dBp[((int64_t)hs * rows + (int64_t)b * L + t0 + j0 + r) * GN + (int64_t)g * N + n] = db[nf][k];
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* fp32 FMA path. du (B*L, H*P) is precomputed into a.du (NULL: dy is zero). */
+
+template <typename T> __global__ void ssd_du_kernel(SsdArgs a)
+{
+    const int64_t HP = (int64_t)a.H * a.P, n = (int64_t)a.Bz * a.L * HP;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / HP, col = i - r * HP;
+        float v = load_f<T>((const T *)a.dy, r * a.dyrs + col);
+        if (a.z)
+            v *= ssd_silu(load_f<T>((const T *)a.z, r * a.zrs + col));
+        a.du[i] = v;
+    }
+}
+
+static size_t ssd_dc_fma_smem(int N)
+{
+    return (size_t)(SSD_FT * SSD_QMAX + SSD_FT * N + 3 * SSD_QMAX) * sizeof(float);
+}
+
+/* Block (rt, c, b*G + g) owns 16 rows i of dCm; loops the group's heads. */
+template <typename T> __global__ void __launch_bounds__(256) ssd_dc_fma_kernel(SsdArgs a)
+{
+    extern __shared__ float fsm[];
+    const int N = a.N, P = a.P, L = a.L, H = a.H, HP = H * P;
+    float *sdcb = fsm, *sdC = sdcb + SSD_FT * SSD_QMAX, *s_s = sdC + SSD_FT * N, *s_d = s_s + SSD_QMAX;
+    int *s_rl = (int *)(s_d + SSD_QMAX);
+    const int rt = blockIdx.x, c = blockIdx.y, g = blockIdx.z % a.G, b = blockIdx.z / a.G;
+    const int t0 = c * a.Q, clen = min(a.Q, L - t0), i0 = rt * SSD_FT;
+    if (i0 >= clen)
+        return;
+    const int ni = min(SSD_FT, clen - i0), npos = i0 + ni;
+    const T *xs = (const T *)a.x, *bs = (const T *)a.Bm;
+    const int64_t PN = (int64_t)P * N;
+    auto du = [&](int64_t row, int64_t col) { return a.du ? a.du[row * HP + col] : 0.0f; };
+    for (int t = threadIdx.x; t < npos; t += blockDim.x)
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    for (int idx = threadIdx.x; idx < SSD_FT * N; idx += blockDim.x)
+        sdC[idx] = 0.0f;
+    for (int h = g * a.Hg; h < (g + 1) * a.Hg; h++) {
+        const int64_t bh = (int64_t)b * H + h;
+        __syncthreads();
+        for (int t = threadIdx.x; t < npos; t += blockDim.x) {
+            s_s[t] = a.cs[bh * L + t0 + t];
+            s_d[t] = a.dtv[bh * L + t0 + t];
+        }
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < SSD_FT * npos; idx += blockDim.x) {
+            const int r = idx / npos, j = idx - r * npos, i = i0 + r;
+            float v = 0.0f;
+            if (r < ni && j <= i && j >= s_rl[i]) {
+                const int64_t ri = (int64_t)b * L + t0 + i, rj = (int64_t)b * L + t0 + j;
+                float dot = 0.0f;
+                for (int p = 0; p < P; p++)
+                    dot += du(ri, (int64_t)h * P + p) * load_f<T>(xs, rj * a.xrs + (int64_t)h * P + p);
+                v = dot * expf(s_s[i] - s_s[j]) * s_d[j];
+            }
+            sdcb[r * SSD_QMAX + j] = v;
+        }
+        __syncthreads();
+        const float *Hc = a.states + (bh * (a.nc + 1) + c) * PN;
+        for (int idx = threadIdx.x; idx < ni * N; idx += blockDim.x) {
+            const int r = idx / N, n = idx - r * N, i = i0 + r;
+            const int64_t ri = (int64_t)b * L + t0 + i;
+            const float e = s_rl[i] < 0 ? expf(s_s[i]) : 0.0f;
+            float acc = 0.0f;
+            for (int p = 0; p < P; p++)
+                acc += du(ri, (int64_t)h * P + p) * Hc[(int64_t)p * N + n];
+            acc *= e;
+            for (int j = 0; j <= i; j++)
+                acc += sdcb[r * SSD_QMAX + j] * load_f<T>(bs, ((int64_t)b * L + t0 + j) * a.brs + (int64_t)g * N + n);
+            sdC[idx] += acc;
+        }
+    }
+    __syncthreads();
+    const int64_t GN = (int64_t)a.G * N;
+    for (int idx = threadIdx.x; idx < ni * N; idx += blockDim.x) {
+        const int r = idx / N, n = idx - r * N;
+        a.dCp[((int64_t)b * L + t0 + i0 + r) * GN + (int64_t)g * N + n] = sdC[idx];
+    }
+}
+
+static size_t ssd_db_fma_smem(int N)
+{
+    return (size_t)(3 * SSD_FT * SSD_QMAX + SSD_FT * N + 3 * SSD_QMAX) * sizeof(float);
+}
+
+/* Block (jt, c, b*G + g) owns 16 rows j: dBm over the group's heads, and per
+ * head G, dx, ddd and the dD partial. */
+template <typename T> __global__ void __launch_bounds__(256) ssd_db_fma_kernel(SsdArgs a)
+{
+    extern __shared__ float fsm[];
+    const int N = a.N, P = a.P, L = a.L, H = a.H, HP = H * P;
+    float *scbt = fsm, *stmp = scbt + SSD_FT * SSD_QMAX, *sux = stmp + SSD_FT * SSD_QMAX;
+    float *sdB = sux + SSD_FT * SSD_QMAX, *s_s = sdB + SSD_FT * N, *s_d = s_s + SSD_QMAX;
+    int *s_rl = (int *)(s_d + SSD_QMAX);
+    const int jt = blockIdx.x, c = blockIdx.y, g = blockIdx.z % a.G, b = blockIdx.z / a.G;
+    const int t0 = c * a.Q, clen = min(a.Q, L - t0), j0 = jt * SSD_FT;
+    if (j0 >= clen)
+        return;
+    const int nj = min(SSD_FT, clen - j0);
+    const T *xs = (const T *)a.x, *bs = (const T *)a.Bm, *cm = (const T *)a.Cm;
+    const int64_t PN = (int64_t)P * N;
+    auto du = [&](int64_t row, int64_t col) { return a.du ? a.du[row * HP + col] : 0.0f; };
+    for (int t = threadIdx.x; t < clen; t += blockDim.x)
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    for (int idx = threadIdx.x; idx < SSD_FT * N; idx += blockDim.x)
+        sdB[idx] = 0.0f;
+    for (int idx = threadIdx.x; idx < SSD_FT * clen; idx += blockDim.x) {
+        const int r = idx / clen, i = idx - r * clen, j = j0 + r;
+        float v = 0.0f;
+        if (r < nj && i >= j) {
+            const int64_t ri = (int64_t)b * L + t0 + i, rj = (int64_t)b * L + t0 + j;
+            for (int n = 0; n < N; n++)
+                v += load_f<T>(bs, rj * a.brs + (int64_t)g * N + n) * load_f<T>(cm, ri * a.crs + (int64_t)g * N + n);
+        }
+        scbt[r * SSD_QMAX + i] = v;
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int h = g * a.Hg; h < (g + 1) * a.Hg; h++) {
+        const int64_t bh = (int64_t)b * H + h;
+        __syncthreads();
+        for (int t = threadIdx.x; t < clen; t += blockDim.x) {
+            s_s[t] = a.cs[bh * L + t0 + t];
+            s_d[t] = a.dtv[bh * L + t0 + t];
+        }
+        __syncthreads();
+        const float s_last = s_s[clen - 1];
+        const int rl_last = s_rl[clen - 1];
+        for (int idx = threadIdx.x; idx < SSD_FT * clen; idx += blockDim.x) {
+            const int r = idx / clen, i = idx - r * clen, j = j0 + r;
+            const bool ok = r < nj && i >= j && j >= s_rl[i];
+            float lv = ok ? expf(s_s[i] - s_s[j]) : 0.0f, ux = 0.0f;
+            if (ok) {
+                const int64_t ri = (int64_t)b * L + t0 + i, rj = (int64_t)b * L + t0 + j;
+                for (int p = 0; p < P; p++)
+                    ux += du(ri, (int64_t)h * P + p) * load_f<T>(xs, rj * a.xrs + (int64_t)h * P + p);
+            }
+            stmp[r * SSD_QMAX + i] = ok ? scbt[r * SSD_QMAX + i] * lv : 0.0f;
+            sux[r * SSD_QMAX + i] = ok ? lv * s_d[j] * ux : 0.0f;
+        }
+        __syncthreads();
+        const float *dS = a.dstates + (bh * a.nc + c) * PN;
+        for (int r = warp; r < nj; r += blockDim.x >> 5) {
+            const int j = j0 + r;
+            const int64_t rj = (int64_t)b * L + t0 + j;
+            const float wj = j >= rl_last ? expf(s_last - s_s[j]) : 0.0f, dj = s_d[j];
+            float dd = 0.0f;
+            for (int p = lane; p < P; p += 32) {
+                float Gv = 0.0f;
+                for (int n = 0; n < N; n++)
+                    Gv += load_f<T>(bs, rj * a.brs + (int64_t)g * N + n) * dS[(int64_t)p * N + n];
+                Gv *= wj;
+                for (int i = j; i < clen; i++)
+                    Gv += stmp[r * SSD_QMAX + i] * du((int64_t)b * L + t0 + i, (int64_t)h * P + p);
+                const int64_t col = (int64_t)h * P + p;
+                const float xv = load_f<T>(xs, rj * a.xrs + col);
+                const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
+                if (a.dx)
+                    accum_f<T>((T *)a.dx, rj * a.dxrs + col, dj * Gv + Dv * du(rj, col));
+                dd += xv * Gv;
+            }
+            dd = warp_sum(dd);
+            if (lane == 0)
+                a.ddd[bh * L + t0 + j] = dd;
+        }
+        if (a.dBp)
+            for (int idx = threadIdx.x; idx < nj * N; idx += blockDim.x) {
+                const int r = idx / N, n = idx - r * N, j = j0 + r;
+                const int64_t rj = (int64_t)b * L + t0 + j;
+                const float wj = j >= rl_last ? expf(s_last - s_s[j]) : 0.0f;
+                float acc = 0.0f;
+                for (int p = 0; p < P; p++)
+                    acc += load_f<T>(xs, rj * a.xrs + (int64_t)h * P + p) * dS[(int64_t)p * N + n];
+                acc *= wj * s_d[j];
+                for (int i = j; i < clen; i++)
+                    acc += sux[r * SSD_QMAX + i] * load_f<T>(cm, ((int64_t)b * L + t0 + i) * a.crs + (int64_t)g * N + n);
+                sdB[idx] += acc;
+            }
+        if (a.dDp) {
+            const int64_t part = ((int64_t)b * a.nc + c) * a.ndt + jt;
+            for (int p = threadIdx.x; p < P; p += blockDim.x) {
+                float s = 0.0f;
+                for (int r = 0; r < nj; r++) {
+                    const int64_t rj = (int64_t)b * L + t0 + j0 + r, col = (int64_t)h * P + p;
+                    s += du(rj, col) * load_f<T>(xs, rj * a.xrs + col);
+                }
+                a.dDp[part * HP + (int64_t)h * P + p] = s;
+            }
+        }
+    }
+    if (!a.dBp)
+        return;
+    __syncthreads();
+    const int64_t GN = (int64_t)a.G * N;
+    for (int idx = threadIdx.x; idx < nj * N; idx += blockDim.x) {
+        const int r = idx / N, n = idx - r * N;
+        a.dBp[((int64_t)b * L + t0 + j0 + r) * GN + (int64_t)g * N + n] = sdB[idx];
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* ds -> da -> d delta -> ddt; per-chunk partials of ddt_bias and dA_log.
+ * Block (c, h, b); thread t owns step t0 + t. */
+template <typename T>
+__global__ void ssd_finalize_kernel(SsdArgs a, T *ddt, int64_t ddtrs, float *pdt, float *pA)
+{
+    __shared__ float shf[SSD_QMAX];
+    const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
+    const int L = a.L, t0 = c * a.Q, clen = min(a.Q, L - t0);
+    const int64_t bh = (int64_t)b * a.H + h, o = bh * L + t0 + t;
+    const float A = -expf(a.A_log[h]);
+    float sl = 0.0f;
+    for (int k = 0; k < a.nslp; k++)
+        sl += a.slp[(bh * a.nc + c) * a.nslp + k];
+    const bool valid = t < clen;
+    float dlt = 0.0f, dd = 0.0f, cold = 0.0f, st = 0.0f;
+    if (valid) {
+        dlt = a.dtv[o];
+        dd = a.ddd[o];
+        if (a.sst) { /* tensor cores: the pair terms' column sums and the state part apart */
+            st = a.sst[o];
+            for (int k = t / SSD_TT; k * SSD_TT < clen; k++)
+                cold += a.colMp[((bh * a.nc + c) * a.ndt + k) * a.Q + t];
+            cold += st;
+        } else {
+            cold = dlt * dd;
+        }
+    }
+    if (a.sst) /* the chunk end gets g_c <dS_c, H_c> + sum_j delta_j <x_j, G_j^state> */
+        sl += block_sum(st);
+    const float ds = valid ? a.rowds[o] - cold + (t == clen - 1 ? sl : 0.0f) : 0.0f;
+    const float da = ssd_block_scan(ds, shf, true);
+    float dv = 0.0f;
+    if (valid) {
+        const int64_t row = (int64_t)b * L + t0 + t;
+        float dvd;
+        ssd_delta(load_f<T>((const T *)a.dt, row * a.dtrs + h), a.dt_bias[h], a.dt_min, a.dt_max, &dvd);
+        dv = (dd + da * A) * dvd;
+        if (ddt)
+            accum_f<T>(ddt, row * ddtrs + h, dv);
+    }
+    const float sdv = block_sum(dv), sda = block_sum(valid ? da * dlt : 0.0f);
+    if (t == 0) {
+        const int64_t part = (int64_t)b * a.nc + c;
+        pdt[part * a.H + h] = sdv;
+        pA[part * a.H + h] = sda * A;
+    }
+}
+
+/* out[r, c] += sum over s < HS of part[s, r, c], in that order. */
+template <typename T>
+__global__ void ssd_bc_finish_kernel(T *out, int64_t ors, const float *part, int HS, int64_t rows, int64_t cols)
+{
+    const int64_t n = rows * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / cols, c = i - r * cols;
+        float s = 0.0f;
+        for (int k = 0; k < HS; k++)
+            s += part[(int64_t)k * n + i];
+        accum_f<T>(out, r * ors + c, s);
+    }
+}
+
+/* dD (H) += sum of part[k, h*P + p] over k and p: block h; thread t sums
+ * its columns p = t, t + blockDim, ... over k in order; then block_sum. */
+__global__ void ssd_dD_head_kernel(float *dD, const float *part, int64_t nparts, int H, int P)
+{
+    const int h = blockIdx.x;
+    float s = 0.0f;
+    for (int p = threadIdx.x; p < P; p += blockDim.x)
+        for (int64_t k = 0; k < nparts; k++)
+            s += part[k * H * P + (int64_t)h * P + p];
+    s = block_sum(s);
+    if (threadIdx.x == 0)
+        dD[h] += s;
+}
+
+__global__ void ssd_add_kernel(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+/* ------------------------------------------------------------------------ */
+
+template <typename F> static void ssd_dispatch_pp_bwd(int P, F f)
+{
+    if (P <= 32)
+        f(std::integral_constant<int, 32>{});
+    else if (P <= 64)
+        f(std::integral_constant<int, 64>{});
+    else
+        f(std::integral_constant<int, 128>{});
+}
+
+template <typename K> static void ssd_allow_smem_bwd(K kernel, size_t bytes, int *allowed)
+{
+    if (bytes > 48 * 1024 && (int)bytes > *allowed) {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        *allowed = (int)bytes;
+    }
+}
+
+void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
+                  mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
+                  mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
+                  const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
+                  const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
+                  const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size)
+{
+    const char *op = "ssd_bwd";
+    if (dA_log)
+        require_dtype(dA_log, MT_F32, op, "dA_log");
+    if (ddt_bias)
+        require_dtype(ddt_bias, MT_F32, op, "ddt_bias");
+    if (dD)
+        require_dtype(dD, MT_F32, op, "dD");
+    if (dinit_state)
+        require_dtype(dinit_state, MT_F32, op, "dinit_state");
+    if (dfinal_state)
+        require_dtype(dfinal_state, MT_F32, op, "dfinal_state");
+    SsdArgs a;
+    ssd_setup(a, scratch, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx, headdim, ngroups, dt_min, dt_max,
+              chunk_size, op);
+    cudaStream_t st = cuda_stream(be);
+    if (a.Bz == 0 || (!dy && !dfinal_state))
+        return; /* every gradient is zero */
+    if (!z)
+        dz = NULL;
+    if (!D)
+        dD = NULL;
+    if (a.L == 0) { /* the final state is the initial one */
+        if (dinit_state && dfinal_state) {
+            int64_t n = mt_numel(dinit_state);
+            ssd_add_kernel<<<grid_for(n, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
+                (float *)dinit_state->data, (const float *)dfinal_state->data, n);
+            LAUNCH_CHECK("ssd_bwd (dinit_state)");
+        }
+        return;
+    }
+    const mt_dtype T_dt = x->dtype;
+    const bool tc = ssd_use_tc(a, T_dt);
+    a.dy = dy ? dy->data : NULL;
+    a.dyrs = dy ? mt_row_stride(dy) : 0;
+    a.dfinal = dfinal_state ? (const float *)dfinal_state->data : NULL;
+    a.dx = dx ? dx->data : NULL;
+    a.dxrs = dx ? mt_row_stride(dx) : 0;
+    a.dz = dz ? dz->data : NULL;
+    a.dzrs = dz ? mt_row_stride(dz) : 0;
+    a.dinit = dinit_state ? (float *)dinit_state->data : NULL;
+
+    const int64_t BHL = (int64_t)a.Bz * a.H * a.L, PN = (int64_t)a.P * a.N, HP = (int64_t)a.H * a.P;
+    const int64_t rows = (int64_t)a.Bz * a.L, GN = (int64_t)a.G * a.N;
+    a.rowds = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+    a.ddd = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+    a.dstates = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * PN * sizeof(float));
+    a.nslp = tc ? a.NS : (int)((PN + 255) / 256); /* blocks per (b, h) of the reverse state kernel */
+    a.slp_pass = tc;
+    a.slp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.nslp * sizeof(float));
+    const int tile = tc ? SSD_TT : SSD_FT;
+    a.ndt = (a.Q + tile - 1) / tile;
+    const int NC = a.NP >= 128 ? 128 : 64; /* dB, dC column slice */
+    if (tc) {
+        a.NSC = a.NP / NC;
+        int64_t blocks = (int64_t)a.ndt * a.nc * a.Bz * a.G * a.NSC;
+        int64_t hs = (1024 + blocks - 1) / blocks;
+        a.HS = (int)(hs < 1 ? 1 : hs > a.Hg ? a.Hg : hs);
+    }
+    a.dBp = dBm ? (float *)mt_arena_alloc(scratch, (size_t)a.HS * rows * GN * sizeof(float)) : NULL;
+    a.dCp = dCm ? (float *)mt_arena_alloc(scratch, (size_t)a.HS * rows * GN * sizeof(float)) : NULL;
+    if (tc) {
+        a.sst = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+        a.colMp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.ndt * a.Q * sizeof(float));
+    }
+    const int64_t nparts = (int64_t)a.Bz * a.nc * a.ndt;
+    if (dD) {
+        a.dDp = (float *)mt_arena_alloc(scratch, (size_t)nparts * HP * sizeof(float));
+        CUDA_CHECK(cudaMemsetAsync(a.dDp, 0, (size_t)nparts * HP * sizeof(float), st));
+    }
+    float *pdt = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.nc * a.H * sizeof(float));
+    float *pA = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.nc * a.H * sizeof(float));
+
+    ssd_launch_cumsum(a, T_dt, st);
+    if (!tc && dy) {
+        a.du = (float *)mt_arena_alloc(scratch, (size_t)rows * HP * sizeof(float));
+        dispatch_float(T_dt, op, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            ssd_du_kernel<T><<<grid_for(rows * HP, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(a);
+            LAUNCH_CHECK("ssd_bwd (du)");
+        });
+    }
+    ssd_launch_states(a, T_dt, tc, false, st); /* recompute the chunk states */
+    ssd_launch_states(a, T_dt, tc, true, st);  /* their gradients */
+    if (tc)
+        ssd_launch_cb(a, scratch, st);
+    if (dy)
+        ssd_launch_scan(a, T_dt, tc, true, st); /* rowds, dz */
+    else {
+        CUDA_CHECK(cudaMemsetAsync(a.rowds, 0, BHL * sizeof(float), st));
+        if (a.colMp)
+            CUDA_CHECK(cudaMemsetAsync(a.colMp, 0, (size_t)a.Bz * a.H * a.nc * a.ndt * a.Q * sizeof(float), st));
+    }
+
+    if (tc) {
+        dim3 grid(a.ndt, a.nc, a.Bz * a.G * a.HS * a.NSC), gdx(a.ndt, a.nc, a.Bz * a.H);
+        ssd_dispatch_pp_bwd(a.P, [&](auto pp) {
+            constexpr int PP = decltype(pp)::value;
+            {
+                static int allowed = 0;
+                size_t bytes = ssd_dx_tc_smem<PP>(a.NP);
+                ssd_allow_smem_bwd(ssd_dx_tc_kernel<PP>, bytes, &allowed);
+                ssd_dx_tc_kernel<PP><<<gdx, 128, bytes, st>>>(a);
+                LAUNCH_CHECK("ssd_bwd (dx)");
+            }
+            auto bc = [&](auto nc_) {
+                constexpr int NCC = decltype(nc_)::value;
+                if (dCm) {
+                    static int allowed = 0;
+                    size_t bytes = ssd_dc_tc_smem<PP, NCC>();
+                    ssd_allow_smem_bwd(ssd_dc_tc_kernel<PP, NCC>, bytes, &allowed);
+                    ssd_dc_tc_kernel<PP, NCC><<<grid, 128, bytes, st>>>(a);
+                    LAUNCH_CHECK("ssd_bwd (dCm)");
+                }
+                if (dBm) {
+                    static int allowed = 0;
+                    size_t bytes = ssd_db_tc_smem<PP, NCC>();
+                    ssd_allow_smem_bwd(ssd_db_tc_kernel<PP, NCC>, bytes, &allowed);
+                    ssd_db_tc_kernel<PP, NCC><<<grid, 128, bytes, st>>>(a);
+                    LAUNCH_CHECK("ssd_bwd (dBm)");
+                }
+            };
+            if (NC == 128)
+                bc(std::integral_constant<int, 128>{});
+            else
+                bc(std::integral_constant<int, 64>{});
+        });
+    } else {
+        dim3 grid(a.ndt, a.nc, a.Bz * a.G);
+        dispatch_float(T_dt, op, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            if (dCm) {
+                static int allowed = 0;
+                size_t bytes = ssd_dc_fma_smem(a.N);
+                ssd_allow_smem_bwd(ssd_dc_fma_kernel<T>, bytes, &allowed);
+                ssd_dc_fma_kernel<T><<<grid, 256, bytes, st>>>(a);
+                LAUNCH_CHECK("ssd_bwd (dCm)");
+            }
+            static int allowed = 0;
+            size_t bytes = ssd_db_fma_smem(a.N);
+            ssd_allow_smem_bwd(ssd_db_fma_kernel<T>, bytes, &allowed);
+            ssd_db_fma_kernel<T><<<grid, 256, bytes, st>>>(a);
+            LAUNCH_CHECK("ssd_bwd (dx, dBm)");
+        });
+    }
+
+    dispatch_float(T_dt, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        dim3 grid(a.nc, a.H, a.Bz);
+        int threads = (a.Q + 31) / 32 * 32;
+        ssd_finalize_kernel<T><<<grid, threads, 0, st>>>(a, ddt ? (T *)ddt->data : NULL, ddt ? mt_row_stride(ddt) : 0,
+                                                         pdt, pA);
+        LAUNCH_CHECK("ssd_bwd (ddt)");
+        unsigned fb = grid_for(rows * GN, MT_CUDA_THREADS);
+        if (dBm) {
+            ssd_bc_finish_kernel<T><<<fb, MT_CUDA_THREADS, 0, st>>>((T *)dBm->data, mt_row_stride(dBm), a.dBp, a.HS,
+                                                                    rows, GN);
+            LAUNCH_CHECK("ssd_bwd (dBm finish)");
+        }
+        if (dCm) {
+            ssd_bc_finish_kernel<T><<<fb, MT_CUDA_THREADS, 0, st>>>((T *)dCm->data, mt_row_stride(dCm), a.dCp, a.HS,
+                                                                    rows, GN);
+            LAUNCH_CHECK("ssd_bwd (dCm finish)");
+        }
+    });
+    const int nchp = a.Bz * a.nc;
+    if (ddt_bias) {
+        colsum_finish_kernel<float><<<grid_for(a.H, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
+            (float *)ddt_bias->data, pdt, nchp, a.H);
+        LAUNCH_CHECK("ssd_bwd (ddt_bias)");
+    }
+    if (dA_log) {
+        colsum_finish_kernel<float><<<grid_for(a.H, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
+            (float *)dA_log->data, pA, nchp, a.H);
+        LAUNCH_CHECK("ssd_bwd (dA_log)");
+    }
+    if (dD) {
+        if (a.d_per_channel)
+            colsum_finish_kernel<float><<<grid_for(HP, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
+                (float *)dD->data, a.dDp, (int)nparts, HP);
+        else
+            ssd_dD_head_kernel<<<a.H, 128, 0, st>>>((float *)dD->data, a.dDp, nparts, a.H, a.P);
+        LAUNCH_CHECK("ssd_bwd (dD)");
+    }
+}

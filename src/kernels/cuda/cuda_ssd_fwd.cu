@@ -1,0 +1,825 @@
+/* The SSD (Mamba-2) scan on CUDA: the forward, and the kernels the backward
+ * shares with it (delta/cumsum, chunk states with their passing, the chunk
+ * scan). cuda_ssd_bwd.cu has the rest of the backward.
+ *
+ * Per (b, h), with A = -exp(A_log[h]) and delta_t = clamp(softplus(dt + dt_bias)),
+ * time is cut into chunks of Q = chunk_size steps (the last one may be short:
+ * every tile masks the steps past L). Inside chunk c, s_i = sum_{k <= i}
+ * delta_k * A (fp32, inclusive), and with document restarts (seq_idx) rl_i is
+ * the last restart at or before i inside the chunk (-1: none):
+ *   chunk state  S_c = sum_j w_j delta_j x_j B_j^T,  w_j = exp(s_last - s_j) [j >= rl_last]
+ *   passing      H_{c+1} = g_c H_c + S_c,  g_c = exp(s_last) [rl_last < 0],  H_0 = init_state
+ *   output       y_i = e_i C_i H_c^T + sum_{rl_i <= j <= i} (C_i . B_j) exp(s_i - s_j) delta_j x_j + D x_i,
+ *                e_i = exp(s_i) [rl_i < 0];  y_i *= silu(z_i) when z is given.
+ *
+ * Kernels (grid; block; shared memory). Two paths: tensor cores (bf16 inputs,
+ * headdim <= 128, d_state <= 256; bf16 mma.sync m16n8k16 from ldmatrix, fp32
+ * accumulation, headdim padded to PP = 32/64/128, d_state to NP = a multiple of
+ * 64, time in 64-row tiles, any chunk 1..256 and any L by masking) and fp32
+ * FMA (f32 inputs, where bf16 products would miss the 1e-4 tolerance, and any
+ * other shape). MT_SSD_NO_TC set in the environment forces the FMA path.
+ *   ssd_cumsum_kernel      (nc, H, B); Q rounded up to 32 threads; 2 KB.
+ *       delta, s (f32 scratch (B, H, L)); restarts rl (B, L) when seq_idx is given.
+ *   ssd_state_tc_kernel    (NP/64, H, B); 128; 64 x (PP+8) + 64 x 72 bf16 (18 KB at PP 64).
+ *       One block owns a PP x 64 slice of the (b, h) state in mma accumulators and
+ *       walks the chunks in order: stores H_c, H <- g_c H + (w delta x)^T B.
+ *       Writes states (B, H, nc+1, P, N) f32 and final_state. Reverse mode (the
+ *       backward) walks them backwards: dH <- g_c dH + (e du)^T C, storing the
+ *       gradient of each chunk's end state and g_c <dH, H_c> partials.
+ *   ssd_state_fma_kernel   (P*N/256, H, B); 256; none. The same, a thread per state element.
+ *   ssd_cb_tc_kernel       (ndt^2, nc, B*G), ndt = Q/64; 128; two 64 x (NP+8) bf16 tiles.
+ *       C_i . B_j (fp32) per chunk and group, tiles j <= i, into (B, G, nc, Q, Q) scratch:
+ *       computed once for all heads of a group.
+ *   ssd_scan_tc_kernel     (Q/64, nc, B*H); 128; C_i 64 x (NP+8) (reused for the x_j
+ *       tiles), H_c PP x (NP+8) bf16 (38 KB at the reference shape; backward mode
+ *       74 KB). One block owns 64 rows of a chunk: y = e (C_i H_c^T) by mma, then
+ *       per j-tile <= i the CB tile read from scratch, masked and scaled by
+ *       exp(s_i - s_j) delta_j in registers (one exp per row and column off the
+ *       diagonal), reused as the A operand of y += (.) x_j (flash-attention style).
+ *       Backward mode: dz, and the pieces of the cumsum gradient (cuda_ssd_bwd.cu).
+ *   ssd_scan_fma_kernel    (Q/16, nc, B*H); 256; 16 x Q f32. The same, CB through shared memory.
+ *
+ * Cost at the reference shape (batch 8, seqlen 2048, 32 heads of 64, 1 group,
+ * d_state 128, chunk 256, bf16):
+ *   FLOPs (2 per multiply-add; causal halves counted once): chunk states 8.6 G,
+ *   inter-chunk output C H^T 8.6 G, intra-chunk (CB) x 8.6 G, CB per group 0.5 G:
+ *   26.3 GFLOP forward minimum (these kernels run about 27).
+ *   Backward minimum about 62 GFLOP more (states recomputed, the state
+ *   gradients, and dx, dB, dC, ddt each one product of that size); these
+ *   kernels run about 100 (the pair products du_i . x_j are formed three
+ *   times, and the products feeding ds carry hi + lo bf16 halves).
+ *   Bytes that must move: x 67.1 MB, dt 1.0 MB, Bm + Cm 8.4 MB read, y 67.1 MB
+ *   written: 143.7 MB forward (0.048 ms at 3.0 TB/s; z adds 67.1 MB).
+ *   Forward + backward: 364 MB (0.12 ms) plus the fp32 chunk states
+ *   (B, H, nc, P, N) = 67 MB each time they are written or read. */
+#include <stdlib.h>
+#include <type_traits>
+
+#include "kernels/cuda/cuda_ssd.cuh"
+
+/* ------------------------------------------------------------------------ */
+/* delta, s and restarts. Block (c, h, b); thread t owns step t0 + t. */
+
+template <typename T> __global__ void ssd_cumsum_kernel(SsdArgs a)
+{
+    __shared__ float shf[SSD_QMAX];
+    __shared__ int shi[SSD_QMAX];
+    const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
+    const int t0 = c * a.Q, clen = min(a.Q, a.L - t0);
+    const float A = -expf(a.A_log[h]);
+    float d = 0.0f;
+    if (t < clen)
+        d = ssd_delta(load_f<T>((const T *)a.dt, ((int64_t)b * a.L + t0 + t) * a.dtrs + h), a.dt_bias[h], a.dt_min,
+                      a.dt_max, nullptr);
+    float s = ssd_block_scan(d * A, shf, false);
+    const int64_t o = ((int64_t)b * a.H + h) * a.L + t0 + t;
+    if (t < clen) {
+        a.dtv[o] = d;
+        a.cs[o] = s;
+    }
+    if (a.rl && h == 0) {
+        int r = -1;
+        const int tg = t0 + t;
+        if (t < clen && tg > 0 && a.seq[b * a.seqrs + tg] != a.seq[b * a.seqrs + tg - 1])
+            r = t;
+        r = ssd_block_scan_max(r, shi);
+        if (t < clen)
+            a.rl[(int64_t)b * a.L + tg] = r;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Chunk states and passing, tensor cores. Forward: states[c] = H entering
+ * chunk c, H <- g_c H + sum_t (w_t delta_t x_t) B_t^T. Reverse: dstates[c] =
+ * dH leaving chunk c, slp = g_c <dH, H entering c> (slp_pass) or <dH, H
+ * leaving c>, dH <- g_c dH + sum_t (e_t du_t) C_t^T; dinit += dH entering
+ * chunk 0. The block's slice: rows p < PP, columns ns*64 + [0, 64) of the
+ * state, held in mma accumulators while the block walks the chunks; warps
+ * tile it WM x WN. */
+
+template <int PP, bool REV> __global__ void __launch_bounds__(128) ssd_state_tc_kernel(SsdArgs a)
+{
+    constexpr int WM = PP >= 64 ? 4 : 2, WN = 4 / WM, MF = PP / 16 / WM, NF = 8 / WN;
+    constexpr int LDA = PP + 8, LDB = SSD_TT + 8;
+    __shared__ __align__(16) bf16 sA[SSD_TT * LDA];
+    __shared__ __align__(16) bf16 sB[SSD_TT * LDB];
+    __shared__ float sred[4];
+    const int ns = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / a.Hg;
+    const int P = a.P, N = a.N, L = a.L, nc = a.nc;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wm = warp % WM, wn = warp / WM;
+    const int gq = lane >> 2, tq = lane & 3;
+    const int mb = wm * MF * 16, nb = ns * SSD_TT + wn * NF * 8;
+    const int64_t bh = (int64_t)b * a.H + h, PN = (int64_t)P * N;
+
+    float acc[MF][NF][4];
+    const float *src0 = REV ? a.dfinal : a.init;
+#pragma unroll
+    for (int mf = 0; mf < MF; mf++)
+#pragma unroll
+        for (int nf = 0; nf < NF; nf++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
+                acc[mf][nf][k] = (src0 && p < P && n < N) ? src0[bh * PN + (int64_t)p * N + n] : 0.0f;
+            }
+    float *stb = a.states + bh * (nc + 1) * PN;
+
+    for (int step = 0; step < nc; step++) {
+        const int c = REV ? nc - 1 - step : step;
+        const int t0 = c * a.Q, clen = min(a.Q, L - t0), last = t0 + clen - 1;
+        const float s_last = a.cs[bh * L + last];
+        const int rl_last = ssd_rl(a, b, last);
+        const float gc = rl_last < 0 ? expf(s_last) : 0.0f;
+        float *dst = REV ? a.dstates + (bh * nc + c) * PN : stb + (int64_t)c * PN;
+        const float *hn = stb + (int64_t)(c + (a.slp_pass ? 0 : 1)) * PN;
+        float dot = 0.0f;
+#pragma unroll
+        for (int mf = 0; mf < MF; mf++)
+#pragma unroll
+            for (int nf = 0; nf < NF; nf++)
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
+                    if (p < P && n < N) {
+                        dst[(int64_t)p * N + n] = acc[mf][nf][k];
+                        if (REV)
+                            dot += acc[mf][nf][k] * hn[(int64_t)p * N + n];
+                    }
+                    acc[mf][nf][k] *= gc;
+                }
+        if (REV) {
+            dot = warp_sum(dot);
+            if (lane == 0)
+                sred[warp] = dot;
+            __syncthreads();
+            if (threadIdx.x == 0)
+                a.slp[(bh * nc + c) * a.nslp + ns] =
+                    ((sred[0] + sred[1]) + (sred[2] + sred[3])) * (a.slp_pass ? gc : 1.0f);
+        }
+        for (int tt = 0; tt < clen; tt += SSD_TT) {
+            const int nrow = min(SSD_TT, clen - tt);
+            __syncthreads();
+            ssd_fill(sA, LDA, SSD_TT, PP, [&](int r, int col, float v[8]) {
+                const int t = t0 + tt + r;
+                const int64_t row = (int64_t)b * L + t;
+                float sc = 0.0f;
+                if (r < nrow) {
+                    if (!REV) {
+                        sc = (tt + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
+                        ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, P - col, v);
+                    } else {
+                        sc = ssd_rl(a, b, t) < 0 ? expf(a.cs[bh * L + t]) : 0.0f;
+                        ssd_du8<bf16>(a, row, h * P + col, P - col, v);
+                    }
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; k++)
+                        v[k] = 0.0f;
+                }
+#pragma unroll
+                for (int k = 0; k < 8; k++)
+                    v[k] *= sc;
+            });
+            ssd_fill(sB, LDB, SSD_TT, SSD_TT, [&](int r, int col, float v[8]) {
+                const int64_t row = (int64_t)b * L + t0 + tt + r;
+                const bf16 *src = REV ? (const bf16 *)a.Cm + row * a.crs : (const bf16 *)a.Bm + row * a.brs;
+                const int n = ns * SSD_TT + col;
+                ssd_ld8(src + (int64_t)g * N + n, r < nrow ? N - n : 0, v);
+            });
+            __syncthreads();
+#pragma unroll
+            for (int k0 = 0; k0 < SSD_TT; k0 += 16) {
+                uint32_t af[MF][4];
+#pragma unroll
+                for (int mf = 0; mf < MF; mf++)
+                    ssd_frag_a<true>(af[mf], sA, LDA, mb + mf * 16, k0);
+#pragma unroll
+                for (int nf = 0; nf < NF; nf += 2) {
+                    uint32_t bfr[4];
+                    ssd_frag_b2<true>(bfr, sB, LDB, wn * NF * 8 + nf * 8, k0);
+#pragma unroll
+                    for (int mf = 0; mf < MF; mf++) {
+                        ssd_mma(acc[mf][nf], af[mf], bfr[0], bfr[1]);
+                        ssd_mma(acc[mf][nf + 1], af[mf], bfr[2], bfr[3]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int mf = 0; mf < MF; mf++)
+#pragma unroll
+        for (int nf = 0; nf < NF; nf++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
+                if (p < P && n < N) {
+                    int64_t e = (int64_t)p * N + n;
+                    if (!REV) {
+                        stb[(int64_t)nc * PN + e] = acc[mf][nf][k];
+                        if (a.final_state)
+                            a.final_state[bh * PN + e] = acc[mf][nf][k];
+                    } else if (a.dinit) {
+                        a.dinit[bh * PN + e] += acc[mf][nf][k];
+                    }
+                }
+            }
+}
+
+/* The same with one thread per state element (p, n), fp32 FMA. The reverse
+ * mode reads du from a.du. */
+template <typename T, bool REV> __global__ void __launch_bounds__(256) ssd_state_fma_kernel(SsdArgs a)
+{
+    const int h = blockIdx.y, b = blockIdx.z, g = h / a.Hg;
+    const int P = a.P, N = a.N, L = a.L, nc = a.nc, HP = a.H * a.P;
+    const int64_t bh = (int64_t)b * a.H + h, PN = (int64_t)P * N;
+    const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool act = e < PN;
+    const int p = act ? (int)(e / N) : 0, n = act ? (int)(e % N) : 0;
+    const float *src0 = REV ? a.dfinal : a.init;
+    float acc = (act && src0) ? src0[bh * PN + e] : 0.0f;
+    float *stb = a.states + bh * (nc + 1) * PN;
+    const T *xs = (const T *)a.x, *bs = (const T *)a.Bm, *cm = (const T *)a.Cm;
+    for (int step = 0; step < nc; step++) {
+        const int c = REV ? nc - 1 - step : step;
+        const int t0 = c * a.Q, clen = min(a.Q, L - t0), last = t0 + clen - 1;
+        const float s_last = a.cs[bh * L + last];
+        const int rl_last = ssd_rl(a, b, last);
+        const float gc = rl_last < 0 ? expf(s_last) : 0.0f;
+        if (REV) {
+            if (act)
+                a.dstates[(bh * nc + c) * PN + e] = acc;
+            float dot = block_sum(act ? acc * stb[(int64_t)(c + (a.slp_pass ? 0 : 1)) * PN + e] : 0.0f);
+            if (threadIdx.x == 0)
+                a.slp[(bh * nc + c) * a.nslp + blockIdx.x] = dot * (a.slp_pass ? gc : 1.0f);
+        } else if (act) {
+            stb[(int64_t)c * PN + e] = acc;
+        }
+        acc *= gc;
+        if (!act)
+            continue;
+        for (int t = t0; t < t0 + clen; t++) {
+            const int64_t row = (int64_t)b * L + t;
+            if (!REV) {
+                float w = (t - t0 >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
+                acc += w * load_f<T>(xs, row * a.xrs + (int64_t)h * P + p) * load_f<T>(bs, row * a.brs + (int64_t)g * N + n);
+            } else {
+                if (!a.du)
+                    break; /* dy is zero */
+                float et = ssd_rl(a, b, t) < 0 ? expf(a.cs[bh * L + t]) : 0.0f;
+                acc += et * a.du[row * HP + (int64_t)h * P + p] * load_f<T>(cm, row * a.crs + (int64_t)g * N + n);
+            }
+        }
+    }
+    if (!act)
+        return;
+    if (!REV) {
+        stb[(int64_t)nc * PN + e] = acc;
+        if (a.final_state)
+            a.final_state[bh * PN + e] = acc;
+    } else if (a.dinit) {
+        a.dinit[bh * PN + e] += acc;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* C_i . B_j for every chunk and group, fp32 from bf16 mma: block (it*ndt +
+ * jt, c, b*G + g) computes the 64 x 64 tile jt <= it. The chunk scans of
+ * every head of the group read it. */
+__global__ void __launch_bounds__(128) ssd_cb_tc_kernel(SsdArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int NP = a.NP, LDC = NP + 8, ndt = (a.Q + SSD_TT - 1) / SSD_TT;
+    bf16 *sC = (bf16 *)smem, *sB = sC + SSD_TT * LDC;
+    const int it = blockIdx.x / ndt, jt = blockIdx.x % ndt, c = blockIdx.y, g = blockIdx.z % a.G,
+              b = blockIdx.z / a.G;
+    const int N = a.N, L = a.L, Q = a.Q;
+    const int t0 = c * Q, clen = min(Q, L - t0), i0 = it * SSD_TT, j0 = jt * SSD_TT;
+    if (jt > it || i0 >= clen)
+        return;
+    const int ni = min(SSD_TT, clen - i0), nj = min(SSD_TT, clen - j0);
+    ssd_fill(sC, LDC, SSD_TT, NP, [&](int r, int col, float v[8]) {
+        const int64_t row = (int64_t)b * L + t0 + i0 + r;
+        ssd_ld8((const bf16 *)a.Cm + row * a.crs + (int64_t)g * N + col, r < ni ? N - col : 0, v);
+    });
+    ssd_fill(sB, LDC, SSD_TT, NP, [&](int r, int col, float v[8]) {
+        const int64_t row = (int64_t)b * L + t0 + j0 + r;
+        ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + col, r < nj ? N - col : 0, v);
+    });
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    float acc[8][4];
+#pragma unroll
+    for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            acc[nf][k] = 0.0f;
+    ssd_warp_gemm<8, false, false>(acc, sC, LDC, warp * 16, sB, LDC, 0, NP);
+    float *out = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * Q * Q;
+#pragma unroll
+    for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int r = warp * 16 + gq + (k >> 1) * 8, col = nf * 8 + tq * 2 + (k & 1);
+            if (r < ni && col < nj)
+                out[(int64_t)(i0 + r) * Q + j0 + col] = acc[nf][k];
+        }
+}
+
+/* Chunk scan, tensor cores. Block (it, c, b*H + h) owns rows i0 = 64*it ..
+ * of chunk c; warp w owns 16 of them and all PP columns. Forward: writes y.
+ * Backward mode (BWD) writes, instead of y, dz += dy * u * silu'(z) (u = y
+ * before the gate) and the pieces of the cumsum gradient: with the pair terms
+ * M_ij = (C_i . B_j) exp(s_i - s_j) delta_j (du_i . x_j), j <= i (du = dy *
+ * silu(z); du_i . x_j by mma), rowds_i = sum_j M_ij + <du_i, inter-chunk y_i>
+ * and colMp = this tile's sum_i M_ij for every j. Both sums read the same M
+ * values, so the diagonal, which they share, cancels exactly in ds. */
+
+template <int PP> static size_t ssd_scan_tc_smem(int NP, bool bwd)
+{
+    const int ct = SSD_TT * (NP + 8) > SSD_TT * (PP + 8) ? SSD_TT * (NP + 8) : SSD_TT * (PP + 8);
+    return (size_t)(ct + (bwd ? 2 : 1) * PP * (NP + 8) + (bwd ? 2 : 0) * SSD_TT * (PP + 8)) * sizeof(bf16) +
+           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float) + (bwd ? 4 * SSD_TT * sizeof(float) : 0);
+}
+
+template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_kernel(SsdArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int NFP = PP / 8, LDX = PP + 8;
+    const int NP = a.NP, LDC = NP + 8;
+    /* sX (the j-tiles of x) reuses sC's space once the inter-chunk product is done. */
+    const int ct = SSD_TT * LDC > SSD_TT * LDX ? SSD_TT * LDC : SSD_TT * LDX;
+    bf16 *sC = (bf16 *)smem, *sX = sC, *sH = sC + ct;
+    bf16 *sHl = sH + PP * LDC;                          /* BWD only: H split in hi (sH) + lo */
+    bf16 *sDU = sHl + (BWD ? PP * LDC : 0), *sDUl = sDU + SSD_TT * LDX; /* BWD only: du split in hi + lo */
+    float *s_s = (float *)(sDU + (BWD ? 2 * SSD_TT * LDX : 0)), *s_d = s_s + SSD_QMAX;
+    int *s_rl = (int *)(s_d + SSD_QMAX);
+    float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT; /* off-diagonal tiles' exp factors */
+    float *sred = s_cf + SSD_TT;                                        /* BWD only: 4 x 64 */
+
+    const int it = blockIdx.x, c = blockIdx.y, H = a.H, h = blockIdx.z % H, b = blockIdx.z / H, g = h / a.Hg;
+    const int P = a.P, N = a.N, L = a.L;
+    const int64_t bh = (int64_t)b * H + h;
+    const int t0 = c * a.Q, clen = min(a.Q, L - t0), i0 = it * SSD_TT;
+    if (i0 >= clen)
+        return;
+    const int ni = min(SSD_TT, clen - i0), npos = i0 + ni;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+
+    for (int t = threadIdx.x; t < npos; t += blockDim.x) {
+        s_s[t] = a.cs[bh * L + t0 + t];
+        s_d[t] = a.dtv[bh * L + t0 + t];
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    }
+    ssd_fill(sC, LDC, SSD_TT, NP, [&](int r, int col, float v[8]) {
+        const int64_t row = (int64_t)b * L + t0 + i0 + r;
+        ssd_ld8((const bf16 *)a.Cm + row * a.crs + (int64_t)g * N + col, r < ni ? N - col : 0, v);
+    });
+    const float *Hc = a.states + (bh * (a.nc + 1) + c) * (int64_t)P * N;
+    auto hload = [&](int r, int col, float v[8]) { ssd_ld8(Hc + (int64_t)r * N + col, r < P ? N - col : 0, v); };
+    if (BWD) /* the backward's <du, inter-chunk y> feeds ds, where bf16 H costs too much */
+        ssd_fill_split(sH, sHl, LDC, PP, NP, hload);
+    else
+        ssd_fill(sH, LDC, PP, NP, hload);
+    if (BWD)
+        ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+            ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+        });
+    __syncthreads();
+
+    float y[NFP][4];
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            y[nf][k] = 0.0f;
+    ssd_warp_gemm<NFP, false, false>(y, sC, LDC, warp * 16, sH, LDC, 0, NP);
+    if (BWD)
+        ssd_warp_gemm<NFP, false, false>(y, sC, LDC, warp * 16, sHl, LDC, 0, NP);
+    const int r0 = warp * 16 + gq, r1 = r0 + 8; /* this thread's rows (tile-local) */
+    const int i_0 = i0 + r0, i_1 = i0 + r1;     /* chunk-local */
+    {
+        float e0 = (r0 < ni && s_rl[i_0] < 0) ? expf(s_s[i_0]) : 0.0f;
+        float e1 = (r1 < ni && s_rl[i_1] < 0) ? expf(s_s[i_1]) : 0.0f;
+#pragma unroll
+        for (int nf = 0; nf < NFP; nf++) {
+            y[nf][0] *= e0;
+            y[nf][1] *= e0;
+            y[nf][2] *= e1;
+            y[nf][3] *= e1;
+        }
+    }
+    /* BWD: the row sums start with <du_i, inter-chunk y_i>, du in fp32. */
+    float rd0 = 0.0f, rd1 = 0.0f;
+    if (BWD && a.dy) {
+#pragma unroll
+        for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int r = (k < 2) ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
+                if (r >= ni || p >= P)
+                    continue;
+                const int64_t row = (int64_t)b * L + t0 + i0 + r, col = (int64_t)h * P + p;
+                float du = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
+                if (a.z)
+                    du *= ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col));
+                if (k < 2)
+                    rd0 += du * y[nf][k];
+                else
+                    rd1 += du * y[nf][k];
+            }
+    }
+    const float si0 = r0 < ni ? s_s[i_0] : 0.0f, si1 = r1 < ni ? s_s[i_1] : 0.0f;
+    const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
+    const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * a.Q * a.Q;
+
+    for (int jt = 0; jt <= it; jt++) {
+        const int j0 = jt * SSD_TT, nj = min(SSD_TT, clen - j0);
+        const bool off = jt < it; /* the j-tile is whole and before every row */
+        __syncthreads();
+        ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
+            const int64_t row = (int64_t)b * L + t0 + j0 + r;
+            ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
+        });
+        if (off && threadIdx.x < SSD_TT) { /* exp(s_i - s_j) = exp(s_i - s_ref) exp(s_ref - s_j), both <= 1 */
+            const int t = threadIdx.x;
+            const float sref = s_s[j0 + SSD_TT - 1];
+            s_rf[t] = t < ni ? expf(s_s[i0 + t] - sref) : 0.0f;
+            s_cf[t] = expf(sref - s_s[j0 + t]) * s_d[j0 + t];
+        }
+        __syncthreads();
+        float cb[8][4];
+        if (off) {
+            const float rf0 = s_rf[r0], rf1 = s_rf[r1];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
+                    const float cf = s_cf[jl];
+                    cb[nf][k] = (r0 < ni && j >= rl0) ? __ldg(cbc + (int64_t)i_0 * a.Q + j) * (rf0 * cf) : 0.0f;
+                    cb[nf][2 + k] = (r1 < ni && j >= rl1) ? __ldg(cbc + (int64_t)i_1 * a.Q + j) * (rf1 * cf) : 0.0f;
+                }
+        } else {
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
+                    const bool jv = jl < nj;
+                    const float sj = jv ? s_s[j] : 0.0f, dj = jv ? s_d[j] : 0.0f;
+                    cb[nf][k] = (jv && r0 < ni && j <= i_0 && j >= rl0)
+                                    ? __ldg(cbc + (int64_t)i_0 * a.Q + j) * expf(si0 - sj) * dj : 0.0f;
+                    cb[nf][2 + k] = (jv && r1 < ni && j <= i_1 && j >= rl1)
+                                        ? __ldg(cbc + (int64_t)i_1 * a.Q + j) * expf(si1 - sj) * dj : 0.0f;
+                }
+        }
+        if (!BWD || a.z) { /* y += (masked, scaled CB) x_j; the backward needs y only for dz */
+            uint32_t af[4][4];
+            ssd_acc_to_a(cb, af);
+            ssd_warp_gemm_ra<NFP, true>(y, af, sX, LDX, 0);
+        }
+        if (BWD) {
+            float ux[8][4];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    ux[nf][k] = 0.0f;
+            ssd_warp_gemm<8, false, false>(ux, sDU, LDX, warp * 16, sX, LDX, 0, PP);
+            ssd_warp_gemm<8, false, false>(ux, sDUl, LDX, warp * 16, sX, LDX, 0, PP);
+            float cm[8][2];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const float m0 = cb[nf][k] * ux[nf][k], m1 = cb[nf][2 + k] * ux[nf][2 + k];
+                    rd0 += m0;
+                    rd1 += m1;
+                    float v = m0 + m1;
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    cm[nf][k] = v;
+                }
+            if (gq == 0)
+#pragma unroll
+                for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                    for (int k = 0; k < 2; k++)
+                        sred[warp * SSD_TT + nf * 8 + tq * 2 + k] = cm[nf][k];
+            __syncthreads();
+            if (threadIdx.x < nj)
+                a.colMp[((bh * a.nc + c) * a.ndt + it) * a.Q + j0 + threadIdx.x] =
+                    (sred[threadIdx.x] + sred[SSD_TT + threadIdx.x]) +
+                    (sred[2 * SSD_TT + threadIdx.x] + sred[3 * SSD_TT + threadIdx.x]);
+        }
+    }
+
+    /* Epilogue: sX holds x of this tile's own rows (the last j-tile is it). */
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int r = (k < 2) ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
+            if (r >= ni || p >= P)
+                continue;
+            const int64_t row = (int64_t)b * L + t0 + i0 + r, col = (int64_t)h * P + p;
+            const float xv = __bfloat162float(sX[r * LDX + p]);
+            const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
+            const float u = y[nf][k] + Dv * xv;
+            if (!BWD) {
+                float out = a.z ? u * ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col)) : u;
+                store_f<bf16>((bf16 *)a.y, row * a.yrs + col, out);
+            } else if (a.z && a.dz && a.dy) {
+                const float dyv = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
+                const float zv = load_f<bf16>((const bf16 *)a.z, row * a.zrs + col);
+                accum_f<bf16>((bf16 *)a.dz, row * a.dzrs + col, dyv * u * ssd_dsilu(zv));
+            }
+        }
+    if (BWD) {
+        rd0 += __shfl_xor_sync(0xffffffffu, rd0, 1);
+        rd0 += __shfl_xor_sync(0xffffffffu, rd0, 2);
+        rd1 += __shfl_xor_sync(0xffffffffu, rd1, 1);
+        rd1 += __shfl_xor_sync(0xffffffffu, rd1, 2);
+        if (tq == 0) {
+            if (r0 < ni)
+                a.rowds[bh * L + t0 + i_0] = rd0;
+            if (r1 < ni)
+                a.rowds[bh * L + t0 + i_1] = rd1;
+        }
+    }
+}
+
+/* Chunk scan, fp32 FMA. Block (rt, c, b*H + h) owns 16 rows; the masked,
+ * scaled CB (16 x chunk) goes through shared memory; warp w then owns rows
+ * w, w + 8 and its lanes stride the P columns. The backward mode reads du
+ * from a.du. */
+template <typename T, bool BWD> __global__ void __launch_bounds__(256) ssd_scan_fma_kernel(SsdArgs a)
+{
+    __shared__ float sCB[SSD_FT * SSD_QMAX];
+    __shared__ float s_s[SSD_QMAX], s_d[SSD_QMAX];
+    __shared__ int s_rl[SSD_QMAX];
+    const int rt = blockIdx.x, c = blockIdx.y, H = a.H, h = blockIdx.z % H, b = blockIdx.z / H, g = h / a.Hg;
+    const int P = a.P, N = a.N, L = a.L, HP = H * P;
+    const int64_t bh = (int64_t)b * H + h;
+    const int t0 = c * a.Q, clen = min(a.Q, L - t0), i0 = rt * SSD_FT;
+    if (i0 >= clen)
+        return;
+    const int ni = min(SSD_FT, clen - i0), npos = i0 + ni;
+    const T *xs = (const T *)a.x, *bs = (const T *)a.Bm, *cm = (const T *)a.Cm;
+    for (int t = threadIdx.x; t < npos; t += blockDim.x) {
+        s_s[t] = a.cs[bh * L + t0 + t];
+        s_d[t] = a.dtv[bh * L + t0 + t];
+        s_rl[t] = ssd_rl(a, b, t0 + t);
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < SSD_FT * npos; idx += blockDim.x) {
+        const int r = idx / npos, j = idx - r * npos, i = i0 + r;
+        float v = 0.0f;
+        if (r < ni && j <= i && j >= s_rl[i]) {
+            const int64_t ri = (int64_t)b * L + t0 + i, rj = (int64_t)b * L + t0 + j;
+            float dot = 0.0f;
+            for (int n = 0; n < N; n++)
+                dot += load_f<T>(cm, ri * a.crs + (int64_t)g * N + n) * load_f<T>(bs, rj * a.brs + (int64_t)g * N + n);
+            v = dot * expf(s_s[i] - s_s[j]) * s_d[j];
+        }
+        sCB[r * SSD_QMAX + j] = v;
+    }
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const float *Hc = a.states + (bh * (a.nc + 1) + c) * (int64_t)P * N;
+    for (int r = warp; r < ni; r += blockDim.x >> 5) {
+        const int i = i0 + r;
+        const int64_t row = (int64_t)b * L + t0 + i;
+        const float e = s_rl[i] < 0 ? expf(s_s[i]) : 0.0f;
+        float rd = 0.0f;
+        for (int p = lane; p < P; p += 32) {
+            float yv = 0.0f;
+            for (int n = 0; n < N; n++)
+                yv += load_f<T>(cm, row * a.crs + (int64_t)g * N + n) * Hc[(int64_t)p * N + n];
+            yv *= e;
+            for (int j = 0; j <= i; j++)
+                yv += sCB[r * SSD_QMAX + j] * load_f<T>(xs, ((int64_t)b * L + t0 + j) * a.xrs + (int64_t)h * P + p);
+            const int64_t col = (int64_t)h * P + p;
+            const float xv = load_f<T>(xs, row * a.xrs + col);
+            const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
+            const float u = yv + Dv * xv;
+            if (!BWD) {
+                float out = a.z ? u * ssd_silu(load_f<T>((const T *)a.z, row * a.zrs + col)) : u;
+                store_f<T>((T *)a.y, row * a.yrs + col, out);
+            } else {
+                rd += a.du[row * HP + col] * yv;
+                if (a.z && a.dz && a.dy) {
+                    const float zv = load_f<T>((const T *)a.z, row * a.zrs + col);
+                    const float dyv = load_f<T>((const T *)a.dy, row * a.dyrs + col);
+                    accum_f<T>((T *)a.dz, row * a.dzrs + col, dyv * u * ssd_dsilu(zv));
+                }
+            }
+        }
+        if (BWD) {
+            rd = warp_sum(rd);
+            if (lane == 0)
+                a.rowds[bh * L + t0 + i] = rd;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Launchers. */
+
+template <typename F> static void ssd_dispatch_pp(int P, F f)
+{
+    if (P <= 32)
+        f(std::integral_constant<int, 32>{});
+    else if (P <= 64)
+        f(std::integral_constant<int, 64>{});
+    else
+        f(std::integral_constant<int, 128>{});
+}
+
+/* Raises a kernel's dynamic shared memory limit once per size seen. */
+template <typename K> static void ssd_allow_smem(K kernel, size_t bytes, int *allowed)
+{
+    if (bytes > 48 * 1024 && (int)bytes > *allowed) {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        *allowed = (int)bytes;
+    }
+}
+
+bool ssd_use_tc(const SsdArgs &a, mt_dtype dt)
+{
+    static int no_tc = -1;
+    if (no_tc < 0)
+        no_tc = getenv("MT_SSD_NO_TC") != NULL;
+    return dt == MT_BF16 && a.P <= 128 && a.N <= 256 && !no_tc;
+}
+
+void ssd_launch_cumsum(const SsdArgs &a, mt_dtype dt, cudaStream_t st)
+{
+    dim3 grid(a.nc, a.H, a.Bz);
+    int threads = (a.Q + 31) / 32 * 32;
+    dispatch_float(dt, "ssd", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        ssd_cumsum_kernel<T><<<grid, threads, 0, st>>>(a);
+        LAUNCH_CHECK("ssd (cumsum)");
+    });
+}
+
+void ssd_launch_states(const SsdArgs &a, mt_dtype dt, bool tc, bool reverse, cudaStream_t st)
+{
+    if (tc) {
+        dim3 grid(a.NS, a.H, a.Bz);
+        ssd_dispatch_pp(a.P, [&](auto pp) {
+            constexpr int PP = decltype(pp)::value;
+            if (reverse)
+                ssd_state_tc_kernel<PP, true><<<grid, 128, 0, st>>>(a);
+            else
+                ssd_state_tc_kernel<PP, false><<<grid, 128, 0, st>>>(a);
+            LAUNCH_CHECK("ssd (chunk states)");
+        });
+        return;
+    }
+    dim3 grid((unsigned)(((int64_t)a.P * a.N + 255) / 256), a.H, a.Bz);
+    dispatch_float(dt, "ssd", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        if (reverse)
+            ssd_state_fma_kernel<T, true><<<grid, 256, 0, st>>>(a);
+        else
+            ssd_state_fma_kernel<T, false><<<grid, 256, 0, st>>>(a);
+        LAUNCH_CHECK("ssd (chunk states)");
+    });
+}
+
+void ssd_launch_cb(SsdArgs &a, mt_arena *scratch, cudaStream_t st)
+{
+    const int ndt = (a.Q + SSD_TT - 1) / SSD_TT;
+    a.cb = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.G * a.nc * a.Q * a.Q * sizeof(float));
+    size_t bytes = (size_t)2 * SSD_TT * (a.NP + 8) * sizeof(bf16);
+    static int allowed = 0;
+    ssd_allow_smem(ssd_cb_tc_kernel, bytes, &allowed);
+    ssd_cb_tc_kernel<<<dim3(ndt * ndt, a.nc, a.Bz * a.G), 128, bytes, st>>>(a);
+    LAUNCH_CHECK("ssd (C.B)");
+}
+
+void ssd_launch_scan(const SsdArgs &a, mt_dtype dt, bool tc, bool bwd, cudaStream_t st)
+{
+    if (tc) {
+        dim3 grid((a.Q + SSD_TT - 1) / SSD_TT, a.nc, a.Bz * a.H);
+        ssd_dispatch_pp(a.P, [&](auto pp) {
+            constexpr int PP = decltype(pp)::value;
+            size_t bytes = ssd_scan_tc_smem<PP>(a.NP, bwd);
+            if (bwd) {
+                static int allowed = 0;
+                ssd_allow_smem(ssd_scan_tc_kernel<PP, true>, bytes, &allowed);
+                ssd_scan_tc_kernel<PP, true><<<grid, 128, bytes, st>>>(a);
+            } else {
+                static int allowed = 0;
+                ssd_allow_smem(ssd_scan_tc_kernel<PP, false>, bytes, &allowed);
+                ssd_scan_tc_kernel<PP, false><<<grid, 128, bytes, st>>>(a);
+            }
+            LAUNCH_CHECK("ssd (chunk scan)");
+        });
+        return;
+    }
+    dim3 grid((a.Q + SSD_FT - 1) / SSD_FT, a.nc, a.Bz * a.H);
+    dispatch_float(dt, "ssd", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        if (bwd)
+            ssd_scan_fma_kernel<T, true><<<grid, 256, 0, st>>>(a);
+        else
+            ssd_scan_fma_kernel<T, false><<<grid, 256, 0, st>>>(a);
+        LAUNCH_CHECK("ssd (chunk scan)");
+    });
+}
+
+void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tensor *dt, const mt_tensor *A_log,
+               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
+               const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
+               int ngroups, double dt_min, double dt_max, int chunk_size, const char *op)
+{
+    require_dtype(A_log, MT_F32, op, "A_log");
+    require_dtype(dt_bias, MT_F32, op, "dt_bias");
+    if (D)
+        require_dtype(D, MT_F32, op, "D");
+    if (init_state)
+        require_dtype(init_state, MT_F32, op, "init_state");
+    if (seq_idx)
+        require_dtype(seq_idx, MT_I32, op, "seq_idx");
+    if (chunk_size < 1 || chunk_size > SSD_QMAX)
+        mt_fatal("%s: chunk_size %d is outside [1, %d] on CUDA", op, chunk_size, SSD_QMAX);
+    a = SsdArgs{};
+    a.Bz = (int)x->shape[0];
+    a.L = (int)x->shape[1];
+    a.P = headdim;
+    a.H = (int)(mt_cols(x) / headdim);
+    a.G = ngroups;
+    a.Hg = a.H / a.G;
+    a.N = (int)(mt_cols(Bm) / ngroups);
+    a.Q = chunk_size;
+    a.nc = (a.L + a.Q - 1) / a.Q;
+    a.NP = (a.N + 63) / 64 * 64;
+    a.NS = a.NP / 64;
+    a.HS = 1;
+    a.x = x->data;
+    a.xrs = mt_row_stride(x);
+    a.dt = dt->data;
+    a.dtrs = mt_row_stride(dt);
+    a.Bm = Bm->data;
+    a.brs = mt_row_stride(Bm);
+    a.Cm = Cm->data;
+    a.crs = mt_row_stride(Cm);
+    a.z = z ? z->data : NULL;
+    a.zrs = z ? mt_row_stride(z) : 0;
+    a.A_log = (const float *)A_log->data;
+    a.dt_bias = (const float *)dt_bias->data;
+    a.D = D ? (const float *)D->data : NULL;
+    a.d_per_channel = D && mt_numel(D) == (int64_t)a.H * a.P && a.P > 1;
+    a.init = init_state ? (const float *)init_state->data : NULL;
+    a.seq = seq_idx ? (const int *)seq_idx->data : NULL;
+    a.seqrs = seq_idx ? mt_row_stride(seq_idx) : 0;
+    a.dt_min = (float)dt_min;
+    a.dt_max = (float)dt_max;
+    if ((int64_t)a.Bz * a.L == 0)
+        return;
+    size_t BHL = (size_t)a.Bz * a.H * a.L;
+    a.dtv = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+    a.cs = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+    a.rl = seq_idx ? (int *)mt_arena_alloc(scratch, (size_t)a.Bz * a.L * sizeof(int)) : NULL;
+    a.states = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * (a.nc + 1) * a.P * a.N * sizeof(float));
+}
+
+void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
+                  const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
+                  const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
+                  const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size)
+{
+    const char *op = "ssd_fwd";
+    if (final_state)
+        require_dtype(final_state, MT_F32, op, "final_state");
+    SsdArgs a;
+    ssd_setup(a, scratch, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx, headdim, ngroups, dt_min, dt_max,
+              chunk_size, op);
+    cudaStream_t st = cuda_stream(be);
+    if (a.Bz == 0)
+        return;
+    if (a.L == 0) { /* no steps: the final state is the initial one */
+        if (final_state) {
+            size_t bytes = mt_nbytes(final_state);
+            if (init_state)
+                CUDA_CHECK(cudaMemcpyAsync(final_state->data, init_state->data, bytes, cudaMemcpyDeviceToDevice, st));
+            else
+                CUDA_CHECK(cudaMemsetAsync(final_state->data, 0, bytes, st));
+        }
+        return;
+    }
+    a.y = y->data;
+    a.yrs = mt_row_stride(y);
+    a.final_state = final_state ? (float *)final_state->data : NULL;
+    const bool tc = ssd_use_tc(a, x->dtype);
+    ssd_launch_cumsum(a, x->dtype, st);
+    ssd_launch_states(a, x->dtype, tc, false, st);
+    if (tc)
+        ssd_launch_cb(a, scratch, st);
+    ssd_launch_scan(a, x->dtype, tc, false, st);
+}
