@@ -46,6 +46,8 @@ struct SsdArgs {
     float *sst;      /* tensor-core path: delta_j <x_j, G_j^state>; NULL: cold = delta ddd */
     float *colMp;    /* tensor-core path: (Bz*H, nc, ndt, Q): per row tile, sum over its rows i of M_ij */
     float *du;          /* FMA path: (Bz*L, H*P) dy * silu(z) */
+    const bf16 *duh, *dul; /* tensor-core path: dy * silu(z) = duh + dul (row stride durs): dy and NULL */
+    int64_t durs;          /* when z is NULL; both NULL when dy is */
     float *dBp, *dCp;   /* (HS, Bz*L, G*N) partial dBm, dCm */
     float *dDp;         /* (nparts, H*P) partial dD */
     int ndt;            /* row tiles per chunk of the backward kernels (dD and colM partials per chunk) */
@@ -238,38 +240,31 @@ __device__ __forceinline__ void ssd_acc_to_a(const float (*acc)[4], uint32_t (*a
 }
 
 /* ------------------------------------------------------------------------ */
-/* Global loads of 8 consecutive values (as float; zero past nvalid), vector
- * loads where the address allows, and the store of 8 values to shared bf16. */
+/* Global loads of 8 consecutive values as float, and shared-tile fills. The
+ * tensor-core path only runs where every row is 16-byte aligned and P, N are
+ * multiples of 8 (ssd_use_tc), so a group of 8 values is either wholly
+ * valid or wholly past the edge: one predicated vector load, no branches,
+ * which lets a fill issue several loads before it waits on any. */
 
 __device__ __forceinline__ void ssd_ld8(const bf16 *p, int nvalid, float v[8])
 {
-    if (nvalid >= 8 && ((uintptr_t)p & 15) == 0) {
-        uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
-        const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+    const uint4 u = nvalid > 0 ? __ldg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0);
+    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 f = __bfloat1622float2(h2[k]);
-            v[2 * k] = f.x;
-            v[2 * k + 1] = f.y;
-        }
-    } else {
-#pragma unroll
-        for (int k = 0; k < 8; k++)
-            v[k] = k < nvalid ? __bfloat162float(p[k]) : 0.0f;
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h2[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
     }
 }
 
 __device__ __forceinline__ void ssd_ld8(const float *p, int nvalid, float v[8])
 {
-    if (nvalid >= 8 && ((uintptr_t)p & 15) == 0) {
-        float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-    } else {
-#pragma unroll
-        for (int k = 0; k < 8; k++)
-            v[k] = k < nvalid ? p[k] : 0.0f;
-    }
+    const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 a = nvalid > 0 ? __ldg(reinterpret_cast<const float4 *>(p)) : z;
+    const float4 b = nvalid > 0 ? __ldg(reinterpret_cast<const float4 *>(p) + 1) : z;
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
 __device__ __forceinline__ void ssd_st8(bf16 *s, const float v[8])
@@ -282,66 +277,87 @@ __device__ __forceinline__ void ssd_st8(bf16 *s, const float v[8])
     *reinterpret_cast<uint4 *>(s) = u;
 }
 
+/* Loads per thread a fill has in flight before its first shared store. */
+#define SSD_FILL_BATCH 4
+
 /* Fills a shared bf16 tile of R rows x C columns (C a multiple of 8, row
- * length ld) with f(r, c, v): the 8 values of columns c..c+7 of row r. */
-template <typename F> __device__ __forceinline__ void ssd_fill(bf16 *s, int ld, int R, int C, F f)
+ * length ld) with f(r, c, v): the 8 values of columns c..c+7 of row r. The
+ * values of SSD_FILL_BATCH groups are gathered before any is stored, so
+ * their global loads overlap. SPLIT: v rounded to bf16 goes to s and the
+ * rest, v - hi, to s_lo (a pair of mma with hi and lo carries about 16 bits). */
+template <bool SPLIT, typename F>
+__device__ __forceinline__ void ssd_fill_tile(bf16 *s, bf16 *s_lo, int ld, int R, int C, F f)
 {
-    int cg = C >> 3;
-    for (int idx = threadIdx.x; idx < R * cg; idx += blockDim.x) {
-        int r = idx / cg, c = (idx - r * cg) << 3;
-        float v[8];
-        f(r, c, v);
-        ssd_st8(s + r * ld + c, v);
+    const int cg = C >> 3, n = R * cg;
+    for (int base = threadIdx.x; base < n; base += SSD_FILL_BATCH * blockDim.x) {
+        float v[SSD_FILL_BATCH][8];
+#pragma unroll
+        for (int u = 0; u < SSD_FILL_BATCH; u++) {
+            const int idx = min(base + u * (int)blockDim.x, n - 1), r = idx / cg;
+            f(r, (idx - r * cg) << 3, v[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < SSD_FILL_BATCH; u++) {
+            const int idx = base + u * blockDim.x, r = idx / cg, c = (idx - r * cg) << 3;
+            if (idx >= n)
+                break;
+            if (SPLIT) {
+                float lo[8];
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const float hi = __bfloat162float(__float2bfloat16_rn(v[u][k]));
+                    lo[k] = v[u][k] - hi;
+                    v[u][k] = hi;
+                }
+                ssd_st8(s_lo + r * ld + c, lo);
+            }
+            ssd_st8(s + r * ld + c, v[u]);
+        }
     }
 }
 
-/* The same, writing v rounded to bf16 into s_hi and the rest, v - hi, into
- * s_lo: a pair of mma with hi and lo carries about 16 bits of v. */
+template <typename F> __device__ __forceinline__ void ssd_fill(bf16 *s, int ld, int R, int C, F f)
+{
+    ssd_fill_tile<false>(s, nullptr, ld, R, C, f);
+}
+
 template <typename F>
 __device__ __forceinline__ void ssd_fill_split(bf16 *s_hi, bf16 *s_lo, int ld, int R, int C, F f)
 {
-    int cg = C >> 3;
-    for (int idx = threadIdx.x; idx < R * cg; idx += blockDim.x) {
-        int r = idx / cg, c = (idx - r * cg) << 3;
-        float v[8], lo[8];
-        f(r, c, v);
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            float hi = __bfloat162float(__float2bfloat16_rn(v[k]));
-            lo[k] = v[k] - hi;
-            v[k] = hi;
-        }
-        ssd_st8(s_hi + r * ld + c, v);
-        ssd_st8(s_lo + r * ld + c, lo);
-    }
+    ssd_fill_tile<true>(s_hi, s_lo, ld, R, C, f);
 }
 
 __device__ __forceinline__ float ssd_bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
-/* du = dy * silu(z) (dy when z is NULL; 0 when dy is NULL) for 8 columns. */
-template <typename T>
+/* du = dy * silu(z) for 8 columns: hi + lo from the backward's du arrays
+ * (0 when dy is NULL). */
 __device__ __forceinline__ void ssd_du8(const SsdArgs &a, int64_t row, int col, int nvalid, float v[8])
 {
-    if (!a.dy || nvalid <= 0) {
+    const int64_t off = row * a.durs + col;
+    ssd_ld8(a.duh + (a.duh ? off : 0), a.duh ? nvalid : 0, v);
+    if (a.dul) {
+        float lo[8];
+        ssd_ld8(a.dul + off, nvalid, lo);
 #pragma unroll
         for (int k = 0; k < 8; k++)
-            v[k] = 0.0f;
-        return;
+            v[k] += lo[k];
     }
-    ssd_ld8((const T *)a.dy + row * a.dyrs + col, nvalid, v);
-    if (a.z) {
-        float zz[8];
-        ssd_ld8((const T *)a.z + row * a.zrs + col, nvalid, zz);
-#pragma unroll
-        for (int k = 0; k < 8; k++)
-            v[k] *= ssd_silu(zz[k]);
-    }
+}
+
+/* du at one element, hi + lo. */
+__device__ __forceinline__ float ssd_du1(const SsdArgs &a, int64_t row, int64_t col)
+{
+    if (!a.duh)
+        return 0.0f;
+    const int64_t off = row * a.durs + col;
+    return __bfloat162float(a.duh[off]) + (a.dul ? __bfloat162float(a.dul[off]) : 0.0f);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Launchers in cuda_ssd_fwd.cu, shared with the backward. */
 
-/* Tensor-core path: bf16 inputs, headdim <= 128, d_state <= 256. */
+/* Tensor-core path: bf16 inputs, headdim <= 128, d_state <= 256, both
+ * multiples of 8, rows 16-byte aligned (dy too once it is set). */
 bool ssd_use_tc(const SsdArgs &a, mt_dtype dt);
 /* delta, cumsum, restarts. */
 void ssd_launch_cumsum(const SsdArgs &a, mt_dtype dt, cudaStream_t st);

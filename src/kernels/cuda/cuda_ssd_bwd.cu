@@ -138,9 +138,13 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
     for (int it = jt; it < nit; it++) {
         const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0);
         __syncthreads();
-        ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-            ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
-        });
+        auto duload = [&](int r, int col, float v[8]) {
+            ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+        };
+        if (a.dul)
+            ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, duload);
+        else /* du = dy is exact in bf16 */
+            ssd_fill(sDU, LDX, SSD_TT, PP, duload);
         const bool off = it > jt; /* exp(s_i - s_j) = exp(s_i - s_ref) exp(s_ref - s_j), s_ref = s at the j-tile's end */
         if (off && threadIdx.x < SSD_TT) {
             const int t = threadIdx.x;
@@ -182,7 +186,8 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
         uint32_t af[4][4];
         ssd_acc_to_a(cbt, af);
         ssd_warp_gemm_ra<NFP, true>(G, af, sDU, LDX, 0);
-        ssd_warp_gemm_ra<NFP, true>(G, af, sDUl, LDX, 0);
+        if (a.dul)
+            ssd_warp_gemm_ra<NFP, true>(G, af, sDUl, LDX, 0);
 #pragma unroll
         for (int nf = 0; nf < 8; nf++)
 #pragma unroll
@@ -211,12 +216,7 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
                 dd1 += xv * G[nf][k];
             if (r < nj && p < P) {
                 const int64_t row = (int64_t)b * L + t0 + j0 + r, col = (int64_t)h * P + p;
-                float du = 0.0f;
-                if (a.dy) {
-                    du = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
-                    if (a.z)
-                        du *= ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col));
-                }
+                const float du = ssd_du1(a, row, col);
                 const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
                 if (a.dx)
                     accum_f<bf16>((bf16 *)a.dx, row * a.dxrs + col, (k < 2 ? dj0 : dj1) * G[nf][k] + Dv * du);
@@ -307,7 +307,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
         __syncthreads();
         ssd_fill(sDE, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
             const int t = t0 + i0 + r;
-            ssd_du8<bf16>(a, (int64_t)b * L + t, h * P + col, r < ni ? P - col : 0, v);
+            ssd_du8(a, (int64_t)b * L + t, h * P + col, r < ni ? P - col : 0, v);
             const float e = (r < ni && ssd_rl(a, b, t) < 0) ? expf(a.cs[bh * L + t]) : 0.0f;
 #pragma unroll
             for (int k = 0; k < 8; k++)
@@ -353,7 +353,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
                 }
             }
             ssd_fill(sDU, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+                ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
             });
             ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
                 const int64_t row = (int64_t)b * L + t0 + j0 + r;
@@ -519,7 +519,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
                 ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
             });
             ssd_fill(sDU, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+                ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
             });
             __syncthreads();
             float ux[8][4];
@@ -575,6 +575,21 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
             if (r < nj && n < N)
                 a.dBp[((int64_t)hs * rows + (int64_t)b * L + t0 + j0 + r) * GN + (int64_t)g * N + n] = db[nf][k];
         }
+}
+
+/* du = dy * silu(z) as bf16 hi + lo (B*L, H*P), computed once for the
+ * tensor-core kernels, which read it many times. */
+__global__ void ssd_du_split_kernel(SsdArgs a, bf16 *hi, bf16 *lo)
+{
+    const int64_t HP = (int64_t)a.H * a.P, n = (int64_t)a.Bz * a.L * HP;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / HP, col = i - r * HP;
+        const float v = load_f<bf16>((const bf16 *)a.dy, r * a.dyrs + col) *
+                        ssd_silu(load_f<bf16>((const bf16 *)a.z, r * a.zrs + col));
+        const bf16 h = __float2bfloat16_rn(v);
+        hi[i] = h;
+        lo[i] = __float2bfloat16_rn(v - __bfloat162float(h));
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -919,9 +934,9 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
         return;
     }
     const mt_dtype T_dt = x->dtype;
-    const bool tc = ssd_use_tc(a, T_dt);
     a.dy = dy ? dy->data : NULL;
     a.dyrs = dy ? mt_row_stride(dy) : 0;
+    const bool tc = ssd_use_tc(a, T_dt);
     a.dfinal = dfinal_state ? (const float *)dfinal_state->data : NULL;
     a.dx = dx ? dx->data : NULL;
     a.dxrs = dx ? mt_row_stride(dx) : 0;
@@ -961,6 +976,18 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     float *pA = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.nc * a.H * sizeof(float));
 
     ssd_launch_cumsum(a, T_dt, st);
+    if (tc && dy && z) {
+        bf16 *hi = (bf16 *)mt_arena_alloc(scratch, (size_t)rows * HP * sizeof(bf16));
+        bf16 *lo = (bf16 *)mt_arena_alloc(scratch, (size_t)rows * HP * sizeof(bf16));
+        ssd_du_split_kernel<<<grid_for(rows * HP, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(a, hi, lo);
+        LAUNCH_CHECK("ssd_bwd (du)");
+        a.duh = hi;
+        a.dul = lo;
+        a.durs = HP;
+    } else if (tc && dy) {
+        a.duh = (const bf16 *)dy->data;
+        a.durs = a.dyrs;
+    }
     if (!tc && dy) {
         a.du = (float *)mt_arena_alloc(scratch, (size_t)rows * HP * sizeof(float));
         dispatch_float(T_dt, op, [&](auto tag) {

@@ -160,21 +160,16 @@ template <int PP, bool REV> __global__ void __launch_bounds__(128) ssd_state_tc_
             const int nrow = min(SSD_TT, clen - tt);
             __syncthreads();
             ssd_fill(sA, LDA, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                const int t = t0 + tt + r;
+                const bool ok = r < nrow;
+                const int t = t0 + tt + (ok ? r : 0), nvalid = ok ? P - col : 0;
                 const int64_t row = (int64_t)b * L + t;
-                float sc = 0.0f;
-                if (r < nrow) {
-                    if (!REV) {
-                        sc = (tt + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
-                        ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, P - col, v);
-                    } else {
-                        sc = ssd_rl(a, b, t) < 0 ? expf(a.cs[bh * L + t]) : 0.0f;
-                        ssd_du8<bf16>(a, row, h * P + col, P - col, v);
-                    }
+                float sc;
+                if (!REV) {
+                    sc = (ok && tt + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
+                    ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, nvalid, v);
                 } else {
-#pragma unroll
-                    for (int k = 0; k < 8; k++)
-                        v[k] = 0.0f;
+                    sc = (ok && ssd_rl(a, b, t) < 0) ? expf(a.cs[bh * L + t]) : 0.0f;
+                    ssd_du8(a, row, h * P + col, nvalid, v);
                 }
 #pragma unroll
                 for (int k = 0; k < 8; k++)
@@ -381,10 +376,15 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_k
         ssd_fill_split(sH, sHl, LDC, PP, NP, hload);
     else
         ssd_fill(sH, LDC, PP, NP, hload);
-    if (BWD)
-        ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-            ssd_du8<bf16>(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
-        });
+    if (BWD) {
+        auto duload = [&](int r, int col, float v[8]) {
+            ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
+        };
+        if (a.dul)
+            ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, duload);
+        else /* du = dy is exact in bf16 */
+            ssd_fill(sDU, LDX, SSD_TT, PP, duload);
+    }
     __syncthreads();
 
     float y[NFP][4];
@@ -411,7 +411,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_k
     }
     /* BWD: the row sums start with <du_i, inter-chunk y_i>, du in fp32. */
     float rd0 = 0.0f, rd1 = 0.0f;
-    if (BWD && a.dy) {
+    if (BWD && a.duh) {
 #pragma unroll
         for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
@@ -419,10 +419,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_k
                 const int r = (k < 2) ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
                 if (r >= ni || p >= P)
                     continue;
-                const int64_t row = (int64_t)b * L + t0 + i0 + r, col = (int64_t)h * P + p;
-                float du = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
-                if (a.z)
-                    du *= ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col));
+                const float du = ssd_du1(a, (int64_t)b * L + t0 + i0 + r, (int64_t)h * P + p);
                 if (k < 2)
                     rd0 += du * y[nf][k];
                 else
@@ -487,7 +484,8 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_k
                 for (int k = 0; k < 4; k++)
                     ux[nf][k] = 0.0f;
             ssd_warp_gemm<8, false, false>(ux, sDU, LDX, warp * 16, sX, LDX, 0, PP);
-            ssd_warp_gemm<8, false, false>(ux, sDUl, LDX, warp * 16, sX, LDX, 0, PP);
+            if (a.dul)
+                ssd_warp_gemm<8, false, false>(ux, sDUl, LDX, warp * 16, sX, LDX, 0, PP);
             float cm[8][2];
 #pragma unroll
             for (int nf = 0; nf < 8; nf++)
@@ -647,12 +645,21 @@ template <typename K> static void ssd_allow_smem(K kernel, size_t bytes, int *al
     }
 }
 
+/* Rows of 8-element groups that start on 16 bytes: what ssd_ld8 needs. */
+static bool ssd_rows_aligned(const void *p, int64_t row_stride)
+{
+    return !p || (((uintptr_t)p & 15) == 0 && row_stride % 8 == 0);
+}
+
 bool ssd_use_tc(const SsdArgs &a, mt_dtype dt)
 {
     static int no_tc = -1;
     if (no_tc < 0)
         no_tc = getenv("MT_SSD_NO_TC") != NULL;
-    return dt == MT_BF16 && a.P <= 128 && a.N <= 256 && !no_tc;
+    const bool aligned = a.P % 8 == 0 && a.N % 8 == 0 && ssd_rows_aligned(a.x, a.xrs) &&
+                         ssd_rows_aligned(a.Bm, a.brs) && ssd_rows_aligned(a.Cm, a.crs) &&
+                         ssd_rows_aligned(a.z, a.zrs) && ssd_rows_aligned(a.dy, a.dyrs);
+    return dt == MT_BF16 && a.P <= 128 && a.N <= 256 && aligned && !no_tc;
 }
 
 void ssd_launch_cumsum(const SsdArgs &a, mt_dtype dt, cudaStream_t st)
