@@ -327,6 +327,38 @@ __device__ __forceinline__ void ssd_fill_split(bf16 *s_hi, bf16 *s_lo, int ld, i
     ssd_fill_tile<true>(s_hi, s_lo, ld, R, C, f);
 }
 
+/* Asynchronous copies (cp.async, 16 bytes, L2 only) of bf16 tiles into
+ * shared memory, for tiles used as stored: a block issues the next tile's
+ * copy, then computes on the current one while it lands. */
+__device__ __forceinline__ void ssd_cp16(bf16 *dst, const bf16 *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ssd_smem_u32(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void ssd_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+/* Waits until at most PENDING of this thread's committed groups are in flight. */
+template <int PENDING> __device__ __forceinline__ void ssd_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING));
+}
+
+/* Copies R rows x C columns (C a multiple of 8, row length ld) into s:
+ * row(r) is the global address of row r's first column, nrows and ncols
+ * the valid extent; the rest is zero-filled. base: any valid global address. */
+template <typename F>
+__device__ __forceinline__ void ssd_cp_tile(bf16 *s, int ld, int R, int C, int nrows, int ncols, const bf16 *base,
+                                            F row)
+{
+    const int cg = C >> 3;
+    for (int idx = threadIdx.x; idx < R * cg; idx += blockDim.x) {
+        const int r = idx / cg, c = (idx - r * cg) << 3;
+        const bool valid = r < nrows && c < ncols;
+        ssd_cp16(s + r * ld + c, valid ? row(r) + c : base, valid);
+    }
+}
+
 __device__ __forceinline__ float ssd_bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
 /* du = dy * silu(z) for 8 columns: hi + lo from the backward's du arrays

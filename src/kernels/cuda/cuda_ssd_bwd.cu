@@ -48,9 +48,16 @@
  * j of one head: G = w (B_j dS^T) + sum_{i >= j} (CB^T masked exp(s_i - s_j)) du_i,
  * CB read from a.cb. */
 
+/* Bytes of B_j and dS_c, whose space the second du buffer reuses. */
+template <int PP> __host__ __device__ static int ssd_dx_state_elems(int NP)
+{
+    const int state = (SSD_TT + PP) * (NP + 8), du = 2 * SSD_TT * (PP + 8);
+    return state > du ? state : du;
+}
+
 template <int PP> static size_t ssd_dx_tc_smem(int NP)
 {
-    return (size_t)(SSD_TT * (NP + 8) + PP * (NP + 8) + 3 * SSD_TT * (PP + 8)) * sizeof(bf16) +
+    return (size_t)(ssd_dx_state_elems<PP>(NP) + 3 * SSD_TT * (PP + 8)) * sizeof(bf16) +
            3 * SSD_QMAX * sizeof(float) + 4 * PP * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
@@ -59,9 +66,11 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFP = PP / 8, LDX = PP + 8;
     const int NP = a.NP, LDC = NP + 8;
-    bf16 *sBj = (bf16 *)smem, *sDS = sBj + SSD_TT * LDC, *sX = sDS + PP * LDC, *sDU = sX + SSD_TT * LDX;
-    bf16 *sDUl = sDU + SSD_TT * LDX; /* du = hi (sDU) + lo (sDUl) */
-    float *s_s = (float *)(sDUl + SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
+    bf16 *sBj = (bf16 *)smem, *sDS = sBj + SSD_TT * LDC, *sX = sBj + ssd_dx_state_elems<PP>(NP);
+    /* du_i = hi + lo, tile by tile alternating between two buffers; the
+     * second reuses B_j's and dS_c's space once the state product is done. */
+    bf16 *sDU[2] = {sX + SSD_TT * LDX, sBj}, *sDUl[2] = {sDU[0] + SSD_TT * LDX, sBj + SSD_TT * LDX};
+    float *s_s = (float *)(sDUl[0] + SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *sred = (float *)(s_rl + SSD_QMAX), *s_rf = sred + 4 * PP, *s_cf = s_rf + SSD_TT;
 
@@ -74,6 +83,17 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     const int64_t bh = (int64_t)b * H + h, PN = (int64_t)P * N;
 
+    auto du_tile = [&](int it) { /* du_i of tile it into buffer (it - jt) & 1, asynchronously */
+        const int i0 = it * SSD_TT, buf = (it - jt) & 1, nrows = a.duh ? min(SSD_TT, clen - i0) : 0;
+        const int64_t first = (int64_t)b * L + t0 + i0;
+        ssd_cp_tile(sDU[buf], LDX, SSD_TT, PP, nrows, P, (const bf16 *)a.x,
+                    [&](int r) { return a.duh + (first + r) * a.durs + (int64_t)h * P; });
+        if (a.dul)
+            ssd_cp_tile(sDUl[buf], LDX, SSD_TT, PP, nrows, P, (const bf16 *)a.x,
+                        [&](int r) { return a.dul + (first + r) * a.durs + (int64_t)h * P; });
+        ssd_cp_commit();
+    };
+    du_tile(jt);
     for (int t = threadIdx.x; t < clen; t += blockDim.x) {
         s_s[t] = a.cs[bh * L + t0 + t];
         s_d[t] = a.dtv[bh * L + t0 + t];
@@ -136,15 +156,12 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
 
     const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * Q * Q;
     for (int it = jt; it < nit; it++) {
-        const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0);
-        __syncthreads();
-        auto duload = [&](int r, int col, float v[8]) {
-            ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
-        };
-        if (a.dul)
-            ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, duload);
-        else /* du = dy is exact in bf16 */
-            ssd_fill(sDU, LDX, SSD_TT, PP, duload);
+        const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0), buf = (it - jt) & 1;
+        __syncthreads(); /* the buffer refilled next is no longer read (B_j and dS_c, or du two tiles back) */
+        if (it + 1 < nit)
+            du_tile(it + 1);
+        else
+            ssd_cp_commit();
         const bool off = it > jt; /* exp(s_i - s_j) = exp(s_i - s_ref) exp(s_ref - s_j), s_ref = s at the j-tile's end */
         if (off && threadIdx.x < SSD_TT) {
             const int t = threadIdx.x;
@@ -152,6 +169,7 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
             s_rf[t] = expf(sref - s_s[j0 + t]);
             s_cf[t] = t < ni ? expf(s_s[i0 + t] - sref) : 0.0f;
         }
+        ssd_cp_wait<1>(); /* tile it has landed; it + 1 may be in flight */
         __syncthreads();
         float cbt[8][4];
         if (off) {
@@ -185,16 +203,16 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
         /* G += cbt du with both split in hi + lo (the lo x lo product dropped) */
         uint32_t af[4][4];
         ssd_acc_to_a(cbt, af);
-        ssd_warp_gemm_ra<NFP, true>(G, af, sDU, LDX, 0);
+        ssd_warp_gemm_ra<NFP, true>(G, af, sDU[buf], LDX, 0);
         if (a.dul)
-            ssd_warp_gemm_ra<NFP, true>(G, af, sDUl, LDX, 0);
+            ssd_warp_gemm_ra<NFP, true>(G, af, sDUl[buf], LDX, 0);
 #pragma unroll
         for (int nf = 0; nf < 8; nf++)
 #pragma unroll
             for (int k = 0; k < 4; k++)
                 cbt[nf][k] -= ssd_bf16_round(cbt[nf][k]);
         ssd_acc_to_a(cbt, af);
-        ssd_warp_gemm_ra<NFP, true>(G, af, sDU, LDX, 0);
+        ssd_warp_gemm_ra<NFP, true>(G, af, sDU[buf], LDX, 0);
     }
 
     /* dx, ddd, dD partials */
@@ -261,7 +279,7 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
 
 template <int PP, int NC> static size_t ssd_dc_tc_smem()
 {
-    return (size_t)(3 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
+    return (size_t)(4 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
            3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
@@ -269,8 +287,11 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
-    bf16 *sDU = (bf16 *)smem, *sDE = sDU + SSD_TT * LDX, *sX = sDE + SSD_TT * LDX, *sH = sX + SSD_TT * LDX;
-    bf16 *sB = sH + PP * LDN;
+    /* The intra-chunk (j-tile, head) steps alternate between two du_i, x_j
+     * buffers; du's second one is sDE, free once the inter-chunk part is done. */
+    bf16 *sDE = (bf16 *)smem, *sDU[2] = {sDE + SSD_TT * LDX, sDE}, *sX[2] = {sDU[0] + SSD_TT * LDX,
+                                                                          sDU[0] + 2 * SSD_TT * LDX};
+    bf16 *sH = sX[1] + SSD_TT * LDX, *sB = sH + PP * LDN;
     float *s_s = (float *)(sB + SSD_TT * LDN), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT;
@@ -300,6 +321,17 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
         for (int k = 0; k < 4; k++)
             dc[nf][k] = 0.0f;
     const int r0 = warp * 16 + gq, r1 = r0 + 8, i_0 = i0 + r0, i_1 = i0 + r1;
+    const int nh = h_end - h_begin, nsteps = (it + 1) * nh;
+    auto step_tiles = [&](int k) { /* du_i and x_j of step k = (j-tile, head) into buffer k & 1 */
+        const int j0 = k / nh * SSD_TT, h = h_begin + k % nh;
+        const int64_t rows_i = (int64_t)b * L + t0 + i0, rows_j = (int64_t)b * L + t0 + j0;
+        ssd_cp_tile(sDU[k & 1], LDX, SSD_TT, PP, a.duh ? ni : 0, P, (const bf16 *)a.x,
+                    [&](int r) { return a.duh + (rows_i + r) * a.durs + (int64_t)h * P; });
+        ssd_cp_tile(sX[k & 1], LDX, SSD_TT, PP, min(SSD_TT, clen - j0), P, (const bf16 *)a.x,
+                    [&](int r) { return (const bf16 *)a.x + (rows_j + r) * a.xrs + (int64_t)h * P; });
+        ssd_cp_commit();
+    };
+    step_tiles(0);
 
     /* inter-chunk part, head by head */
     for (int h = h_begin; h < h_end; h++) {
@@ -331,7 +363,12 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
                 acc[nf][k] = 0.0f;
         for (int h = h_begin; h < h_end; h++) {
             const int64_t bh = (int64_t)b * H + h;
-            __syncthreads();
+            const int step = jt * nh + h - h_begin;
+            __syncthreads(); /* the buffer refilled next is no longer read (sDE, or two steps back) */
+            if (step + 1 < nsteps)
+                step_tiles(step + 1);
+            else
+                ssd_cp_commit();
             if (h == h_begin)
                 ssd_fill(sB, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
                     const int64_t row = (int64_t)b * L + t0 + j0 + r;
@@ -352,13 +389,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
                     s_d[t] = a.dtv[bh * L + t0 + t];
                 }
             }
-            ssd_fill(sDU, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
-            });
-            ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                const int64_t row = (int64_t)b * L + t0 + j0 + r;
-                ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
-            });
+            ssd_cp_wait<1>(); /* this step's tiles have landed; the next step's may be in flight */
             __syncthreads();
             float ux[8][4];
 #pragma unroll
@@ -366,7 +397,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
 #pragma unroll
                 for (int k = 0; k < 4; k++)
                     ux[nf][k] = 0.0f;
-            ssd_warp_gemm<8, false, false>(ux, sDU, LDX, warp * 16, sX, LDX, 0, PP);
+            ssd_warp_gemm<8, false, false>(ux, sDU[step & 1], LDX, warp * 16, sX[step & 1], LDX, 0, PP);
             const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
             if (off) {
                 const float rf0 = s_rf[r0], rf1 = s_rf[r1];
@@ -419,7 +450,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kerne
 
 template <int PP, int NC> static size_t ssd_db_tc_smem()
 {
-    return (size_t)(3 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
+    return (size_t)(4 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
            3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
@@ -427,8 +458,11 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
-    bf16 *sXs = (bf16 *)smem, *sX = sXs + SSD_TT * LDX, *sDU = sX + SSD_TT * LDX, *sDS = sDU + SSD_TT * LDX;
-    bf16 *sC = sDS + PP * LDN;
+    /* The intra-chunk (i-tile, head) steps alternate between two x_j, du_i
+     * buffers; x's second one is sXs, free once the state part is done. */
+    bf16 *sXs = (bf16 *)smem, *sX[2] = {sXs + SSD_TT * LDX, sXs}, *sDU[2] = {sX[0] + SSD_TT * LDX,
+                                                                          sX[0] + 2 * SSD_TT * LDX};
+    bf16 *sDS = sDU[1] + SSD_TT * LDX, *sC = sDS + PP * LDN;
     float *s_s = (float *)(sC + SSD_TT * LDN), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT;
@@ -459,6 +493,17 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
         for (int k = 0; k < 4; k++)
             db[nf][k] = 0.0f;
     const int r0 = warp * 16 + gq, r1 = r0 + 8, j_0 = j0 + r0, j_1 = j0 + r1;
+    const int nh = h_end - h_begin, nsteps = (nit - jt) * nh;
+    auto step_tiles = [&](int k) { /* x_j and du_i of step k = (i-tile, head) into buffer k & 1 */
+        const int i0 = (jt + k / nh) * SSD_TT, h = h_begin + k % nh;
+        const int64_t rows_i = (int64_t)b * L + t0 + i0, rows_j = (int64_t)b * L + t0 + j0;
+        ssd_cp_tile(sX[k & 1], LDX, SSD_TT, PP, nj, P, (const bf16 *)a.x,
+                    [&](int r) { return (const bf16 *)a.x + (rows_j + r) * a.xrs + (int64_t)h * P; });
+        ssd_cp_tile(sDU[k & 1], LDX, SSD_TT, PP, a.duh ? min(SSD_TT, clen - i0) : 0, P, (const bf16 *)a.x,
+                    [&](int r) { return a.duh + (rows_i + r) * a.durs + (int64_t)h * P; });
+        ssd_cp_commit();
+    };
+    step_tiles(0);
 
     /* state part, head by head */
     for (int h = h_begin; h < h_end; h++) {
@@ -493,7 +538,12 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
                 acc[nf][k] = 0.0f;
         for (int h = h_begin; h < h_end; h++) {
             const int64_t bh = (int64_t)b * H + h;
-            __syncthreads();
+            const int step = (it - jt) * nh + h - h_begin;
+            __syncthreads(); /* the buffer refilled next is no longer read (sXs, or two steps back) */
+            if (step + 1 < nsteps)
+                step_tiles(step + 1);
+            else
+                ssd_cp_commit();
             if (h == h_begin)
                 ssd_fill(sC, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
                     const int64_t row = (int64_t)b * L + t0 + i0 + r;
@@ -514,13 +564,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
                     s_d[t] = a.dtv[bh * L + t0 + t];
                 }
             }
-            ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                const int64_t row = (int64_t)b * L + t0 + j0 + r;
-                ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
-            });
-            ssd_fill(sDU, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
-            });
+            ssd_cp_wait<1>(); /* this step's tiles have landed; the next step's may be in flight */
             __syncthreads();
             float ux[8][4];
 #pragma unroll
@@ -528,7 +572,7 @@ template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kerne
 #pragma unroll
                 for (int k = 0; k < 4; k++)
                     ux[nf][k] = 0.0f;
-            ssd_warp_gemm<8, false, false>(ux, sX, LDX, warp * 16, sDU, LDX, 0, PP);
+            ssd_warp_gemm<8, false, false>(ux, sX[step & 1], LDX, warp * 16, sDU[step & 1], LDX, 0, PP);
             if (off) {
                 const float rf0 = s_rf[r0], rf1 = s_rf[r1];
 #pragma unroll
