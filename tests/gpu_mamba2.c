@@ -1,6 +1,6 @@
 /* Mamba-2 on CUDA against the CPU reference at training sizes: the SSD scan at
  * the reference benchmark's shape (batch 8, seqlen 2048, 32 heads of 64,
- * d_state 128, chunk 256) and at wider and narrower shapes with every option,
+ * d_state 128, chunk 256) and at wider, narrower and odd shapes with every option,
  * and a tiny language model's logits and parameter gradients. Exits 77
  * (SKIPPED) where no GPU is present. */
 #include <math.h>
@@ -40,6 +40,15 @@ static int run_ssd_narrow(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 2;
 }
 
+/* headdim 48 and d_state 160 (both padded inside the tensor-core tiles,
+ * d_state to three 64-column slices), chunk 96 (partial 64-row tiles). */
+static int run_ssd_odd(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    mt_ssd_config cfg = {.headdim = 48, .ngroups = 1, .chunk_size = 96, .dt_min = 0, .dt_max = INFINITY};
+    out[0] = mt_ssd(c, in[0], in[1], in[2], in[3], in[4], in[5], NULL, in[6], NULL, NULL, &cfg, NULL);
+    return 1;
+}
+
 #define X(...) {__VA_ARGS__}
 #define F(n, k, nd, l, a, b) {.name = n, .kind = k, .ndim = nd, .large = l, .lo = a, .hi = b}
 
@@ -68,6 +77,26 @@ static const tl_case ssd_narrow = {
      F("Cm", TL_FLOAT, 3, X(3, 777, 32), -1, 1), F("D", TL_ACCUM, 1, X(8), 0.5, 1.5),
      F("z", TL_FLOAT, 3, X(3, 777, 256), -2, 2), F("dt_bias", TL_ACCUM, 1, X(8), -5, -2)},
     run_ssd_narrow};
+
+static const tl_case ssd_odd = {
+    "ssd_odd", 7,
+    {F("x", TL_FLOAT, 3, X(2, 500, 192), -1, 1), F("dt", TL_FLOAT, 3, X(2, 500, 4), -4, 1),
+     F("A_log", TL_ACCUM, 1, X(4), 0, 2.77), F("Bm", TL_FLOAT, 3, X(2, 500, 160), -1, 1),
+     F("Cm", TL_FLOAT, 3, X(2, 500, 160), -1, 1), F("D", TL_ACCUM, 1, X(4), 0.5, 1.5),
+     F("dt_bias", TL_ACCUM, 1, X(4), -5, -2)},
+    run_ssd_odd};
+
+static void ssd_odd_f32(void **state)
+{
+    (void)state;
+    tl_assert_backend_matches(gpu, &ssd_odd, MT_F32, 1e-4);
+}
+
+static void ssd_odd_bf16(void **state)
+{
+    (void)state;
+    tl_assert_backend_matches(gpu, &ssd_odd, MT_BF16, 1e-2);
+}
 
 static void ssd_reference_bf16(void **state)
 {
@@ -186,8 +215,8 @@ int main(void)
     gpu = tl_cuda_backend_or_exit();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ssd_narrow_f32), cmocka_unit_test(ssd_narrow_bf16), cmocka_unit_test(ssd_wide_f32),
-        cmocka_unit_test(ssd_wide_bf16),  cmocka_unit_test(ssd_reference_bf16), cmocka_unit_test(tiny_lm_f32),
-        cmocka_unit_test(tiny_lm_bf16),
+        cmocka_unit_test(ssd_wide_bf16),  cmocka_unit_test(ssd_odd_f32),        cmocka_unit_test(ssd_odd_bf16),
+        cmocka_unit_test(ssd_reference_bf16), cmocka_unit_test(tiny_lm_f32),    cmocka_unit_test(tiny_lm_bf16),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     gpu->destroy(gpu);

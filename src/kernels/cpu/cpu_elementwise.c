@@ -4,51 +4,68 @@
  * them across threads. */
 #include "kernels/cpu/cpu_internal.h"
 
-/* out = a + b */
-void mt_cpu_add_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b)
+static double add_values(double a, double b)
 {
-    (void)be;
+    return a + b;
+}
+
+static double mul_values(double a, double b)
+{
+    return a * b;
+}
+
+/* out (R, C) = op(a, b) elementwise. */
+static void binary_fwd(mt_tensor *out, const mt_tensor *a, const mt_tensor *b, double (*op)(double, double))
+{
     int64_t rows = mt_rows(out), cols = mt_cols(out);
 #pragma omp parallel for
     for (int64_t r = 0; r < rows; r++) {
         void *o = cpu_row(out, r);
         const void *ar = cpu_row(a, r), *br = cpu_row(b, r);
         for (int64_t c = 0; c < cols; c++)
-            cpu_store(out->dtype, o, c, cpu_load(a->dtype, ar, c) + cpu_load(b->dtype, br, c));
+            cpu_store(out->dtype, o, c, op(cpu_load(a->dtype, ar, c), cpu_load(b->dtype, br, c)));
     }
+}
+
+/* da += dout * b; db += dout * a, where a missing factor (a or b NULL, the
+ * add) counts as 1. da, db may be NULL. */
+static void binary_bwd(mt_tensor *da, mt_tensor *db, const mt_tensor *dout, const mt_tensor *a, const mt_tensor *b)
+{
+    int64_t rows = mt_rows(dout), cols = mt_cols(dout);
+#pragma omp parallel for
+    for (int64_t r = 0; r < rows; r++) {
+        const void *g = cpu_row(dout, r);
+        const void *ar = a ? cpu_row(a, r) : NULL, *br = b ? cpu_row(b, r) : NULL;
+        void *dar = da ? cpu_row(da, r) : NULL, *dbr = db ? cpu_row(db, r) : NULL;
+        for (int64_t c = 0; c < cols; c++) {
+            double grad = cpu_load(dout->dtype, g, c);
+            if (da)
+                cpu_accumulate(da->dtype, dar, c, b ? grad * cpu_load(b->dtype, br, c) : grad);
+            if (db)
+                cpu_accumulate(db->dtype, dbr, c, a ? grad * cpu_load(a->dtype, ar, c) : grad);
+        }
+    }
+}
+
+/* out = a + b */
+void mt_cpu_add_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b)
+{
+    (void)be;
+    binary_fwd(out, a, b, add_values);
 }
 
 /* out = a * b */
 void mt_cpu_mul_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b)
 {
     (void)be;
-    int64_t rows = mt_rows(out), cols = mt_cols(out);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        void *o = cpu_row(out, r);
-        const void *ar = cpu_row(a, r), *br = cpu_row(b, r);
-        for (int64_t c = 0; c < cols; c++)
-            cpu_store(out->dtype, o, c, cpu_load(a->dtype, ar, c) * cpu_load(b->dtype, br, c));
-    }
+    binary_fwd(out, a, b, mul_values);
 }
 
 /* da += dout; db += dout (either may be NULL) */
 void mt_cpu_add_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout)
 {
     (void)be;
-    int64_t rows = mt_rows(dout), cols = mt_cols(dout);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        const void *g = cpu_row(dout, r);
-        void *dar = da ? cpu_row(da, r) : NULL, *dbr = db ? cpu_row(db, r) : NULL;
-        for (int64_t c = 0; c < cols; c++) {
-            double grad = cpu_load(dout->dtype, g, c);
-            if (da)
-                cpu_accumulate(da->dtype, dar, c, grad);
-            if (db)
-                cpu_accumulate(db->dtype, dbr, c, grad);
-        }
-    }
+    binary_bwd(da, db, dout, NULL, NULL);
 }
 
 /* da += dout * b; db += dout * a (either may be NULL) */
@@ -56,19 +73,7 @@ void mt_cpu_mul_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tenso
                     const mt_tensor *b)
 {
     (void)be;
-    int64_t rows = mt_rows(dout), cols = mt_cols(dout);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        const void *g = cpu_row(dout, r), *ar = cpu_row(a, r), *br = cpu_row(b, r);
-        void *dar = da ? cpu_row(da, r) : NULL, *dbr = db ? cpu_row(db, r) : NULL;
-        for (int64_t c = 0; c < cols; c++) {
-            double grad = cpu_load(dout->dtype, g, c);
-            if (da)
-                cpu_accumulate(da->dtype, dar, c, grad * cpu_load(b->dtype, br, c));
-            if (db)
-                cpu_accumulate(db->dtype, dbr, c, grad * cpu_load(a->dtype, ar, c));
-        }
-    }
+    binary_bwd(da, db, dout, a, b);
 }
 
 /* y (R, C) = f(x) elementwise. */
@@ -125,32 +130,24 @@ void mt_cpu_softplus_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, con
     unary_bwd(dx, dy, x, cpu_sigmoid);
 }
 
+/* The value itself: the cast's forward only changes the dtype, in the store. */
+static double identity(double x)
+{
+    return x;
+}
+
 /* out = x converted to out's dtype */
 void mt_cpu_cast_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x)
 {
     (void)be;
-    int64_t rows = mt_rows(out), cols = mt_cols(out);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        void *o = cpu_row(out, r);
-        const void *xr = cpu_row(x, r);
-        for (int64_t c = 0; c < cols; c++)
-            cpu_store(out->dtype, o, c, cpu_load(x->dtype, xr, c));
-    }
+    unary_fwd(out, x, identity);
 }
 
 /* dx += dout, converted to dx's dtype */
 void mt_cpu_cast_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dout)
 {
     (void)be;
-    int64_t rows = mt_rows(dx), cols = mt_cols(dx);
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        void *dxr = cpu_row(dx, r);
-        const void *g = cpu_row(dout, r);
-        for (int64_t c = 0; c < cols; c++)
-            cpu_accumulate(dx->dtype, dxr, c, cpu_load(dout->dtype, g, c));
-    }
+    binary_bwd(dx, NULL, dout, NULL, NULL);
 }
 
 /* y += alpha * x over contiguous tensors of equal size (the SGD update of the

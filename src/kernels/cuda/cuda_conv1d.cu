@@ -37,15 +37,30 @@
 #define CONV_FWD_CHUNK 8 /* time steps whose loads are issued together, forward */
 #define CONV_BWD_CHUNK 4 /* the same, backward (two loads per step) */
 
-/* Loads the history before ts0: h[j] and hs[j] get the input and document id
- * of time ts0 - (W-1) + j, j < W-1. Negative times read init_state (0 when
- * NULL) with the id s0 = seq_idx[b, 0]. */
+/* Length of the history arrays: the W-1 inputs before the current one (one
+ * unused slot when W == 1, so the arrays stay declarable). */
+template <int W> constexpr int conv1d_hist_len = W > 1 ? W - 1 : 1;
+
+/* The thread's starting state: its weights wk[k][v] = weight[c0 + v, k], bias
+ * bs[v] (0 when bias is NULL) and the history before ts0: h[j] and hs[j] get
+ * the input and document id of time ts0 - (W-1) + j, j < W-1. Negative times
+ * read init_state (0 when NULL) with the id seq_idx[b, 0]. sq is seq_idx's
+ * row b (NULL: one document). */
 template <typename T, int V, int W>
-static __device__ __forceinline__ void conv1d_history(float (&h)[W > 1 ? W - 1 : 1][V], int (&hs)[W > 1 ? W - 1 : 1],
-                                                      const T *x, const float *init, const int32_t *sq, int s0,
-                                                      int64_t b, int64_t L, int64_t C, int64_t c0, int64_t xrs,
-                                                      int64_t ts0)
+static __device__ __forceinline__ void conv1d_start(float (&wk)[W][V], float (&bs)[V],
+                                                    float (&h)[conv1d_hist_len<W>][V], int (&hs)[conv1d_hist_len<W>],
+                                                    const float *w, const float *bias, const T *x, const float *init,
+                                                    const int32_t *sq, int64_t b, int64_t L, int64_t C, int64_t c0,
+                                                    int64_t xrs, int64_t ts0)
 {
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < W; k++)
+            wk[k][v] = w[(c0 + v) * W + k];
+        bs[v] = bias ? bias[c0 + v] : 0.0f;
+    }
+    const int s0 = sq ? sq[0] : 0;
 #pragma unroll
     for (int j = 0; j < W - 1; j++) {
         int64_t tp = ts0 - (W - 1) + j;
@@ -61,6 +76,108 @@ static __device__ __forceinline__ void conv1d_history(float (&h)[W > 1 ? W - 1 :
     }
 }
 
+/* Loads time t + i (step i of the chunk starting at t) of sequence b: the
+ * input xt, its document id st and, WITH_DOUT (the backward), the output
+ * gradient gt. When !valid the slot is zeros: the steps of a chunk past the
+ * sub-tile still pass through registers. All loads sit under one branch so
+ * that they are issued together. */
+template <typename T, int V, bool WITH_DOUT>
+static __device__ __forceinline__ void conv1d_load_step(float (&xt)[V], float (*gt)[V], int &st, const T *x,
+                                                        const T *dout, const int32_t *sq, int64_t b, int64_t L,
+                                                        int64_t c0, int64_t xrs, int64_t dors, int64_t t, int i,
+                                                        bool valid)
+{
+    st = 0;
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        xt[v] = 0.0f;
+        if constexpr (WITH_DOUT)
+            (*gt)[v] = 0.0f;
+    }
+    if (valid) {
+        vec_load<T, V>(xt, x + (b * L + t + i) * xrs + c0);
+        if constexpr (WITH_DOUT)
+            vec_load<T, V>(*gt, dout + (b * L + t + i) * dors + c0);
+        st = sq ? sq[t + i] : 0;
+    }
+}
+
+/* The W taps of the output whose own input is xt, of document st: tap[k]
+ * (k < W-1) is the history h[k] when it belongs to document st and 0
+ * otherwise (a select, not a multiply, so a NaN in another document never
+ * leaks in); tap[W-1] = xt. kept[k] says whether tap k was kept. */
+template <int V, int W>
+static __device__ __forceinline__ void conv1d_taps(float (&tap)[W][V], bool (&kept)[W],
+                                                   const float (&h)[conv1d_hist_len<W>][V],
+                                                   const int (&hs)[conv1d_hist_len<W>], const float (&xt)[V], int st)
+{
+#pragma unroll
+    for (int k = 0; k < W - 1; k++) {
+        kept[k] = hs[k] == st;
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            tap[k][v] = kept[k] ? h[k][v] : 0.0f;
+    }
+    kept[W - 1] = true;
+#pragma unroll
+    for (int v = 0; v < V; v++)
+        tap[W - 1][v] = xt[v];
+}
+
+/* The pre-activation a[v] = bias + sum_k w[k] tap[k], summed in k order. */
+template <int V, int W>
+static __device__ __forceinline__ void conv1d_preact(float (&a)[V], const float (&wk)[W][V], const float (&bs)[V],
+                                                     const float (&tap)[W][V])
+{
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        a[v] = bs[v];
+#pragma unroll
+        for (int k = 0; k < W; k++)
+            a[v] += wk[k][v] * tap[k][v];
+    }
+}
+
+/* Moves the history on by one step: drops the oldest input and appends xt
+ * of document st. */
+template <int V, int W>
+static __device__ __forceinline__ void conv1d_push(float (&h)[conv1d_hist_len<W>][V], int (&hs)[conv1d_hist_len<W>],
+                                                   const float (&xt)[V], int st)
+{
+    constexpr int WH = conv1d_hist_len<W>;
+#pragma unroll
+    for (int j = 0; j + 1 < W - 1; j++) {
+        hs[j] = hs[j + 1];
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            h[j][v] = h[j + 1][v];
+    }
+    if (W > 1) {
+        hs[WH - 1] = st;
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            h[WH - 1][v] = xt[v];
+    }
+}
+
+/* Input time tp has all its dx contributions g: they go into dx when tp is in
+ * the thread's sub-tile [ts0, ts1), into dinit_state[b, c, tp + W-1] when tp
+ * is negative, and nowhere otherwise (another thread owns tp). */
+template <typename T, int V, int W>
+static __device__ __forceinline__ void conv1d_flush_input(T *dx, float *dinit, const float (&g)[V], int64_t tp,
+                                                          int64_t ts0, int64_t ts1, int64_t b, int64_t L, int64_t C,
+                                                          int64_t c0, int64_t dxrs)
+{
+    if (tp >= ts0 && tp < ts1) {
+        if (dx)
+            vec_accum<T, V>(dx + (b * L + tp) * dxrs + c0, g);
+    } else if (tp < 0 && dinit) {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            dinit[(b * C + c0 + v) * (W - 1) + (tp + W - 1)] += g[v];
+    }
+}
+
 /* out[b, t, c] = silu(bias[c] + sum_k weight[c, k] * tap_k), tap_k the
  * (masked) input at t - (W-1) + k. Grid (ceil(C / (CONV_TX*V)),
  * ceil(L / (CONV_FWD_TY*CONV_FWD_TS)), B), block (CONV_TX, CONV_FWD_TY). */
@@ -70,7 +187,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_FWD_TY, 2)
                       const float *__restrict__ bias, const float *__restrict__ init, const int32_t *__restrict__ seq,
                       int64_t L, int64_t C, int64_t ors, int64_t xrs)
 {
-    constexpr int WH = W > 1 ? W - 1 : 1;
+    constexpr int WH = conv1d_hist_len<W>;
     const int64_t c0 = ((int64_t)blockIdx.x * CONV_TX + threadIdx.x) * V;
     const int64_t b = blockIdx.z;
     const int64_t ts0 = ((int64_t)blockIdx.y * CONV_FWD_TY + threadIdx.y) * CONV_FWD_TS;
@@ -78,72 +195,43 @@ __global__ void __launch_bounds__(CONV_TX *CONV_FWD_TY, 2)
         return;
     const int64_t ts1 = ts0 + CONV_FWD_TS < L ? ts0 + CONV_FWD_TS : L;
 
-    float wk[W][V], bs[V];
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-#pragma unroll
-        for (int k = 0; k < W; k++)
-            wk[k][v] = w[(c0 + v) * W + k];
-        bs[v] = bias ? bias[c0 + v] : 0.0f;
-    }
     const int32_t *sq = seq ? seq + b * L : NULL;
-    const int s0 = sq ? sq[0] : 0;
-    float h[WH][V];
+    float wk[W][V], bs[V], h[WH][V];
     int hs[WH];
-    conv1d_history<T, V, W>(h, hs, x, init, sq, s0, b, L, C, c0, xrs, ts0);
+    conv1d_start<T, V, W>(wk, bs, h, hs, w, bias, x, init, sq, b, L, C, c0, xrs, ts0);
 
     for (int64_t t = ts0; t < ts1; t += CONV_FWD_CHUNK) {
         float xc[CONV_FWD_CHUNK][V];
         int sc[CONV_FWD_CHUNK];
 #pragma unroll
-        for (int i = 0; i < CONV_FWD_CHUNK; i++) {
-            sc[i] = 0;
-#pragma unroll
-            for (int v = 0; v < V; v++)
-                xc[i][v] = 0.0f;
-            if (t + i < ts1) {
-                vec_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
-                sc[i] = sq ? sq[t + i] : 0;
-            }
-        }
+        for (int i = 0; i < CONV_FWD_CHUNK; i++)
+            conv1d_load_step<T, V, false>(xc[i], NULL, sc[i], x, NULL, sq, b, L, c0, xrs, 0, t, i, t + i < ts1);
 #pragma unroll
         for (int i = 0; i < CONV_FWD_CHUNK; i++) {
             if (t + i < ts1) {
-                const int st = sc[i];
-                float a[V];
+                float tap[W][V], a[V];
+                bool kept[W];
+                conv1d_taps<V, W>(tap, kept, h, hs, xc[i], sc[i]);
+                conv1d_preact<V, W>(a, wk, bs, tap);
 #pragma unroll
                 for (int v = 0; v < V; v++)
-                    a[v] = bs[v];
-#pragma unroll
-                for (int k = 0; k < W - 1; k++) {
-                    const bool ok = hs[k] == st;
-#pragma unroll
-                    for (int v = 0; v < V; v++)
-                        a[v] += wk[k][v] * (ok ? h[k][v] : 0.0f);
-                }
-#pragma unroll
-                for (int v = 0; v < V; v++) {
-                    a[v] += wk[W - 1][v] * xc[i][v];
                     a[v] = a[v] * sigmoid_f(a[v]);
-                }
                 vec_store<T, V>(out + (b * L + t + i) * ors + c0, a);
-                /* shift the history by one step */
-#pragma unroll
-                for (int j = 0; j + 1 < W - 1; j++) {
-                    hs[j] = hs[j + 1];
-#pragma unroll
-                    for (int v = 0; v < V; v++)
-                        h[j][v] = h[j + 1][v];
-                }
-                if (W > 1) {
-                    hs[WH - 1] = st;
-#pragma unroll
-                    for (int v = 0; v < V; v++)
-                        h[WH - 1][v] = xc[i][v];
-                }
+                conv1d_push<V, W>(h, hs, xc[i], sc[i]);
             }
         }
     }
+}
+
+/* Sum over the block's CONV_BWD_TY time sub-tiles (in y order) of one row of
+ * the shared reduction buffer, at channel cc of the block. */
+template <int W, int CB>
+static __device__ __forceinline__ float conv1d_block_sum(const float (&red)[CONV_BWD_TY][W + 1][CB], int row, int cc)
+{
+    float s = 0.0f;
+    for (int y = 0; y < CONV_BWD_TY; y++)
+        s += red[y][row][cc];
+    return s;
 }
 
 /* Backward. Per output t of the thread's sub-tile [ts0, ts1), with
@@ -164,7 +252,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
                       const float *bias, const float *init, const int32_t *seq, int64_t L, int64_t C, int64_t dxrs,
                       int64_t dors, int64_t xrs)
 {
-    constexpr int WH = W > 1 ? W - 1 : 1;
+    constexpr int WH = conv1d_hist_len<W>;
     constexpr int CB = CONV_TX * V; /* channels per block */
     __shared__ float red[CONV_BWD_TY][W + 1][CB];
 
@@ -173,81 +261,37 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
     const int64_t b = blockIdx.z;
     const int64_t ts0 = ((int64_t)blockIdx.y * CONV_BWD_TY + ty) * CONV_BWD_TS;
 
-    float gw[W][V], gb[V];
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-        gb[v] = 0.0f;
-#pragma unroll
-        for (int k = 0; k < W; k++)
-            gw[k][v] = 0.0f;
-    }
+    float gw[W][V] = {}, gb[V] = {};
 
     if (c0 < C && ts0 < L) {
         const int64_t ts1 = ts0 + CONV_BWD_TS < L ? ts0 + CONV_BWD_TS : L;
         const int64_t tend = dx ? (ts1 + (W - 1) < L ? ts1 + (W - 1) : L) : ts1;
-        float wk[W][V], bs[V];
-#pragma unroll
-        for (int v = 0; v < V; v++) {
-#pragma unroll
-            for (int k = 0; k < W; k++)
-                wk[k][v] = w[(c0 + v) * W + k];
-            bs[v] = bias ? bias[c0 + v] : 0.0f;
-        }
         const int32_t *sq = seq ? seq + b * L : NULL;
-        const int s0 = sq ? sq[0] : 0;
-        float h[WH][V];
+        float wk[W][V], bs[V], h[WH][V];
         int hs[WH];
-        conv1d_history<T, V, W>(h, hs, x, init, sq, s0, b, L, C, c0, xrs, ts0);
-        float pend[W][V];
-#pragma unroll
-        for (int k = 0; k < W; k++)
-#pragma unroll
-            for (int v = 0; v < V; v++)
-                pend[k][v] = 0.0f;
+        conv1d_start<T, V, W>(wk, bs, h, hs, w, bias, x, init, sq, b, L, C, c0, xrs, ts0);
+        float pend[W][V] = {};
 
         for (int64_t t = ts0; t < tend; t += CONV_BWD_CHUNK) {
             float xc[CONV_BWD_CHUNK][V], gc[CONV_BWD_CHUNK][V];
             int sc[CONV_BWD_CHUNK];
 #pragma unroll
             for (int i = 0; i < CONV_BWD_CHUNK; i++) {
-                sc[i] = 0;
-#pragma unroll
-                for (int v = 0; v < V; v++)
-                    xc[i][v] = gc[i][v] = 0.0f;
-                if (t + i < tend) {
-                    vec_load<T, V>(xc[i], x + (b * L + t + i) * xrs + c0);
-                    vec_load<T, V>(gc[i], dout + (b * L + t + i) * dors + c0);
-                    sc[i] = sq ? sq[t + i] : 0;
-                }
+                conv1d_load_step<T, V, true>(xc[i], &gc[i], sc[i], x, dout, sq, b, L, c0, xrs, dors, t, i,
+                                             t + i < tend);
             }
 #pragma unroll
             for (int i = 0; i < CONV_BWD_CHUNK; i++) {
                 const int64_t tt = t + i;
                 if (tt < tend) {
-                    const int st = sc[i];
-                    bool ok[W];
-                    float tap[W][V];
-#pragma unroll
-                    for (int k = 0; k < W - 1; k++) {
-                        ok[k] = hs[k] == st;
-#pragma unroll
-                        for (int v = 0; v < V; v++)
-                            tap[k][v] = ok[k] ? h[k][v] : 0.0f;
-                    }
-                    ok[W - 1] = true;
-#pragma unroll
-                    for (int v = 0; v < V; v++)
-                        tap[W - 1][v] = xc[i][v];
-
-                    float da[V];
+                    float tap[W][V], a[V], da[V];
+                    bool kept[W];
+                    conv1d_taps<V, W>(tap, kept, h, hs, xc[i], sc[i]);
+                    conv1d_preact<V, W>(a, wk, bs, tap);
 #pragma unroll
                     for (int v = 0; v < V; v++) {
-                        float a = bs[v];
-#pragma unroll
-                        for (int k = 0; k < W; k++)
-                            a += wk[k][v] * tap[k][v];
-                        const float s = sigmoid_f(a);
-                        da[v] = gc[i][v] * s * (1.0f + a * (1.0f - s));
+                        const float s = sigmoid_f(a[v]);
+                        da[v] = gc[i][v] * s * (1.0f + a[v] * (1.0f - s));
                     }
                     if (tt < ts1) {
 #pragma unroll
@@ -260,20 +304,12 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
                     }
 #pragma unroll
                     for (int k = 0; k < W; k++)
-                        if (ok[k])
+                        if (kept[k])
 #pragma unroll
                             for (int v = 0; v < V; v++)
                                 pend[k][v] += wk[k][v] * da[v];
                     /* input time tt - (W-1) is complete */
-                    const int64_t tp = tt - (W - 1);
-                    if (tp >= ts0 && tp < ts1) {
-                        if (dx)
-                            vec_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[0]);
-                    } else if (tp < 0 && dinit) {
-#pragma unroll
-                        for (int v = 0; v < V; v++)
-                            dinit[(b * C + c0 + v) * (W - 1) + tt] += pend[0][v];
-                    }
+                    conv1d_flush_input<T, V, W>(dx, dinit, pend[0], tt - (W - 1), ts0, ts1, b, L, C, c0, dxrs);
 #pragma unroll
                     for (int k = 0; k + 1 < W; k++)
 #pragma unroll
@@ -282,20 +318,7 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
 #pragma unroll
                     for (int v = 0; v < V; v++)
                         pend[W - 1][v] = 0.0f;
-                    /* shift the history */
-#pragma unroll
-                    for (int j = 0; j + 1 < W - 1; j++) {
-                        hs[j] = hs[j + 1];
-#pragma unroll
-                        for (int v = 0; v < V; v++)
-                            h[j][v] = h[j + 1][v];
-                    }
-                    if (W > 1) {
-                        hs[WH - 1] = st;
-#pragma unroll
-                        for (int v = 0; v < V; v++)
-                            h[WH - 1][v] = xc[i][v];
-                    }
+                    conv1d_push<V, W>(h, hs, xc[i], sc[i]);
                 }
             }
         }
@@ -303,17 +326,8 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
          * inside [ts0, ts1) or negative are complete only when tend == L (no
          * later outputs exist); otherwise they are >= ts1 and not ours. */
 #pragma unroll
-        for (int j = 0; j < W - 1; j++) {
-            const int64_t tp = tend - (W - 1) + j;
-            if (tp >= ts0 && tp < ts1) {
-                if (dx)
-                    vec_accum<T, V>(dx + (b * L + tp) * dxrs + c0, pend[j]);
-            } else if (tp < 0 && dinit) {
-#pragma unroll
-                for (int v = 0; v < V; v++)
-                    dinit[(b * C + c0 + v) * (W - 1) + (tp + W - 1)] += pend[j][v];
-            }
-        }
+        for (int j = 0; j < W - 1; j++)
+            conv1d_flush_input<T, V, W>(dx, dinit, pend[j], tend - (W - 1) + j, ts0, ts1, b, L, C, c0, dxrs);
     }
 
     if (pw || pb) {
@@ -332,21 +346,13 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
         if (pw)
             for (int i = tid; i < CB * W; i += CONV_TX * CONV_BWD_TY) {
                 const int cc = i / W, k = i - cc * W;
-                if (cbase + cc < C) {
-                    float s = 0.0f;
-                    for (int y = 0; y < CONV_BWD_TY; y++)
-                        s += red[y][k][cc];
-                    pw[p * C * W + (cbase + cc) * W + k] = s;
-                }
+                if (cbase + cc < C)
+                    pw[p * C * W + (cbase + cc) * W + k] = conv1d_block_sum<W, CB>(red, k, cc);
             }
         if (pb)
             for (int cc = tid; cc < CB; cc += CONV_TX * CONV_BWD_TY)
-                if (cbase + cc < C) {
-                    float s = 0.0f;
-                    for (int y = 0; y < CONV_BWD_TY; y++)
-                        s += red[y][W][cc];
-                    pb[p * C + cbase + cc] = s;
-                }
+                if (cbase + cc < C)
+                    pb[p * C + cbase + cc] = conv1d_block_sum<W, CB>(red, W, cc);
     }
 }
 

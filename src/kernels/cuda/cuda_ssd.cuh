@@ -6,6 +6,8 @@
 #ifndef MT_CUDA_SSD_CUH
 #define MT_CUDA_SSD_CUH
 
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 typedef __nv_bfloat16 bf16;
@@ -386,6 +388,28 @@ __device__ __forceinline__ float ssd_du1(const SsdArgs &a, int64_t row, int64_t 
 }
 
 /* ------------------------------------------------------------------------ */
+/* Launch helpers. */
+
+/* Calls f with the headdim padded to a tile width (32, 64 or 128) as a constant. */
+template <typename F> static void ssd_dispatch_pp(int P, F f)
+{
+    if (P <= 32)
+        f(std::integral_constant<int, 32>{});
+    else if (P <= 64)
+        f(std::integral_constant<int, 64>{});
+    else
+        f(std::integral_constant<int, 128>{});
+}
+
+/* Raises a kernel's dynamic shared memory limit once per size seen. */
+template <typename K> static void ssd_allow_smem(K kernel, size_t bytes, int *allowed)
+{
+    if (bytes > 48 * 1024 && (int)bytes > *allowed) {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        *allowed = (int)bytes;
+    }
+}
+
 /* Launchers in cuda_ssd_fwd.cu, shared with the backward. */
 
 /* Tensor-core path: bf16 inputs, headdim <= 128, d_state <= 256, both
@@ -404,5 +428,7 @@ void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tenso
                const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
                const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
                int ngroups, double dt_min, double dt_max, int chunk_size, const char *op);
+/* Tensor-core dBm (db) or dCm partials, in cuda_ssd_bwd_bc.cu. */
+void ssd_launch_dbc_tc(const SsdArgs &a, bool db, cudaStream_t st);
 
 #endif

@@ -10,8 +10,9 @@
  *   ssd_dx_tc_kernel / ssd_db_fma_kernel: per step j of head h
  *     G_j = w_j dS_c B_j + sum_{i >= j} (C_i . B_j) exp(s_i - s_j) du_i   (P)
  *     dx_j += delta_j G_j + D du_j;  ddd_j = <x_j, G_j>;  sst_j = delta_j <x_j, w_j dS_c B_j>;  dD.
- *   ssd_dc_*: dCm_i = sum over the group's heads of e_i du_i H_c + sum_{j <= i} exp(s_i - s_j) delta_j (du_i . x_j) B_j.
- *   ssd_db_*: dBm_j = sum over heads of w_j delta_j x_j dS_c + sum_{i >= j} exp(s_i - s_j) delta_j (du_i . x_j) C_i.
+ *   dCm_i = sum over the group's heads of e_i du_i H_c + sum_{j <= i} exp(s_i - s_j) delta_j (du_i . x_j) B_j,
+ *   dBm_j = sum over heads of w_j delta_j x_j dS_c + sum_{i >= j} exp(s_i - s_j) delta_j (du_i . x_j) C_i:
+ *     ssd_dbc_tc_kernel (cuda_ssd_bwd_bc.cu) or ssd_dc_fma_kernel, ssd_db_fma_kernel.
  *   ssd_finalize_kernel: the gradient of the cumsum s_t,
  *     ds_t = rowds_t - cold_t + [t = chunk end] (g_c <dS_c, H_c> + sum_j sst_j),
  *     cold_t = sum_i M_it + sst_t (tensor cores; the FMA path uses the equal
@@ -27,17 +28,12 @@
  * rounding put dA_log and ddt_bias 1e-2 to 3e-1 off the double reference.
  *
  * Kernels (grid; block; shared memory), tensor-core path (bf16, P <= 128, N <= 256):
- *   ssd_dx_tc_kernel  (Q/64, nc, B*H); 128; B_j 64 x (NP+8), dS_c PP x (NP+8), x_j, du_i
- *       hi and lo 64 x (PP+8) bf16 (67 KB at the reference shape). CB read from scratch.
- *   ssd_dc_tc_kernel  (Q/64, nc, B*G*HS*NSC); 128; du, e*du, x_j 64 x (PP+8), H_c PP x (NC+8),
- *       B_j 64 x (NC+8) bf16 (NC = 64 or 128 columns of N; 63 KB). Block: 64 rows i, NC
- *       columns, a range of the group's heads; per head dC += (e du) H_c; per j-tile
- *       the 64 x 64 products du_h x_h^T (mma), scaled, summed over the heads in
- *       registers, then one mma with B_j.
- *   ssd_db_tc_kernel  the same for 64 rows j: per head (w delta x) dS_c; per i-tile
- *       sum_h x_h du_h^T scaled, then one mma with C_i.
- *   HS (head splits, partials summed in order by ssd_bc_finish_kernel) makes
- *   the dC/dB grids about 1024 blocks.
+ *   ssd_dx_tc_kernel  (Q/64, nc, B*H); 128; B_j 64 x 72 and dS_c PP x 72 (64-column
+ *       slices of N), x_j, du_i hi and lo 64 x (PP+8) bf16 (51 KB at the reference
+ *       shape: four blocks per SM), du double-buffered by cp.async (the second
+ *       buffer in B_j's and dS_c's space). CB read from scratch.
+ *   du = dy * silu(z) is computed once (ssd_du_split_kernel) as bf16 hi + lo;
+ *   without z, du is dy itself.
  * fp32 FMA path: ssd_dc_fma_kernel, ssd_db_fma_kernel (dx too), 16-row tiles,
  * products through shared memory, du precomputed by ssd_du_kernel.
  * Nothing uses float atomics; every sum has an order fixed by the shapes. */
@@ -48,16 +44,16 @@
  * j of one head: G = w (B_j dS^T) + sum_{i >= j} (CB^T masked exp(s_i - s_j)) du_i,
  * CB read from a.cb. */
 
-/* Bytes of B_j and dS_c, whose space the second du buffer reuses. */
-template <int PP> __host__ __device__ static int ssd_dx_state_elems(int NP)
+/* Elements of the 64-column slices of B_j and dS_c, whose space the second
+ * du buffer reuses. */
+template <int PP> __host__ __device__ constexpr int ssd_dx_state_elems()
 {
-    const int state = (SSD_TT + PP) * (NP + 8), du = 2 * SSD_TT * (PP + 8);
-    return state > du ? state : du;
+    return (SSD_TT + PP) * (SSD_TT + 8) > 2 * SSD_TT * (PP + 8) ? (SSD_TT + PP) * (SSD_TT + 8) : 2 * SSD_TT * (PP + 8);
 }
 
-template <int PP> static size_t ssd_dx_tc_smem(int NP)
+template <int PP> static size_t ssd_dx_tc_smem()
 {
-    return (size_t)(ssd_dx_state_elems<PP>(NP) + 3 * SSD_TT * (PP + 8)) * sizeof(bf16) +
+    return (size_t)(ssd_dx_state_elems<PP>() + 3 * SSD_TT * (PP + 8)) * sizeof(bf16) +
            3 * SSD_QMAX * sizeof(float) + 4 * PP * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
@@ -65,12 +61,12 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFP = PP / 8, LDX = PP + 8;
-    const int NP = a.NP, LDC = NP + 8;
-    bf16 *sBj = (bf16 *)smem, *sDS = sBj + SSD_TT * LDC, *sX = sBj + ssd_dx_state_elems<PP>(NP);
+    constexpr int LDC = SSD_TT + 8; /* B_j and dS_c go through in 64-column slices of N */
+    bf16 *sBj = (bf16 *)smem, *sDS = sBj + SSD_TT * LDC, *sX = sBj + ssd_dx_state_elems<PP>();
     /* du_i = hi + lo, tile by tile alternating between two buffers; the
      * second reuses B_j's and dS_c's space once the state product is done. */
-    bf16 *sDU[2] = {sX + SSD_TT * LDX, sBj}, *sDUl[2] = {sDU[0] + SSD_TT * LDX, sBj + SSD_TT * LDX};
-    float *s_s = (float *)(sDUl[0] + SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
+    bf16 *sDU0 = sX + SSD_TT * LDX, *sDUl0 = sDU0 + SSD_TT * LDX, *sDU1 = sBj, *sDUl1 = sBj + SSD_TT * LDX;
+    float *s_s = (float *)(sDUl0 + SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *sred = (float *)(s_rl + SSD_QMAX), *s_rf = sred + 4 * PP, *s_cf = s_rf + SSD_TT;
 
@@ -86,10 +82,10 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
     auto du_tile = [&](int it) { /* du_i of tile it into buffer (it - jt) & 1, asynchronously */
         const int i0 = it * SSD_TT, buf = (it - jt) & 1, nrows = a.duh ? min(SSD_TT, clen - i0) : 0;
         const int64_t first = (int64_t)b * L + t0 + i0;
-        ssd_cp_tile(sDU[buf], LDX, SSD_TT, PP, nrows, P, (const bf16 *)a.x,
+        ssd_cp_tile(buf ? sDU1 : sDU0, LDX, SSD_TT, PP, nrows, P, (const bf16 *)a.x,
                     [&](int r) { return a.duh + (first + r) * a.durs + (int64_t)h * P; });
         if (a.dul)
-            ssd_cp_tile(sDUl[buf], LDX, SSD_TT, PP, nrows, P, (const bf16 *)a.x,
+            ssd_cp_tile(buf ? sDUl1 : sDUl0, LDX, SSD_TT, PP, nrows, P, (const bf16 *)a.x,
                         [&](int r) { return a.dul + (first + r) * a.durs + (int64_t)h * P; });
         ssd_cp_commit();
     };
@@ -99,14 +95,6 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
         s_d[t] = a.dtv[bh * L + t0 + t];
         s_rl[t] = ssd_rl(a, b, t0 + t);
     }
-    ssd_fill(sBj, LDC, SSD_TT, NP, [&](int r, int col, float v[8]) {
-        const int64_t row = (int64_t)b * L + t0 + j0 + r;
-        ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + col, r < nj ? N - col : 0, v);
-    });
-    const float *dS = a.dstates + (bh * a.nc + c) * PN;
-    ssd_fill(sDS, LDC, PP, NP, [&](int r, int col, float v[8]) {
-        ssd_ld8(dS + (int64_t)r * N + col, r < P ? N - col : 0, v);
-    });
     ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
         const int64_t row = (int64_t)b * L + t0 + j0 + r;
         ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
@@ -124,7 +112,20 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
 #pragma unroll
         for (int k = 0; k < 4; k++)
             G[nf][k] = 0.0f;
-    ssd_warp_gemm<NFP, false, false>(G, sBj, LDC, warp * 16, sDS, LDC, 0, NP);
+    const float *dS = a.dstates + (bh * a.nc + c) * PN;
+    for (int n0 = 0; n0 < a.NP; n0 += SSD_TT) {
+        if (n0 > 0)
+            __syncthreads();
+        ssd_fill(sBj, LDC, SSD_TT, SSD_TT, [&](int r, int col, float v[8]) {
+            const int64_t row = (int64_t)b * L + t0 + j0 + r;
+            ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + n0 + col, r < nj ? N - n0 - col : 0, v);
+        });
+        ssd_fill(sDS, LDC, PP, SSD_TT, [&](int r, int col, float v[8]) {
+            ssd_ld8(dS + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
+        });
+        __syncthreads();
+        ssd_warp_gemm<NFP, false, false>(G, sBj, LDC, warp * 16, sDS, LDC, 0, SSD_TT);
+    }
     {
         const float w0 = (r0 < nj && j_0 >= rl_last) ? expf(s_last - sj0) : 0.0f;
         const float w1 = (r1 < nj && j_1 >= rl_last) ? expf(s_last - sj1) : 0.0f;
@@ -203,16 +204,16 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
         /* G += cbt du with both split in hi + lo (the lo x lo product dropped) */
         uint32_t af[4][4];
         ssd_acc_to_a(cbt, af);
-        ssd_warp_gemm_ra<NFP, true>(G, af, sDU[buf], LDX, 0);
+        ssd_warp_gemm_ra<NFP, true>(G, af, buf ? sDU1 : sDU0, LDX, 0);
         if (a.dul)
-            ssd_warp_gemm_ra<NFP, true>(G, af, sDUl[buf], LDX, 0);
+            ssd_warp_gemm_ra<NFP, true>(G, af, buf ? sDUl1 : sDUl0, LDX, 0);
 #pragma unroll
         for (int nf = 0; nf < 8; nf++)
 #pragma unroll
             for (int k = 0; k < 4; k++)
                 cbt[nf][k] -= ssd_bf16_round(cbt[nf][k]);
         ssd_acc_to_a(cbt, af);
-        ssd_warp_gemm_ra<NFP, true>(G, af, sDU[buf], LDX, 0);
+        ssd_warp_gemm_ra<NFP, true>(G, af, buf ? sDU1 : sDU0, LDX, 0);
     }
 
     /* dx, ddd, dD partials */
@@ -271,356 +272,6 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
 }
 
 /* ------------------------------------------------------------------------ */
-/* Tensor-core dCm. Block (it, c, ((b*G + g)*HS + hs)*NSC + ns) owns 64 rows i
- * and NC columns of the group's dCm, summed over a range of its heads:
- *   dC = sum_h (e du_h) H_h  +  sum_{j-tiles} (sum_h masked exp(s_i - s_j) delta_j du_h x_h^T) B_j,
- * the head sum of the 64 x 64 products taken in registers before the one mma
- * with B_j. */
-
-template <int PP, int NC> static size_t ssd_dc_tc_smem()
-{
-    return (size_t)(4 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
-           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
-}
-
-template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_dc_tc_kernel(SsdArgs a)
-{
-    extern __shared__ __align__(16) unsigned char smem[];
-    constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
-    /* The intra-chunk (j-tile, head) steps alternate between two du_i, x_j
-     * buffers; du's second one is sDE, free once the inter-chunk part is done. */
-    bf16 *sDE = (bf16 *)smem, *sDU[2] = {sDE + SSD_TT * LDX, sDE}, *sX[2] = {sDU[0] + SSD_TT * LDX,
-                                                                          sDU[0] + 2 * SSD_TT * LDX};
-    bf16 *sH = sX[1] + SSD_TT * LDX, *sB = sH + PP * LDN;
-    float *s_s = (float *)(sB + SSD_TT * LDN), *s_d = s_s + SSD_QMAX;
-    int *s_rl = (int *)(s_d + SSD_QMAX);
-    float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT;
-
-    const int it = blockIdx.x, c = blockIdx.y;
-    int zz = blockIdx.z;
-    const int ns = zz % a.NSC;
-    zz /= a.NSC;
-    const int hs = zz % a.HS;
-    zz /= a.HS;
-    const int g = zz % a.G, b = zz / a.G;
-    const int P = a.P, N = a.N, L = a.L, H = a.H;
-    const int t0 = c * a.Q, clen = min(a.Q, L - t0), i0 = it * SSD_TT;
-    if (i0 >= clen)
-        return;
-    const int ni = min(SSD_TT, clen - i0), npos = i0 + ni, n0 = ns * NC;
-    const int h_begin = g * a.Hg + hs * a.Hg / a.HS, h_end = g * a.Hg + (hs + 1) * a.Hg / a.HS;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t PN = (int64_t)P * N;
-
-    for (int t = threadIdx.x; t < npos; t += blockDim.x)
-        s_rl[t] = ssd_rl(a, b, t0 + t);
-    float dc[NFN][4];
-#pragma unroll
-    for (int nf = 0; nf < NFN; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            dc[nf][k] = 0.0f;
-    const int r0 = warp * 16 + gq, r1 = r0 + 8, i_0 = i0 + r0, i_1 = i0 + r1;
-    const int nh = h_end - h_begin, nsteps = (it + 1) * nh;
-    auto step_tiles = [&](int k) { /* du_i and x_j of step k = (j-tile, head) into buffer k & 1 */
-        const int j0 = k / nh * SSD_TT, h = h_begin + k % nh;
-        const int64_t rows_i = (int64_t)b * L + t0 + i0, rows_j = (int64_t)b * L + t0 + j0;
-        ssd_cp_tile(sDU[k & 1], LDX, SSD_TT, PP, a.duh ? ni : 0, P, (const bf16 *)a.x,
-                    [&](int r) { return a.duh + (rows_i + r) * a.durs + (int64_t)h * P; });
-        ssd_cp_tile(sX[k & 1], LDX, SSD_TT, PP, min(SSD_TT, clen - j0), P, (const bf16 *)a.x,
-                    [&](int r) { return (const bf16 *)a.x + (rows_j + r) * a.xrs + (int64_t)h * P; });
-        ssd_cp_commit();
-    };
-    step_tiles(0);
-
-    /* inter-chunk part, head by head */
-    for (int h = h_begin; h < h_end; h++) {
-        const int64_t bh = (int64_t)b * H + h;
-        __syncthreads();
-        ssd_fill(sDE, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-            const int t = t0 + i0 + r;
-            ssd_du8(a, (int64_t)b * L + t, h * P + col, r < ni ? P - col : 0, v);
-            const float e = (r < ni && ssd_rl(a, b, t) < 0) ? expf(a.cs[bh * L + t]) : 0.0f;
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                v[k] *= e;
-        });
-        const float *Hc = a.states + (bh * (a.nc + 1) + c) * PN;
-        ssd_fill(sH, LDN, PP, NC, [&](int r, int col, float v[8]) {
-            ssd_ld8(Hc + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
-        });
-        __syncthreads();
-        ssd_warp_gemm<NFN, false, true>(dc, sDE, LDX, warp * 16, sH, LDN, 0, PP);
-    }
-    /* intra-chunk part, j-tile by j-tile */
-    for (int jt = 0; jt <= it; jt++) {
-        const int j0 = jt * SSD_TT, nj = min(SSD_TT, clen - j0);
-        float acc[8][4];
-#pragma unroll
-        for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                acc[nf][k] = 0.0f;
-        for (int h = h_begin; h < h_end; h++) {
-            const int64_t bh = (int64_t)b * H + h;
-            const int step = jt * nh + h - h_begin;
-            __syncthreads(); /* the buffer refilled next is no longer read (sDE, or two steps back) */
-            if (step + 1 < nsteps)
-                step_tiles(step + 1);
-            else
-                ssd_cp_commit();
-            if (h == h_begin)
-                ssd_fill(sB, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
-                    const int64_t row = (int64_t)b * L + t0 + j0 + r;
-                    ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + n0 + col, r < nj ? N - n0 - col : 0,
-                            v);
-                });
-            const bool off = jt < it;
-            if (off) { /* exp(s_i - s_j) delta_j = exp(s_i - s_ref) (exp(s_ref - s_j) delta_j) */
-                if (threadIdx.x < SSD_TT) {
-                    const int t = threadIdx.x;
-                    const float sref = a.cs[bh * L + t0 + j0 + SSD_TT - 1];
-                    s_rf[t] = t < ni ? expf(a.cs[bh * L + t0 + i0 + t] - sref) : 0.0f;
-                    s_cf[t] = expf(sref - a.cs[bh * L + t0 + j0 + t]) * a.dtv[bh * L + t0 + j0 + t];
-                }
-            } else {
-                for (int t = threadIdx.x; t < npos; t += blockDim.x) {
-                    s_s[t] = a.cs[bh * L + t0 + t];
-                    s_d[t] = a.dtv[bh * L + t0 + t];
-                }
-            }
-            ssd_cp_wait<1>(); /* this step's tiles have landed; the next step's may be in flight */
-            __syncthreads();
-            float ux[8][4];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    ux[nf][k] = 0.0f;
-            ssd_warp_gemm<8, false, false>(ux, sDU[step & 1], LDX, warp * 16, sX[step & 1], LDX, 0, PP);
-            const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
-            if (off) {
-                const float rf0 = s_rf[r0], rf1 = s_rf[r1];
-#pragma unroll
-                for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
-                        const float cf = s_cf[jl];
-                        if (r0 < ni && j >= rl0)
-                            acc[nf][k] += ux[nf][k] * (rf0 * cf);
-                        if (r1 < ni && j >= rl1)
-                            acc[nf][2 + k] += ux[nf][2 + k] * (rf1 * cf);
-                    }
-            } else {
-                const float si0 = r0 < ni ? s_s[i_0] : 0.0f, si1 = r1 < ni ? s_s[i_1] : 0.0f;
-#pragma unroll
-                for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
-                        const bool jv = jl < nj;
-                        const float sj = jv ? s_s[j] : 0.0f, dj = jv ? s_d[j] : 0.0f;
-                        if (jv && r0 < ni && j <= i_0 && j >= rl0)
-                            acc[nf][k] += ux[nf][k] * expf(si0 - sj) * dj;
-                        if (jv && r1 < ni && j <= i_1 && j >= rl1)
-                            acc[nf][2 + k] += ux[nf][2 + k] * expf(si1 - sj) * dj;
-                    }
-            }
-        }
-        uint32_t af[4][4];
-        ssd_acc_to_a(acc, af);
-        ssd_warp_gemm_ra<NFN, true>(dc, af, sB, LDN, 0);
-    }
-    const int64_t GN = (int64_t)a.G * N, rows = (int64_t)a.Bz * L;
-#pragma unroll
-    for (int nf = 0; nf < NFN; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int r = k < 2 ? r0 : r1, n = n0 + nf * 8 + tq * 2 + (k & 1);
-            if (r < ni && n < N)
-                a.dCp[((int64_t)hs * rows + (int64_t)b * L + t0 + i0 + r) * GN + (int64_t)g * N + n] = dc[nf][k];
-        }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Tensor-core dBm. Block (jt, c, ((b*G + g)*HS + hs)*NSC + ns) owns 64 rows j
- * and NC columns of the group's dBm, summed over a range of its heads:
- *   dB = sum_h (w delta x_h) dS_h  +  sum_{i-tiles} (sum_h masked exp(s_i - s_j) delta_j x_h du_h^T) C_i. */
-
-template <int PP, int NC> static size_t ssd_db_tc_smem()
-{
-    return (size_t)(4 * SSD_TT * (PP + 8) + PP * (NC + 8) + SSD_TT * (NC + 8)) * sizeof(bf16) +
-           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
-}
-
-template <int PP, int NC> __global__ void __launch_bounds__(128) ssd_db_tc_kernel(SsdArgs a)
-{
-    extern __shared__ __align__(16) unsigned char smem[];
-    constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
-    /* The intra-chunk (i-tile, head) steps alternate between two x_j, du_i
-     * buffers; x's second one is sXs, free once the state part is done. */
-    bf16 *sXs = (bf16 *)smem, *sX[2] = {sXs + SSD_TT * LDX, sXs}, *sDU[2] = {sX[0] + SSD_TT * LDX,
-                                                                          sX[0] + 2 * SSD_TT * LDX};
-    bf16 *sDS = sDU[1] + SSD_TT * LDX, *sC = sDS + PP * LDN;
-    float *s_s = (float *)(sC + SSD_TT * LDN), *s_d = s_s + SSD_QMAX;
-    int *s_rl = (int *)(s_d + SSD_QMAX);
-    float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT;
-
-    const int jt = blockIdx.x, c = blockIdx.y;
-    int zz = blockIdx.z;
-    const int ns = zz % a.NSC;
-    zz /= a.NSC;
-    const int hs = zz % a.HS;
-    zz /= a.HS;
-    const int g = zz % a.G, b = zz / a.G;
-    const int P = a.P, N = a.N, L = a.L, H = a.H;
-    const int t0 = c * a.Q, clen = min(a.Q, L - t0), j0 = jt * SSD_TT;
-    if (j0 >= clen)
-        return;
-    const int nj = min(SSD_TT, clen - j0), nit = (clen + SSD_TT - 1) / SSD_TT, n0 = ns * NC;
-    const int h_begin = g * a.Hg + hs * a.Hg / a.HS, h_end = g * a.Hg + (hs + 1) * a.Hg / a.HS;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    const int64_t PN = (int64_t)P * N;
-    const int rl_last = ssd_rl(a, b, t0 + clen - 1);
-
-    for (int t = threadIdx.x; t < clen; t += blockDim.x)
-        s_rl[t] = ssd_rl(a, b, t0 + t);
-    float db[NFN][4];
-#pragma unroll
-    for (int nf = 0; nf < NFN; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            db[nf][k] = 0.0f;
-    const int r0 = warp * 16 + gq, r1 = r0 + 8, j_0 = j0 + r0, j_1 = j0 + r1;
-    const int nh = h_end - h_begin, nsteps = (nit - jt) * nh;
-    auto step_tiles = [&](int k) { /* x_j and du_i of step k = (i-tile, head) into buffer k & 1 */
-        const int i0 = (jt + k / nh) * SSD_TT, h = h_begin + k % nh;
-        const int64_t rows_i = (int64_t)b * L + t0 + i0, rows_j = (int64_t)b * L + t0 + j0;
-        ssd_cp_tile(sX[k & 1], LDX, SSD_TT, PP, nj, P, (const bf16 *)a.x,
-                    [&](int r) { return (const bf16 *)a.x + (rows_j + r) * a.xrs + (int64_t)h * P; });
-        ssd_cp_tile(sDU[k & 1], LDX, SSD_TT, PP, a.duh ? min(SSD_TT, clen - i0) : 0, P, (const bf16 *)a.x,
-                    [&](int r) { return a.duh + (rows_i + r) * a.durs + (int64_t)h * P; });
-        ssd_cp_commit();
-    };
-    step_tiles(0);
-
-    /* state part, head by head */
-    for (int h = h_begin; h < h_end; h++) {
-        const int64_t bh = (int64_t)b * H + h;
-        const float s_last = a.cs[bh * L + t0 + clen - 1];
-        __syncthreads();
-        ssd_fill(sXs, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-            const int t = t0 + j0 + r;
-            const int64_t row = (int64_t)b * L + t;
-            ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
-            const float w =
-                (r < nj && j0 + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                v[k] *= w;
-        });
-        const float *dS = a.dstates + (bh * a.nc + c) * PN;
-        ssd_fill(sDS, LDN, PP, NC, [&](int r, int col, float v[8]) {
-            ssd_ld8(dS + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
-        });
-        __syncthreads();
-        ssd_warp_gemm<NFN, false, true>(db, sXs, LDX, warp * 16, sDS, LDN, 0, PP);
-    }
-    /* intra-chunk part, i-tile by i-tile */
-    for (int it = jt; it < nit; it++) {
-        const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0), npos = i0 + ni;
-        float acc[8][4];
-#pragma unroll
-        for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                acc[nf][k] = 0.0f;
-        for (int h = h_begin; h < h_end; h++) {
-            const int64_t bh = (int64_t)b * H + h;
-            const int step = (it - jt) * nh + h - h_begin;
-            __syncthreads(); /* the buffer refilled next is no longer read (sXs, or two steps back) */
-            if (step + 1 < nsteps)
-                step_tiles(step + 1);
-            else
-                ssd_cp_commit();
-            if (h == h_begin)
-                ssd_fill(sC, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
-                    const int64_t row = (int64_t)b * L + t0 + i0 + r;
-                    ssd_ld8((const bf16 *)a.Cm + row * a.crs + (int64_t)g * N + n0 + col, r < ni ? N - n0 - col : 0,
-                            v);
-                });
-            const bool off = it > jt;
-            if (off) { /* exp(s_i - s_j) delta_j = exp(s_i - s_ref) (exp(s_ref - s_j) delta_j) */
-                if (threadIdx.x < SSD_TT) {
-                    const int t = threadIdx.x;
-                    const float sref = a.cs[bh * L + t0 + j0 + SSD_TT - 1];
-                    s_rf[t] = expf(sref - a.cs[bh * L + t0 + j0 + t]) * a.dtv[bh * L + t0 + j0 + t];
-                    s_cf[t] = t < ni ? expf(a.cs[bh * L + t0 + i0 + t] - sref) : 0.0f;
-                }
-            } else {
-                for (int t = threadIdx.x; t < npos; t += blockDim.x) {
-                    s_s[t] = a.cs[bh * L + t0 + t];
-                    s_d[t] = a.dtv[bh * L + t0 + t];
-                }
-            }
-            ssd_cp_wait<1>(); /* this step's tiles have landed; the next step's may be in flight */
-            __syncthreads();
-            float ux[8][4];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    ux[nf][k] = 0.0f;
-            ssd_warp_gemm<8, false, false>(ux, sX[step & 1], LDX, warp * 16, sDU[step & 1], LDX, 0, PP);
-            if (off) {
-                const float rf0 = s_rf[r0], rf1 = s_rf[r1];
-#pragma unroll
-                for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const int il = nf * 8 + tq * 2 + k, i = i0 + il;
-                        const bool iv = il < ni;
-                        const int rli = iv ? s_rl[i] : 0;
-                        const float cf = s_cf[il];
-                        if (iv && j_0 >= rli)
-                            acc[nf][k] += ux[nf][k] * (rf0 * cf);
-                        if (iv && j_1 >= rli)
-                            acc[nf][2 + k] += ux[nf][2 + k] * (rf1 * cf);
-                    }
-            } else {
-                const float sj0 = r0 < nj ? s_s[j_0] : 0.0f, sj1 = r1 < nj ? s_s[j_1] : 0.0f;
-                const float dj0 = r0 < nj ? s_d[j_0] : 0.0f, dj1 = r1 < nj ? s_d[j_1] : 0.0f;
-#pragma unroll
-                for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const int il = nf * 8 + tq * 2 + k, i = i0 + il;
-                        const bool iv = il < ni;
-                        const float si = iv ? s_s[i] : 0.0f;
-                        const int rli = iv ? s_rl[i] : 0;
-                        if (iv && r0 < nj && j_0 <= i && j_0 >= rli)
-                            acc[nf][k] += ux[nf][k] * expf(si - sj0) * dj0;
-                        if (iv && r1 < nj && j_1 <= i && j_1 >= rli)
-                            acc[nf][2 + k] += ux[nf][2 + k] * expf(si - sj1) * dj1;
-                    }
-            }
-        }
-        uint32_t af[4][4];
-        ssd_acc_to_a(acc, af);
-        ssd_warp_gemm_ra<NFN, true>(db, af, sC, LDN, 0);
-    }
-    const int64_t GN = (int64_t)a.G * N, rows = (int64_t)a.Bz * L;
-#pragma unroll
-    for (int nf = 0; nf < NFN; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int r = k < 2 ? r0 : r1, n = n0 + nf * 8 + tq * 2 + (k & 1);
-            if (r < nj && n < N)
-                a.dBp[((int64_t)hs * rows + (int64_t)b * L + t0 + j0 + r) * GN + (int64_t)g * N + n] = db[nf][k];
-        }
-}
-
 /* du = dy * silu(z) as bf16 hi + lo (B*L, H*P), computed once for the
  * tensor-core kernels, which read it many times. */
 __global__ void ssd_du_split_kernel(SsdArgs a, bf16 *hi, bf16 *lo)
@@ -922,24 +573,6 @@ __global__ void ssd_add_kernel(float *y, const float *x, int64_t n)
 
 /* ------------------------------------------------------------------------ */
 
-template <typename F> static void ssd_dispatch_pp_bwd(int P, F f)
-{
-    if (P <= 32)
-        f(std::integral_constant<int, 32>{});
-    else if (P <= 64)
-        f(std::integral_constant<int, 64>{});
-    else
-        f(std::integral_constant<int, 128>{});
-}
-
-template <typename K> static void ssd_allow_smem_bwd(K kernel, size_t bytes, int *allowed)
-{
-    if (bytes > 48 * 1024 && (int)bytes > *allowed) {
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-        *allowed = (int)bytes;
-    }
-}
-
 void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
                   mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
                   mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
@@ -998,9 +631,8 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     a.slp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.nslp * sizeof(float));
     const int tile = tc ? SSD_TT : SSD_FT;
     a.ndt = (a.Q + tile - 1) / tile;
-    const int NC = a.NP >= 128 ? 128 : 64; /* dB, dC column slice */
     if (tc) {
-        a.NSC = a.NP / NC;
+        a.NSC = a.NP % 128 == 0 ? a.NP / 128 : a.NP / 64; /* dB, dC column slices of 128 or 64 */
         int64_t blocks = (int64_t)a.ndt * a.nc * a.Bz * a.G * a.NSC;
         int64_t hs = (1024 + blocks - 1) / blocks;
         a.HS = (int)(hs < 1 ? 1 : hs > a.Hg ? a.Hg : hs);
@@ -1053,38 +685,18 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     }
 
     if (tc) {
-        dim3 grid(a.ndt, a.nc, a.Bz * a.G * a.HS * a.NSC), gdx(a.ndt, a.nc, a.Bz * a.H);
-        ssd_dispatch_pp_bwd(a.P, [&](auto pp) {
+        ssd_dispatch_pp(a.P, [&](auto pp) {
             constexpr int PP = decltype(pp)::value;
-            {
-                static int allowed = 0;
-                size_t bytes = ssd_dx_tc_smem<PP>(a.NP);
-                ssd_allow_smem_bwd(ssd_dx_tc_kernel<PP>, bytes, &allowed);
-                ssd_dx_tc_kernel<PP><<<gdx, 128, bytes, st>>>(a);
-                LAUNCH_CHECK("ssd_bwd (dx)");
-            }
-            auto bc = [&](auto nc_) {
-                constexpr int NCC = decltype(nc_)::value;
-                if (dCm) {
-                    static int allowed = 0;
-                    size_t bytes = ssd_dc_tc_smem<PP, NCC>();
-                    ssd_allow_smem_bwd(ssd_dc_tc_kernel<PP, NCC>, bytes, &allowed);
-                    ssd_dc_tc_kernel<PP, NCC><<<grid, 128, bytes, st>>>(a);
-                    LAUNCH_CHECK("ssd_bwd (dCm)");
-                }
-                if (dBm) {
-                    static int allowed = 0;
-                    size_t bytes = ssd_db_tc_smem<PP, NCC>();
-                    ssd_allow_smem_bwd(ssd_db_tc_kernel<PP, NCC>, bytes, &allowed);
-                    ssd_db_tc_kernel<PP, NCC><<<grid, 128, bytes, st>>>(a);
-                    LAUNCH_CHECK("ssd_bwd (dBm)");
-                }
-            };
-            if (NC == 128)
-                bc(std::integral_constant<int, 128>{});
-            else
-                bc(std::integral_constant<int, 64>{});
+            static int allowed = 0;
+            size_t bytes = ssd_dx_tc_smem<PP>();
+            ssd_allow_smem(ssd_dx_tc_kernel<PP>, bytes, &allowed);
+            ssd_dx_tc_kernel<PP><<<dim3(a.ndt, a.nc, a.Bz * a.H), 128, bytes, st>>>(a);
+            LAUNCH_CHECK("ssd_bwd (dx)");
         });
+        if (dCm)
+            ssd_launch_dbc_tc(a, false, st);
+        if (dBm)
+            ssd_launch_dbc_tc(a, true, st);
     } else {
         dim3 grid(a.ndt, a.nc, a.Bz * a.G);
         dispatch_float(T_dt, op, [&](auto tag) {
@@ -1092,13 +704,13 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
             if (dCm) {
                 static int allowed = 0;
                 size_t bytes = ssd_dc_fma_smem(a.N);
-                ssd_allow_smem_bwd(ssd_dc_fma_kernel<T>, bytes, &allowed);
+                ssd_allow_smem(ssd_dc_fma_kernel<T>, bytes, &allowed);
                 ssd_dc_fma_kernel<T><<<grid, 256, bytes, st>>>(a);
                 LAUNCH_CHECK("ssd_bwd (dCm)");
             }
             static int allowed = 0;
             size_t bytes = ssd_db_fma_smem(a.N);
-            ssd_allow_smem_bwd(ssd_db_fma_kernel<T>, bytes, &allowed);
+            ssd_allow_smem(ssd_db_fma_kernel<T>, bytes, &allowed);
             ssd_db_fma_kernel<T><<<grid, 256, bytes, st>>>(a);
             LAUNCH_CHECK("ssd_bwd (dx, dBm)");
         });

@@ -30,9 +30,10 @@
  *   ssd_cb_tc_kernel       (ndt^2, nc, B*G), ndt = Q/64; 128; two 64 x (NP+8) bf16 tiles.
  *       C_i . B_j (fp32) per chunk and group, tiles j <= i, into (B, G, nc, Q, Q) scratch:
  *       computed once for all heads of a group.
- *   ssd_scan_tc_kernel     (Q/64, nc, B*H); 128; C_i 64 x (NP+8) (reused for the x_j
- *       tiles), H_c PP x (NP+8) bf16 (38 KB at the reference shape; backward mode
- *       74 KB). One block owns 64 rows of a chunk: y = e (C_i H_c^T) by mma, then
+ *   ssd_scan_tc_kernel     (Q/64, nc, B*H); 128; C_i 64 x (NP+8), H_c PP x (NP+8) bf16,
+ *       both reused for the x_j tiles, double-buffered by cp.async (38 KB at the
+ *       reference shape; backward mode 74 KB). One block owns 64 rows of a chunk:
+ *       y = e (C_i H_c^T) by mma, then
  *       per j-tile <= i the CB tile read from scratch, masked and scaled by
  *       exp(s_i - s_j) delta_j in registers (one exp per row and column off the
  *       diagonal), reused as the A operand of y += (.) x_j (flash-attention style).
@@ -53,7 +54,6 @@
  *   Forward + backward: 364 MB (0.12 ms) plus the fp32 chunk states
  *   (B, H, nc, P, N) = 67 MB each time they are written or read. */
 #include <stdlib.h>
-#include <type_traits>
 
 #include "kernels/cuda/cuda_ssd.cuh"
 
@@ -333,20 +333,23 @@ __global__ void __launch_bounds__(128) ssd_cb_tc_kernel(SsdArgs a)
 template <int PP> static size_t ssd_scan_tc_smem(int NP, bool bwd)
 {
     const int ct = SSD_TT * (NP + 8) > SSD_TT * (PP + 8) ? SSD_TT * (NP + 8) : SSD_TT * (PP + 8);
-    return (size_t)(ct + (bwd ? 2 : 1) * PP * (NP + 8) + (bwd ? 2 : 0) * SSD_TT * (PP + 8)) * sizeof(bf16) +
+    const int ht = (bwd ? 2 : 1) * PP * (NP + 8), hx = ht > SSD_TT * (PP + 8) ? ht : SSD_TT * (PP + 8);
+    return (size_t)(ct + hx + (bwd ? 2 : 0) * SSD_TT * (PP + 8)) * sizeof(bf16) +
            3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float) + (bwd ? 4 * SSD_TT * sizeof(float) : 0);
 }
 
-template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_kernel(SsdArgs a)
+template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : BWD ? 3 : 4) ssd_scan_tc_kernel(SsdArgs a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFP = PP / 8, LDX = PP + 8;
     const int NP = a.NP, LDC = NP + 8;
-    /* sX (the j-tiles of x) reuses sC's space once the inter-chunk product is done. */
+    /* The j-tiles of x alternate between sX0 and sX1, in C_i's and H_c's
+     * space once the inter-chunk product is done (cp.async, double-buffered). */
     const int ct = SSD_TT * LDC > SSD_TT * LDX ? SSD_TT * LDC : SSD_TT * LDX;
-    bf16 *sC = (bf16 *)smem, *sX = sC, *sH = sC + ct;
-    bf16 *sHl = sH + PP * LDC;                          /* BWD only: H split in hi (sH) + lo */
-    bf16 *sDU = sHl + (BWD ? PP * LDC : 0), *sDUl = sDU + SSD_TT * LDX; /* BWD only: du split in hi + lo */
+    const int ht = (BWD ? 2 : 1) * PP * LDC, hx = ht > SSD_TT * LDX ? ht : SSD_TT * LDX;
+    bf16 *sC = (bf16 *)smem, *sH = sC + ct, *sX0 = sC, *sX1 = sH;
+    bf16 *sHl = sH + PP * LDC;                  /* BWD only: H split in hi (sH) + lo */
+    bf16 *sDU = sH + hx, *sDUl = sDU + SSD_TT * LDX; /* BWD only: du split in hi + lo */
     float *s_s = (float *)(sDU + (BWD ? 2 * SSD_TT * LDX : 0)), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT; /* off-diagonal tiles' exp factors */
@@ -429,21 +432,31 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_k
     const float si0 = r0 < ni ? s_s[i_0] : 0.0f, si1 = r1 < ni ? s_s[i_1] : 0.0f;
     const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
     const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * a.Q * a.Q;
+    auto x_tile = [&](int jt) { /* x_j of tile jt into sX0 or sX1, asynchronously */
+        const int64_t first = (int64_t)b * L + t0 + jt * SSD_TT;
+        ssd_cp_tile((jt & 1) ? sX1 : sX0, LDX, SSD_TT, PP, min(SSD_TT, clen - jt * SSD_TT), P, (const bf16 *)a.x,
+                    [&](int r) { return (const bf16 *)a.x + (first + r) * a.xrs + (int64_t)h * P; });
+        ssd_cp_commit();
+    };
 
     for (int jt = 0; jt <= it; jt++) {
         const int j0 = jt * SSD_TT, nj = min(SSD_TT, clen - j0);
         const bool off = jt < it; /* the j-tile is whole and before every row */
-        __syncthreads();
-        ssd_fill(sX, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
-            const int64_t row = (int64_t)b * L + t0 + j0 + r;
-            ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, r < nj ? P - col : 0, v);
-        });
+        bf16 *sX = (jt & 1) ? sX1 : sX0;
+        __syncthreads(); /* the buffers refilled next are no longer read (C_i and H_c, or two tiles back) */
+        if (jt == 0)
+            x_tile(0);
+        if (jt < it)
+            x_tile(jt + 1);
+        else
+            ssd_cp_commit();
         if (off && threadIdx.x < SSD_TT) { /* exp(s_i - s_j) = exp(s_i - s_ref) exp(s_ref - s_j), both <= 1 */
             const int t = threadIdx.x;
             const float sref = s_s[j0 + SSD_TT - 1];
             s_rf[t] = t < ni ? expf(s_s[i0 + t] - sref) : 0.0f;
             s_cf[t] = expf(sref - s_s[j0 + t]) * s_d[j0 + t];
         }
+        ssd_cp_wait<1>(); /* tile jt has landed; jt + 1 may be in flight */
         __syncthreads();
         float cb[8][4];
         if (off) {
@@ -514,7 +527,8 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128) ssd_scan_tc_k
         }
     }
 
-    /* Epilogue: sX holds x of this tile's own rows (the last j-tile is it). */
+    /* Epilogue: x of this tile's own rows (the last j-tile is it). */
+    const bf16 *sX = (it & 1) ? sX1 : sX0;
 #pragma unroll
     for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
@@ -625,25 +639,6 @@ template <typename T, bool BWD> __global__ void __launch_bounds__(256) ssd_scan_
 
 /* ------------------------------------------------------------------------ */
 /* Launchers. */
-
-template <typename F> static void ssd_dispatch_pp(int P, F f)
-{
-    if (P <= 32)
-        f(std::integral_constant<int, 32>{});
-    else if (P <= 64)
-        f(std::integral_constant<int, 64>{});
-    else
-        f(std::integral_constant<int, 128>{});
-}
-
-/* Raises a kernel's dynamic shared memory limit once per size seen. */
-template <typename K> static void ssd_allow_smem(K kernel, size_t bytes, int *allowed)
-{
-    if (bytes > 48 * 1024 && (int)bytes > *allowed) {
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-        *allowed = (int)bytes;
-    }
-}
 
 /* Rows of 8-element groups that start on 16 bytes: what ssd_ld8 needs. */
 static bool ssd_rows_aligned(const void *p, int64_t row_stride)
