@@ -1,8 +1,8 @@
 /* Shared pieces of the SSD (Mamba-2) scan kernels: the argument block every
  * kernel takes, scalar helpers (softplus, the dt clamp, silu), fixed-order
  * block scans, bf16 tensor-core helpers (ldmatrix, mma.sync m16n8k16) and
- * shared-memory tile loaders, and the launchers cuda_ssd_fwd.cu exports to
- * cuda_ssd_bwd.cu. See cuda_ssd_fwd.cu for the algorithm and the kernel map. */
+ * shared-memory tile loaders (plain and cp.async), and the launchers the
+ * SSD files share. See cuda_ssd_fwd.cu for the algorithm and the kernel map. */
 #ifndef MT_CUDA_SSD_CUH
 #define MT_CUDA_SSD_CUH
 
@@ -35,6 +35,7 @@ struct SsdArgs {
     float dt_min, dt_max;
     /* scratch (f32 unless said) */
     float *dtv, *cs; /* (Bz, H, L): delta and its per-chunk inclusive cumsum times A */
+    float *wsc, *esc; /* (Bz, H, L): chunk-state scales w_t delta_t and e_t (see cuda_ssd_fwd.cu) */
     int *rl;         /* (Bz, L): last restart position inside the chunk at or before t, -1 if none; NULL: none */
     float *states;   /* (Bz, H, nc + 1, P, N): state entering chunk c; c = nc is the final state */
     float *cb;       /* tensor-core path: (Bz, G, nc, Q, Q) C_i . B_j per chunk (tiles j-tile <= i-tile) */
@@ -269,6 +270,19 @@ __device__ __forceinline__ void ssd_ld8(const float *p, int nvalid, float v[8])
     v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
+/* 8 bf16 values from shared memory as float. */
+__device__ __forceinline__ void ssd_ld8s(const bf16 *s, float v[8])
+{
+    const uint4 u = *reinterpret_cast<const uint4 *>(s);
+    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h2[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
+    }
+}
+
 __device__ __forceinline__ void ssd_st8(bf16 *s, const float v[8])
 {
     uint4 u;
@@ -410,14 +424,14 @@ template <typename K> static void ssd_allow_smem(K kernel, size_t bytes, int *al
     }
 }
 
-/* Launchers in cuda_ssd_fwd.cu, shared with the backward. */
+/* Launchers shared by the forward and the backward. */
 
 /* Tensor-core path: bf16 inputs, headdim <= 128, d_state <= 256, both
  * multiples of 8, rows 16-byte aligned (dy too once it is set). */
 bool ssd_use_tc(const SsdArgs &a, mt_dtype dt);
 /* delta, cumsum, restarts. */
 void ssd_launch_cumsum(const SsdArgs &a, mt_dtype dt, cudaStream_t st);
-/* Chunk states and their passing (reverse: the state gradients). */
+/* Chunk states and their passing (reverse: the state gradients), in cuda_ssd_state.cu. */
 void ssd_launch_states(const SsdArgs &a, mt_dtype dt, bool tc, bool reverse, cudaStream_t st);
 /* Tensor-core path: a.cb (allocated here from scratch). */
 void ssd_launch_cb(SsdArgs &a, mt_arena *scratch, cudaStream_t st);

@@ -1,6 +1,7 @@
 /* The SSD (Mamba-2) scan on CUDA: the forward, and the kernels the backward
- * shares with it (delta/cumsum, chunk states with their passing, the chunk
- * scan). cuda_ssd_bwd.cu has the rest of the backward.
+ * shares with it (delta/cumsum, C.B, the chunk scan). cuda_ssd_state.cu has
+ * the chunk states with their passing, cuda_ssd_bwd.cu and
+ * cuda_ssd_bwd_bc.cu the rest of the backward.
  *
  * Per (b, h), with A = -exp(A_log[h]) and delta_t = clamp(softplus(dt + dt_bias)),
  * time is cut into chunks of Q = chunk_size steps (the last one may be short:
@@ -19,14 +20,11 @@
  * FMA (f32 inputs, where bf16 products would miss the 1e-4 tolerance, and any
  * other shape). MT_SSD_NO_TC set in the environment forces the FMA path.
  *   ssd_cumsum_kernel      (nc, H, B); Q rounded up to 32 threads; 2 KB.
- *       delta, s (f32 scratch (B, H, L)); restarts rl (B, L) when seq_idx is given.
- *   ssd_state_tc_kernel    (NP/64, H, B); 128; 64 x (PP+8) + 64 x 72 bf16 (18 KB at PP 64).
- *       One block owns a PP x 64 slice of the (b, h) state in mma accumulators and
- *       walks the chunks in order: stores H_c, H <- g_c H + (w delta x)^T B.
- *       Writes states (B, H, nc+1, P, N) f32 and final_state. Reverse mode (the
- *       backward) walks them backwards: dH <- g_c dH + (e du)^T C, storing the
- *       gradient of each chunk's end state and g_c <dH, H_c> partials.
- *   ssd_state_fma_kernel   (P*N/256, H, B); 256; none. The same, a thread per state element.
+ *       delta, s, and the chunk-state scales w delta and e (f32 scratch (B, H, L));
+ *       restarts rl (B, L) when seq_idx is given.
+ *   ssd_state_tc_kernel, ssd_state_fma_kernel (cuda_ssd_state.cu): the chunk
+ *       states H_c, (B, H, nc+1, P, N) f32 with the final state last; in reverse
+ *       mode (the backward) their gradients.
  *   ssd_cb_tc_kernel       (ndt^2, nc, B*G), ndt = Q/64; 128; two 64 x (NP+8) bf16 tiles.
  *       C_i . B_j (fp32) per chunk and group, tiles j <= i, into (B, G, nc, Q, Q) scratch:
  *       computed once for all heads of a group.
@@ -58,12 +56,15 @@
 #include "kernels/cuda/cuda_ssd.cuh"
 
 /* ------------------------------------------------------------------------ */
-/* delta, s and restarts. Block (c, h, b); thread t owns step t0 + t. */
+/* delta, s, restarts and the chunk-state scales w delta, e. Block (c, h, b);
+ * thread t owns step t0 + t. */
 
 template <typename T> __global__ void ssd_cumsum_kernel(SsdArgs a)
 {
     __shared__ float shf[SSD_QMAX];
     __shared__ int shi[SSD_QMAX];
+    __shared__ float s_last;
+    __shared__ int rl_last;
     const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
     const int t0 = c * a.Q, clen = min(a.Q, a.L - t0);
     const float A = -expf(a.A_log[h]);
@@ -77,203 +78,23 @@ template <typename T> __global__ void ssd_cumsum_kernel(SsdArgs a)
         a.dtv[o] = d;
         a.cs[o] = s;
     }
-    if (a.rl && h == 0) {
-        int r = -1;
+    int r = -1; /* every head's block finds the restarts (its scales need them); head 0 stores them */
+    if (a.rl) {
         const int tg = t0 + t;
         if (t < clen && tg > 0 && a.seq[b * a.seqrs + tg] != a.seq[b * a.seqrs + tg - 1])
             r = t;
         r = ssd_block_scan_max(r, shi);
-        if (t < clen)
+        if (h == 0 && t < clen)
             a.rl[(int64_t)b * a.L + tg] = r;
     }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Chunk states and passing, tensor cores. Forward: states[c] = H entering
- * chunk c, H <- g_c H + sum_t (w_t delta_t x_t) B_t^T. Reverse: dstates[c] =
- * dH leaving chunk c, slp = g_c <dH, H entering c> (slp_pass) or <dH, H
- * leaving c>, dH <- g_c dH + sum_t (e_t du_t) C_t^T; dinit += dH entering
- * chunk 0. The block's slice: rows p < PP, columns ns*64 + [0, 64) of the
- * state, held in mma accumulators while the block walks the chunks; warps
- * tile it WM x WN. */
-
-template <int PP, bool REV> __global__ void __launch_bounds__(128) ssd_state_tc_kernel(SsdArgs a)
-{
-    constexpr int WM = PP >= 64 ? 4 : 2, WN = 4 / WM, MF = PP / 16 / WM, NF = 8 / WN;
-    constexpr int LDA = PP + 8, LDB = SSD_TT + 8;
-    __shared__ __align__(16) bf16 sA[SSD_TT * LDA];
-    __shared__ __align__(16) bf16 sB[SSD_TT * LDB];
-    __shared__ float sred[4];
-    const int ns = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / a.Hg;
-    const int P = a.P, N = a.N, L = a.L, nc = a.nc;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wm = warp % WM, wn = warp / WM;
-    const int gq = lane >> 2, tq = lane & 3;
-    const int mb = wm * MF * 16, nb = ns * SSD_TT + wn * NF * 8;
-    const int64_t bh = (int64_t)b * a.H + h, PN = (int64_t)P * N;
-
-    float acc[MF][NF][4];
-    const float *src0 = REV ? a.dfinal : a.init;
-#pragma unroll
-    for (int mf = 0; mf < MF; mf++)
-#pragma unroll
-        for (int nf = 0; nf < NF; nf++)
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
-                acc[mf][nf][k] = (src0 && p < P && n < N) ? src0[bh * PN + (int64_t)p * N + n] : 0.0f;
-            }
-    float *stb = a.states + bh * (nc + 1) * PN;
-
-    for (int step = 0; step < nc; step++) {
-        const int c = REV ? nc - 1 - step : step;
-        const int t0 = c * a.Q, clen = min(a.Q, L - t0), last = t0 + clen - 1;
-        const float s_last = a.cs[bh * L + last];
-        const int rl_last = ssd_rl(a, b, last);
-        const float gc = rl_last < 0 ? expf(s_last) : 0.0f;
-        float *dst = REV ? a.dstates + (bh * nc + c) * PN : stb + (int64_t)c * PN;
-        const float *hn = stb + (int64_t)(c + (a.slp_pass ? 0 : 1)) * PN;
-        float dot = 0.0f;
-#pragma unroll
-        for (int mf = 0; mf < MF; mf++)
-#pragma unroll
-            for (int nf = 0; nf < NF; nf++)
-#pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
-                    if (p < P && n < N) {
-                        dst[(int64_t)p * N + n] = acc[mf][nf][k];
-                        if (REV)
-                            dot += acc[mf][nf][k] * hn[(int64_t)p * N + n];
-                    }
-                    acc[mf][nf][k] *= gc;
-                }
-        if (REV) {
-            dot = warp_sum(dot);
-            if (lane == 0)
-                sred[warp] = dot;
-            __syncthreads();
-            if (threadIdx.x == 0)
-                a.slp[(bh * nc + c) * a.nslp + ns] =
-                    ((sred[0] + sred[1]) + (sred[2] + sred[3])) * (a.slp_pass ? gc : 1.0f);
-        }
-        for (int tt = 0; tt < clen; tt += SSD_TT) {
-            const int nrow = min(SSD_TT, clen - tt);
-            __syncthreads();
-            ssd_fill(sA, LDA, SSD_TT, PP, [&](int r, int col, float v[8]) {
-                const bool ok = r < nrow;
-                const int t = t0 + tt + (ok ? r : 0), nvalid = ok ? P - col : 0;
-                const int64_t row = (int64_t)b * L + t;
-                float sc;
-                if (!REV) {
-                    sc = (ok && tt + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
-                    ssd_ld8((const bf16 *)a.x + row * a.xrs + (int64_t)h * P + col, nvalid, v);
-                } else {
-                    sc = (ok && ssd_rl(a, b, t) < 0) ? expf(a.cs[bh * L + t]) : 0.0f;
-                    ssd_du8(a, row, h * P + col, nvalid, v);
-                }
-#pragma unroll
-                for (int k = 0; k < 8; k++)
-                    v[k] *= sc;
-            });
-            ssd_fill(sB, LDB, SSD_TT, SSD_TT, [&](int r, int col, float v[8]) {
-                const int64_t row = (int64_t)b * L + t0 + tt + r;
-                const bf16 *src = REV ? (const bf16 *)a.Cm + row * a.crs : (const bf16 *)a.Bm + row * a.brs;
-                const int n = ns * SSD_TT + col;
-                ssd_ld8(src + (int64_t)g * N + n, r < nrow ? N - n : 0, v);
-            });
-            __syncthreads();
-#pragma unroll
-            for (int k0 = 0; k0 < SSD_TT; k0 += 16) {
-                uint32_t af[MF][4];
-#pragma unroll
-                for (int mf = 0; mf < MF; mf++)
-                    ssd_frag_a<true>(af[mf], sA, LDA, mb + mf * 16, k0);
-#pragma unroll
-                for (int nf = 0; nf < NF; nf += 2) {
-                    uint32_t bfr[4];
-                    ssd_frag_b2<true>(bfr, sB, LDB, wn * NF * 8 + nf * 8, k0);
-#pragma unroll
-                    for (int mf = 0; mf < MF; mf++) {
-                        ssd_mma(acc[mf][nf], af[mf], bfr[0], bfr[1]);
-                        ssd_mma(acc[mf][nf + 1], af[mf], bfr[2], bfr[3]);
-                    }
-                }
-            }
-        }
+    if (t == clen - 1) {
+        s_last = s;
+        rl_last = r;
     }
-#pragma unroll
-    for (int mf = 0; mf < MF; mf++)
-#pragma unroll
-        for (int nf = 0; nf < NF; nf++)
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
-                if (p < P && n < N) {
-                    int64_t e = (int64_t)p * N + n;
-                    if (!REV) {
-                        stb[(int64_t)nc * PN + e] = acc[mf][nf][k];
-                        if (a.final_state)
-                            a.final_state[bh * PN + e] = acc[mf][nf][k];
-                    } else if (a.dinit) {
-                        a.dinit[bh * PN + e] += acc[mf][nf][k];
-                    }
-                }
-            }
-}
-
-/* The same with one thread per state element (p, n), fp32 FMA. The reverse
- * mode reads du from a.du. */
-template <typename T, bool REV> __global__ void __launch_bounds__(256) ssd_state_fma_kernel(SsdArgs a)
-{
-    const int h = blockIdx.y, b = blockIdx.z, g = h / a.Hg;
-    const int P = a.P, N = a.N, L = a.L, nc = a.nc, HP = a.H * a.P;
-    const int64_t bh = (int64_t)b * a.H + h, PN = (int64_t)P * N;
-    const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const bool act = e < PN;
-    const int p = act ? (int)(e / N) : 0, n = act ? (int)(e % N) : 0;
-    const float *src0 = REV ? a.dfinal : a.init;
-    float acc = (act && src0) ? src0[bh * PN + e] : 0.0f;
-    float *stb = a.states + bh * (nc + 1) * PN;
-    const T *xs = (const T *)a.x, *bs = (const T *)a.Bm, *cm = (const T *)a.Cm;
-    for (int step = 0; step < nc; step++) {
-        const int c = REV ? nc - 1 - step : step;
-        const int t0 = c * a.Q, clen = min(a.Q, L - t0), last = t0 + clen - 1;
-        const float s_last = a.cs[bh * L + last];
-        const int rl_last = ssd_rl(a, b, last);
-        const float gc = rl_last < 0 ? expf(s_last) : 0.0f;
-        if (REV) {
-            if (act)
-                a.dstates[(bh * nc + c) * PN + e] = acc;
-            float dot = block_sum(act ? acc * stb[(int64_t)(c + (a.slp_pass ? 0 : 1)) * PN + e] : 0.0f);
-            if (threadIdx.x == 0)
-                a.slp[(bh * nc + c) * a.nslp + blockIdx.x] = dot * (a.slp_pass ? gc : 1.0f);
-        } else if (act) {
-            stb[(int64_t)c * PN + e] = acc;
-        }
-        acc *= gc;
-        if (!act)
-            continue;
-        for (int t = t0; t < t0 + clen; t++) {
-            const int64_t row = (int64_t)b * L + t;
-            if (!REV) {
-                float w = (t - t0 >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
-                acc += w * load_f<T>(xs, row * a.xrs + (int64_t)h * P + p) * load_f<T>(bs, row * a.brs + (int64_t)g * N + n);
-            } else {
-                if (!a.du)
-                    break; /* dy is zero */
-                float et = ssd_rl(a, b, t) < 0 ? expf(a.cs[bh * L + t]) : 0.0f;
-                acc += et * a.du[row * HP + (int64_t)h * P + p] * load_f<T>(cm, row * a.crs + (int64_t)g * N + n);
-            }
-        }
-    }
-    if (!act)
-        return;
-    if (!REV) {
-        stb[(int64_t)nc * PN + e] = acc;
-        if (a.final_state)
-            a.final_state[bh * PN + e] = acc;
-    } else if (a.dinit) {
-        a.dinit[bh * PN + e] += acc;
+    __syncthreads();
+    if (t < clen) {
+        a.wsc[o] = t >= rl_last ? expf(s_last - s) * d : 0.0f;
+        a.esc[o] = r < 0 ? expf(s) : 0.0f;
     }
 }
 
@@ -668,31 +489,6 @@ void ssd_launch_cumsum(const SsdArgs &a, mt_dtype dt, cudaStream_t st)
     });
 }
 
-void ssd_launch_states(const SsdArgs &a, mt_dtype dt, bool tc, bool reverse, cudaStream_t st)
-{
-    if (tc) {
-        dim3 grid(a.NS, a.H, a.Bz);
-        ssd_dispatch_pp(a.P, [&](auto pp) {
-            constexpr int PP = decltype(pp)::value;
-            if (reverse)
-                ssd_state_tc_kernel<PP, true><<<grid, 128, 0, st>>>(a);
-            else
-                ssd_state_tc_kernel<PP, false><<<grid, 128, 0, st>>>(a);
-            LAUNCH_CHECK("ssd (chunk states)");
-        });
-        return;
-    }
-    dim3 grid((unsigned)(((int64_t)a.P * a.N + 255) / 256), a.H, a.Bz);
-    dispatch_float(dt, "ssd", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        if (reverse)
-            ssd_state_fma_kernel<T, true><<<grid, 256, 0, st>>>(a);
-        else
-            ssd_state_fma_kernel<T, false><<<grid, 256, 0, st>>>(a);
-        LAUNCH_CHECK("ssd (chunk states)");
-    });
-}
-
 void ssd_launch_cb(SsdArgs &a, mt_arena *scratch, cudaStream_t st)
 {
     const int ndt = (a.Q + SSD_TT - 1) / SSD_TT;
@@ -787,6 +583,8 @@ void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tenso
     size_t BHL = (size_t)a.Bz * a.H * a.L;
     a.dtv = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     a.cs = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+    a.wsc = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
+    a.esc = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     a.rl = seq_idx ? (int *)mt_arena_alloc(scratch, (size_t)a.Bz * a.L * sizeof(int)) : NULL;
     a.states = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * (a.nc + 1) * a.P * a.N * sizeof(float));
 }
