@@ -37,9 +37,11 @@ struct SsdArgs {
     float *dtv, *cs; /* (Bz, H, L): delta and its per-chunk inclusive cumsum times A */
     float *wsc, *esc; /* (Bz, H, L): chunk-state scales w_t delta_t and e_t (see cuda_ssd_fwd.cu) */
     int *rl;         /* (Bz, L): last restart position inside the chunk at or before t, -1 if none; NULL: none */
-    float *states;   /* (Bz, H, nc + 1, P, N): state entering chunk c; c = nc is the final state */
+    float *states;   /* FMA path: (Bz, H, nc + 1, P, N): state entering chunk c; c = nc is the final state */
+    bf16 *sth, *stl; /* tensor-core path: the states entering chunks c < nc as bf16 hi + lo (Bz, H, nc + 1, P, N) */
     float *cb;       /* tensor-core path: (Bz, G, nc, Q, Q) C_i . B_j per chunk (tiles j-tile <= i-tile) */
-    float *dstates;  /* (Bz, H, nc, P, N): gradient of the state leaving chunk c */
+    float *dstates;  /* FMA path: (Bz, H, nc, P, N): gradient of the state leaving chunk c */
+    bf16 *dsth;      /* tensor-core path: the same rounded to bf16, as its products use it */
     float *slp;      /* (Bz, H, nc, nslp): per chunk, partials of <dS_c, H_{c+1}> (slp_pass 0) or g_c <dS_c, H_c> (1) */
     int nslp, slp_pass;
     /* The gradient of the cumsum s_i (see cuda_ssd_bwd.cu) from (Bz, H, L) arrays:
@@ -442,6 +444,8 @@ void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tenso
                const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
                const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
                int ngroups, double dt_min, double dt_max, int chunk_size, const char *op);
+/* The chunk states' scratch: f32 (FMA path) or bf16 hi + lo (tensor cores). */
+void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc);
 /* Tensor-core dBm (db) or dCm partials, in cuda_ssd_bwd_bc.cu. */
 void ssd_launch_dbc_tc(const SsdArgs &a, bool db, cudaStream_t st);
 

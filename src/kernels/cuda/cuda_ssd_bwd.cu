@@ -57,7 +57,7 @@ template <int PP> static size_t ssd_dx_tc_smem()
            3 * SSD_QMAX * sizeof(float) + 4 * PP * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
-template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArgs a)
+template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_dx_tc_kernel(SsdArgs a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFP = PP / 8, LDX = PP + 8;
@@ -112,17 +112,17 @@ template <int PP> __global__ void __launch_bounds__(128) ssd_dx_tc_kernel(SsdArg
 #pragma unroll
         for (int k = 0; k < 4; k++)
             G[nf][k] = 0.0f;
-    const float *dS = a.dstates + (bh * a.nc + c) * PN;
+    const bf16 *dS = a.dsth + (bh * a.nc + c) * PN;
     for (int n0 = 0; n0 < a.NP; n0 += SSD_TT) {
         if (n0 > 0)
             __syncthreads();
-        ssd_fill(sBj, LDC, SSD_TT, SSD_TT, [&](int r, int col, float v[8]) {
-            const int64_t row = (int64_t)b * L + t0 + j0 + r;
-            ssd_ld8((const bf16 *)a.Bm + row * a.brs + (int64_t)g * N + n0 + col, r < nj ? N - n0 - col : 0, v);
-        });
-        ssd_fill(sDS, LDC, PP, SSD_TT, [&](int r, int col, float v[8]) {
-            ssd_ld8(dS + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
-        });
+        const int64_t rows_j = (int64_t)b * L + t0 + j0;
+        ssd_cp_tile(sBj, LDC, SSD_TT, SSD_TT, nj, N - n0, (const bf16 *)a.x,
+                    [&](int r) { return (const bf16 *)a.Bm + (rows_j + r) * a.brs + (int64_t)g * N + n0; });
+        ssd_cp_tile(sDS, LDC, PP, SSD_TT, P, N - n0, (const bf16 *)a.x,
+                    [&](int r) { return dS + (int64_t)r * N + n0; });
+        ssd_cp_commit();
+        ssd_cp_wait<0>();
         __syncthreads();
         ssd_warp_gemm<NFP, false, false>(G, sBj, LDC, warp * 16, sDS, LDC, 0, SSD_TT);
     }
@@ -625,7 +625,11 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     const int64_t rows = (int64_t)a.Bz * a.L, GN = (int64_t)a.G * a.N;
     a.rowds = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     a.ddd = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
-    a.dstates = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * PN * sizeof(float));
+    ssd_alloc_states(a, scratch, tc);
+    if (tc)
+        a.dsth = (bf16 *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * PN * sizeof(bf16));
+    else
+        a.dstates = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * PN * sizeof(float));
     a.nslp = tc ? a.NS : (int)((PN + 255) / 256); /* blocks per (b, h) of the reverse state kernel */
     a.slp_pass = tc;
     a.slp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.nslp * sizeof(float));

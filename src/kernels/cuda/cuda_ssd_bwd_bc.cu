@@ -49,7 +49,6 @@ template <int PP, int NC, bool DB> __global__ void __launch_bounds__(128) ssd_db
     const int h_begin = g * a.Hg + hs * a.Hg / a.HS, h_end = g * a.Hg + (hs + 1) * a.Hg / a.HS;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     const int64_t PN = (int64_t)P * N, row0 = (int64_t)b * L + t0;
-    const int rl_last = ssd_rl(a, b, t0 + clen - 1);
     /* The other tiles: j <= i for dCm, i >= j for dBm. */
     const int qt_first = DB ? ot : 0, qt_end = DB ? ntiles : ot + 1, nh = h_end - h_begin;
     const int nsteps = (qt_end - qt_first) * nh;
@@ -78,27 +77,24 @@ template <int PP, int NC, bool DB> __global__ void __launch_bounds__(128) ssd_db
     /* state part, head by head: (e du) H_c for dCm, (w delta x) dS_c for dBm */
     for (int h = h_begin; h < h_end; h++) {
         const int64_t bh = (int64_t)b * H + h;
-        const float s_last = a.cs[bh * L + t0 + clen - 1];
         __syncthreads();
+        const bf16 *S = DB ? a.dsth + (bh * a.nc + c) * PN : a.sth + (bh * (a.nc + 1) + c) * PN;
+        ssd_cp_tile(sS, LDN, PP, NC, P, N - n0, (const bf16 *)a.x, [&](int r) { return S + (int64_t)r * N + n0; });
+        ssd_cp_commit();
+        const float *scale = DB ? a.wsc : a.esc;
         ssd_fill(sA, LDX, SSD_TT, PP, [&](int r, int col, float v[8]) {
             const bool ok = r < no;
             const int t = t0 + o0 + (ok ? r : 0), nvalid = ok ? P - col : 0;
-            float sc;
-            if (DB) {
-                sc = (ok && o0 + r >= rl_last) ? expf(s_last - a.cs[bh * L + t]) * a.dtv[bh * L + t] : 0.0f;
+            if (DB)
                 ssd_ld8((const bf16 *)a.x + ((int64_t)b * L + t) * a.xrs + (int64_t)h * P + col, nvalid, v);
-            } else {
-                sc = (ok && ssd_rl(a, b, t) < 0) ? expf(a.cs[bh * L + t]) : 0.0f;
+            else
                 ssd_du8(a, (int64_t)b * L + t, h * P + col, nvalid, v);
-            }
+            const float sc = ok ? scale[bh * L + t] : 0.0f;
 #pragma unroll
             for (int k = 0; k < 8; k++)
                 v[k] *= sc;
         });
-        const float *S = DB ? a.dstates + (bh * a.nc + c) * PN : a.states + (bh * (a.nc + 1) + c) * PN;
-        ssd_fill(sS, LDN, PP, NC, [&](int r, int col, float v[8]) {
-            ssd_ld8(S + (int64_t)r * N + n0 + col, r < P ? N - n0 - col : 0, v);
-        });
+        ssd_cp_wait<0>();
         __syncthreads();
         ssd_warp_gemm<NFN, false, true>(out, sA, LDX, warp * 16, sS, LDN, 0, PP);
     }
@@ -117,17 +113,18 @@ template <int PP, int NC, bool DB> __global__ void __launch_bounds__(128) ssd_db
         for (int h = h_begin; h < h_end; h++) {
             const int64_t bh = (int64_t)b * H + h;
             const int step = (qt - qt_first) * nh + h - h_begin;
-            __syncthreads(); /* the buffer refilled next is no longer read (sA, or two steps back) */
+            __syncthreads(); /* the buffers refilled next are no longer read (sM, sA, or two steps back) */
+            if (h == h_begin) { /* B_j for dCm, C_i for dBm, landing with this step's tiles */
+                const bf16 *m = DB ? (const bf16 *)a.Cm : (const bf16 *)a.Bm;
+                const int64_t mrs = DB ? a.crs : a.brs;
+                ssd_cp_tile(sM, LDN, SSD_TT, NC, nq, N - n0, (const bf16 *)a.x,
+                            [&](int r) { return m + (row0 + q0 + r) * mrs + (int64_t)g * N + n0; });
+                ssd_cp_commit();
+            }
             if (step + 1 < nsteps)
                 step_tiles(step + 1);
             else
                 ssd_cp_commit();
-            if (h == h_begin) /* B_j for dCm, C_i for dBm */
-                ssd_fill(sM, LDN, SSD_TT, NC, [&](int r, int col, float v[8]) {
-                    const bf16 *m = DB ? (const bf16 *)a.Cm + (row0 + q0 + r) * a.crs
-                                       : (const bf16 *)a.Bm + (row0 + q0 + r) * a.brs;
-                    ssd_ld8(m + (int64_t)g * N + n0 + col, r < nq ? N - n0 - col : 0, v);
-                });
             if (off) { /* p_ij = exp(s_i - s_ref) (exp(s_ref - s_j) delta_j), s_ref at the j-tile's end */
                 if (threadIdx.x < SSD_TT) {
                     const int t = threadIdx.x;

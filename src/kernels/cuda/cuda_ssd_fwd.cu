@@ -23,8 +23,9 @@
  *       delta, s, and the chunk-state scales w delta and e (f32 scratch (B, H, L));
  *       restarts rl (B, L) when seq_idx is given.
  *   ssd_state_tc_kernel, ssd_state_fma_kernel (cuda_ssd_state.cu): the chunk
- *       states H_c, (B, H, nc+1, P, N) f32 with the final state last; in reverse
- *       mode (the backward) their gradients.
+ *       states H_c (B, H, nc+1, P, N): bf16 hi + lo on tensor cores (which read
+ *       them with cp.async), f32 on the FMA path; in reverse mode (the backward)
+ *       their gradients (bf16 on tensor cores, where every product rounds them).
  *   ssd_cb_tc_kernel       (ndt^2, nc, B*G), ndt = Q/64; 128; two 64 x (NP+8) bf16 tiles.
  *       C_i . B_j (fp32) per chunk and group, tiles j <= i, into (B, G, nc, Q, Q) scratch:
  *       computed once for all heads of a group.
@@ -49,8 +50,8 @@
  *   times, and the products feeding ds carry hi + lo bf16 halves).
  *   Bytes that must move: x 67.1 MB, dt 1.0 MB, Bm + Cm 8.4 MB read, y 67.1 MB
  *   written: 143.7 MB forward (0.048 ms at 3.0 TB/s; z adds 67.1 MB).
- *   Forward + backward: 364 MB (0.12 ms) plus the fp32 chunk states
- *   (B, H, nc, P, N) = 67 MB each time they are written or read. */
+ *   Forward + backward: 364 MB (0.12 ms) plus the chunk states
+ *   (B, H, nc, P, N): 67 MB (hi + lo) each time they are written or read. */
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_ssd.cuh"
@@ -185,30 +186,25 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     const int ni = min(SSD_TT, clen - i0), npos = i0 + ni;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 
+    const int64_t rows_i = (int64_t)b * L + t0 + i0, hoff = (bh * (a.nc + 1) + c) * (int64_t)P * N;
+    ssd_cp_tile(sC, LDC, SSD_TT, NP, ni, N, (const bf16 *)a.x,
+                [&](int r) { return (const bf16 *)a.Cm + (rows_i + r) * a.crs + (int64_t)g * N; });
+    ssd_cp_tile(sH, LDC, PP, NP, P, N, (const bf16 *)a.x, [&](int r) { return a.sth + hoff + (int64_t)r * N; });
+    if (BWD) { /* the backward's <du, inter-chunk y> feeds ds, where bf16 H costs too much: hi + lo */
+        ssd_cp_tile(sHl, LDC, PP, NP, P, N, (const bf16 *)a.x, [&](int r) { return a.stl + hoff + (int64_t)r * N; });
+        ssd_cp_tile(sDU, LDX, SSD_TT, PP, a.duh ? ni : 0, P, (const bf16 *)a.x,
+                    [&](int r) { return a.duh + (rows_i + r) * a.durs + (int64_t)h * P; });
+        if (a.dul) /* without z, du = dy is exact in bf16 */
+            ssd_cp_tile(sDUl, LDX, SSD_TT, PP, ni, P, (const bf16 *)a.x,
+                        [&](int r) { return a.dul + (rows_i + r) * a.durs + (int64_t)h * P; });
+    }
+    ssd_cp_commit();
     for (int t = threadIdx.x; t < npos; t += blockDim.x) {
         s_s[t] = a.cs[bh * L + t0 + t];
         s_d[t] = a.dtv[bh * L + t0 + t];
         s_rl[t] = ssd_rl(a, b, t0 + t);
     }
-    ssd_fill(sC, LDC, SSD_TT, NP, [&](int r, int col, float v[8]) {
-        const int64_t row = (int64_t)b * L + t0 + i0 + r;
-        ssd_ld8((const bf16 *)a.Cm + row * a.crs + (int64_t)g * N + col, r < ni ? N - col : 0, v);
-    });
-    const float *Hc = a.states + (bh * (a.nc + 1) + c) * (int64_t)P * N;
-    auto hload = [&](int r, int col, float v[8]) { ssd_ld8(Hc + (int64_t)r * N + col, r < P ? N - col : 0, v); };
-    if (BWD) /* the backward's <du, inter-chunk y> feeds ds, where bf16 H costs too much */
-        ssd_fill_split(sH, sHl, LDC, PP, NP, hload);
-    else
-        ssd_fill(sH, LDC, PP, NP, hload);
-    if (BWD) {
-        auto duload = [&](int r, int col, float v[8]) {
-            ssd_du8(a, (int64_t)b * L + t0 + i0 + r, h * P + col, r < ni ? P - col : 0, v);
-        };
-        if (a.dul)
-            ssd_fill_split(sDU, sDUl, LDX, SSD_TT, PP, duload);
-        else /* du = dy is exact in bf16 */
-            ssd_fill(sDU, LDX, SSD_TT, PP, duload);
-    }
+    ssd_cp_wait<0>();
     __syncthreads();
 
     float y[NFP][4];
@@ -586,7 +582,17 @@ void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tenso
     a.wsc = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     a.esc = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     a.rl = seq_idx ? (int *)mt_arena_alloc(scratch, (size_t)a.Bz * a.L * sizeof(int)) : NULL;
-    a.states = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * (a.nc + 1) * a.P * a.N * sizeof(float));
+}
+
+void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc)
+{
+    const size_t n = (size_t)a.Bz * a.H * (a.nc + 1) * a.P * a.N;
+    if (tc) {
+        a.sth = (bf16 *)mt_arena_alloc(scratch, n * sizeof(bf16));
+        a.stl = (bf16 *)mt_arena_alloc(scratch, n * sizeof(bf16));
+    } else {
+        a.states = (float *)mt_arena_alloc(scratch, n * sizeof(float));
+    }
 }
 
 void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
@@ -617,6 +623,7 @@ void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *fi
     a.yrs = mt_row_stride(y);
     a.final_state = final_state ? (float *)final_state->data : NULL;
     const bool tc = ssd_use_tc(a, x->dtype);
+    ssd_alloc_states(a, scratch, tc);
     ssd_launch_cumsum(a, x->dtype, st);
     ssd_launch_states(a, x->dtype, tc, false, st);
     if (tc)

@@ -7,6 +7,8 @@
  *            or <dH, H leaving c>, dH <- g_c dH + sum_t (e_t du_t) C_t^T from dfinal_state;
  *            dinit += dH entering chunk 0.
  * The scales w_t delta_t and e_t come from the cumsum kernel (a.wsc, a.esc).
+ * On tensor cores H_c is stored as bf16 hi + lo (the products use hi, the
+ * backward's precision-critical ones both) and dH rounded to bf16.
  *
  * ssd_state_tc_kernel (NP/64, H, B); 128; two buffers of the 64-step tile of
  *   x (du hi and lo in reverse) 64 x (PP+8) and of B (C) 64 x 72 bf16 (37 KB
@@ -70,7 +72,7 @@ template <int PP, bool REV> __global__ void __launch_bounds__(128) ssd_state_tc_
                 int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
                 acc[mf][nf][k] = (src0 && p < P && n < N) ? src0[bh * PN + (int64_t)p * N + n] : 0.0f;
             }
-    float *stb = a.states + bh * (nc + 1) * PN;
+    const int64_t sto = bh * (nc + 1) * PN; /* this (b, h)'s states in a.sth, a.stl */
 
     issue(REV ? nc - 1 : 0, 0, 0);
     int step = 0;
@@ -80,22 +82,35 @@ template <int PP, bool REV> __global__ void __launch_bounds__(128) ssd_state_tc_
         const float s_last = a.cs[bh * L + last];
         const int rl_last = ssd_rl(a, b, last);
         const float gc = rl_last < 0 ? expf(s_last) : 0.0f;
-        float *dst = REV ? a.dstates + (bh * nc + c) * PN : stb + (int64_t)c * PN;
-        const float *hn = stb + (int64_t)(c + (a.slp_pass ? 0 : 1)) * PN;
+        /* Store H_c as bf16 hi + lo, or dH rounded to bf16 (all its products
+         * use); pairs of columns n, n + 1 (N is even) in one store. */
+        const int64_t so = REV ? (bh * nc + c) * PN : sto + (int64_t)c * PN;
         float dot = 0.0f;
 #pragma unroll
         for (int mf = 0; mf < MF; mf++)
 #pragma unroll
             for (int nf = 0; nf < NF; nf++)
 #pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2 + (k & 1);
+                for (int k = 0; k < 4; k += 2) {
+                    const int p = mb + mf * 16 + gq + (k >> 1) * 8, n = nb + nf * 8 + tq * 2;
+                    const float v0 = acc[mf][nf][k], v1 = acc[mf][nf][k + 1];
                     if (p < P && n < N) {
-                        dst[(int64_t)p * N + n] = acc[mf][nf][k];
-                        if (REV)
-                            dot += acc[mf][nf][k] * hn[(int64_t)p * N + n];
+                        const int64_t e = so + (int64_t)p * N + n;
+                        const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
+                        if (REV) {
+                            *reinterpret_cast<__nv_bfloat162 *>(a.dsth + e) = hi;
+                            const int64_t he = sto + (int64_t)c * PN + (int64_t)p * N + n; /* H entering c */
+                            const float2 h2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(a.sth + he));
+                            const float2 l2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(a.stl + he));
+                            dot += v0 * (h2.x + l2.x) + v1 * (h2.y + l2.y);
+                        } else {
+                            const float2 h = __bfloat1622float2(hi);
+                            *reinterpret_cast<__nv_bfloat162 *>(a.sth + e) = hi;
+                            *reinterpret_cast<__nv_bfloat162 *>(a.stl + e) = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+                        }
                     }
                     acc[mf][nf][k] *= gc;
+                    acc[mf][nf][k + 1] *= gc;
                 }
         if (REV) {
             dot = warp_sum(dot);
@@ -168,7 +183,6 @@ template <int PP, bool REV> __global__ void __launch_bounds__(128) ssd_state_tc_
                 if (p < P && n < N) {
                     int64_t e = (int64_t)p * N + n;
                     if (!REV) {
-                        stb[(int64_t)nc * PN + e] = acc[mf][nf][k];
                         if (a.final_state)
                             a.final_state[bh * PN + e] = acc[mf][nf][k];
                     } else if (a.dinit) {
