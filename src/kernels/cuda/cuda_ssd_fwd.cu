@@ -156,7 +156,7 @@ template <int PP> static size_t ssd_scan_tc_smem(int NP, bool bwd)
 {
     const int ct = SSD_TT * (NP + 8) > SSD_TT * (PP + 8) ? SSD_TT * (NP + 8) : SSD_TT * (PP + 8);
     const int ht = (bwd ? 2 : 1) * PP * (NP + 8), hx = ht > SSD_TT * (PP + 8) ? ht : SSD_TT * (PP + 8);
-    return (size_t)(ct + hx + (bwd ? 2 : 0) * SSD_TT * (PP + 8)) * sizeof(bf16) +
+    return (size_t)(ct + hx + 2 * SSD_TT * (PP + 8)) * sizeof(bf16) +
            3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float) + (bwd ? 4 * SSD_TT * sizeof(float) : 0);
 }
 
@@ -165,14 +165,16 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFP = PP / 8, LDX = PP + 8;
     const int NP = a.NP, LDC = NP + 8;
-    /* The j-tiles of x alternate between sX0 and sX1, in C_i's and H_c's
-     * space once the inter-chunk product is done (cp.async, double-buffered). */
+    /* The j-tiles of x alternate between sX0 and sX1 (cp.async, double-buffered). */
     const int ct = SSD_TT * LDC > SSD_TT * LDX ? SSD_TT * LDC : SSD_TT * LDX;
     const int ht = (BWD ? 2 : 1) * PP * LDC, hx = ht > SSD_TT * LDX ? ht : SSD_TT * LDX;
-    bf16 *sC = (bf16 *)smem, *sH = sC + ct, *sX0 = sC, *sX1 = sH;
+    bf16 *sC = (bf16 *)smem, *sH = sC + ct;
     bf16 *sHl = sH + PP * LDC;                  /* BWD only: H split in hi (sH) + lo */
     bf16 *sDU = sH + hx, *sDUl = sDU + SSD_TT * LDX; /* BWD only: du split in hi + lo */
-    float *s_s = (float *)(sDU + (BWD ? 2 * SSD_TT * LDX : 0)), *s_d = s_s + SSD_QMAX;
+    /* The forward's x tiles have their own buffers (in du's place), so the
+     * first flies with C_i and H_c; the backward's reuse C_i's and H_c's. */
+    bf16 *sX0 = BWD ? sC : sDU, *sX1 = BWD ? sH : sDUl;
+    float *s_s = (float *)(sDU + 2 * SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT; /* off-diagonal tiles' exp factors */
     float *sred = s_cf + SSD_TT;                                        /* BWD only: 4 x 64 */
@@ -186,6 +188,12 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     const int ni = min(SSD_TT, clen - i0), npos = i0 + ni;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 
+    auto x_tile = [&](int jt) { /* x_j of tile jt into sX0 or sX1, asynchronously */
+        const int64_t first = (int64_t)b * L + t0 + jt * SSD_TT;
+        ssd_cp_tile((jt & 1) ? sX1 : sX0, LDX, SSD_TT, PP, min(SSD_TT, clen - jt * SSD_TT), P, (const bf16 *)a.x,
+                    [&](int r) { return (const bf16 *)a.x + (first + r) * a.xrs + (int64_t)h * P; });
+        ssd_cp_commit();
+    };
     const int64_t rows_i = (int64_t)b * L + t0 + i0, hoff = (bh * (a.nc + 1) + c) * (int64_t)P * N;
     ssd_cp_tile(sC, LDC, SSD_TT, NP, ni, N, (const bf16 *)a.x,
                 [&](int r) { return (const bf16 *)a.Cm + (rows_i + r) * a.crs + (int64_t)g * N; });
@@ -199,12 +207,14 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
                         [&](int r) { return a.dul + (rows_i + r) * a.durs + (int64_t)h * P; });
     }
     ssd_cp_commit();
+    if (!BWD)
+        x_tile(0);
     for (int t = threadIdx.x; t < npos; t += blockDim.x) {
         s_s[t] = a.cs[bh * L + t0 + t];
         s_d[t] = a.dtv[bh * L + t0 + t];
         s_rl[t] = ssd_rl(a, b, t0 + t);
     }
-    ssd_cp_wait<0>();
+    ssd_cp_wait<BWD ? 0 : 1>(); /* C_i, H_c (and du); the forward's first x tile may be in flight */
     __syncthreads();
 
     float y[NFP][4];
@@ -249,19 +259,13 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     const float si0 = r0 < ni ? s_s[i_0] : 0.0f, si1 = r1 < ni ? s_s[i_1] : 0.0f;
     const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
     const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * a.Q * a.Q;
-    auto x_tile = [&](int jt) { /* x_j of tile jt into sX0 or sX1, asynchronously */
-        const int64_t first = (int64_t)b * L + t0 + jt * SSD_TT;
-        ssd_cp_tile((jt & 1) ? sX1 : sX0, LDX, SSD_TT, PP, min(SSD_TT, clen - jt * SSD_TT), P, (const bf16 *)a.x,
-                    [&](int r) { return (const bf16 *)a.x + (first + r) * a.xrs + (int64_t)h * P; });
-        ssd_cp_commit();
-    };
 
     for (int jt = 0; jt <= it; jt++) {
         const int j0 = jt * SSD_TT, nj = min(SSD_TT, clen - j0);
         const bool off = jt < it; /* the j-tile is whole and before every row */
         bf16 *sX = (jt & 1) ? sX1 : sX0;
         __syncthreads(); /* the buffers refilled next are no longer read (C_i and H_c, or two tiles back) */
-        if (jt == 0)
+        if (BWD && jt == 0)
             x_tile(0);
         if (jt < it)
             x_tile(jt + 1);
