@@ -244,6 +244,73 @@ __device__ __forceinline__ void ssd_acc_to_a(const float (*acc)[4], uint32_t (*a
     }
 }
 
+/* The thread's part (mma accumulator layout: rows r0 and r0 + 8 of the
+ * block's 64 own rows, columns nf*8 + 2*tq + {0, 1}) of the masked, decayed
+ * C.B tile. Own rows are i and other columns j (TRANS false: the chunk scan)
+ * or own rows j and other columns i (TRANS true: dx); the value is
+ *   CB_ij exp(s_i - s_j) [delta_j]  on rl_i <= j <= i, else 0.
+ * Off the diagonal (off) the factor is s_rf[own row] * s_cf[other column]
+ * (delta folded in by the caller); on it, exp(s_i - s_j), times delta_j
+ * from s_d unless s_d is NULL. cbc: the chunk's (Q, Q) C.B scratch. */
+template <bool TRANS>
+__device__ __forceinline__ void ssd_decayed_cb(float (*out)[4], const float *cbc, int Q, int own0, int nown,
+                                               int other0, int nother, int r0, bool off, const float *s_s,
+                                               const float *s_d, const int *s_rl, const float *s_rf, const float *s_cf)
+{
+    const int tq = threadIdx.x & 3;
+    bool ov[2];
+    int o[2], own_rl[2];
+    float own_s[2], own_d[2], rf[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int r = r0 + 8 * rr;
+        ov[rr] = r < nown;
+        o[rr] = own0 + r;
+        own_rl[rr] = ov[rr] ? s_rl[o[rr]] : 0;
+        own_s[rr] = ov[rr] ? s_s[o[rr]] : 0.0f;
+        own_d[rr] = (s_d && ov[rr]) ? s_d[o[rr]] : 0.0f;
+        rf[rr] = off ? s_rf[r] : 0.0f;
+    }
+    if (off) {
+#pragma unroll
+        for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const int ql = nf * 8 + tq * 2 + k, q = other0 + ql;
+                const bool qv = ql < nother;
+                const int q_rl = qv ? s_rl[q] : 0;
+                const float cf = s_cf[ql];
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const int i = TRANS ? q : o[rr], j = TRANS ? o[rr] : q, rl_i = TRANS ? q_rl : own_rl[rr];
+                    out[nf][k + 2 * rr] =
+                        (ov[rr] && qv && j >= rl_i) ? __ldg(cbc + (int64_t)i * Q + j) * (rf[rr] * cf) : 0.0f;
+                }
+            }
+        return;
+    }
+#pragma unroll
+    for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            const int ql = nf * 8 + tq * 2 + k, q = other0 + ql;
+            const bool qv = ql < nother;
+            const int q_rl = qv ? s_rl[q] : 0;
+            const float q_s = qv ? s_s[q] : 0.0f, q_d = (s_d && qv) ? s_d[q] : 0.0f;
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const int i = TRANS ? q : o[rr], j = TRANS ? o[rr] : q, rl_i = TRANS ? q_rl : own_rl[rr];
+                float v = 0.0f;
+                if (ov[rr] && qv && j <= i && j >= rl_i) {
+                    v = __ldg(cbc + (int64_t)i * Q + j) * expf(TRANS ? q_s - own_s[rr] : own_s[rr] - q_s);
+                    if (s_d)
+                        v *= TRANS ? own_d[rr] : q_d;
+                }
+                out[nf][k + 2 * rr] = v;
+            }
+        }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Global loads of 8 consecutive values as float, and shared-tile fills. The
  * tensor-core path only runs where every row is 16-byte aligned and P, N are

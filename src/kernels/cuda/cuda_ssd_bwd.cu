@@ -173,34 +173,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
         ssd_cp_wait<1>(); /* tile it has landed; it + 1 may be in flight */
         __syncthreads();
         float cbt[8][4];
-        if (off) {
-            const float rf0 = s_rf[r0], rf1 = s_rf[r1];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 2; k++) {
-                    const int il = nf * 8 + tq * 2 + k, i = i0 + il;
-                    const bool iv = il < ni;
-                    const int rli = iv ? s_rl[i] : 0;
-                    const float cf = s_cf[il];
-                    cbt[nf][k] = (iv && j_0 >= rli) ? __ldg(cbc + (int64_t)i * Q + j_0) * (rf0 * cf) : 0.0f;
-                    cbt[nf][2 + k] = (iv && j_1 >= rli) ? __ldg(cbc + (int64_t)i * Q + j_1) * (rf1 * cf) : 0.0f;
-                }
-        } else {
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 2; k++) {
-                    const int il = nf * 8 + tq * 2 + k, i = i0 + il;
-                    const bool iv = il < ni;
-                    const float si = iv ? s_s[i] : 0.0f;
-                    const int rli = iv ? s_rl[i] : 0;
-                    cbt[nf][k] = (iv && r0 < nj && j_0 <= i && j_0 >= rli)
-                                     ? __ldg(cbc + (int64_t)i * Q + j_0) * expf(si - sj0) : 0.0f;
-                    cbt[nf][2 + k] = (iv && r1 < nj && j_1 <= i && j_1 >= rli)
-                                         ? __ldg(cbc + (int64_t)i * Q + j_1) * expf(si - sj1) : 0.0f;
-                }
-        }
+        ssd_decayed_cb<true>(cbt, cbc, Q, j0, nj, i0, ni, r0, off, s_s, nullptr, s_rl, s_rf, s_cf);
         /* G += cbt du with both split in hi + lo (the lo x lo product dropped) */
         uint32_t af[4][4];
         ssd_acc_to_a(cbt, af);

@@ -256,8 +256,6 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
                     rd1 += du * y[nf][k];
             }
     }
-    const float si0 = r0 < ni ? s_s[i_0] : 0.0f, si1 = r1 < ni ? s_s[i_1] : 0.0f;
-    const int rl0 = r0 < ni ? s_rl[i_0] : 0, rl1 = r1 < ni ? s_rl[i_1] : 0;
     const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * a.Q * a.Q;
 
     for (int jt = 0; jt <= it; jt++) {
@@ -280,31 +278,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
         ssd_cp_wait<1>(); /* tile jt has landed; jt + 1 may be in flight */
         __syncthreads();
         float cb[8][4];
-        if (off) {
-            const float rf0 = s_rf[r0], rf1 = s_rf[r1];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 2; k++) {
-                    const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
-                    const float cf = s_cf[jl];
-                    cb[nf][k] = (r0 < ni && j >= rl0) ? __ldg(cbc + (int64_t)i_0 * a.Q + j) * (rf0 * cf) : 0.0f;
-                    cb[nf][2 + k] = (r1 < ni && j >= rl1) ? __ldg(cbc + (int64_t)i_1 * a.Q + j) * (rf1 * cf) : 0.0f;
-                }
-        } else {
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 2; k++) {
-                    const int jl = nf * 8 + tq * 2 + k, j = j0 + jl;
-                    const bool jv = jl < nj;
-                    const float sj = jv ? s_s[j] : 0.0f, dj = jv ? s_d[j] : 0.0f;
-                    cb[nf][k] = (jv && r0 < ni && j <= i_0 && j >= rl0)
-                                    ? __ldg(cbc + (int64_t)i_0 * a.Q + j) * expf(si0 - sj) * dj : 0.0f;
-                    cb[nf][2 + k] = (jv && r1 < ni && j <= i_1 && j >= rl1)
-                                        ? __ldg(cbc + (int64_t)i_1 * a.Q + j) * expf(si1 - sj) * dj : 0.0f;
-                }
-        }
+        ssd_decayed_cb<false>(cb, cbc, a.Q, i0, ni, j0, nj, r0, off, s_s, s_d, s_rl, s_rf, s_cf);
         if (!BWD || a.z) { /* y += (masked, scaled CB) x_j; the backward needs y only for dz */
             uint32_t af[4][4];
             ssd_acc_to_a(cb, af);
