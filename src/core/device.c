@@ -98,3 +98,29 @@ void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void 
     mt_fatal("copying to or from a CUDA device: this build has no CUDA");
 #endif
 }
+
+void *mt_host_alloc(size_t bytes, bool *pinned, const char *what)
+{
+    *pinned = false;
+#ifdef MT_HAVE_CUDA
+    if (mt_cuda_device_count() > 0) {
+        void *p = NULL;
+        CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault), what);
+        *pinned = true;
+        return p;
+    }
+#endif
+    return mt_device_alloc(MT_CPU, bytes, what);
+}
+
+void mt_host_free(void *p, bool pinned)
+{
+#ifdef MT_HAVE_CUDA
+    if (pinned) {
+        CUDA_CHECK(cudaFreeHost(p), "mt_host_free");
+        return;
+    }
+#endif
+    (void)pinned;
+    free(p);
+}

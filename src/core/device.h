@@ -3,6 +3,7 @@
 #ifndef MT_DEVICE_H
 #define MT_DEVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/tensor.h"
@@ -15,5 +16,10 @@ void mt_device_free(mt_device dev, void *p);
 void mt_device_zero(mt_device dev, void *p, size_t bytes);
 void mt_device_fill_bytes(mt_device dev, void *p, int byte, size_t bytes);
 void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void *src, size_t bytes);
+
+/* Host memory that copies to a GPU asynchronously: page-locked where a CUDA
+ * device is present (*pinned set), plain aligned memory otherwise. */
+void *mt_host_alloc(size_t bytes, bool *pinned, const char *what);
+void mt_host_free(void *p, bool pinned);
 
 #endif
