@@ -4,6 +4,7 @@
  * boundaries, and a clear error for each kind of bad input, made here as
  * deliberately broken files. */
 #include <hdf5.h>
+#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -245,6 +246,26 @@ static void loader_resume(void **state)
     mt_loader_close(ld);
 }
 
+static void cursor_json_round_trip(void **state)
+{
+    (void)state;
+    mt_loader_cursor c = {UINT64_MAX - 5, 3, 12345}, back;
+    json_t *j = mt_loader_cursor_to_json(c);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    j = json_loads(text, 0, NULL);
+    free(text);
+    assert_true(mt_loader_cursor_from_json(j, &back, err, sizeof err));
+    json_decref(j);
+    assert_true(back.seed == c.seed && back.epoch == c.epoch && back.index == c.index);
+    j = json_pack("{s:s, s:I, s:I}", "seed", "12x", "epoch", (json_int_t)0, "index", (json_int_t)0);
+    assert_false(mt_loader_cursor_from_json(j, &back, err, sizeof err));
+    json_decref(j);
+    j = json_pack("{s:I}", "epoch", (json_int_t)0);
+    assert_false(mt_loader_cursor_from_json(j, &back, err, sizeof err));
+    json_decref(j);
+}
+
 /* Samples are 8 tokens; documents start at 0, 3, 8 (a sample boundary), 12,
  * 13 and 30, so the document from 13 spans samples 1, 2 and 3. */
 static void loader_seq_idx(void **state)
@@ -435,6 +456,7 @@ int main(void)
         cmocka_unit_test(shard_round_trip),    cmocka_unit_test(permutation_is_bijection),
         cmocka_unit_test(loader_order),        cmocka_unit_test(loader_ranks_cover_epoch),
         cmocka_unit_test(loader_validation_split), cmocka_unit_test(loader_resume),
+        cmocka_unit_test(cursor_json_round_trip),
         cmocka_unit_test(loader_seq_idx),      cmocka_unit_test(bad_inputs),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);

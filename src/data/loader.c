@@ -1,6 +1,8 @@
 #include "data/loader.h"
 
 #include <glob.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -252,6 +254,30 @@ bool mt_loader_seek(mt_loader *ld, mt_loader_cursor c, char *err, size_t errlen)
                     (long long)c.epoch, (long long)c.index, (long long)ld->rank_samples);
     worker_stop(ld);
     return worker_start(ld, c, err, errlen);
+}
+
+struct json_t *mt_loader_cursor_to_json(mt_loader_cursor c)
+{
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, c.seed);
+    return json_pack("{s:s, s:I, s:I}", "seed", seed, "epoch", (json_int_t)c.epoch, "index", (json_int_t)c.index);
+}
+
+bool mt_loader_cursor_from_json(const struct json_t *j, mt_loader_cursor *c, char *err, size_t errlen)
+{
+    const char *seed = NULL;
+    json_int_t epoch = -1, index = -1;
+    json_error_t je;
+    if (json_unpack_ex((json_t *)j, &je, JSON_STRICT, "{s:s, s:I, s:I}", "seed", &seed, "epoch", &epoch, "index",
+                       &index) != 0)
+        return fail(err, errlen, "data loader cursor: %s", je.text);
+    char *end = NULL;
+    unsigned long long v = strtoull(seed, &end, 10);
+    if (!*seed || *end || epoch < 0 || index < 0)
+        return fail(err, errlen, "data loader cursor: seed \"%s\", epoch %lld, index %lld are not valid", seed,
+                    (long long)epoch, (long long)index);
+    *c = (mt_loader_cursor){(uint64_t)v, (int64_t)epoch, (int64_t)index};
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */

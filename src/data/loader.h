@@ -65,6 +65,12 @@ mt_loader_cursor mt_loader_tell(const mt_loader *ld);
 /* Continues from a cursor (from mt_loader_tell, maybe in an earlier run). */
 bool mt_loader_seek(mt_loader *ld, mt_loader_cursor c, char *err, size_t errlen);
 
+/* The cursor as a JSON object {"seed": "<decimal>", "epoch": n, "index": n}
+ * (the seed as a string: JSON numbers lose 64-bit integers), for checkpoints. */
+struct json_t;
+struct json_t *mt_loader_cursor_to_json(mt_loader_cursor c);
+bool mt_loader_cursor_from_json(const struct json_t *j, mt_loader_cursor *c, char *err, size_t errlen);
+
 /* Samples in this loader's set (all ranks), and in this rank's stream per epoch. */
 int64_t mt_loader_set_size(const mt_loader *ld);
 int64_t mt_loader_rank_samples(const mt_loader *ld);

@@ -1,0 +1,307 @@
+#include "data/synthetic.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "data/shard.h"
+
+/* Limits that keep every position and id draw within 32 bits. */
+#define MAX_SEQ_LEN ((int64_t)1 << 30)
+#define MAX_VOCAB ((int64_t)INT32_MAX)
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+const char *mt_synth_task_name(mt_synth_task task)
+{
+    return task == MT_TASK_SELECTIVE_COPY ? "selective-copy" : "induction";
+}
+
+bool mt_synth_validate(const mt_synth_config *c, char *err, size_t errlen)
+{
+    const char *name = mt_synth_task_name(c->task);
+    if (c->task != MT_TASK_SELECTIVE_COPY && c->task != MT_TASK_INDUCTION)
+        return fail(err, errlen, "unknown synthetic task %d", (int)c->task);
+    int64_t first_data = c->task == MT_TASK_SELECTIVE_COPY ? MT_COPY_FIRST_DATA : MT_INDUCTION_FIRST_DATA;
+    /* One data token would make every answer the same. */
+    if (c->vocab_size < first_data + 2 || c->vocab_size > MAX_VOCAB)
+        return fail(err, errlen, "%s: vocab size %lld must be in [%lld, %lld] (%lld special ids plus at least 2 data "
+                    "tokens)", name, (long long)c->vocab_size, (long long)(first_data + 2), (long long)MAX_VOCAB,
+                    (long long)first_data);
+    if (c->seq_len < 1 || c->seq_len > MAX_SEQ_LEN)
+        return fail(err, errlen, "%s: seq_len %lld must be in [1, %lld]", name, (long long)c->seq_len,
+                    (long long)MAX_SEQ_LEN);
+    if (c->task == MT_TASK_SELECTIVE_COPY) {
+        if (c->n_memorize < 1)
+            return fail(err, errlen, "%s: memorize %lld must be at least 1", name, (long long)c->n_memorize);
+        /* seq_len + 1 = (seq_len - K) context + marker + K answers, and the context holds the K data tokens. */
+        if (c->seq_len < 2 * c->n_memorize)
+            return fail(err, errlen, "%s: seq_len %lld is too short to memorize %lld tokens: it needs at least 2 x "
+                        "memorize = %lld", name, (long long)c->seq_len, (long long)c->n_memorize,
+                        (long long)(2 * c->n_memorize));
+    } else if (c->seq_len < 3) {
+        /* The shortest example: trigger X trigger X. */
+        return fail(err, errlen, "%s: seq_len %lld is too short: it needs at least 3", name, (long long)c->seq_len);
+    }
+    return true;
+}
+
+/* The random words of one example: a Philox stream under a key drawn from
+ * (seed, index), so examples are independent of one another. */
+typedef struct example_rng {
+    uint64_t key, ctr;
+    uint32_t block[4];
+    int used;
+} example_rng;
+
+static example_rng example_rng_init(uint64_t seed, uint64_t index)
+{
+    uint32_t k[4];
+    mt_philox4x32(seed, index, k);
+    example_rng r = {.key = (uint64_t)k[0] | (uint64_t)k[1] << 32, .ctr = 0, .used = 4};
+    return r;
+}
+
+static uint32_t rng_u32(example_rng *r)
+{
+    if (r->used == 4) {
+        mt_philox4x32(r->key, r->ctr++, r->block);
+        r->used = 0;
+    }
+    return r->block[r->used++];
+}
+
+/* Uniform in [0, n) for 0 < n < 2^32, exactly: multiply-shift, rejecting the
+ * few low products that would favour some values (Lemire). */
+static uint32_t rng_below(example_rng *r, uint32_t n)
+{
+    uint64_t m = (uint64_t)rng_u32(r) * n;
+    if ((uint32_t)m < n) {
+        uint32_t threshold = (uint32_t)(-n) % n;
+        while ((uint32_t)m < threshold)
+            m = (uint64_t)rng_u32(r) * n;
+    }
+    return (uint32_t)(m >> 32);
+}
+
+void mt_selective_copy_example(const mt_synth_config *c, uint64_t index, int32_t *tokens, uint8_t *mask)
+{
+    example_rng r = example_rng_init(c->seed, index);
+    const int64_t n = c->seq_len + 1, k = c->n_memorize, context = n - k - 1;
+    const uint32_t n_data = (uint32_t)(c->vocab_size - MT_COPY_FIRST_DATA);
+    for (int64_t i = 0; i < context; i++)
+        tokens[i] = MT_COPY_NOISE;
+    /* Floyd's sampling of k distinct positions in [0, context), marked
+     * with the copy marker until they get their data tokens. */
+    for (int64_t j = context - k; j < context; j++) {
+        int64_t t = rng_below(&r, (uint32_t)(j + 1));
+        tokens[tokens[t] == MT_COPY_NOISE ? t : j] = MT_COPY_MARKER;
+    }
+    int64_t answer = context + 1;
+    for (int64_t i = 0; i < context; i++) {
+        if (tokens[i] == MT_COPY_MARKER) {
+            tokens[i] = MT_COPY_FIRST_DATA + (int32_t)rng_below(&r, n_data);
+            tokens[answer++] = tokens[i];
+        }
+    }
+    tokens[context] = MT_COPY_MARKER;
+    memset(mask, 0, (size_t)(context + 1));
+    memset(mask + context + 1, 1, (size_t)k);
+}
+
+void mt_induction_example(const mt_synth_config *c, uint64_t index, int32_t *tokens, uint8_t *mask)
+{
+    example_rng r = example_rng_init(c->seed, index);
+    const int64_t n = c->seq_len + 1;
+    const uint32_t n_data = (uint32_t)(c->vocab_size - MT_INDUCTION_FIRST_DATA);
+    for (int64_t i = 0; i < n - 2; i++)
+        tokens[i] = MT_INDUCTION_FIRST_DATA + (int32_t)rng_below(&r, n_data);
+    /* p <= n - 4 keeps X at p + 1 clear of the final trigger at n - 2. */
+    int64_t p = rng_below(&r, (uint32_t)(n - 3));
+    tokens[p] = MT_INDUCTION_TRIGGER;
+    tokens[n - 2] = MT_INDUCTION_TRIGGER;
+    tokens[n - 1] = tokens[p + 1];
+    memset(mask, 0, (size_t)(n - 1));
+    mask[n - 1] = 1;
+}
+
+void mt_synth_example(const mt_synth_config *c, uint64_t index, int32_t *tokens, uint8_t *mask)
+{
+    if (c->task == MT_TASK_SELECTIVE_COPY)
+        mt_selective_copy_example(c, index, tokens, mask);
+    else
+        mt_induction_example(c, index, tokens, mask);
+}
+
+bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen)
+{
+    if (!mt_synth_validate(c, err, errlen))
+        return false;
+    const int64_t n = c->seq_len + 1;
+    if (n_examples < 1 || n_examples > INT64_MAX / n)
+        return fail(err, errlen, "%s: %lld examples of %lld tokens: need at least 1, and fewer than 2^63 tokens",
+                    path, (long long)n_examples, (long long)n);
+    int32_t *tokens = malloc((size_t)n * sizeof *tokens);
+    uint8_t *mask = malloc((size_t)n);
+    mt_shard_writer *w = NULL;
+    bool ok = tokens && mask;
+    if (!ok)
+        fail(err, errlen, "%s: out of memory for an example of %lld tokens", path, (long long)n);
+    if (ok) {
+        w = mt_shard_writer_open(path, c->vocab_size, MT_SYNTH_EOS, mt_synth_task_name(c->task), true, err, errlen);
+        ok = w != NULL;
+    }
+    for (int64_t i = 0; ok && i < n_examples; i++) {
+        mt_synth_example(c, (uint64_t)i, tokens, mask);
+        ok = mt_shard_writer_append(w, tokens, mask, n, true, err, errlen);
+    }
+    if (ok) {
+        ok = mt_shard_writer_close(w, 0, false, err, errlen);
+        w = NULL;
+    }
+    mt_shard_writer_abort(w);
+    free(tokens);
+    free(mask);
+    return ok;
+}
+
+void mt_bytes_to_tokens(const uint8_t *bytes, int64_t n, int32_t *tokens)
+{
+    for (int64_t i = 0; i < n; i++)
+        tokens[i] = bytes[i];
+}
+
+int64_t mt_tokens_to_bytes(const int32_t *tokens, int64_t n, uint8_t *bytes)
+{
+    int64_t out = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= MT_BYTES_VOCAB)
+            return -1;
+        if (tokens[i] != MT_BYTES_EOS)
+            bytes[out++] = (uint8_t)tokens[i];
+    }
+    return out;
+}
+
+static bool is_blank_line(const uint8_t *line, int64_t len)
+{
+    for (int64_t i = 0; i < len; i++)
+        if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r' && line[i] != '\n' && line[i] != '\f' &&
+            line[i] != '\v')
+            return false;
+    return true;
+}
+
+bool mt_text_documents(const uint8_t *text, int64_t n, mt_doc_sep sep,
+                       bool (*emit)(const uint8_t *doc, int64_t len, void *arg), void *arg)
+{
+    if (sep == MT_DOC_PER_FILE)
+        return n == 0 || emit(text, n, arg);
+    int64_t doc = -1; /* start of the paragraph being read, -1 between paragraphs */
+    for (int64_t i = 0; i < n;) {
+        const uint8_t *nl = memchr(text + i, '\n', (size_t)(n - i));
+        int64_t end = nl ? nl - text + 1 : n;
+        if (is_blank_line(text + i, end - i)) {
+            if (doc >= 0 && !emit(text + doc, i - doc, arg))
+                return false;
+            doc = -1;
+        } else if (doc < 0) {
+            doc = i;
+        }
+        i = end;
+    }
+    return doc < 0 || emit(text + doc, n - doc, arg);
+}
+
+/* The whole of a file (or pipe) in a heap buffer, its length in *n. */
+static uint8_t *read_file(const char *path, int64_t *n, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap)
+            break;
+        uint8_t *bigger = realloc(buf, cap * 2);
+        if (!bigger) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = bigger;
+        cap *= 2;
+    }
+    if (!buf)
+        fail(err, errlen, "%s: out of memory reading it", path);
+    else if (ferror(f)) {
+        fail(err, errlen, "%s: read error: %s", path, strerror(errno));
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *n = (int64_t)len;
+    return buf;
+}
+
+typedef struct text_writer {
+    mt_shard_writer *w;
+    int64_t n_docs;
+    char *err;
+    size_t errlen;
+} text_writer;
+
+/* Appends one document and its EOS, converting a bounded piece at a time so
+ * a large document needs no token copy of its own. */
+static bool append_document(const uint8_t *doc, int64_t len, void *arg)
+{
+    text_writer *tw = arg;
+    int32_t piece[4096];
+    for (int64_t off = 0; off < len; off += 4096) {
+        int64_t m = len - off < 4096 ? len - off : 4096;
+        mt_bytes_to_tokens(doc + off, m, piece);
+        if (!mt_shard_writer_append(tw->w, piece, NULL, m, off == 0, tw->err, tw->errlen))
+            return false;
+    }
+    const int32_t eos = MT_BYTES_EOS;
+    tw->n_docs++;
+    return mt_shard_writer_append(tw->w, &eos, NULL, 1, false, tw->err, tw->errlen);
+}
+
+bool mt_text_write_shard(const char *const *inputs, int n_inputs, mt_doc_sep sep, const char *path, char *err,
+                         size_t errlen)
+{
+    if (n_inputs < 1)
+        return fail(err, errlen, "%s: no input files", path);
+    text_writer tw = {.err = err, .errlen = errlen};
+    tw.w = mt_shard_writer_open(path, MT_BYTES_VOCAB, MT_BYTES_EOS, "bytes", false, err, errlen);
+    bool ok = tw.w != NULL;
+    for (int i = 0; ok && i < n_inputs; i++) {
+        int64_t n = 0, docs_before = tw.n_docs;
+        uint8_t *text = read_file(inputs[i], &n, err, errlen);
+        ok = text && mt_text_documents(text, n, sep, append_document, &tw);
+        free(text);
+        if (ok && tw.n_docs == docs_before)
+            ok = fail(err, errlen, "%s: no text in it (%s)", inputs[i], n == 0 ? "empty" : "only blank lines");
+    }
+    if (ok) {
+        ok = mt_shard_writer_close(tw.w, 0, false, err, errlen);
+        tw.w = NULL;
+    }
+    mt_shard_writer_abort(tw.w);
+    return ok;
+}
