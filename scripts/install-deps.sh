@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libhdf5-dev libcmocka-dev libopenblas-dev libinih-dev libjansson-dev
+  python3 python3-venv python3-pip
 )
 
 missing=()

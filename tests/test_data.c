@@ -335,10 +335,12 @@ static void write_raw(const char *path, const char *name, hid_t file_type, int n
         H5Awrite(a, H5T_NATIVE_INT64, &values[i]);
         H5Aclose(a);
     }
-    hid_t st = H5Tcopy(H5T_C_S1);
-    H5Tset_size(st, 5);
+    hid_t st = H5Tcopy(H5T_C_S1); /* a variable-length UTF-8 string, as h5py writes str */
+    H5Tset_size(st, H5T_VARIABLE);
+    H5Tset_cset(st, H5T_CSET_UTF8);
+    const char *tok_name = "test";
     hid_t a = H5Acreate2(f, "tokenizer", st, scalar, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, st, "test");
+    H5Awrite(a, st, &tok_name);
     H5Aclose(a);
     H5Tclose(st);
     H5Sclose(scalar);
@@ -391,6 +393,7 @@ static void bad_inputs(void **state)
     write_raw(big, "tokens", H5T_STD_U16LE, 1, n1, ids, H5T_NATIVE_UINT16, 40);
     mt_shard *s = mt_shard_open(big, err, sizeof err);
     assert_non_null(s);
+    assert_string_equal(mt_shard_get_info(s)->tokenizer, "test");
     int32_t out[64];
     assert_false(mt_shard_read_tokens(s, 0, 64, out, err, sizeof err));
     expect_error(err, big, "offset 40");

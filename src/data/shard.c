@@ -145,6 +145,7 @@ static bool read_string_attr(hid_t file, const char *name, char *out, size_t out
     bool ok = false;
     if (type >= 0 && H5Tget_class(type) == H5T_STRING) {
         mem = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(mem, H5Tget_cset(type)); /* UTF-8 as h5py writes it, or ASCII */
         if (H5Tis_variable_str(type) > 0) {
             char *s = NULL;
             H5Tset_size(mem, H5T_VARIABLE);
