@@ -12,6 +12,15 @@ __attribute__((noreturn, format(printf, 3, 4)))
 #endif
 void mt_fatal_at(const char *file, int line, const char *fmt, ...);
 
+/* Recoverable errors: writes the message into err (errlen bytes) and
+ * returns false, so a check reads `return mt_errorf(err, errlen, ...)`. */
+#include <stdbool.h>
+#include <stddef.h>
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+bool mt_errorf(char *err, size_t errlen, const char *fmt, ...);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,22 +4,13 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/device.h"
+#include "core/error.h"
 #include "data/shard.h"
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return false;
-}
 
 /* ------------------------------------------------------------------------ */
 /* The order: a keyed Feistel bijection on [0, 2^bits), walked until it lands
@@ -221,7 +212,7 @@ static bool worker_start(mt_loader *ld, mt_loader_cursor c, char *err, size_t er
     ld->worker_at = ld->next_cursor = c;
     ld->stop = ld->failed = false;
     if (pthread_create(&ld->thread, NULL, worker_main, ld) != 0)
-        return fail(err, errlen, "data loader: cannot start its prefetch thread");
+        return mt_errorf(err, errlen, "data loader: cannot start its prefetch thread");
     ld->running = true;
     return true;
 }
@@ -232,7 +223,7 @@ const mt_batch *mt_loader_next(mt_loader *ld, char *err, size_t errlen)
     while (ld->produced == ld->handed && !ld->failed)
         pthread_cond_wait(&ld->cv, &ld->mu);
     if (ld->produced == ld->handed) {
-        fail(err, errlen, "%s", ld->worker_err);
+        mt_errorf(err, errlen, "%s", ld->worker_err);
         pthread_mutex_unlock(&ld->mu);
         return NULL;
     }
@@ -247,10 +238,10 @@ const mt_batch *mt_loader_next(mt_loader *ld, char *err, size_t errlen)
 bool mt_loader_seek(mt_loader *ld, mt_loader_cursor c, char *err, size_t errlen)
 {
     if (c.seed != ld->cfg.seed)
-        return fail(err, errlen, "data loader: the cursor's seed %llu differs from the configured seed %llu",
+        return mt_errorf(err, errlen, "data loader: the cursor's seed %llu differs from the configured seed %llu",
                     (unsigned long long)c.seed, (unsigned long long)ld->cfg.seed);
     if (c.epoch < 0 || c.index < 0 || c.index > ld->rank_samples)
-        return fail(err, errlen, "data loader: cursor (epoch %lld, index %lld) is outside the %lld samples per epoch",
+        return mt_errorf(err, errlen, "data loader: cursor (epoch %lld, index %lld) is outside the %lld samples per epoch",
                     (long long)c.epoch, (long long)c.index, (long long)ld->rank_samples);
     worker_stop(ld);
     return worker_start(ld, c, err, errlen);
@@ -270,11 +261,11 @@ bool mt_loader_cursor_from_json(const struct json_t *j, mt_loader_cursor *c, cha
     json_error_t je;
     if (json_unpack_ex((json_t *)j, &je, JSON_STRICT, "{s:s, s:I, s:I}", "seed", &seed, "epoch", &epoch, "index",
                        &index) != 0)
-        return fail(err, errlen, "data loader cursor: %s", je.text);
+        return mt_errorf(err, errlen, "data loader cursor: %s", je.text);
     char *end = NULL;
     unsigned long long v = strtoull(seed, &end, 10);
     if (!*seed || *end || epoch < 0 || index < 0)
-        return fail(err, errlen, "data loader cursor: seed \"%s\", epoch %lld, index %lld are not valid", seed,
+        return mt_errorf(err, errlen, "data loader cursor: seed \"%s\", epoch %lld, index %lld are not valid", seed,
                     (long long)epoch, (long long)index);
     *c = (mt_loader_cursor){(uint64_t)v, (int64_t)epoch, (int64_t)index};
     return true;
@@ -291,16 +282,16 @@ static bool add_shard(mt_loader *ld, const char *path, char *err, size_t errlen)
     mt_shard **grown = realloc(ld->shards, (size_t)(ld->n_shards + 1) * sizeof *grown);
     if (!grown) {
         mt_shard_close(s);
-        return fail(err, errlen, "%s: out of memory", path);
+        return mt_errorf(err, errlen, "%s: out of memory", path);
     }
     ld->shards = grown;
     ld->shards[ld->n_shards++] = s;
     const mt_shard_info *in = mt_shard_get_info(s);
     if (ld->cfg.vocab_size > 0 && in->vocab_size != ld->cfg.vocab_size)
-        return fail(err, errlen, "%s: vocab_size %lld, but the model's vocab_size is %lld", path,
+        return mt_errorf(err, errlen, "%s: vocab_size %lld, but the model's vocab_size is %lld", path,
                     (long long)in->vocab_size, (long long)ld->cfg.vocab_size);
     if (in->n_tokens < ld->cfg.seq_len + 1)
-        return fail(err, errlen, "%s: %lld tokens, shorter than one sample of seq_len + 1 = %d", path,
+        return mt_errorf(err, errlen, "%s: %lld tokens, shorter than one sample of seq_len + 1 = %d", path,
                     (long long)in->n_tokens, ld->cfg.seq_len + 1);
     return true;
 }
@@ -320,7 +311,7 @@ static bool open_shards(mt_loader *ld, char *err, size_t errlen)
         if (rc != 0) {
             if (rc != GLOB_NOMATCH)
                 globfree(&g);
-            return fail(err, errlen, "%s: the pattern matches no readable files", p);
+            return mt_errorf(err, errlen, "%s: the pattern matches no readable files", p);
         }
         bool ok = true;
         for (size_t k = 0; ok && k < g.gl_pathc; k++)
@@ -329,20 +320,20 @@ static bool open_shards(mt_loader *ld, char *err, size_t errlen)
         if (!ok)
             return false;
     }
-    return ld->n_shards > 0 ? true : fail(err, errlen, "data loader: no shard files given");
+    return ld->n_shards > 0 ? true : mt_errorf(err, errlen, "data loader: no shard files given");
 }
 
 static bool check_config(const mt_loader_config *c, char *err, size_t errlen)
 {
     if (c->seq_len < 1 || c->batch_size < 1)
-        return fail(err, errlen, "data loader: seq_len %d and batch_size %d must be positive", c->seq_len,
+        return mt_errorf(err, errlen, "data loader: seq_len %d and batch_size %d must be positive", c->seq_len,
                     c->batch_size);
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
-        return fail(err, errlen, "data loader: rank %d is not in [0, world %d)", c->rank, c->world);
+        return mt_errorf(err, errlen, "data loader: rank %d is not in [0, world %d)", c->rank, c->world);
     if (!(c->val_fraction >= 0.0 && c->val_fraction < 1.0))
-        return fail(err, errlen, "data loader: val_fraction %g is not in [0, 1)", c->val_fraction);
+        return mt_errorf(err, errlen, "data loader: val_fraction %g is not in [0, 1)", c->val_fraction);
     if (c->prefetch < 0)
-        return fail(err, errlen, "data loader: prefetch %d is negative", c->prefetch);
+        return mt_errorf(err, errlen, "data loader: prefetch %d is negative", c->prefetch);
     return true;
 }
 
@@ -354,7 +345,7 @@ static bool alloc_slots(mt_loader *ld, char *err, size_t errlen)
     ld->scratch = malloc((size_t)(L + 1) * sizeof(int32_t));
     ld->scratch_mask = malloc((size_t)(L + 1));
     if (!ld->slots || !ld->scratch || !ld->scratch_mask)
-        return fail(err, errlen, "data loader: out of memory");
+        return mt_errorf(err, errlen, "data loader: out of memory");
     const size_t n = (size_t)B * L, bytes = 3 * n * sizeof(int32_t) + n + (size_t)B * sizeof(int64_t);
     for (int i = 0; i < ld->nslots; i++) {
         mt_batch *bt = &ld->slots[i].batch;
@@ -376,7 +367,7 @@ mt_loader *mt_loader_open(const mt_loader_config *cfg, char *err, size_t errlen)
         return NULL;
     mt_loader *ld = calloc(1, sizeof *ld);
     if (!ld) {
-        fail(err, errlen, "data loader: out of memory");
+        mt_errorf(err, errlen, "data loader: out of memory");
         return NULL;
     }
     ld->cfg = *cfg;
@@ -385,7 +376,7 @@ mt_loader *mt_loader_open(const mt_loader_config *cfg, char *err, size_t errlen)
     bool ok = open_shards(ld, err, errlen);
     if (ok) {
         ld->first_sample = malloc((size_t)(ld->n_shards + 1) * sizeof(int64_t));
-        ok = ld->first_sample != NULL || fail(err, errlen, "data loader: out of memory");
+        ok = ld->first_sample != NULL || mt_errorf(err, errlen, "data loader: out of memory");
     }
     if (ok) {
         ld->first_sample[0] = 0;
@@ -400,7 +391,7 @@ mt_loader *mt_loader_open(const mt_loader_config *cfg, char *err, size_t errlen)
         ld->set_size = cfg->validation ? n_val : total - n_val;
         ld->rank_samples = (ld->set_size - cfg->rank + cfg->world - 1) / cfg->world;
         if (ld->rank_samples < 1)
-            ok = fail(err, errlen, "data loader: the %s set has %lld samples, fewer than the %d ranks",
+            ok = mt_errorf(err, errlen, "data loader: the %s set has %lld samples, fewer than the %d ranks",
                       cfg->validation ? "validation" : "training", (long long)ld->set_size, cfg->world);
     }
     ok = ok && alloc_slots(ld, err, errlen) &&

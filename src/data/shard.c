@@ -5,12 +5,13 @@
 #include <hdf5.h>
 #include <libgen.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "core/error.h"
 
 /* The serial HDF5 library keeps global state without locks of its own. */
 static pthread_mutex_t hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -24,15 +25,6 @@ static void hdf5_enter(void)
 static void hdf5_leave(void)
 {
     pthread_mutex_unlock(&hdf5_lock);
-}
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return false;
 }
 
 struct mt_shard {
@@ -196,10 +188,10 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
     const char *p = s->path;
     mt_shard_info *in = &s->info;
     if (H5Lexists(s->file, "tokens", H5P_DEFAULT) <= 0)
-        return fail(err, errlen, "%s: no /tokens dataset", p);
+        return mt_errorf(err, errlen, "%s: no /tokens dataset", p);
     s->tokens = H5Dopen2(s->file, "tokens", H5P_DEFAULT);
     if (s->tokens < 0)
-        return fail(err, errlen, "%s: /tokens cannot be opened (corrupt file?)", p);
+        return mt_errorf(err, errlen, "%s: /tokens cannot be opened (corrupt file?)", p);
     /* Samples are read in random order, a few KB each. Plain chunks are best
      * read straight from the file (no cache); compressed ones must be
      * inflated whole, so keep many of them. */
@@ -213,27 +205,27 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
     s->tokens = H5Dopen2(s->file, "tokens", dapl);
     H5Pclose(dapl);
     if (s->tokens < 0)
-        return fail(err, errlen, "%s: /tokens cannot be opened (corrupt file?)", p);
+        return mt_errorf(err, errlen, "%s: /tokens cannot be opened (corrupt file?)", p);
     if (!dataset_length(s->tokens, &in->n_tokens))
-        return fail(err, errlen, "%s: /tokens must be 1-D", p);
+        return mt_errorf(err, errlen, "%s: /tokens must be 1-D", p);
     in->token_bytes = (int)unsigned_int_size(s->tokens);
     if (in->token_bytes != 2 && in->token_bytes != 4)
-        return fail(err, errlen, "%s: /tokens must hold uint16 or uint32 ids", p);
+        return mt_errorf(err, errlen, "%s: /tokens must hold uint16 or uint32 ids", p);
 
     int64_t version = 0;
     if (!read_int_attr(s->file, "format_version", &version))
-        return fail(err, errlen, "%s: no integer attribute format_version", p);
+        return mt_errorf(err, errlen, "%s: no integer attribute format_version", p);
     if (version != MT_SHARD_FORMAT_VERSION)
-        return fail(err, errlen, "%s: format_version %lld, this build reads %d", p, (long long)version,
+        return mt_errorf(err, errlen, "%s: format_version %lld, this build reads %d", p, (long long)version,
                     MT_SHARD_FORMAT_VERSION);
     if (!read_int_attr(s->file, "vocab_size", &in->vocab_size) || in->vocab_size < 1)
-        return fail(err, errlen, "%s: no positive integer attribute vocab_size", p);
+        return mt_errorf(err, errlen, "%s: no positive integer attribute vocab_size", p);
     if (in->token_bytes == 2 && in->vocab_size > 65536)
-        return fail(err, errlen, "%s: vocab_size %lld does not fit the uint16 /tokens", p, (long long)in->vocab_size);
+        return mt_errorf(err, errlen, "%s: vocab_size %lld does not fit the uint16 /tokens", p, (long long)in->vocab_size);
     if (!read_int_attr(s->file, "eos_id", &in->eos_id) || in->eos_id < 0 || in->eos_id >= in->vocab_size)
-        return fail(err, errlen, "%s: attribute eos_id missing or outside [0, vocab_size)", p);
+        return mt_errorf(err, errlen, "%s: attribute eos_id missing or outside [0, vocab_size)", p);
     if (!read_string_attr(s->file, "tokenizer", in->tokenizer, sizeof in->tokenizer))
-        return fail(err, errlen, "%s: no string attribute tokenizer", p);
+        return mt_errorf(err, errlen, "%s: no string attribute tokenizer", p);
 
     if (H5Lexists(s->file, "doc_offsets", H5P_DEFAULT) > 0) {
         hid_t ds = H5Dopen2(s->file, "doc_offsets", H5P_DEFAULT);
@@ -245,11 +237,11 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
         if (ds >= 0)
             H5Dclose(ds);
         if (!ok)
-            return fail(err, errlen, "%s: /doc_offsets must be a readable 1-D uint64 dataset", p);
+            return mt_errorf(err, errlen, "%s: /doc_offsets must be a readable 1-D uint64 dataset", p);
         for (int64_t d = 0; d < in->n_docs; d++) {
             uint64_t o = s->doc_offsets[d];
             if ((d == 0 && o != 0) || (d > 0 && o <= s->doc_offsets[d - 1]) || o >= (uint64_t)in->n_tokens)
-                return fail(err, errlen, "%s: /doc_offsets[%lld] = %llu: offsets must start at 0, ascend and "
+                return mt_errorf(err, errlen, "%s: /doc_offsets[%lld] = %llu: offsets must start at 0, ascend and "
                             "stay below the %lld tokens", p, (long long)d, (unsigned long long)o,
                             (long long)in->n_tokens);
         }
@@ -258,7 +250,7 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
         int64_t n = 0;
         s->mask = H5Dopen2(s->file, "loss_mask", H5P_DEFAULT);
         if (s->mask < 0 || !dataset_length(s->mask, &n) || unsigned_int_size(s->mask) != 1 || n != in->n_tokens)
-            return fail(err, errlen, "%s: /loss_mask must be a 1-D uint8 dataset as long as /tokens", p);
+            return mt_errorf(err, errlen, "%s: /loss_mask must be a 1-D uint8 dataset as long as /tokens", p);
         in->has_loss_mask = true;
     }
     return true;
@@ -268,28 +260,28 @@ mt_shard *mt_shard_open(const char *path, char *err, size_t errlen)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        fail(err, errlen, "%s: not a regular file", path);
+        mt_errorf(err, errlen, "%s: not a regular file", path);
         return NULL;
     }
     if (!has_hdf5_signature(path)) {
-        fail(err, errlen, "%s: not an HDF5 file", path);
+        mt_errorf(err, errlen, "%s: not an HDF5 file", path);
         return NULL;
     }
     mt_shard *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) {
         free(s);
-        fail(err, errlen, "%s: out of memory", path);
+        mt_errorf(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     s->file = s->tokens = s->mask = -1;
     hdf5_enter();
     s->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     bool ok = s->file >= 0 ? shard_validate(s, err, errlen)
-                           : fail(err, errlen, "%s: HDF5 cannot open it: truncated or corrupt", path);
+                           : mt_errorf(err, errlen, "%s: HDF5 cannot open it: truncated or corrupt", path);
     if (!ok)
         shard_free(s);
     hdf5_leave();
@@ -300,7 +292,7 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
 {
     const mt_shard_info *in = &s->info;
     if (start < 0 || count < 0 || start + count > in->n_tokens)
-        return fail(err, errlen, "%s: tokens [%lld, %lld) are outside its %lld tokens", s->path, (long long)start,
+        return mt_errorf(err, errlen, "%s: tokens [%lld, %lld) are outside its %lld tokens", s->path, (long long)start,
                     (long long)(start + count), (long long)in->n_tokens);
     hdf5_enter();
     /* uint16 ids land in the upper half of out and widen in place, front to back. */
@@ -309,13 +301,13 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
                                    : read_range(s->tokens, H5T_NATIVE_UINT32, start, count, out);
     hdf5_leave();
     if (!ok)
-        return fail(err, errlen, "%s: reading tokens [%lld, %lld) failed (corrupt data?)", s->path, (long long)start,
+        return mt_errorf(err, errlen, "%s: reading tokens [%lld, %lld) failed (corrupt data?)", s->path, (long long)start,
                     (long long)(start + count));
     const uint32_t vocab = (uint32_t)in->vocab_size;
     for (int64_t i = 0; i < count; i++) {
         uint32_t id = in->token_bytes == 2 ? narrow[i] : ((const uint32_t *)out)[i];
         if (id >= vocab)
-            return fail(err, errlen, "%s: token id %u at offset %lld is not below vocab_size %u", s->path, id,
+            return mt_errorf(err, errlen, "%s: token id %u at offset %lld is not below vocab_size %u", s->path, id,
                         (long long)(start + i), vocab);
         out[i] = (int32_t)id;
     }
@@ -325,7 +317,7 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
 bool mt_shard_read_loss_mask(mt_shard *s, int64_t start, int64_t count, uint8_t *out, char *err, size_t errlen)
 {
     if (start < 0 || count < 0 || start + count > s->info.n_tokens)
-        return fail(err, errlen, "%s: loss mask [%lld, %lld) is outside its %lld tokens", s->path, (long long)start,
+        return mt_errorf(err, errlen, "%s: loss mask [%lld, %lld) is outside its %lld tokens", s->path, (long long)start,
                     (long long)(start + count), (long long)s->info.n_tokens);
     if (!s->info.has_loss_mask) {
         memset(out, 1, (size_t)count);
@@ -334,7 +326,7 @@ bool mt_shard_read_loss_mask(mt_shard *s, int64_t start, int64_t count, uint8_t 
     hdf5_enter();
     bool ok = read_range(s->mask, H5T_NATIVE_UINT8, start, count, out);
     hdf5_leave();
-    return ok ? true : fail(err, errlen, "%s: reading /loss_mask failed (corrupt data?)", s->path);
+    return ok ? true : mt_errorf(err, errlen, "%s: reading /loss_mask failed (corrupt data?)", s->path);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -355,14 +347,14 @@ mt_shard_writer *mt_shard_writer_open(const char *path, int64_t vocab_size, int6
                                       bool with_loss_mask, char *err, size_t errlen)
 {
     if (vocab_size < 1 || vocab_size > ((int64_t)1 << 32) || eos_id < 0 || eos_id >= vocab_size) {
-        fail(err, errlen, "%s: vocab_size %lld / eos_id %lld: need 0 <= eos_id < vocab_size <= 2^32", path,
+        mt_errorf(err, errlen, "%s: vocab_size %lld / eos_id %lld: need 0 <= eos_id < vocab_size <= 2^32", path,
              (long long)vocab_size, (long long)eos_id);
         return NULL;
     }
     mt_shard_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->path = strdup(path))) {
         free(w);
-        fail(err, errlen, "%s: out of memory", path);
+        mt_errorf(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     w->vocab_size = vocab_size;
@@ -398,10 +390,10 @@ bool mt_shard_writer_append(mt_shard_writer *w, const int32_t *tokens, const uin
     if (!grow((void **)&w->tokens, &w->cap, w->n + n, sizeof *w->tokens) ||
         (w->with_mask && !grow((void **)&w->mask, &w->mask_cap, w->n + n, 1)) ||
         (doc_start && !grow((void **)&w->docs, &w->docs_cap, w->n_docs + 1, sizeof *w->docs)))
-        return fail(err, errlen, "%s: out of memory gathering %lld tokens", w->path, (long long)(w->n + n));
+        return mt_errorf(err, errlen, "%s: out of memory gathering %lld tokens", w->path, (long long)(w->n + n));
     for (int64_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= w->vocab_size)
-            return fail(err, errlen, "%s: token id %d at offset %lld is outside [0, %lld)", w->path, tokens[i],
+            return mt_errorf(err, errlen, "%s: token id %d at offset %lld is outside [0, %lld)", w->path, tokens[i],
                         (long long)(w->n + i), (long long)w->vocab_size);
         w->tokens[w->n + i] = (uint32_t)tokens[i];
         if (w->with_mask)
@@ -513,19 +505,19 @@ bool mt_shard_writer_close(mt_shard_writer *w, int64_t chunk, bool compress, cha
     char *tmp = malloc(len), *dir = strdup(w->path);
     bool ok = tmp && dir;
     if (!ok)
-        fail(err, errlen, "%s: out of memory", w->path);
+        mt_errorf(err, errlen, "%s: out of memory", w->path);
     if (ok) {
         snprintf(tmp, len, "%s.tmp", w->path);
         hdf5_enter();
         ok = write_hdf5(w, tmp, chunk, compress);
         hdf5_leave();
         if (!ok)
-            fail(err, errlen, "%s: cannot write the shard (is the directory writable?)", tmp);
+            mt_errorf(err, errlen, "%s: cannot write the shard (is the directory writable?)", tmp);
     }
     if (ok && !sync_path(tmp, O_RDONLY))
-        ok = fail(err, errlen, "%s: fsync failed: %s", tmp, strerror(errno));
+        ok = mt_errorf(err, errlen, "%s: fsync failed: %s", tmp, strerror(errno));
     if (ok && rename(tmp, w->path) != 0)
-        ok = fail(err, errlen, "%s: cannot rename to %s: %s", tmp, w->path, strerror(errno));
+        ok = mt_errorf(err, errlen, "%s: cannot rename to %s: %s", tmp, w->path, strerror(errno));
     if (ok)
         sync_path(dirname(dir), O_RDONLY | O_DIRECTORY); /* make the rename itself durable */
     else if (tmp)

@@ -1,26 +1,17 @@
 #include "data/synthetic.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/rng.h"
+#include "core/error.h"
 #include "data/shard.h"
 
 /* Limits that keep every position and id draw within 32 bits. */
 #define MAX_SEQ_LEN ((int64_t)1 << 30)
 #define MAX_VOCAB ((int64_t)INT32_MAX)
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return false;
-}
 
 const char *mt_synth_task_name(mt_synth_task task)
 {
@@ -31,27 +22,27 @@ bool mt_synth_validate(const mt_synth_config *c, char *err, size_t errlen)
 {
     const char *name = mt_synth_task_name(c->task);
     if (c->task != MT_TASK_SELECTIVE_COPY && c->task != MT_TASK_INDUCTION)
-        return fail(err, errlen, "unknown synthetic task %d", (int)c->task);
+        return mt_errorf(err, errlen, "unknown synthetic task %d", (int)c->task);
     int64_t first_data = c->task == MT_TASK_SELECTIVE_COPY ? MT_COPY_FIRST_DATA : MT_INDUCTION_FIRST_DATA;
     /* One data token would make every answer the same. */
     if (c->vocab_size < first_data + 2 || c->vocab_size > MAX_VOCAB)
-        return fail(err, errlen, "%s: vocab size %lld must be in [%lld, %lld] (%lld special ids plus at least 2 data "
+        return mt_errorf(err, errlen, "%s: vocab size %lld must be in [%lld, %lld] (%lld special ids plus at least 2 data "
                     "tokens)", name, (long long)c->vocab_size, (long long)(first_data + 2), (long long)MAX_VOCAB,
                     (long long)first_data);
     if (c->seq_len < 1 || c->seq_len > MAX_SEQ_LEN)
-        return fail(err, errlen, "%s: seq_len %lld must be in [1, %lld]", name, (long long)c->seq_len,
+        return mt_errorf(err, errlen, "%s: seq_len %lld must be in [1, %lld]", name, (long long)c->seq_len,
                     (long long)MAX_SEQ_LEN);
     if (c->task == MT_TASK_SELECTIVE_COPY) {
         if (c->n_memorize < 1)
-            return fail(err, errlen, "%s: memorize %lld must be at least 1", name, (long long)c->n_memorize);
+            return mt_errorf(err, errlen, "%s: memorize %lld must be at least 1", name, (long long)c->n_memorize);
         /* seq_len + 1 = (seq_len - K) context + marker + K answers, and the context holds the K data tokens. */
         if (c->seq_len < 2 * c->n_memorize)
-            return fail(err, errlen, "%s: seq_len %lld is too short to memorize %lld tokens: it needs at least 2 x "
+            return mt_errorf(err, errlen, "%s: seq_len %lld is too short to memorize %lld tokens: it needs at least 2 x "
                         "memorize = %lld", name, (long long)c->seq_len, (long long)c->n_memorize,
                         (long long)(2 * c->n_memorize));
     } else if (c->seq_len < 3) {
         /* The shortest example: trigger X trigger X. */
-        return fail(err, errlen, "%s: seq_len %lld is too short: it needs at least 3", name, (long long)c->seq_len);
+        return mt_errorf(err, errlen, "%s: seq_len %lld is too short: it needs at least 3", name, (long long)c->seq_len);
     }
     return true;
 }
@@ -149,14 +140,14 @@ bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const ch
         return false;
     const int64_t n = c->seq_len + 1;
     if (n_examples < 1 || n_examples > INT64_MAX / n)
-        return fail(err, errlen, "%s: %lld examples of %lld tokens: need at least 1, and fewer than 2^63 tokens",
+        return mt_errorf(err, errlen, "%s: %lld examples of %lld tokens: need at least 1, and fewer than 2^63 tokens",
                     path, (long long)n_examples, (long long)n);
     int32_t *tokens = malloc((size_t)n * sizeof *tokens);
     uint8_t *mask = malloc((size_t)n);
     mt_shard_writer *w = NULL;
     bool ok = tokens && mask;
     if (!ok)
-        fail(err, errlen, "%s: out of memory for an example of %lld tokens", path, (long long)n);
+        mt_errorf(err, errlen, "%s: out of memory for an example of %lld tokens", path, (long long)n);
     if (ok) {
         w = mt_shard_writer_open(path, c->vocab_size, MT_SYNTH_EOS, mt_synth_task_name(c->task), true, err, errlen);
         ok = w != NULL;
@@ -228,7 +219,7 @@ static uint8_t *read_file(const char *path, int64_t *n, char *err, size_t errlen
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 16, len = 0;
@@ -247,9 +238,9 @@ static uint8_t *read_file(const char *path, int64_t *n, char *err, size_t errlen
         cap *= 2;
     }
     if (!buf)
-        fail(err, errlen, "%s: out of memory reading it", path);
+        mt_errorf(err, errlen, "%s: out of memory reading it", path);
     else if (ferror(f)) {
-        fail(err, errlen, "%s: read error: %s", path, strerror(errno));
+        mt_errorf(err, errlen, "%s: read error: %s", path, strerror(errno));
         free(buf);
         buf = NULL;
     }
@@ -286,7 +277,7 @@ bool mt_text_write_shard(const char *const *inputs, int n_inputs, mt_doc_sep sep
                          size_t errlen)
 {
     if (n_inputs < 1)
-        return fail(err, errlen, "%s: no input files", path);
+        return mt_errorf(err, errlen, "%s: no input files", path);
     text_writer tw = {.err = err, .errlen = errlen};
     tw.w = mt_shard_writer_open(path, MT_BYTES_VOCAB, MT_BYTES_EOS, "bytes", false, err, errlen);
     bool ok = tw.w != NULL;
@@ -296,7 +287,7 @@ bool mt_text_write_shard(const char *const *inputs, int n_inputs, mt_doc_sep sep
         ok = text && mt_text_documents(text, n, sep, append_document, &tw);
         free(text);
         if (ok && tw.n_docs == docs_before)
-            ok = fail(err, errlen, "%s: no text in it (%s)", inputs[i], n == 0 ? "empty" : "only blank lines");
+            ok = mt_errorf(err, errlen, "%s: no text in it (%s)", inputs[i], n == 0 ? "empty" : "only blank lines");
     }
     if (ok) {
         ok = mt_shard_writer_close(tw.w, 0, false, err, errlen);
