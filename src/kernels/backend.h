@@ -170,6 +170,23 @@ struct mt_backend {
     /* y += alpha * x over contiguous tensors of equal size and dtype (plain SGD
      * over the flat parameter buffer). */
     void (*axpy)(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);
+
+    /* One AdamW update (optim/adamw.h) over contiguous flat buffers of equal
+     * size and dtype: values, m and v updated in place from grads. decay holds
+     * one byte per element on the backend's device, nonzero where weight decay
+     * applies. Per element, with g = grad_scale * grad:
+     *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+     *   value = value - lr * (m / bias_correction1) / (sqrt(v / bias_correction2) + eps)
+     *                 - [decay] lr * weight_decay * value     (value before the update)
+     * f32 on CUDA (fp32 masters); f32 or f64 on the CPU. */
+    void (*adamw_step)(mt_backend *be, mt_tensor *values, const mt_tensor *grads, mt_tensor *m, mt_tensor *v,
+                       const uint8_t *decay, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, double bias_correction1, double bias_correction2,
+                       double grad_scale);
+    /* The sum of squares of a contiguous tensor's elements, summed in an
+     * order fixed by its size alone; returned to the host (so it waits for
+     * the device). f32 on CUDA (summed in double); any float dtype on the CPU. */
+    double (*sumsq)(mt_backend *be, const mt_tensor *x);
 };
 
 mt_backend *mt_backend_cpu_create(void);

@@ -80,6 +80,8 @@ mt_backend *mt_backend_cpu_create(void)
         .gated_rmsnorm_fwd = mt_cpu_gated_rmsnorm_fwd,
         .gated_rmsnorm_bwd = mt_cpu_gated_rmsnorm_bwd,
         .axpy = mt_cpu_axpy,
+        .adamw_step = mt_cpu_adamw_step,
+        .sumsq = mt_cpu_sumsq,
     };
     return be;
 }

@@ -123,6 +123,11 @@ void mt_cpu_cast_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x);
 void mt_cpu_cast_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dout);
 void mt_cpu_axpy(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);
 
+void mt_cpu_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads, mt_tensor *m, mt_tensor *v,
+                       const uint8_t *decay, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, double bias_correction1, double bias_correction2, double grad_scale);
+double mt_cpu_sumsq(mt_backend *be, const mt_tensor *x);
+
 void mt_cpu_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
                         const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);
 void mt_cpu_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual,

@@ -65,6 +65,14 @@ static void cuda_fill_normal(mt_backend *be, mt_tensor *t, uint64_t seed, double
 }
 
 /* ------------------------------------------------------------------------ */
+/* The optimizer kernels, in cuda_optim.cu. */
+
+void cuda_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads, mt_tensor *m, mt_tensor *v,
+                     const uint8_t *decay, double lr, double beta1, double beta2, double eps, double weight_decay,
+                     double bias_correction1, double bias_correction2, double grad_scale);
+double cuda_sumsq(mt_backend *be, const mt_tensor *x);
+
+/* ------------------------------------------------------------------------ */
 /* Lifetime. */
 
 static void cuda_synchronize(mt_backend *be)
@@ -185,6 +193,8 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->ssd_fwd = cuda_ssd_fwd;
     be->ssd_bwd = cuda_ssd_bwd;
     be->axpy = cuda_axpy;
+    be->adamw_step = cuda_adamw_step;
+    be->sumsq = cuda_sumsq;
     return be;
 
 fail:
