@@ -38,6 +38,13 @@ add_library(mt::hdf5 INTERFACE IMPORTED)
 target_include_directories(mt::hdf5 INTERFACE ${HDF5_C_INCLUDE_DIRS})
 target_link_libraries(mt::hdf5 INTERFACE ${HDF5_C_LIBRARIES})
 
+# zlib's crc32 checksums checkpoint files. HDF5 links zlib itself on Debian,
+# but neither its headers nor that dependency are promised, so ask for it.
+find_package(ZLIB)
+if(NOT ZLIB_FOUND)
+  message(FATAL_ERROR "zlib not found: install the Debian package zlib1g-dev")
+endif()
+
 if(MT_CUDA)
   include(CheckLanguage)
   check_language(CUDA)
