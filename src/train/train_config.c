@@ -1,0 +1,343 @@
+#include "train/train_config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/error.h"
+
+typedef enum { K_INT, K_I64, K_DOUBLE, K_BOOL, K_STR, K_WORD } key_type;
+
+/* One configuration key: where it lives in mt_train_config and what it
+ * means. K_WORD keys take one of the `choices` (separated by '|'). */
+typedef struct config_key {
+    const char *section, *name;
+    key_type type;
+    size_t offset;
+    const char *choices;
+    const char *help;
+} config_key;
+
+#define AT(field) offsetof(mt_train_config, field)
+
+static const config_key KEYS[] = {
+    {"model", "layer", K_WORD, AT(layer), "mamba2|mamba1", "block type (mamba1: once that block lands)"},
+    {"model", "d_model", K_INT, AT(model.d_model), NULL, "model width"},
+    {"model", "n_layer", K_INT, AT(model.n_layer), NULL, "number of blocks"},
+    {"model", "vocab_size", K_INT, AT(model.vocab_size), NULL, "vocabulary size (the shards' vocab_size)"},
+    {"model", "pad_vocab_size_multiple", K_INT, AT(model.pad_vocab_size_multiple), NULL,
+     "embedding rows rounded up to a multiple of this"},
+    {"model", "d_state", K_INT, AT(model.d_state), NULL, "SSM state size N"},
+    {"model", "d_conv", K_INT, AT(model.d_conv), NULL, "causal conv width"},
+    {"model", "expand", K_INT, AT(model.expand), NULL, "d_inner = expand * d_model"},
+    {"model", "headdim", K_INT, AT(model.headdim), NULL, "SSD head dimension P"},
+    {"model", "ngroups", K_INT, AT(model.ngroups), NULL, "B/C groups"},
+    {"model", "chunk_size", K_INT, AT(model.chunk_size), NULL, "SSD chunk length"},
+    {"model", "rms_norm", K_BOOL, AT(model.rms_norm), NULL, "RMSNorm (the only norm built)"},
+    {"model", "residual_in_fp32", K_BOOL, AT(model.residual_in_fp32), NULL, "residual stream in fp32"},
+    {"model", "tie_embeddings", K_BOOL, AT(model.tie_embeddings), NULL, "lm_head shares the embedding"},
+    {"model", "norm_eps", K_DOUBLE, AT(model.norm_eps), NULL, "RMSNorm epsilon"},
+    {"model", "dt_min", K_DOUBLE, AT(model.dt_min), NULL, "dt init range, low"},
+    {"model", "dt_max", K_DOUBLE, AT(model.dt_max), NULL, "dt init range, high"},
+    {"model", "dt_init_floor", K_DOUBLE, AT(model.dt_init_floor), NULL, "dt init floor"},
+    {"model", "dt_limit_min", K_DOUBLE, AT(model.dt_limit_min), NULL, "dt clamp in the forward, low"},
+    {"model", "dt_limit_max", K_DOUBLE, AT(model.dt_limit_max), NULL, "dt clamp in the forward, high (inf: none)"},
+    {"model", "A_init_min", K_DOUBLE, AT(model.A_init_min), NULL, "A init range, low"},
+    {"model", "A_init_max", K_DOUBLE, AT(model.A_init_max), NULL, "A init range, high"},
+
+    {"data", "train", K_STR, AT(data.train), NULL, "training shards: files or globs, space or comma separated"},
+    {"data", "val", K_STR, AT(data.val), NULL, "validation shards (empty: hold out val_fraction of train)"},
+    {"data", "val_fraction", K_DOUBLE, AT(data.val_fraction), NULL, "share of the samples held out"},
+    {"data", "seq_len", K_INT, AT(data.seq_len), NULL, "tokens per sample (inputs)"},
+    {"data", "batch_size", K_INT, AT(data.batch_size), NULL, "samples per micro-batch"},
+    {"data", "prefetch", K_INT, AT(data.prefetch), NULL, "batches the loader prepares ahead"},
+    {"data", "shuffle", K_BOOL, AT(data.shuffle), NULL, "visit training samples in a shuffled order"},
+    {"data", "loss_on", K_WORD, AT(data.loss_on), "all|answers", "targets in the loss: all, or the answer mask"},
+    {"data", "synthetic", K_WORD, AT(data.synthetic), "none|induction|selective-copy",
+     "generate a synthetic task's shards into out_dir/data instead of reading data.train"},
+    {"data", "synthetic_examples", K_I64, AT(data.synthetic_examples), NULL, "examples to generate"},
+    {"data", "synthetic_memorize", K_INT, AT(data.synthetic_memorize), NULL, "selective-copy: tokens to copy"},
+
+    {"train", "steps", K_I64, AT(train.steps), NULL, "optimizer steps"},
+    {"train", "micro_batches", K_INT, AT(train.micro_batches), NULL, "gradient accumulation per step"},
+    {"train", "lr", K_DOUBLE, AT(train.lr), NULL, "peak learning rate"},
+    {"train", "min_lr_ratio", K_DOUBLE, AT(train.min_lr_ratio), NULL, "final lr as a share of the peak"},
+    {"train", "warmup_steps", K_I64, AT(train.warmup_steps), NULL, "linear warmup"},
+    {"train", "schedule", K_WORD, AT(train.schedule), "cosine|wsd|constant", "lr schedule after warmup"},
+    {"train", "decay_steps", K_I64, AT(train.decay_steps), NULL, "wsd: length of the final decay"},
+    {"train", "weight_decay", K_DOUBLE, AT(train.weight_decay), NULL, "AdamW decoupled weight decay"},
+    {"train", "beta1", K_DOUBLE, AT(train.beta1), NULL, "AdamW beta1"},
+    {"train", "beta2", K_DOUBLE, AT(train.beta2), NULL, "AdamW beta2"},
+    {"train", "eps", K_DOUBLE, AT(train.eps), NULL, "AdamW epsilon"},
+    {"train", "grad_clip", K_DOUBLE, AT(train.grad_clip), NULL, "global grad-norm clip (0: none)"},
+    {"train", "decay_embedding", K_BOOL, AT(train.decay_embedding), NULL, "weight-decay the embedding"},
+    {"train", "precision", K_WORD, AT(train.precision), "bf16|fp32", "activations and GEMM operands on the GPU"},
+    {"train", "device", K_WORD, AT(train.device), "auto|cpu|cuda", "auto: CUDA when a GPU is present"},
+    {"train", "recompute", K_WORD, AT(train.recompute), "none|block", "activation checkpointing"},
+    {"train", "seed", K_I64, AT(train.seed), NULL, "init and data order seed"},
+    {"train", "max_bad_steps", K_INT, AT(train.max_bad_steps), NULL,
+     "stop after this many NaN/Inf steps in a row"},
+
+    {"log", "out_dir", K_STR, AT(log.out_dir), NULL, "run directory: config, metrics.jsonl, checkpoints"},
+    {"log", "log_every", K_I64, AT(log.log_every), NULL, "console progress line every N steps"},
+    {"log", "eval_every", K_I64, AT(log.eval_every), NULL, "validation every N steps (0: never)"},
+    {"log", "eval_batches", K_I64, AT(log.eval_batches), NULL, "validation micro-batches per eval"},
+    {"log", "checkpoint_every", K_I64, AT(log.checkpoint_every), NULL, "checkpoint every N steps (0: end only)"},
+    {"log", "keep_last", K_INT, AT(log.keep_last), NULL, "checkpoints kept (0: all)"},
+};
+
+enum { N_KEYS = sizeof KEYS / sizeof KEYS[0] };
+
+void mt_train_config_defaults(mt_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->layer, sizeof c->layer, "mamba2");
+    mt_model_config_defaults(&c->model);
+    c->data.val_fraction = 0.01;
+    c->data.seq_len = 2048;
+    c->data.batch_size = 8;
+    c->data.prefetch = 2;
+    c->data.shuffle = true;
+    snprintf(c->data.loss_on, MT_CONFIG_WORD, "all");
+    snprintf(c->data.synthetic, MT_CONFIG_WORD, "none");
+    c->data.synthetic_examples = 20000;
+    c->data.synthetic_memorize = 16;
+    c->train.steps = 1000;
+    c->train.micro_batches = 1;
+    c->train.lr = 6e-4;
+    c->train.min_lr_ratio = 0.1;
+    c->train.warmup_steps = 100;
+    snprintf(c->train.schedule, MT_CONFIG_WORD, "cosine");
+    c->train.weight_decay = 0.1;
+    c->train.beta1 = 0.9;
+    c->train.beta2 = 0.95;
+    c->train.eps = 1e-8;
+    c->train.grad_clip = 1.0;
+    snprintf(c->train.precision, MT_CONFIG_WORD, "bf16");
+    snprintf(c->train.device, MT_CONFIG_WORD, "auto");
+    snprintf(c->train.recompute, MT_CONFIG_WORD, "none");
+    c->train.seed = 1234;
+    c->train.max_bad_steps = 5;
+    snprintf(c->log.out_dir, MT_CONFIG_STR, "runs/default");
+    c->log.log_every = 10;
+    c->log.eval_every = 200;
+    c->log.eval_batches = 20;
+    c->log.checkpoint_every = 500;
+    c->log.keep_last = 3;
+}
+
+static const config_key *find_key(const char *section, const char *name)
+{
+    for (int i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].section, section) == 0 && strcmp(KEYS[i].name, name) == 0)
+            return &KEYS[i];
+    return NULL;
+}
+
+static bool word_allowed(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        p += len + (bar ? 1 : 0);
+    }
+    return false;
+}
+
+/* Stores value into the key's field; false with the reason in err. */
+static bool set_value(mt_train_config *c, const config_key *k, const char *value, char *err, size_t errlen)
+{
+    char *field = (char *)c + k->offset, *end = NULL;
+    errno = 0;
+    switch (k->type) {
+    case K_INT:
+    case K_I64: {
+        long long v = strtoll(value, &end, 10);
+        if (!*value || *end || errno || (k->type == K_INT && (v < -2147483647LL || v > 2147483647LL)))
+            return mt_errorf(err, errlen, "\"%s\" is not an integer", value);
+        if (k->type == K_INT)
+            *(int *)field = (int)v;
+        else
+            *(int64_t *)field = (int64_t)v;
+        return true;
+    }
+    case K_DOUBLE: {
+        double v = strtod(value, &end);
+        if (!*value || *end || isnan(v))
+            return mt_errorf(err, errlen, "\"%s\" is not a number", value);
+        *(double *)field = v;
+        return true;
+    }
+    case K_BOOL:
+        if (!strcasecmp(value, "true") || !strcmp(value, "1") || !strcasecmp(value, "yes"))
+            *(bool *)field = true;
+        else if (!strcasecmp(value, "false") || !strcmp(value, "0") || !strcasecmp(value, "no"))
+            *(bool *)field = false;
+        else
+            return mt_errorf(err, errlen, "\"%s\" is not true or false", value);
+        return true;
+    case K_STR:
+        if (strlen(value) >= MT_CONFIG_STR)
+            return mt_errorf(err, errlen, "longer than %d characters", MT_CONFIG_STR - 1);
+        snprintf(field, MT_CONFIG_STR, "%s", value);
+        return true;
+    case K_WORD:
+        if (!word_allowed(k->choices, value))
+            return mt_errorf(err, errlen, "\"%s\" is not one of %s", value, k->choices);
+        snprintf(field, MT_CONFIG_WORD, "%s", value);
+        return true;
+    }
+    return false;
+}
+
+typedef struct ini_state {
+    mt_train_config *c;
+    char msg[512];
+    bool failed;
+} ini_state;
+
+static int ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+    ini_state *s = user;
+    if (s->failed)
+        return 0;
+    const config_key *k = find_key(section, name);
+    char why[400];
+    if (!k)
+        snprintf(s->msg, sizeof s->msg, "[%s] %s: no such key (see --help)", section, name);
+    else if (!set_value(s->c, k, value, why, sizeof why))
+        snprintf(s->msg, sizeof s->msg, "[%s] %s: %s", section, name, why);
+    else
+        return 1;
+    s->failed = true;
+    return 0;
+}
+
+bool mt_train_config_load(mt_train_config *c, const char *path, char *err, size_t errlen)
+{
+    ini_state s = {.c = c};
+    int rc = ini_parse(path, ini_entry, &s);
+    if (rc == -1)
+        return mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (rc == -2)
+        return mt_errorf(err, errlen, "%s: out of memory while parsing", path);
+    if (rc > 0)
+        return mt_errorf(err, errlen, "%s:%d: %s", path, rc, s.failed ? s.msg : "not a valid INI line");
+    return true;
+}
+
+bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, size_t errlen)
+{
+    const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
+    if (!dot || !eq || dot > eq)
+        return mt_errorf(err, errlen, "--set %s: expected section.key=value", assignment);
+    char section[64], name[64];
+    snprintf(section, sizeof section, "%.*s", (int)(dot - assignment), assignment);
+    snprintf(name, sizeof name, "%.*s", (int)(eq - dot - 1), dot + 1);
+    const config_key *k = find_key(section, name);
+    if (!k)
+        return mt_errorf(err, errlen, "--set %s: no such key %s.%s (see --help)", assignment, section, name);
+    char why[400];
+    if (!set_value(c, k, eq + 1, why, sizeof why))
+        return mt_errorf(err, errlen, "--set %s.%s: %s", section, name, why);
+    return true;
+}
+
+#define CHECK(cond, ...)                                                                                        \
+    do {                                                                                                        \
+        if (!(cond))                                                                                            \
+            return mt_errorf(err, errlen, __VA_ARGS__);                                                         \
+    } while (0)
+
+bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
+{
+    char why[400];
+    if (!mt_model_config_finalize(&c->model, why, sizeof why))
+        return mt_errorf(err, errlen, "[model] %s", why);
+    CHECK(strcmp(c->layer, "mamba2") == 0, "[model] layer = %s: only the Mamba-2 block is built so far", c->layer);
+    const bool synthetic = strcmp(c->data.synthetic, "none") != 0;
+    CHECK(synthetic || c->data.train[0], "[data] train: no training shards given (or set data.synthetic)");
+    CHECK(c->data.val_fraction >= 0 && c->data.val_fraction < 1, "[data] val_fraction %g is not in [0, 1)",
+          c->data.val_fraction);
+    CHECK(c->data.seq_len >= 1 && c->data.batch_size >= 1, "[data] seq_len and batch_size must be positive");
+    CHECK(c->data.prefetch >= 1, "[data] prefetch must be at least 1");
+    CHECK(!synthetic || c->data.synthetic_examples >= 2, "[data] synthetic_examples must be at least 2");
+    CHECK(c->train.steps >= 1 && c->train.micro_batches >= 1, "[train] steps and micro_batches must be positive");
+    CHECK(c->train.lr > 0 && c->train.min_lr_ratio >= 0 && c->train.min_lr_ratio <= 1,
+          "[train] lr must be positive and min_lr_ratio in [0, 1]");
+    CHECK(c->train.warmup_steps >= 0 && c->train.decay_steps >= 0, "[train] warmup_steps, decay_steps negative");
+    CHECK(strcmp(c->train.schedule, "wsd") != 0 || c->train.decay_steps >= 1,
+          "[train] schedule = wsd needs decay_steps >= 1");
+    CHECK(c->train.beta1 >= 0 && c->train.beta1 < 1 && c->train.beta2 >= 0 && c->train.beta2 < 1 && c->train.eps > 0,
+          "[train] beta1, beta2 must be in [0, 1) and eps positive");
+    CHECK(c->train.weight_decay >= 0 && c->train.grad_clip >= 0, "[train] weight_decay, grad_clip negative");
+    CHECK(strcmp(c->train.recompute, "none") == 0, "[train] recompute = block: activation checkpointing is not "
+                                                   "built yet");
+    CHECK(c->train.max_bad_steps >= 1, "[train] max_bad_steps must be at least 1");
+    CHECK(c->log.out_dir[0], "[log] out_dir is empty");
+    CHECK(c->log.log_every >= 1 && c->log.eval_every >= 0 && c->log.eval_batches >= 1 &&
+              c->log.checkpoint_every >= 0 && c->log.keep_last >= 0,
+          "[log] log_every, eval_batches must be positive; eval_every, checkpoint_every, keep_last not negative");
+    return true;
+}
+
+static void write_value(FILE *f, const mt_train_config *c, const config_key *k)
+{
+    const char *field = (const char *)c + k->offset;
+    switch (k->type) {
+    case K_INT:
+        fprintf(f, "%d", *(const int *)field);
+        break;
+    case K_I64:
+        fprintf(f, "%lld", (long long)*(const int64_t *)field);
+        break;
+    case K_DOUBLE:
+        fprintf(f, "%.17g", *(const double *)field);
+        break;
+    case K_BOOL:
+        fputs(*(const bool *)field ? "true" : "false", f);
+        break;
+    case K_STR:
+    case K_WORD:
+        fputs(field, f);
+        break;
+    }
+}
+
+void mt_train_config_write(FILE *f, const mt_train_config *c)
+{
+    const char *section = "";
+    for (int i = 0; i < N_KEYS; i++) {
+        if (strcmp(KEYS[i].section, section) != 0) {
+            section = KEYS[i].section;
+            fprintf(f, "%s[%s]\n", i ? "\n" : "", section);
+        }
+        fprintf(f, "%s = ", KEYS[i].name);
+        write_value(f, c, &KEYS[i]);
+        fputc('\n', f);
+    }
+}
+
+void mt_train_config_help(FILE *f)
+{
+    mt_train_config d;
+    mt_train_config_defaults(&d);
+    const char *section = "";
+    for (int i = 0; i < N_KEYS; i++) {
+        if (strcmp(KEYS[i].section, section) != 0) {
+            section = KEYS[i].section;
+            fprintf(f, "\n[%s]\n", section);
+        }
+        fprintf(f, "  %-24s = ", KEYS[i].name);
+        write_value(f, &d, &KEYS[i]);
+        fprintf(f, "\n      %s%s%s\n", KEYS[i].help, KEYS[i].choices ? "; one of " : "",
+                KEYS[i].choices ? KEYS[i].choices : "");
+    }
+}

@@ -1,0 +1,75 @@
+/* The training run's configuration: an INI file (sections model, data,
+ * train, log) parsed with inih into one typed struct, then `--set
+ * section.key=value` overrides, then validation. Every key has a default
+ * (mt_train_config_defaults); an unknown key or a bad value is an error that
+ * names the file, the line and the key. mt_train_config_write prints the
+ * effective configuration in the same INI form, so a run's saved config.ini
+ * reproduces it. */
+#ifndef MT_TRAIN_CONFIG_H
+#define MT_TRAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "layers/config.h"
+
+#define MT_CONFIG_STR 512
+#define MT_CONFIG_WORD 32
+
+typedef struct mt_train_config {
+    char layer[MT_CONFIG_WORD]; /* model.layer: mamba2 (mamba1 once that block exists) */
+    mt_model_config model;
+
+    struct {
+        char train[MT_CONFIG_STR]; /* shard files or globs, separated by spaces or commas */
+        char val[MT_CONFIG_STR];   /* separate validation shards; empty: hold out val_fraction */
+        double val_fraction;
+        int seq_len, batch_size, prefetch;
+        bool shuffle;
+        char loss_on[MT_CONFIG_WORD];   /* all | answers (the shards' /loss_mask) */
+        char synthetic[MT_CONFIG_WORD]; /* none | induction | selective-copy: generate the data */
+        int64_t synthetic_examples;
+        int synthetic_memorize;
+    } data;
+
+    struct {
+        int64_t steps;
+        int micro_batches;
+        double lr, min_lr_ratio;
+        int64_t warmup_steps, decay_steps;
+        char schedule[MT_CONFIG_WORD]; /* cosine | wsd | constant */
+        double weight_decay, beta1, beta2, eps, grad_clip;
+        bool decay_embedding;
+        char precision[MT_CONFIG_WORD]; /* bf16 | fp32 */
+        char device[MT_CONFIG_WORD];    /* auto | cpu | cuda */
+        char recompute[MT_CONFIG_WORD]; /* none | block */
+        int64_t seed;
+        int max_bad_steps;
+    } train;
+
+    struct {
+        char out_dir[MT_CONFIG_STR];
+        int64_t log_every, eval_every, eval_batches, checkpoint_every;
+        int keep_last;
+    } log;
+} mt_train_config;
+
+void mt_train_config_defaults(mt_train_config *c);
+
+/* Reads an INI file over the current values. */
+bool mt_train_config_load(mt_train_config *c, const char *path, char *err, size_t errlen);
+
+/* One override, "section.key=value". */
+bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, size_t errlen);
+
+/* Checks the values together and finalizes the model config. */
+bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen);
+
+/* Every key with its current value, as INI. */
+void mt_train_config_write(FILE *f, const mt_train_config *c);
+
+/* Every key with its default and what it means, for --help. */
+void mt_train_config_help(FILE *f);
+
+#endif

@@ -1,0 +1,488 @@
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "autograd/ops.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "data/loader.h"
+#include "data/synthetic.h"
+#include "layers/config_json.h"
+#include "layers/model.h"
+#include "optim/adamw.h"
+#include "optim/schedule.h"
+#include "train/checkpoint.h"
+
+enum { IGNORE_TARGET = -100, MAX_PATHS = 64 };
+
+/* The dense bf16 GEMM rate measured on an H100 (shared/reference/peer-baseline.md):
+ * MFU = 6 N tokens/s over it, as the reference's figures are. */
+#define GEMM_PEAK_FLOPS 798e12
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* mkdir -p */
+static bool make_dirs(const char *path, char *err, size_t errlen)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        bool end = *p == '\0';
+        if (*p == '/' || end) {
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return mt_errorf(err, errlen, "%s: cannot create the directory: %s", buf, strerror(errno));
+            if (end)
+                break;
+            *p = '/';
+        }
+    }
+    return true;
+}
+
+/* Splits a list of paths (spaces or commas) into paths[]. */
+static int split_paths(char *list, const char **paths)
+{
+    int n = 0;
+    for (char *tok = strtok(list, " ,\t"); tok && n < MAX_PATHS; tok = strtok(NULL, " ,\t"))
+        paths[n++] = tok;
+    return n;
+}
+
+static double tensor_scalar(const mt_tensor *t)
+{
+    if (t->device == MT_CPU)
+        return mt_get(t, 0);
+    mt_tensor *h = mt_tensor_new(MT_CPU, t->dtype, 1, (int64_t[]){1});
+    mt_device_copy(MT_CPU, h->data, t->device, t->data, mt_dtype_size(t->dtype));
+    double v = mt_get(h, 0);
+    mt_tensor_free(h);
+    return v;
+}
+
+/* Everything a run holds. */
+typedef struct run {
+    const mt_train_config *cfg;
+    mt_backend *be;
+    mt_device dev;
+    mt_dtype compute;
+    mt_model model;
+    mt_adamw opt;
+    mt_lr_schedule sched;
+    mt_loader *train, *val;
+    mt_tensor *ids, *targets, *seq_idx; /* device copies of a micro-batch */
+    int32_t *host_targets;
+    FILE *metrics;
+    int64_t step, tokens;
+    int bad_steps;
+} run;
+
+/* Generates the synthetic task's shards (train and a separate val) into
+ * out_dir/data once; a later run (or a resume) reuses them. */
+static bool synthetic_shards(const mt_train_config *cfg, char *train_path, char *val_path, size_t len, char *err,
+                             size_t errlen)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/data", cfg->log.out_dir);
+    if (!make_dirs(dir, err, errlen))
+        return false;
+    snprintf(train_path, len, "%.900s/%s-train.h5", dir, cfg->data.synthetic);
+    snprintf(val_path, len, "%.900s/%s-val.h5", dir, cfg->data.synthetic);
+    mt_synth_config sc = {.task = strcmp(cfg->data.synthetic, "induction") == 0 ? MT_TASK_INDUCTION
+                                                                                 : MT_TASK_SELECTIVE_COPY,
+                          .vocab_size = cfg->model.vocab_size,
+                          .seq_len = cfg->data.seq_len,
+                          .n_memorize = cfg->data.synthetic_memorize,
+                          .seed = (uint64_t)cfg->train.seed};
+    if (!mt_synth_validate(&sc, err, errlen))
+        return false;
+    struct stat st;
+    if (stat(train_path, &st) != 0 && !mt_synth_write_shard(&sc, cfg->data.synthetic_examples, train_path, err, errlen))
+        return false;
+    sc.seed += 0x9e3779b97f4a7c15ull; /* validation examples differ from the training ones */
+    int64_t n_val = cfg->data.synthetic_examples / 10 > 1 ? cfg->data.synthetic_examples / 10 : 2;
+    if (stat(val_path, &st) != 0 && !mt_synth_write_shard(&sc, n_val, val_path, err, errlen))
+        return false;
+    return true;
+}
+
+static bool open_data(run *r, char *err, size_t errlen)
+{
+    const mt_train_config *cfg = r->cfg;
+    static char train_list[1100], val_list[1100];
+    const char *train_paths[MAX_PATHS], *val_paths[MAX_PATHS];
+    int n_train, n_val;
+    bool separate_val;
+    if (strcmp(cfg->data.synthetic, "none") != 0) {
+        if (!synthetic_shards(cfg, train_list, val_list, sizeof train_list, err, errlen))
+            return false;
+        train_paths[0] = train_list;
+        val_paths[0] = val_list;
+        n_train = n_val = 1;
+        separate_val = true;
+    } else {
+        snprintf(train_list, sizeof train_list, "%s", cfg->data.train);
+        snprintf(val_list, sizeof val_list, "%s", cfg->data.val);
+        n_train = split_paths(train_list, train_paths);
+        n_val = split_paths(val_list, val_paths);
+        separate_val = n_val > 0;
+    }
+    mt_loader_config lc = {.paths = train_paths, .n_paths = n_train, .seq_len = cfg->data.seq_len,
+                           .batch_size = cfg->data.batch_size, .seed = (uint64_t)cfg->train.seed,
+                           .shuffle = cfg->data.shuffle, .rank = 0, .world = 1,
+                           .vocab_size = cfg->model.vocab_size,
+                           .val_fraction = separate_val ? 0.0 : cfg->data.val_fraction,
+                           .prefetch = cfg->data.prefetch};
+    if (!(r->train = mt_loader_open(&lc, err, errlen)))
+        return false;
+    if (separate_val) {
+        lc.paths = val_paths;
+        lc.n_paths = n_val;
+    } else {
+        lc.validation = true;
+    }
+    lc.shuffle = false;
+    if (cfg->log.eval_every > 0 && (separate_val || cfg->data.val_fraction > 0) &&
+        !(r->val = mt_loader_open(&lc, err, errlen)))
+        return false;
+    return true;
+}
+
+/* Copies a micro-batch to the device; targets outside the answer mask are
+ * ignored when the loss is on answers only. */
+static void batch_to_device(run *r, const mt_batch *bt)
+{
+    const int64_t n = (int64_t)bt->batch_size * bt->seq_len;
+    const bool answers = strcmp(r->cfg->data.loss_on, "answers") == 0;
+    for (int64_t i = 0; i < n; i++)
+        r->host_targets[i] = (!answers || bt->loss_mask[i]) ? bt->targets[i] : IGNORE_TARGET;
+    mt_device_copy(r->dev, r->ids->data, MT_CPU, bt->inputs, (size_t)n * sizeof(int32_t));
+    mt_device_copy(r->dev, r->targets->data, MT_CPU, r->host_targets, (size_t)n * sizeof(int32_t));
+    mt_device_copy(r->dev, r->seq_idx->data, MT_CPU, bt->seq_idx, (size_t)n * sizeof(int32_t));
+}
+
+/* Mean loss over the validation batches, and the share of scored targets
+ * whose argmax is right (when the loss is on answers). */
+static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char *err, size_t errlen)
+{
+    const mt_train_config *cfg = r->cfg;
+    if (!mt_loader_seek(r->val, (mt_loader_cursor){(uint64_t)cfg->train.seed, 0, 0}, err, errlen))
+        return false;
+    const bool answers = strcmp(cfg->data.loss_on, "answers") == 0;
+    const int64_t n = (int64_t)cfg->data.batch_size * cfg->data.seq_len, V = r->model.cfg.vocab_padded;
+    double loss_sum = 0;
+    int64_t right = 0, scored = 0, batches = 0;
+    bool saved = c->grad_enabled;
+    c->grad_enabled = false;
+    for (int64_t b = 0; b < cfg->log.eval_batches; b++) {
+        const mt_batch *bt = mt_loader_next(r->val, err, errlen);
+        if (!bt)
+            return false;
+        batch_to_device(r, bt);
+        mt_tensor *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
+        mt_tensor *loss = mt_cross_entropy(c, logits, r->targets, IGNORE_TARGET);
+        loss_sum += tensor_scalar(loss);
+        batches++;
+        if (answers) {
+            mt_tensor *host = mt_tensor_new(MT_CPU, logits->dtype, 2, (int64_t[]){n, V});
+            mt_device_copy(MT_CPU, host->data, logits->device, logits->data, mt_nbytes(host));
+            for (int64_t i = 0; i < n; i++) {
+                if (r->host_targets[i] == IGNORE_TARGET)
+                    continue;
+                int64_t best = 0;
+                for (int64_t v = 1; v < V; v++)
+                    if (mt_get(host, i * V + v) > mt_get(host, i * V + best))
+                        best = v;
+                right += best == r->host_targets[i];
+                scored++;
+            }
+            mt_tensor_free(host);
+        }
+        mt_ctx_end_step(c);
+    }
+    c->grad_enabled = saved;
+    *loss_out = batches ? loss_sum / (double)batches : NAN;
+    *acc_out = scored ? (double)right / (double)scored : NAN;
+    return true;
+}
+
+static json_t *trainer_state(const run *r)
+{
+    return json_pack("{s:I, s:I, s:I, s:i, s:o}", "step", (json_int_t)r->step, "tokens", (json_int_t)r->tokens,
+                     "adam_step", (json_int_t)r->opt.step, "bad_steps", r->bad_steps, "loader",
+                     mt_loader_cursor_to_json(mt_loader_tell(r->train)));
+}
+
+static bool save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen)
+{
+    json_t *state = trainer_state(r), *model_cfg = mt_model_config_to_json(&r->model.cfg);
+    bool ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, &r->model.params, true, state, model_cfg,
+                                 r->cfg->log.keep_last, res->checkpoint, sizeof res->checkpoint, err, errlen);
+    json_decref(state);
+    json_decref(model_cfg);
+    if (ok)
+        printf("checkpoint: %s\n", res->checkpoint);
+    return ok;
+}
+
+static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
+{
+    char dir[1024];
+    if (strcmp(resume, "auto") == 0) {
+        char why[512];
+        if (!mt_checkpoint_latest(r->cfg->log.out_dir, dir, sizeof dir, why, sizeof why)) {
+            printf("resume auto: no checkpoint in %s (%s): starting fresh\n", r->cfg->log.out_dir, why);
+            return true;
+        }
+    } else {
+        snprintf(dir, sizeof dir, "%s", resume);
+    }
+    json_t *state = NULL;
+    if (!mt_checkpoint_load(dir, &r->model.params, true, &state, err, errlen))
+        return false;
+    json_int_t step = 0, tokens = 0, adam_step = 0;
+    int bad = 0;
+    json_t *cursor = NULL;
+    json_error_t je;
+    bool ok = json_unpack_ex(state, &je, 0, "{s:I, s:I, s:I, s:i, s:o}", "step", &step, "tokens", &tokens,
+                             "adam_step", &adam_step, "bad_steps", &bad, "loader", &cursor) == 0;
+    mt_loader_cursor c;
+    if (!ok)
+        mt_errorf(err, errlen, "%s/trainer.json: %s", dir, je.text);
+    else
+        ok = mt_loader_cursor_from_json(cursor, &c, err, errlen) && mt_loader_seek(r->train, c, err, errlen);
+    json_decref(state);
+    if (!ok)
+        return false;
+    r->step = step;
+    r->tokens = tokens;
+    r->opt.step = adam_step;
+    r->bad_steps = bad;
+    printf("resumed from %s at step %lld\n", dir, (long long)step);
+    return true;
+}
+
+/* One optimizer step: micro-batches forward and backward, then the guarded
+ * update. *loss_out is the mean loss; *norm_out the gradient norm before clipping. */
+static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_out, double *norm_out, bool *skipped,
+                       char *err, size_t errlen)
+{
+    const mt_train_config *cfg = r->cfg;
+    double loss_sum = 0;
+    for (int micro = 0; micro < cfg->train.micro_batches; micro++) {
+        const mt_batch *bt = mt_loader_next(r->train, err, errlen);
+        if (!bt)
+            return false;
+        batch_to_device(r, bt);
+        mt_tensor *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
+        mt_tensor *loss = mt_cross_entropy(c, logits, r->targets, IGNORE_TARGET);
+        loss_sum += tensor_scalar(loss);
+        mt_backward(c, loss);
+        mt_ctx_end_step(c);
+        r->tokens += (int64_t)bt->batch_size * bt->seq_len;
+    }
+    if (poison) /* 0xff bytes are NaN in f32 */
+        mt_device_fill_bytes(r->dev, r->model.params.grads, 0xff,
+                             r->model.params.flat_size * mt_dtype_size(r->model.params.dtype));
+    const double loss = loss_sum / cfg->train.micro_batches;
+    const double norm = mt_grad_norm(r->be, &r->model.params) / cfg->train.micro_batches;
+    *loss_out = loss;
+    *norm_out = norm;
+    *skipped = !isfinite(loss) || !isfinite(norm);
+    if (!*skipped)
+        mt_adamw_step(&r->opt, r->be, &r->model.params, lr,
+                      mt_clip_scale(norm, cfg->train.grad_clip) / cfg->train.micro_batches);
+    mt_params_zero_grad(&r->model.params);
+    return true;
+}
+
+/* A JSON number, or null for NaN and infinities (which JSON cannot hold). */
+static json_t *number(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static void write_metrics(run *r, json_t *j)
+{
+    json_dumpf(j, r->metrics, JSON_COMPACT);
+    fputc('\n', r->metrics);
+    fflush(r->metrics);
+    json_decref(j);
+}
+
+static void log_step(run *r, double loss, double lr, double norm, double dt, double rate, bool skipped)
+{
+    const mt_train_config *cfg = r->cfg;
+    const double params = (double)r->model.params.numel;
+    const double mfu = r->dev == MT_CUDA ? 6.0 * params * rate / GEMM_PEAK_FLOPS : NAN;
+    write_metrics(r, json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:b}", "step", (json_int_t)r->step, "loss",
+                               number(loss), "lr", number(lr), "grad_norm", number(norm), "tokens",
+                               (json_int_t)r->tokens, "tokens_per_s", number(rate), "step_s", number(dt), "mfu",
+                               number(mfu), "skipped", skipped));
+    if (r->step % cfg->log.log_every == 0 || r->step == cfg->train.steps || skipped) {
+        double eta = (double)(cfg->train.steps - r->step) * dt;
+        printf("step %6lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s", (long long)r->step,
+               (long long)cfg->train.steps, loss, lr, norm, rate);
+        if (isfinite(mfu))
+            printf("  MFU %.1f%%", 100 * mfu);
+        printf("  ETA %.0f s%s\n", eta, skipped ? "  (skipped: non-finite loss or gradient)" : "");
+        fflush(stdout);
+    }
+}
+
+static void log_eval(run *r, double loss, double acc)
+{
+    write_metrics(r, json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)r->step, "eval_loss", number(loss),
+                               "eval_ppl", number(exp(loss)), "eval_accuracy", number(acc)));
+    printf("eval   %6lld  loss %.4f  ppl %.2f", (long long)r->step, loss, exp(loss));
+    if (isfinite(acc))
+        printf("  accuracy %.3f", acc);
+    printf("\n");
+}
+
+static bool setup(run *r, const mt_train_config *cfg, char *err, size_t errlen)
+{
+    r->cfg = cfg;
+    const bool want_cuda = strcmp(cfg->train.device, "cuda") == 0;
+    const bool use_cuda = want_cuda || (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() > 0);
+    if (use_cuda) {
+        char why[256];
+        r->be = mt_backend_cuda_create(0, why, sizeof why);
+        if (!r->be)
+            return mt_errorf(err, errlen, "[train] device = %s: no CUDA backend: %s", cfg->train.device, why);
+        r->dev = MT_CUDA;
+        r->compute = strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
+    } else {
+        r->be = mt_backend_cpu_create();
+        r->dev = MT_CPU;
+        r->compute = MT_F32; /* the CPU backend is the fp32 reference */
+    }
+    if (!make_dirs(cfg->log.out_dir, err, errlen) || !open_data(r, err, errlen))
+        return false;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.ini", cfg->log.out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    mt_train_config_write(f, cfg);
+    if (fclose(f) != 0)
+        return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->log.out_dir);
+    if (!(r->metrics = fopen(path, "a")))
+        return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+
+    mt_model_build(&r->model, &cfg->model, r->dev, MT_F32);
+    mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed);
+    mt_adamw_config oc = {cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
+                          cfg->train.decay_embedding};
+    mt_adamw_init(&r->opt, &r->model.params, &oc);
+    r->sched = (mt_lr_schedule){.kind = strcmp(cfg->train.schedule, "wsd") == 0        ? MT_SCHEDULE_WSD
+                                        : strcmp(cfg->train.schedule, "constant") == 0 ? MT_SCHEDULE_CONSTANT
+                                                                                         : MT_SCHEDULE_COSINE,
+                                .peak_lr = cfg->train.lr,
+                                .min_ratio = cfg->train.min_lr_ratio,
+                                .warmup_steps = cfg->train.warmup_steps,
+                                .total_steps = cfg->train.steps,
+                                .decay_steps = cfg->train.decay_steps};
+    const int64_t shape[2] = {cfg->data.batch_size, cfg->data.seq_len}, flat[1] = {shape[0] * shape[1]};
+    r->ids = mt_tensor_new(r->dev, MT_I32, 2, shape);
+    r->seq_idx = mt_tensor_new(r->dev, MT_I32, 2, shape);
+    r->targets = mt_tensor_new(r->dev, MT_I32, 1, flat);
+    r->host_targets = malloc((size_t)flat[0] * sizeof(int32_t));
+    return r->host_targets ? true : mt_errorf(err, errlen, "out of memory");
+}
+
+static void teardown(run *r)
+{
+    if (r->metrics)
+        fclose(r->metrics);
+    mt_loader_close(r->train);
+    mt_loader_close(r->val);
+    if (r->ids) {
+        mt_tensor_free(r->ids);
+        mt_tensor_free(r->seq_idx);
+        mt_tensor_free(r->targets);
+        mt_adamw_release(&r->opt);
+        mt_model_release(&r->model);
+    }
+    free(r->host_targets);
+    if (r->be)
+        r->be->destroy(r->be);
+}
+
+bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_result *res, char *err,
+              size_t errlen)
+{
+    *res = (mt_train_result){.last_loss = NAN, .eval_loss = NAN, .eval_accuracy = NAN};
+    run r = {0};
+    bool ok = setup(&r, cfg, err, errlen) && (!opt->resume || resume_from(&r, opt->resume, err, errlen));
+    if (!ok) {
+        teardown(&r);
+        return false;
+    }
+    stop_requested = 0;
+    void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
+    mt_ctx c;
+    mt_ctx_init(&c, r.be, 0);
+    int64_t first_step = r.step;
+    while (ok && r.step < cfg->train.steps) {
+        const double lr = mt_lr_at(&r.sched, r.step), t0 = now_s();
+        double loss, norm;
+        bool skipped;
+        if (!(ok = train_step(&r, &c, lr, r.step + 1 == opt->nan_grad_at, &loss, &norm, &skipped, err, errlen)))
+            break;
+        r.be->synchronize(r.be);
+        const double dt = now_s() - t0;
+        const double rate = (double)cfg->train.micro_batches * cfg->data.batch_size * cfg->data.seq_len / dt;
+        r.step++;
+        r.bad_steps = skipped ? r.bad_steps + 1 : 0;
+        res->skipped_steps += skipped;
+        res->last_loss = loss;
+        log_step(&r, loss, lr, norm, dt, rate, skipped);
+        if (r.bad_steps >= cfg->train.max_bad_steps) {
+            ok = mt_errorf(err, errlen, "%d non-finite steps in a row (to step %lld): stopping; the last good "
+                           "checkpoint is in %s", r.bad_steps, (long long)r.step, cfg->log.out_dir);
+            break;
+        }
+        if (r.val && cfg->log.eval_every > 0 && (r.step % cfg->log.eval_every == 0 || r.step == cfg->train.steps)) {
+            if (!(ok = evaluate(&r, &c, &res->eval_loss, &res->eval_accuracy, err, errlen)))
+                break;
+            log_eval(&r, res->eval_loss, res->eval_accuracy);
+        }
+        const bool periodic = cfg->log.checkpoint_every > 0 && r.step % cfg->log.checkpoint_every == 0;
+        const bool stop = stop_requested || r.step == opt->stop_at;
+        if (periodic || r.step == cfg->train.steps || stop)
+            ok = save_checkpoint(&r, res, err, errlen);
+        if (stop) {
+            printf("stopping at step %lld%s\n", (long long)r.step, stop_requested ? " on a signal" : "");
+            break;
+        }
+    }
+    res->steps_done = r.step - first_step;
+    signal(SIGINT, old_int);
+    signal(SIGTERM, old_term);
+    mt_ctx_release(&c);
+    teardown(&r);
+    return ok;
+}

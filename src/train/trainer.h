@@ -1,0 +1,34 @@
+/* The training run: data (shards, or a synthetic task generated into the run
+ * directory), the model, AdamW with a schedule and clipping, the step loop
+ * with gradient accumulation, a NaN/Inf guard, console progress and
+ * metrics.jsonl, periodic evaluation, and checkpoints with exact resume.
+ * SIGINT and SIGTERM end the run after the current step with a checkpoint. */
+#ifndef MT_TRAINER_H
+#define MT_TRAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "train/train_config.h"
+
+typedef struct mt_train_result {
+    int64_t steps_done;
+    double last_loss;          /* mean training loss of the last step */
+    double eval_loss;          /* the last evaluation (NAN when none ran) */
+    double eval_accuracy;      /* share of scored targets predicted (answers only); NAN when none */
+    int64_t skipped_steps;     /* updates skipped for a non-finite loss or gradient */
+    char checkpoint[1024];     /* the last checkpoint written, or empty */
+} mt_train_result;
+
+typedef struct mt_train_options {
+    const char *resume;     /* NULL (fresh), "auto" (the newest valid checkpoint in out_dir, else fresh)
+                               or a checkpoint directory */
+    int64_t stop_at;        /* > 0: stop after this step with a checkpoint, as on a signal */
+    int64_t nan_grad_at;    /* > 0: the gradients of this step are made NaN (tests the guard) */
+} mt_train_options;
+
+/* Runs cfg (finalized). False with a message in err when the run cannot go on. */
+bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_result *result, char *err,
+              size_t errlen);
+
+#endif
