@@ -16,12 +16,13 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "testlib.h"
+
 #include "core/params.h"
 #include "io/safetensors.h"
 #include "layers/config_json.h"
 #include "train/checkpoint.h"
 
-static char dir[] = "/tmp/mt-test-ckpt-XXXXXX";
 static char err[1024];
 
 static const char *tmp_path(const char *name)
@@ -29,7 +30,7 @@ static const char *tmp_path(const char *name)
     static char buf[8][512];
     static int k;
     char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", dir, name);
+    snprintf(p, 512, "%s/%s", tl_temp_dir(), name);
     return p;
 }
 
@@ -467,20 +468,6 @@ static void config_json_round_trip(void **state)
     json_decref(released);
 }
 
-static int make_dir(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,5 +476,5 @@ int main(void)
         cmocka_unit_test(checkpoint_key_errors),     cmocka_unit_test(checkpoint_keep_last_and_crash),
         cmocka_unit_test(config_json_round_trip),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

@@ -14,10 +14,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "testlib.h"
+
 #include "data/loader.h"
 #include "data/shard.h"
 
-static char dir[] = "/tmp/mt-test-data-XXXXXX";
 static char err[512];
 
 static const char *tmp_path(const char *name)
@@ -25,7 +26,7 @@ static const char *tmp_path(const char *name)
     static char buf[8][256];
     static int k;
     char *p = buf[k++ % 8];
-    snprintf(p, 256, "%s/%s", dir, name);
+    snprintf(p, 256, "%s/%s", tl_temp_dir(), name);
     return p;
 }
 
@@ -439,20 +440,6 @@ static void bad_inputs(void **state)
     expect_error(err, "no-such-dir", "cannot write");
 }
 
-static int make_dir(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,5 +449,5 @@ int main(void)
         cmocka_unit_test(cursor_json_round_trip),
         cmocka_unit_test(loader_seq_idx),      cmocka_unit_test(bad_inputs),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

@@ -13,10 +13,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "testlib.h"
+
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
-static char dir[] = "/tmp/mt-test-train-XXXXXX";
 static char err[1024];
 
 /* configs/tiny.ini with a run directory under the test's and overrides. */
@@ -27,7 +28,7 @@ static void tiny_config(mt_train_config *c, const char *run, int n_sets, const c
     snprintf(path, sizeof path, "%s/configs/tiny.ini", MT_SOURCE_DIR);
     if (!mt_train_config_load(c, path, err, sizeof err))
         fail_msg("%s", err);
-    snprintf(c->log.out_dir, sizeof c->log.out_dir, "%s/%s", dir, run);
+    snprintf(c->log.out_dir, sizeof c->log.out_dir, "%s/%s", tl_temp_dir(), run);
     for (int i = 0; i < n_sets; i++)
         if (!mt_train_config_set(c, sets[i], err, sizeof err))
             fail_msg("%s", err);
@@ -123,20 +124,6 @@ static void nan_gradient_is_skipped(void **state)
     assert_non_null(strstr(latest, "step_000002"));
 }
 
-static int make_dir(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -144,5 +131,5 @@ int main(void)
         cmocka_unit_test(nan_gradient_is_skipped),
         cmocka_unit_test(tiny_learns_selective_copying),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

@@ -11,15 +11,16 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "testlib.h"
+
 #include "train/train_config.h"
 
-static char dir[] = "/tmp/mt-test-config-XXXXXX";
 static char err[1024];
 
 static const char *write_ini(const char *name, const char *text)
 {
     static char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(path, sizeof path, "%s/%s", tl_temp_dir(), name);
     FILE *f = fopen(path, "w");
     fputs(text, f);
     fclose(f);
@@ -104,7 +105,7 @@ static void write_read_round_trip(void **state)
     a.model.dt_limit_max = INFINITY;
     snprintf(a.data.train, sizeof a.data.train, "x/*.h5, y.h5");
     char path[256];
-    snprintf(path, sizeof path, "%s/written.ini", dir);
+    snprintf(path, sizeof path, "%s/written.ini", tl_temp_dir());
     FILE *f = fopen(path, "w");
     mt_train_config_write(f, &a);
     fclose(f);
@@ -144,20 +145,6 @@ static void shipped_configs_parse(void **state)
     }
 }
 
-static int make_dir(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,5 +152,5 @@ int main(void)
         cmocka_unit_test(finalize_errors),      cmocka_unit_test(write_read_round_trip),
         cmocka_unit_test(shipped_configs_parse),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

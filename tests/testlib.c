@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -355,4 +356,26 @@ mt_backend *tl_cuda_backend_or_exit(void)
         exit(1);
     }
     return be;
+}
+
+static char temp_dir[64];
+
+int tl_temp_dir_setup(void **state)
+{
+    (void)state;
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/mt-test-XXXXXX");
+    return mkdtemp(temp_dir) ? 0 : -1;
+}
+
+int tl_temp_dir_teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", temp_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+const char *tl_temp_dir(void)
+{
+    return temp_dir;
 }

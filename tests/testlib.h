@@ -82,6 +82,12 @@ tl_compare tl_compare_backend(mt_backend *be, const tl_case *k, mt_dtype dt, uin
  * exits with TL_SKIP; where one is present but the backend fails, exits 1. */
 mt_backend *tl_cuda_backend_or_exit(void);
 
+/* A scratch directory for a test program: cmocka group fixtures that make it
+ * (mkdtemp under /tmp) and remove it with everything in it, and its path. */
+int tl_temp_dir_setup(void **state);
+int tl_temp_dir_teardown(void **state);
+const char *tl_temp_dir(void);
+
 /* tl_compare_backend, failing the current cmocka test unless every output
  * was written, bits repeat, and outputs and gradients are within bound.
  * Prints one line: case, dtype, errors. */

@@ -182,6 +182,18 @@ static void batch_to_device(run *r, const mt_batch *bt)
     mt_device_copy(r->dev, r->seq_idx->data, MT_CPU, bt->seq_idx, (size_t)n * sizeof(int32_t));
 }
 
+/* The next micro-batch of ld on the device, its logits and its loss (NULL
+ * on a loader error). */
+static mt_tensor *batch_loss(run *r, mt_ctx *c, mt_loader *ld, mt_tensor **logits, char *err, size_t errlen)
+{
+    const mt_batch *bt = mt_loader_next(ld, err, errlen);
+    if (!bt)
+        return NULL;
+    batch_to_device(r, bt);
+    *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
+    return mt_cross_entropy(c, *logits, r->targets, IGNORE_TARGET);
+}
+
 /* Mean loss over the validation batches, and the share of scored targets
  * whose argmax is right (when the loss is on answers). */
 static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char *err, size_t errlen)
@@ -196,12 +208,9 @@ static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char 
     bool saved = c->grad_enabled;
     c->grad_enabled = false;
     for (int64_t b = 0; b < cfg->log.eval_batches; b++) {
-        const mt_batch *bt = mt_loader_next(r->val, err, errlen);
-        if (!bt)
+        mt_tensor *logits, *loss = batch_loss(r, c, r->val, &logits, err, errlen);
+        if (!loss)
             return false;
-        batch_to_device(r, bt);
-        mt_tensor *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
-        mt_tensor *loss = mt_cross_entropy(c, logits, r->targets, IGNORE_TARGET);
         loss_sum += tensor_scalar(loss);
         batches++;
         if (answers) {
@@ -291,16 +300,13 @@ static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_o
     const mt_train_config *cfg = r->cfg;
     double loss_sum = 0;
     for (int micro = 0; micro < cfg->train.micro_batches; micro++) {
-        const mt_batch *bt = mt_loader_next(r->train, err, errlen);
-        if (!bt)
+        mt_tensor *logits, *loss = batch_loss(r, c, r->train, &logits, err, errlen);
+        if (!loss)
             return false;
-        batch_to_device(r, bt);
-        mt_tensor *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
-        mt_tensor *loss = mt_cross_entropy(c, logits, r->targets, IGNORE_TARGET);
         loss_sum += tensor_scalar(loss);
         mt_backward(c, loss);
         mt_ctx_end_step(c);
-        r->tokens += (int64_t)bt->batch_size * bt->seq_len;
+        r->tokens += (int64_t)cfg->data.batch_size * cfg->data.seq_len;
     }
     if (poison) /* 0xff bytes are NaN in f32 */
         mt_device_fill_bytes(r->dev, r->model.params.grads, 0xff,
