@@ -9,7 +9,10 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -34,6 +37,38 @@ static void tiny_config(mt_train_config *c, const char *run, int n_sets, const c
             fail_msg("%s", err);
     if (!mt_train_config_finalize(c, err, sizeof err))
         fail_msg("%s", err);
+}
+
+/* Runs the mamba-train program on configs/tiny.ini in a child process (a
+ * fresh one: a forked copy of this multi-threaded test would inherit locked
+ * thread pools), with the run directory and overrides given, and sends it
+ * sig after delay_ms; returns the child's wait status. */
+static int train_and_signal(const char *out_dir, const char *const *sets, int n_sets, int sig, int delay_ms)
+{
+    char config[512];
+    snprintf(config, sizeof config, "%s/configs/tiny.ini", MT_SOURCE_DIR);
+    const char *argv[32] = {"mamba-train", "--config", config, "--out", out_dir};
+    int argc = 5;
+    for (int i = 0; i < n_sets && argc < 30; i++) {
+        argv[argc++] = "--set";
+        argv[argc++] = sets[i];
+    }
+    argv[argc] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(3);
+        execv(MT_TRAIN_BIN, (char *const *)argv);
+        _exit(4);
+    }
+    struct timespec ts = {delay_ms / 1000, (long)(delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    kill(pid, sig);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
 }
 
 static void run_or_fail(const mt_train_config *c, const mt_train_options *o, mt_train_result *res)
@@ -124,11 +159,49 @@ static void nan_gradient_is_skipped(void **state)
     assert_non_null(strstr(latest, "step_000002"));
 }
 
+/* SIGTERM ends the run cleanly with a checkpoint of the step it reached. */
+static void sigterm_checkpoints_and_exits(void **state)
+{
+    (void)state;
+    const char *sets[] = {"train.steps=100000", "log.checkpoint_every=0", "log.eval_every=0"};
+    char out[512];
+    snprintf(out, sizeof out, "%s/sigterm", tl_temp_dir());
+    int status = train_and_signal(out, sets, 3, SIGTERM, 3000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char latest[1024];
+    assert_true(mt_checkpoint_latest(out, latest, sizeof latest, err, sizeof err));
+}
+
+/* kill -9 at any moment, checkpoints being written every step, leaves a
+ * loadable checkpoint that a resumed run continues from. */
+static void kill9_leaves_a_loadable_checkpoint(void **state)
+{
+    (void)state;
+    const char *sets[] = {"train.steps=100000", "log.checkpoint_every=1", "log.eval_every=0", "log.keep_last=2"};
+    char out[512];
+    snprintf(out, sizeof out, "%s/kill9", tl_temp_dir());
+    int status = train_and_signal(out, sets, 4, SIGKILL, 3000);
+    assert_true(WIFSIGNALED(status));
+    char latest[1024];
+    if (!mt_checkpoint_latest(out, latest, sizeof latest, err, sizeof err))
+        fail_msg("%s", err);
+    mt_train_config c;
+    const char *resume_sets[] = {"train.steps=1"}; /* already past it: the resumed run loads and stops */
+    tiny_config(&c, "kill9", 1, resume_sets);
+    mt_train_result res;
+    mt_train_options o = {.resume = latest};
+    run_or_fail(&c, &o, &res);
+    assert_int_equal(res.steps_done, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(resume_is_bitwise_exact),
         cmocka_unit_test(nan_gradient_is_skipped),
+        cmocka_unit_test(sigterm_checkpoints_and_exits),
+        cmocka_unit_test(kill9_leaves_a_loadable_checkpoint),
         cmocka_unit_test(tiny_learns_selective_copying),
     };
     return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);

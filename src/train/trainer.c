@@ -441,14 +441,16 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
               size_t errlen)
 {
     *res = (mt_train_result){.last_loss = NAN, .eval_loss = NAN, .eval_accuracy = NAN};
+    stop_requested = 0;
+    void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
     run r = {0};
     bool ok = setup(&r, cfg, err, errlen) && (!opt->resume || resume_from(&r, opt->resume, err, errlen));
     if (!ok) {
+        signal(SIGINT, old_int);
+        signal(SIGTERM, old_term);
         teardown(&r);
         return false;
     }
-    stop_requested = 0;
-    void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
     mt_ctx c;
     mt_ctx_init(&c, r.be, 0);
     int64_t first_step = r.step;
