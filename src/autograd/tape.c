@@ -21,6 +21,10 @@ void mt_ctx_init(mt_ctx *c, mt_backend *be, size_t arena_bytes)
 
 void mt_ctx_release(mt_ctx *c)
 {
+    if (c->recompute) {
+        mt_ctx_release(c->recompute);
+        free(c->recompute);
+    }
     mt_arena_release(&c->arena);
     mt_arena_release(&c->headers);
     free(c->nodes);

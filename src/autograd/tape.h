@@ -36,6 +36,7 @@ typedef struct mt_node {
     int n_in, n_out;
     double attr_f[2]; /* an op's float attributes (eps, dt limits) */
     int attr_i[3];    /* an op's integer attributes (ignore_index, headdim, ngroups, chunk) */
+    void *ptr[2];     /* an op's pointers (a recomputed block's function and argument) */
 } mt_node;
 
 typedef struct mt_ctx {
@@ -48,6 +49,7 @@ typedef struct mt_ctx {
     bool grad_enabled;
     bool abort_on_error;
     char error[512];
+    struct mt_ctx *recompute; /* where recomputed blocks run (autograd/recompute.h); made on first use */
 } mt_ctx;
 
 /* be is borrowed, not owned. */

@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "autograd/recompute.h"
 #include "core/error.h"
 #include "core/rng.h"
 
 void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype)
 {
     m->cfg = *cfg;
+    m->recompute_blocks = false;
     mt_params_init(&m->params, dev, param_dtype);
     mt_params *p = &m->params;
     int64_t d = cfg->d_model, v = cfg->vocab_padded;
@@ -21,6 +23,7 @@ void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_d
         char name[MT_PARAM_NAME_MAX];
         snprintf(name, sizeof name, "backbone.layers.%d.norm.weight", i);
         m->layers[i].norm_w = mt_params_add(p, name, 1, &d, MT_PARAM_NO_DECAY);
+        m->layers[i].cfg = &m->cfg;
         snprintf(name, sizeof name, "backbone.layers.%d.mixer", i);
         mt_mamba2_declare(&m->layers[i].mixer, p, cfg, name);
     }
@@ -131,6 +134,13 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
         init_linear_default(be, m->layers[i].mixer.out_proj, param_seed(seed, k++), prenorm_scale);
 }
 
+/* One layer's mixer, as activation checkpointing runs it (arg: the layer). */
+static mt_tensor *run_mixer(mt_ctx *c, void *arg, mt_tensor *x, mt_tensor *seq_idx)
+{
+    mt_model_layer *l = arg;
+    return mt_mamba2_forward(c, &l->mixer, l->cfg, x, seq_idx);
+}
+
 mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute)
 {
     const mt_model_config *cfg = &m->cfg;
@@ -144,7 +154,8 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
         mt_tensor *x = mt_rmsnorm(c, h, residual, m->layers[i].norm_w, cfg->norm_eps, &residual);
         if (x && x->dtype != compute)
             x = mt_cast(c, x, compute);
-        h = mt_mamba2_forward(c, &m->layers[i].mixer, cfg, x, seq_idx);
+        h = m->recompute_blocks ? mt_recompute_block(c, run_mixer, &m->layers[i], x, seq_idx)
+                                : mt_mamba2_forward(c, &m->layers[i].mixer, cfg, x, seq_idx);
     }
     mt_tensor *out = mt_rmsnorm(c, h, residual, m->norm_f, cfg->norm_eps, &residual);
     if (out && out->dtype != compute)

@@ -12,6 +12,7 @@
 typedef struct mt_model_layer {
     mt_tensor *norm_w; /* backbone.layers.N.norm.weight (d_model) */
     mt_mamba2 mixer;   /* backbone.layers.N.mixer.* */
+    const mt_model_config *cfg; /* the model's, for a mixer run again by activation checkpointing */
 } mt_model_layer;
 
 typedef struct mt_model {
@@ -21,6 +22,7 @@ typedef struct mt_model {
     mt_tensor *norm_f;    /* (d_model) */
     mt_tensor *lm_head;   /* the embedding when tied, else its own (vocab_padded, d_model) */
     mt_model_layer *layers;
+    bool recompute_blocks; /* activation checkpointing: each mixer's activations recomputed in backward */
 } mt_model;
 
 /* Declares and allocates every parameter (values zero until mt_model_init).

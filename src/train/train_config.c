@@ -278,8 +278,6 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
     CHECK(c->train.beta1 >= 0 && c->train.beta1 < 1 && c->train.beta2 >= 0 && c->train.beta2 < 1 && c->train.eps > 0,
           "[train] beta1, beta2 must be in [0, 1) and eps positive");
     CHECK(c->train.weight_decay >= 0 && c->train.grad_clip >= 0, "[train] weight_decay, grad_clip negative");
-    CHECK(strcmp(c->train.recompute, "none") == 0, "[train] recompute = block: activation checkpointing is not "
-                                                   "built yet");
     CHECK(c->train.max_bad_steps >= 1, "[train] max_bad_steps must be at least 1");
     CHECK(c->log.out_dir[0], "[log] out_dir is empty");
     CHECK(c->log.log_every >= 1 && c->log.eval_every >= 0 && c->log.eval_batches >= 1 &&

@@ -399,6 +399,7 @@ static bool setup(run *r, const mt_train_config *cfg, char *err, size_t errlen)
         return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
 
     mt_model_build(&r->model, &cfg->model, r->dev, MT_F32);
+    r->model.recompute_blocks = strcmp(cfg->train.recompute, "block") == 0;
     mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed);
     mt_adamw_config oc = {cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
                           cfg->train.decay_embedding};
