@@ -489,6 +489,10 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
         }
     }
     res->steps_done = r.step - first_step;
+    res->state_bytes = 4.0 * (double)r.model.params.flat_size * (double)mt_dtype_size(r.model.params.dtype);
+    res->arena_peak_bytes = (double)c.arena.peak + (c.recompute ? (double)c.recompute->arena.peak : 0.0);
+    printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step arena peak %.1f MiB\n",
+           r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20), res->arena_peak_bytes / (1 << 20));
     signal(SIGINT, old_int);
     signal(SIGTERM, old_term);
     mt_ctx_release(&c);

@@ -17,6 +17,8 @@ typedef struct mt_train_result {
     double eval_loss;          /* the last evaluation (NAN when none ran) */
     double eval_accuracy;      /* share of scored targets predicted (answers only); NAN when none */
     int64_t skipped_steps;     /* updates skipped for a non-finite loss or gradient */
+    double state_bytes;        /* parameters, gradients and AdamW moments (flat buffers) */
+    double arena_peak_bytes;   /* the step arena's peak, recompute context included */
     char checkpoint[1024];     /* the last checkpoint written, or empty */
 } mt_train_result;
 
