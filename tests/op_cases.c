@@ -143,6 +143,38 @@ static int run_gated_rmsnorm_groups(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 1;
 }
 
+/* in[0..2] u, delta, A_log; in[3] x_proj's output (B, L, R + 2 G N) of which
+ * Bm and Cm are the last 2 G N columns as column views, as the Mamba-1 block
+ * splits [dt_low, Bm, Cm]; in[4..6] D, z, delta_bias. */
+static int run_scan_from_xdbl(mt_ctx *c, mt_tensor **in, mt_tensor **out, int ngroups, bool delta_softplus)
+{
+    int64_t gn = ngroups * in[2]->shape[1], dt_rank = mt_cols(in[3]) - 2 * gn;
+    mt_tensor *bm = mt_ctx_view_cols(c, in[3], dt_rank, gn), *cm = mt_ctx_view_cols(c, in[3], dt_rank + gn, gn);
+    mt_scan_config cfg = {.ngroups = ngroups, .delta_softplus = delta_softplus};
+    out[0] = mt_selective_scan(c, in[0], in[1], in[2], bm, cm, in[4], in[5], in[6], &cfg);
+    return 1;
+}
+
+/* As the Mamba-1 block runs it: z gate, D, delta_bias under softplus, 1 group. */
+static int run_selective_scan(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    return run_scan_from_xdbl(c, in, out, 1, true);
+}
+
+/* No softplus (delta is the step itself, plus the bias), 2 groups. */
+static int run_selective_scan_linear_delta(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    return run_scan_from_xdbl(c, in, out, 2, false);
+}
+
+/* Every option off: no z, no D, no delta_bias; 2 groups, Bm and Cm contiguous. */
+static int run_selective_scan_bare(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    mt_scan_config cfg = {.ngroups = 2, .delta_softplus = true};
+    out[0] = mt_selective_scan(c, in[0], in[1], in[2], in[3], in[4], NULL, NULL, NULL, &cfg);
+    return 1;
+}
+
 #define X(...) {__VA_ARGS__}
 #define FLOAT_IN(n, k, nd, s, l, a, b) {.name = n, .kind = k, .ndim = nd, .small = s, .large = l, .lo = a, .hi = b}
 #define IDS_IN(n, k, nd, s, l, li, ld) \
@@ -231,6 +263,31 @@ const tl_case tl_cases[] = {
       FLOAT_IN("z", TL_FLOAT, 2, X(6, 8), X(300, 768), -2, 2),
       FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(768), 0.5, 1.5)},
      run_gated_rmsnorm_groups},
+    {"selective_scan", 7,
+     {FLOAT_IN("u", TL_FLOAT, 3, X(2, 32, 4), X(2, 300, 96), -1, 1),
+      FLOAT_IN("delta", TL_FLOAT, 3, X(2, 32, 4), X(2, 300, 96), -1, 1),
+      FLOAT_IN("A_log", TL_ACCUM, 2, X(4, 3), X(96, 16), 0, 2.77),
+      FLOAT_IN("xdbl", TL_FLOAT, 3, X(2, 32, 8), X(2, 300, 38), -1, 1),
+      FLOAT_IN("D", TL_ACCUM, 1, X(4), X(96), 0.5, 1.5),
+      FLOAT_IN("z", TL_FLOAT, 3, X(2, 32, 4), X(2, 300, 96), -2, 2),
+      FLOAT_IN("delta_bias", TL_ACCUM, 1, X(4), X(96), -4, -1)},
+     run_selective_scan, .cpu_only = true},
+    {"selective_scan_linear_delta", 7,
+     {FLOAT_IN("u", TL_FLOAT, 3, X(2, 16, 6), X(2, 200, 64), -1, 1),
+      FLOAT_IN("delta", TL_FLOAT, 3, X(2, 16, 6), X(2, 200, 64), 0.01, 0.3),
+      FLOAT_IN("A_log", TL_ACCUM, 2, X(6, 2), X(64, 8), 0, 2.77),
+      FLOAT_IN("xdbl", TL_FLOAT, 3, X(2, 16, 9), X(2, 200, 36), -1, 1),
+      FLOAT_IN("D", TL_ACCUM, 1, X(6), X(64), 0.5, 1.5),
+      FLOAT_IN("z", TL_FLOAT, 3, X(2, 16, 6), X(2, 200, 64), -2, 2),
+      FLOAT_IN("delta_bias", TL_ACCUM, 1, X(6), X(64), 0, 0.1)},
+     run_selective_scan_linear_delta, .cpu_only = true},
+    {"selective_scan_bare", 5,
+     {FLOAT_IN("u", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -1, 1),
+      FLOAT_IN("delta", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -3, 0),
+      FLOAT_IN("A_log", TL_ACCUM, 2, X(4, 2), X(64, 16), 0, 2.77),
+      FLOAT_IN("Bm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 32), -1, 1),
+      FLOAT_IN("Cm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 32), -1, 1)},
+     run_selective_scan_bare, .cpu_only = true},
 };
 
 const int tl_n_cases = sizeof tl_cases / sizeof tl_cases[0];

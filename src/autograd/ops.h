@@ -57,6 +57,25 @@ mt_tensor *mt_ssd(mt_ctx *c, mt_tensor *x, mt_tensor *dt, mt_tensor *A_log, mt_t
                   mt_tensor *D, mt_tensor *z, mt_tensor *dt_bias, mt_tensor *init_state, mt_tensor *seq_idx,
                   const mt_ssd_config *cfg, mt_tensor **final_state);
 
+typedef struct mt_scan_config {
+    int ngroups;         /* G: groups of B/C, dividing the channels D */
+    bool delta_softplus; /* delta = softplus(delta + delta_bias) inside the scan */
+} mt_scan_config;
+
+/* Mamba-1's selective scan, the sequential recurrence per channel d and
+ * state n (accumulation in fp32 or better):
+ *   dlt_t = softplus(delta_t + delta_bias) (or delta_t + delta_bias without softplus)
+ *   h_t = exp(dlt_t A) h_{t-1} + dlt_t Bm_t u_t,  A = -exp(A_log),  h_{-1} = 0
+ *   y_t = (Cm_t . h_t + D u_t) * SiLU(z_t)        (no gate when z is NULL)
+ * u, delta (B, L, D) and Bm, Cm (B, L, G*N) in the op dtype (column views are
+ * fine), channel d reading group d / (D/G) of Bm, Cm; z (B, L, D) or NULL;
+ * A_log (D, N) contiguous, D (D) or NULL, delta_bias (D) or NULL in the
+ * accumulation dtype. Returns y (B, L, D). CPU only for now: on CUDA it fails
+ * with an op error (no kernel yet). */
+mt_tensor *mt_selective_scan(mt_ctx *c, mt_tensor *u, mt_tensor *delta, mt_tensor *A_log, mt_tensor *Bm,
+                             mt_tensor *Cm, mt_tensor *D, mt_tensor *z, mt_tensor *delta_bias,
+                             const mt_scan_config *cfg);
+
 /* Mamba-2's gated output norm: RMSNorm(y * SiLU(z)) * weight over ngroups
  * groups of the last dim. y, z (..., E); weight (E) in the accumulation dtype. */
 mt_tensor *mt_gated_rmsnorm(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *weight, int ngroups, double eps);

@@ -154,6 +154,35 @@ struct mt_backend {
                     const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
                     int chunk_size);
 
+    /* The selective scan (Mamba-1); NULL on a backend that has no kernel for
+     * it yet (CUDA), which mt_selective_scan reports. Shapes: u, delta
+     * (B, L, D); Bm and Cm (B, L, G*N), group g in columns [g*N, (g+1)*N),
+     * channel d reading group d / (D/G); all in T, rows possibly row_stride
+     * apart (column views of one projection). A_log (D, N) f32, contiguous;
+     * D_skip and delta_bias (D) f32 or NULL; z (B, L, D) in T or NULL.
+     * y (B, L, D) in T, contiguous.
+     *
+     * Per (b, d, n), in fp32 (double on the CPU), with A = -exp(A_log[d, n]):
+     *   dlt_t = softplus(delta[b,t,d] + delta_bias[d]) with delta_softplus,
+     *           else delta[b,t,d] + delta_bias[d]   (a NULL delta_bias reads as 0)
+     *   h_t = exp(dlt_t A) h_{t-1} + dlt_t Bm_t[n] u_t,  h_{-1} = 0
+     *   y_t[d] = sum_n Cm_t[n] h_t[n] + D_skip[d] u_t;  y_t *= silu(z_t) when z is given */
+    void (*selective_scan_fwd)(mt_backend *be, mt_arena *scratch, mt_tensor *y, const mt_tensor *u,
+                               const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
+                               const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
+                               const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+    /* Given dy (B, L, D), accumulates every input's gradient (each may be
+     * NULL): du, ddelta (w.r.t. the raw delta, through softplus when on),
+     * dA_log (through A = -exp(A_log)), dBm, dCm (summed over the channels of
+     * a group), dD_skip, dz, ddelta_bias. The states are recomputed from the
+     * inputs. Sums over b, t and channels in a fixed order. */
+    void (*selective_scan_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
+                               mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip,
+                               mt_tensor *dz, mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *u,
+                               const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
+                               const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
+                               const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+
     /* Gated RMSNorm (Mamba-2's output norm, norm_before_gate = false), per row
      * of y (R, E) and each of its G groups of E/G columns:
      *   u = y * silu(z);  rstd = 1 / sqrt(mean over the group of u^2 + eps)

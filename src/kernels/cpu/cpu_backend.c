@@ -77,6 +77,8 @@ mt_backend *mt_backend_cpu_create(void)
         .conv1d_bwd = mt_cpu_conv1d_bwd,
         .ssd_fwd = mt_cpu_ssd_fwd,
         .ssd_bwd = mt_cpu_ssd_bwd,
+        .selective_scan_fwd = mt_cpu_selective_scan_fwd,
+        .selective_scan_bwd = mt_cpu_selective_scan_bwd,
         .gated_rmsnorm_fwd = mt_cpu_gated_rmsnorm_fwd,
         .gated_rmsnorm_bwd = mt_cpu_gated_rmsnorm_bwd,
         .axpy = mt_cpu_axpy,
