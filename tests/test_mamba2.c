@@ -41,16 +41,6 @@ static mt_model_config tiny_config(int n_layer)
     return cfg;
 }
 
-/* Every parameter of m as a gradient-check target. */
-static int all_params(mt_model *m, mt_tensor **wrt, const char **names)
-{
-    for (int i = 0; i < m->params.n; i++) {
-        wrt[i] = &m->params.items[i]->value;
-        names[i] = m->params.items[i]->name;
-    }
-    return m->params.n;
-}
-
 typedef struct block_arg {
     mt_model *m;
     mt_tensor *u, *seq_idx;
@@ -96,18 +86,6 @@ static void test_block_gradcheck(void **state)
     mt_model_release(&m);
 }
 
-typedef struct lm_arg {
-    mt_model *m;
-    mt_tensor *ids, *targets;
-} lm_arg;
-
-static int run_lm_loss(mt_ctx *c, void *arg, mt_tensor **out)
-{
-    lm_arg *a = arg;
-    out[0] = mt_cross_entropy(c, mt_model_logits(c, a->m, a->ids, NULL, MT_F64), a->targets, TL_IGNORE);
-    return 1;
-}
-
 static void test_tiny_lm_gradcheck(void **state)
 {
     (void)state;
@@ -116,21 +94,9 @@ static void test_tiny_lm_gradcheck(void **state)
     mt_model_build(&m, &cfg, MT_CPU, MT_F64);
     mt_model_init(&m, cpu, 8);
     assert_int_equal(cfg.vocab_padded, 16);
-    mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){2, 5});
-    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){10});
-    for (int i = 0; i < 10; i++) {
-        mt_set(ids, i, (i * 7 + 3) % cfg.vocab_size);
-        mt_set(targets, i, i == 4 ? TL_IGNORE : (i * 5 + 1) % cfg.vocab_size);
-    }
-    lm_arg arg = {&m, ids, targets};
-    mt_tensor *wrt[64];
-    const char *names[64];
-    int n = all_params(&m, wrt, names);
-    double err = tl_gradcheck_fn("tiny_lm", run_lm_loss, &arg, n, wrt, names, 4, 24);
+    double err = tl_gradcheck_lm(&m, "tiny_lm", 2, 5);
     if (!(err <= GRADCHECK_BOUND))
         fail_msg("tiny LM gradient relative error %.3e exceeds %.0e", err, GRADCHECK_BOUND);
-    mt_tensor_free(ids);
-    mt_tensor_free(targets);
     mt_model_release(&m);
 }
 
@@ -257,7 +223,7 @@ static void test_reference_initialization(void **state)
 static void test_tiny_mamba2_lm_learns(void **state)
 {
     (void)state;
-    enum { B = 4, L = 24, STEPS = 120 };
+    enum { STEPS = 120 };
     mt_model_config cfg = tiny_config(2);
     cfg.d_model = 32;
     cfg.headdim = 8;
@@ -266,36 +232,9 @@ static void test_tiny_mamba2_lm_learns(void **state)
     mt_model m;
     mt_model_build(&m, &cfg, MT_CPU, MT_F32);
     mt_model_init(&m, cpu, 17);
-    mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
-    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
-    for (int b = 0; b < B; b++) {
-        int tok = b;
-        for (int t = 0; t < L; t++) {
-            mt_set(ids, b * L + t, tok);
-            tok = (3 * tok + 2) % cfg.vocab_size;
-            mt_set(targets, b * L + t, tok);
-        }
-    }
-    mt_ctx c;
-    mt_ctx_init(&c, cpu, 0);
-    double first = 0, last = 0;
-    for (int step = 0; step < STEPS; step++) {
-        mt_tensor *loss = mt_cross_entropy(&c, mt_model_logits(&c, &m, ids, NULL, MT_F32), targets, TL_IGNORE);
-        last = mt_get(loss, 0);
-        if (step == 0)
-            first = last;
-        mt_backward(&c, loss);
-        mt_sgd_step(cpu, &m.params, 0.5);
-        mt_params_zero_grad(&m.params);
-        mt_ctx_end_step(&c);
-    }
-    printf("tiny Mamba-2 LM: loss %.4f at step 0, %.4f after %d SGD steps (log vocab %.4f)\n", first, last, STEPS,
-           log(cfg.vocab_padded));
+    double first, last = tl_train_sequence_lm(cpu, &m, "tiny Mamba-2 LM", STEPS, &first);
     assert_true(first > 0.8 * log(cfg.vocab_size));
     assert_true(last < 0.2);
-    mt_ctx_release(&c);
-    mt_tensor_free(ids);
-    mt_tensor_free(targets);
     mt_model_release(&m);
 }
 

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "core/device.h"
+#include "layers/model.h"
+#include "optim/sgd.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -378,4 +380,75 @@ int tl_temp_dir_teardown(void **state)
 const char *tl_temp_dir(void)
 {
     return temp_dir;
+}
+
+double tl_train_sequence_lm(mt_backend *be, mt_model *m, const char *label, int steps, double *first)
+{
+    enum { B = 4, L = 24 };
+    const int vocab = m->cfg.vocab_size;
+    mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
+    for (int b = 0; b < B; b++) {
+        int tok = b;
+        for (int t = 0; t < L; t++) {
+            mt_set(ids, b * L + t, tok);
+            tok = (3 * tok + 2) % vocab;
+            mt_set(targets, b * L + t, tok);
+        }
+    }
+    mt_ctx c;
+    mt_ctx_init(&c, be, 0);
+    double last = 0;
+    for (int step = 0; step < steps; step++) {
+        mt_tensor *loss = mt_cross_entropy(&c, mt_model_logits(&c, m, ids, NULL, MT_F32), targets, TL_IGNORE);
+        last = mt_get(loss, 0);
+        if (step == 0)
+            *first = last;
+        mt_backward(&c, loss);
+        mt_sgd_step(be, &m->params, 0.5);
+        mt_params_zero_grad(&m->params);
+        mt_ctx_end_step(&c);
+    }
+    printf("%s: loss %.4f at step 0, %.4f after %d SGD steps (log vocab %.4f)\n", label, *first, last, steps,
+           log(vocab));
+    mt_ctx_release(&c);
+    mt_tensor_free(ids);
+    mt_tensor_free(targets);
+    return last;
+}
+
+typedef struct lm_loss_arg {
+    mt_model *m;
+    mt_tensor *ids, *targets;
+} lm_loss_arg;
+
+static int run_lm_loss(mt_ctx *c, void *arg, mt_tensor **out)
+{
+    lm_loss_arg *a = arg;
+    out[0] = mt_cross_entropy(c, mt_model_logits(c, a->m, a->ids, NULL, MT_F64), a->targets, TL_IGNORE);
+    return 1;
+}
+
+double tl_gradcheck_lm(mt_model *m, const char *name, int batch, int seqlen)
+{
+    const int n = batch * seqlen, vocab = m->cfg.vocab_size;
+    mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){batch, seqlen});
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){n});
+    for (int i = 0; i < n; i++) {
+        mt_set(ids, i, (i * 7 + 3) % vocab);
+        mt_set(targets, i, i == 4 ? TL_IGNORE : (i * 5 + 1) % vocab);
+    }
+    lm_loss_arg arg = {m, ids, targets};
+    mt_tensor **wrt = malloc((size_t)m->params.n * sizeof *wrt);
+    const char **names = malloc((size_t)m->params.n * sizeof *names);
+    for (int i = 0; i < m->params.n; i++) {
+        wrt[i] = &m->params.items[i]->value;
+        names[i] = m->params.items[i]->name;
+    }
+    double e = tl_gradcheck_fn(name, run_lm_loss, &arg, m->params.n, wrt, names, 4, 24);
+    free(wrt);
+    free(names);
+    mt_tensor_free(ids);
+    mt_tensor_free(targets);
+    return e;
 }

@@ -36,6 +36,7 @@ typedef struct tl_case {
     /* Runs the op on in[]; writes outputs to out[] and returns how many. */
     int (*run)(mt_ctx *c, mt_tensor **in, mt_tensor **out);
     double f32_bound; /* CUDA vs CPU bound in f32 when not the default 1e-5 (chunked scans reorder sums) */
+    bool cpu_only;    /* no CUDA kernel yet: the CUDA comparison reports the case skipped */
 } tl_case;
 
 extern const tl_case tl_cases[];
@@ -81,6 +82,18 @@ tl_compare tl_compare_backend(mt_backend *be, const tl_case *k, mt_dtype dt, uin
 /* The CUDA backend of device 0. Where no GPU is present, prints SKIPPED and
  * exits with TL_SKIP; where one is present but the backend fails, exits 1. */
 mt_backend *tl_cuda_backend_or_exit(void);
+
+/* Trains a built, initialized model with plain SGD (lr) on the CPU for
+ * `steps` on a fixed sequence in which each token is followed by
+ * (3 token + 2) mod vocab_size (batch rows start at different tokens), and
+ * prints and returns the loss at the first step (*first) and the last. */
+struct mt_model;
+double tl_train_sequence_lm(mt_backend *be, struct mt_model *m, const char *label, int steps, double *first);
+
+/* Gradient check of every parameter of an f64 model through the mean
+ * cross-entropy of its logits on a fixed (batch, seqlen) token pattern (one
+ * target ignored); returns the largest relative error. */
+double tl_gradcheck_lm(struct mt_model *m, const char *name, int batch, int seqlen);
 
 /* A scratch directory for a test program: cmocka group fixtures that make it
  * (mkdtemp under /tmp) and remove it with everything in it, and its path. */

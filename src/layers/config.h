@@ -6,21 +6,40 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* ssm_cfg.layer: which mixer block every layer is. */
+typedef enum mt_layer_kind { MT_LAYER_MAMBA2, MT_LAYER_MAMBA1 } mt_layer_kind;
+
 typedef struct mt_model_config {
+    mt_layer_kind layer;
     int d_model, n_layer, vocab_size, pad_vocab_size_multiple;
-    int d_state, d_conv, expand, headdim, ngroups, chunk_size;
-    bool rms_norm, residual_in_fp32, tie_embeddings;
+    int d_state, d_conv, expand;
+    bool rms_norm, residual_in_fp32, tie_embeddings, conv_bias;
     double norm_eps;
     double dt_min, dt_max, dt_init_floor; /* the dt init range */
-    double dt_limit_min, dt_limit_max;    /* the clamp in the forward: 0 and INFINITY for none */
-    double A_init_min, A_init_max;        /* A_init_range */
 
-    /* Derived by mt_model_config_finalize. */
+    /* Mamba-2 only. */
+    double dt_limit_min, dt_limit_max; /* the clamp in the forward: 0 and INFINITY for none */
+    double A_init_min, A_init_max;     /* A_init_range */
+    int headdim, ngroups, chunk_size;
+
+    /* Mamba-1 only. */
+    int dt_rank;     /* R, the width of the low-rank dt projection; 0 is "auto": ceil(d_model / 16) */
+    double dt_scale; /* dt_proj.weight is drawn from U(+-dt_scale / sqrt(R)) */
+
+    /* Derived by mt_model_config_finalize. conv_dim and in_proj_dim are the
+     * conv's channels and in_proj's rows of either block; nheads is Mamba-2's
+     * and dt_proj_rank (R resolved) and x_proj_dim (R + 2 d_state) Mamba-1's,
+     * 0 for the other block. */
     int d_inner, nheads, conv_dim, in_proj_dim, vocab_padded;
+    int dt_proj_rank, x_proj_dim;
 } mt_model_config;
 
 /* The reference Mamba-2 defaults (mamba2-130m sizes). */
 void mt_model_config_defaults(mt_model_config *cfg);
+
+/* Switches cfg to the Mamba-1 block with the reference Mamba-1 block's own
+ * defaults where they differ from Mamba-2's (d_state 16). */
+void mt_model_config_use_mamba1(mt_model_config *cfg);
 
 /* Validates and fills the derived fields. On a bad value returns false with a
  * message naming the field in err. */

@@ -26,14 +26,23 @@ static const field top_fields[] = {
     FIELD(FIELD_BOOL, tie_embeddings),
 };
 
-static const field ssm_fields[] = {
+/* ssm_cfg keys of the Mamba2 block, and of the Mamba1 block (which takes
+ * dt_rank too, read on its own: "auto" or an integer). */
+static const field mamba2_fields[] = {
     FIELD(FIELD_INT, d_state),     FIELD(FIELD_INT, d_conv),    FIELD(FIELD_INT, expand),
     FIELD(FIELD_INT, headdim),     FIELD(FIELD_INT, ngroups),   FIELD(FIELD_INT, chunk_size),
     FIELD(FIELD_DOUBLE, dt_min),   FIELD(FIELD_DOUBLE, dt_max), FIELD(FIELD_DOUBLE, dt_init_floor),
 };
 
+static const field mamba1_fields[] = {
+    FIELD(FIELD_INT, d_state),     FIELD(FIELD_INT, d_conv),    FIELD(FIELD_INT, expand),
+    FIELD(FIELD_DOUBLE, dt_min),   FIELD(FIELD_DOUBLE, dt_max), FIELD(FIELD_DOUBLE, dt_init_floor),
+    FIELD(FIELD_DOUBLE, dt_scale), FIELD(FIELD_BOOL, conv_bias),
+};
+
 #define N_TOP (int)(sizeof top_fields / sizeof top_fields[0])
-#define N_SSM (int)(sizeof ssm_fields / sizeof ssm_fields[0])
+#define N_MAMBA2 (int)(sizeof mamba2_fields / sizeof mamba2_fields[0])
+#define N_MAMBA1 (int)(sizeof mamba1_fields / sizeof mamba1_fields[0])
 
 static json_t *field_to_json(const mt_model_config *c, const field *f)
 {
@@ -52,11 +61,22 @@ static void set_fields(json_t *obj, const mt_model_config *c, const field *field
         json_object_set_new(obj, fields[i].name, field_to_json(c, &fields[i]));
 }
 
-json_t *mt_model_config_to_json(const mt_model_config *c)
+/* The Mamba1 block's ssm_cfg. */
+static json_t *mamba1_to_json(const mt_model_config *c)
+{
+    json_t *ssm = json_object();
+    json_object_set_new(ssm, "layer", json_string("Mamba1"));
+    set_fields(ssm, c, mamba1_fields, N_MAMBA1);
+    json_object_set_new(ssm, "dt_rank", c->dt_rank ? json_integer(c->dt_rank) : json_string("auto"));
+    return ssm;
+}
+
+/* The Mamba2 block's ssm_cfg. */
+static json_t *mamba2_to_json(const mt_model_config *c)
 {
     json_t *ssm = json_object();
     json_object_set_new(ssm, "layer", json_string("Mamba2"));
-    set_fields(ssm, c, ssm_fields, N_SSM);
+    set_fields(ssm, c, mamba2_fields, N_MAMBA2);
     /* The reference clamps dt whenever dt_limit is given at all (its check
      * compares against a tuple, and JSON gives a list), so the default is
      * left out. */
@@ -65,6 +85,12 @@ json_t *mt_model_config_to_json(const mt_model_config *c)
                             json_pack("[f,o]", c->dt_limit_min,
                                       isinf(c->dt_limit_max) ? json_null() : json_real(c->dt_limit_max)));
     json_object_set_new(ssm, "A_init_range", json_pack("[f,f]", c->A_init_min, c->A_init_max));
+    return ssm;
+}
+
+json_t *mt_model_config_to_json(const mt_model_config *c)
+{
+    json_t *ssm = c->layer == MT_LAYER_MAMBA1 ? mamba1_to_json(c) : mamba2_to_json(c);
 
     /* In MambaConfig's order, with the settings of what this implementation
      * builds: no MLP, no attention layers. */
@@ -135,64 +161,98 @@ static bool read_pair(const json_t *v, const char *name, bool null_hi_ok, double
     return true;
 }
 
-/* ssm_cfg keys of the reference's Mamba2 block that this implementation
- * builds in one way only: accepted when they say that way. */
-static bool read_fixed_ssm_key(const char *key, const json_t *v, char *err, size_t errlen)
+static const char *layer_name(mt_layer_kind layer)
+{
+    return layer == MT_LAYER_MAMBA1 ? "Mamba1" : "Mamba2";
+}
+
+/* ssm_cfg keys of the reference's blocks that this implementation builds in
+ * one way only: accepted when they say that way. */
+static bool read_fixed_ssm_key(const char *key, const json_t *v, mt_layer_kind layer, char *err, size_t errlen)
 {
     static const struct {
         const char *name;
+        mt_layer_kind layer;
         bool value;
-    } fixed_bools[] = {{"D_has_hdim", false}, {"rmsnorm", true}, {"norm_before_gate", false},
-                       {"bias", false},       {"conv_bias", true}};
+    } fixed_bools[] = {{"D_has_hdim", MT_LAYER_MAMBA2, false}, {"rmsnorm", MT_LAYER_MAMBA2, true},
+                       {"norm_before_gate", MT_LAYER_MAMBA2, false}, {"bias", MT_LAYER_MAMBA2, false},
+                       {"conv_bias", MT_LAYER_MAMBA2, true},        {"bias", MT_LAYER_MAMBA1, false}};
     for (size_t i = 0; i < sizeof fixed_bools / sizeof fixed_bools[0]; i++)
-        if (strcmp(key, fixed_bools[i].name) == 0) {
+        if (fixed_bools[i].layer == layer && strcmp(key, fixed_bools[i].name) == 0) {
             if (!json_is_boolean(v) || json_is_true(v) != fixed_bools[i].value)
                 return mt_errorf(err, errlen, "ssm_cfg.%s: only %s is supported", key,
                                  fixed_bools[i].value ? "true" : "false");
             return true;
         }
-    if (strcmp(key, "use_mem_eff_path") == 0) { /* a kernel choice of the reference, same numbers */
+    /* A kernel choice of the reference, same numbers. */
+    if (strcmp(key, layer == MT_LAYER_MAMBA1 ? "use_fast_path" : "use_mem_eff_path") == 0) {
         if (!json_is_boolean(v))
             return mt_errorf(err, errlen, "ssm_cfg.%s: must be true or false", key);
         return true;
     }
-    if (strcmp(key, "conv_init") == 0) {
+    if (layer == MT_LAYER_MAMBA2 && strcmp(key, "conv_init") == 0) {
         if (!json_is_null(v))
             return mt_errorf(err, errlen, "ssm_cfg.conv_init: only null (the default conv init) is supported");
         return true;
     }
-    return mt_errorf(err, errlen, "ssm_cfg.%s: unknown key", key);
+    if (layer == MT_LAYER_MAMBA1 && strcmp(key, "dt_init") == 0) {
+        if (!json_is_string(v) || strcmp(json_string_value(v), "random") != 0)
+            return mt_errorf(err, errlen, "ssm_cfg.dt_init: only \"random\" is supported");
+        return true;
+    }
+    return mt_errorf(err, errlen, "ssm_cfg.%s: unknown key for the %s block", key, layer_name(layer));
 }
 
+/* Mamba1's dt_rank: "auto" (0 here) or a positive integer. */
+static bool read_dt_rank(const json_t *v, mt_model_config *c, char *err, size_t errlen)
+{
+    if (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0) {
+        c->dt_rank = 0;
+        return true;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
+        return mt_errorf(err, errlen, "ssm_cfg.dt_rank: must be \"auto\" or a positive integer");
+    c->dt_rank = (int)json_integer_value(v);
+    return true;
+}
+
+/* ssm (NULL: the reference's default {}) over c; the block is ssm.layer. */
 static bool read_ssm_cfg(const json_t *ssm, mt_model_config *c, char *err, size_t errlen)
 {
-    if (!json_is_object(ssm))
+    if (ssm && !json_is_object(ssm))
         return mt_errorf(err, errlen, "ssm_cfg: must be an object");
     json_t *layer = json_object_get(ssm, "layer");
     /* The reference builds a Mamba-1 block when layer is absent. */
     const char *name = json_is_string(layer) ? json_string_value(layer) : layer ? "(not a string)" : "Mamba1";
-    if (strcmp(name, "Mamba2") != 0)
-        return mt_errorf(err, errlen, "ssm_cfg.layer: \"%s\" is not supported (only \"Mamba2\")", name);
+    if (strcmp(name, "Mamba1") == 0)
+        mt_model_config_use_mamba1(c);
+    else if (strcmp(name, "Mamba2") == 0)
+        c->layer = MT_LAYER_MAMBA2;
+    else
+        return mt_errorf(err, errlen, "ssm_cfg.layer: \"%s\" is not supported (\"Mamba1\" or \"Mamba2\")", name);
+    const bool mamba1 = c->layer == MT_LAYER_MAMBA1;
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)ssm, key, v)
     {
-        const field *f = find_field(ssm_fields, N_SSM, key);
+        const field *f = mamba1 ? find_field(mamba1_fields, N_MAMBA1, key) : find_field(mamba2_fields, N_MAMBA2, key);
         bool ok;
-        if (strcmp(key, "layer") == 0 || strcmp(key, "d_ssm") == 0)
-            ok = true; /* layer checked above, d_ssm below */
+        if (strcmp(key, "layer") == 0 || (!mamba1 && strcmp(key, "d_ssm") == 0))
+            ok = true; /* layer read above, d_ssm checked below */
         else if (f)
             ok = read_field(v, f, c, "ssm_cfg.", err, errlen);
-        else if (strcmp(key, "dt_limit") == 0)
+        else if (mamba1 && strcmp(key, "dt_rank") == 0)
+            ok = read_dt_rank(v, c, err, errlen);
+        else if (!mamba1 && strcmp(key, "dt_limit") == 0)
             ok = read_pair(v, key, true, &c->dt_limit_min, &c->dt_limit_max, err, errlen);
-        else if (strcmp(key, "A_init_range") == 0)
+        else if (!mamba1 && strcmp(key, "A_init_range") == 0)
             ok = read_pair(v, key, false, &c->A_init_min, &c->A_init_max, err, errlen);
         else
-            ok = read_fixed_ssm_key(key, v, err, errlen);
+            ok = read_fixed_ssm_key(key, v, c->layer, err, errlen);
         if (!ok)
             return false;
     }
-    /* The block's inner width, which the reference derives when null. */
+    /* The Mamba2 block's inner width, which the reference derives when null. */
     json_t *d_ssm = json_object_get(ssm, "d_ssm");
     if (d_ssm && !json_is_null(d_ssm) &&
         !(json_is_integer(d_ssm) && json_integer_value(d_ssm) == (json_int_t)c->expand * c->d_model))
@@ -237,9 +297,6 @@ bool mt_model_config_from_json(const json_t *j, mt_model_config *c, char *err, s
     mt_model_config cfg;
     mt_model_config_defaults(&cfg);
     cfg.norm_eps = REFERENCE_NORM_EPS;
-    /* The reference's ssm_cfg defaults to {}, which means a Mamba-1 block. */
-    if (!json_object_get(j, "ssm_cfg"))
-        return mt_errorf(err, errlen, "ssm_cfg.layer: missing, which means \"Mamba1\"; only \"Mamba2\" is supported");
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)j, key, v)

@@ -10,15 +10,18 @@
 
 #include "layers/config.h"
 
-/* A new JSON object (the caller json_decref's it). Settings the reference
- * cannot express are written only when they differ from what it assumes:
- * norm_epsilon (fixed at 1e-5 there) and dt_limit (default (0, inf); an
- * infinite upper bound is written as null). */
+/* A new JSON object (the caller json_decref's it); ssm_cfg holds the
+ * arguments of the block c->layer names (ssm_cfg.layer "Mamba1" or
+ * "Mamba2"), Mamba1's dt_rank as "auto" when c->dt_rank is 0. Settings the
+ * reference cannot express are written only when they differ from what it
+ * assumes: norm_epsilon (fixed at 1e-5 there) and dt_limit (default (0, inf);
+ * an infinite upper bound is written as null). */
 json_t *mt_model_config_to_json(const mt_model_config *c);
 
-/* Reads j over the defaults of a Mamba-2 block, then validates with
- * mt_model_config_finalize. d_model, n_layer and vocab_size are required;
- * ssm_cfg.layer must be "Mamba2". An unknown key, a wrong type or a
+/* Reads j over the defaults of the block ssm_cfg.layer names ("Mamba1" when
+ * absent, as in the reference, also when ssm_cfg is), then validates with
+ * mt_model_config_finalize. d_model, n_layer and vocab_size are required. An
+ * unknown key (a key of the other block included), a wrong type or a
  * setting this implementation lacks (MLP blocks, attention layers,
  * D_has_hdim, ...) is an error naming the field. */
 bool mt_model_config_from_json(const json_t *j, mt_model_config *c, char *err, size_t errlen);

@@ -25,7 +25,10 @@ void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_d
         m->layers[i].norm_w = mt_params_add(p, name, 1, &d, MT_PARAM_NO_DECAY);
         m->layers[i].cfg = &m->cfg;
         snprintf(name, sizeof name, "backbone.layers.%d.mixer", i);
-        mt_mamba2_declare(&m->layers[i].mixer, p, cfg, name);
+        if (cfg->layer == MT_LAYER_MAMBA1)
+            mt_mamba1_declare(&m->layers[i].mamba1, p, cfg, name);
+        else
+            mt_mamba2_declare(&m->layers[i].mixer, p, cfg, name);
     }
     m->norm_f = mt_params_add(p, "backbone.norm_f.weight", 1, &d, MT_PARAM_NO_DECAY);
     m->lm_head = cfg->tie_embeddings ? m->embedding : mt_params_add(p, "lm_head.weight", 2, (int64_t[]){v, d}, 0);
@@ -41,14 +44,19 @@ void mt_model_release(mt_model *m)
 
 /* ---- initialization ----
  * As the reference builds its modules and then applies _init_weights:
- * - Linear weights (in_proj, out_proj): PyTorch's default, U(+-1/sqrt(fan_in));
+ * - Linear weights (in_proj, x_proj, out_proj): PyTorch's default, U(+-1/sqrt(fan_in));
  * - conv1d weight and bias: PyTorch's default, U(+-1/sqrt(d_conv)) (fan_in = 1 * d_conv);
- * - dt_bias = softplus^-1(dt), dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor;
- * - A_log = log(U(A_init_range)); D = 1; every norm weight = 1;
+ * - Mamba-2's dt_bias and Mamba-1's dt_proj.bias = softplus^-1(dt),
+ *   dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor;
+ * - Mamba-2: A_log = log(U(A_init_range)); Mamba-1: A_log[d, n] = log(n + 1)
+ *   (S4D-real) and dt_proj.weight ~ U(+-dt_scale / sqrt(dt_rank));
+ * - D = 1; every norm weight = 1;
  * then the model-wide pass, which skips MT_PARAM_NO_REINIT parameters:
  * - embedding ~ N(0, 0.02);
  * - out_proj re-drawn with the Linear default and divided by sqrt(n_layer)
- *   (one residual per layer: no MLP). */
+ *   (one residual per layer: no MLP).
+ * Each random parameter draws from its own seed, param_seed(seed, k), k
+ * counting the parameters in order. */
 
 /* Element i of a per-parameter stream: seeds differ per parameter. */
 static uint64_t param_seed(uint64_t seed, int index)
@@ -105,23 +113,65 @@ static void init_linear_default(mt_backend *be, mt_tensor *w, uint64_t seed, dou
     be->fill_uniform(be, w, seed, -bound, bound);
 }
 
+static void init_mamba2(mt_backend *be, mt_mamba2 *x, const mt_model_config *cfg, uint64_t seed, int *k)
+{
+    init_linear_default(be, x->in_proj, param_seed(seed, (*k)++), 1.0);
+    double conv_bound = 1.0 / sqrt((double)cfg->d_conv);
+    be->fill_uniform(be, x->conv_w, param_seed(seed, (*k)++), -conv_bound, conv_bound);
+    be->fill_uniform(be, x->conv_b, param_seed(seed, (*k)++), -conv_bound, conv_bound);
+    init_dt_bias(x->dt_bias, cfg, param_seed(seed, (*k)++));
+    init_A_log(x->A_log, cfg, param_seed(seed, (*k)++));
+    fill_constant(x->D, 1.0);
+    fill_constant(x->norm_w, 1.0);
+    (*k)++; /* out_proj: drawn by the model-wide pass */
+}
+
+/* A_log (d_inner, d_state) = log(n + 1) in every row: A = -(1, 2, ..., d_state). */
+static void init_A_log_s4d_real(mt_tensor *t)
+{
+    int64_t rows = t->shape[0], n = t->shape[1];
+    double *vals = malloc((size_t)(rows * n) * sizeof *vals);
+    if (!vals)
+        mt_fatal("out of host memory initializing %s", t->name);
+    for (int64_t i = 0; i < rows * n; i++)
+        vals[i] = log((double)(i % n + 1));
+    fill_host(t, vals);
+    free(vals);
+}
+
+static void init_mamba1(mt_backend *be, mt_mamba1 *x, const mt_model_config *cfg, uint64_t seed, int *k)
+{
+    init_linear_default(be, x->in_proj, param_seed(seed, (*k)++), 1.0);
+    double conv_bound = 1.0 / sqrt((double)cfg->d_conv);
+    be->fill_uniform(be, x->conv_w, param_seed(seed, (*k)++), -conv_bound, conv_bound);
+    if (x->conv_b)
+        be->fill_uniform(be, x->conv_b, param_seed(seed, *k), -conv_bound, conv_bound);
+    (*k)++; /* counted with or without the bias: the draws after it stay the same */
+    init_linear_default(be, x->x_proj, param_seed(seed, (*k)++), 1.0);
+    double dt_bound = cfg->dt_scale / sqrt((double)cfg->dt_proj_rank);
+    be->fill_uniform(be, x->dt_proj, param_seed(seed, (*k)++), -dt_bound, dt_bound);
+    init_dt_bias(x->dt_bias, cfg, param_seed(seed, (*k)++));
+    init_A_log_s4d_real(x->A_log);
+    fill_constant(x->D, 1.0);
+    (*k)++; /* out_proj: drawn by the model-wide pass */
+}
+
+static mt_tensor *out_proj_of(mt_model_layer *l)
+{
+    return l->cfg->layer == MT_LAYER_MAMBA1 ? l->mamba1.out_proj : l->mixer.out_proj;
+}
+
 void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
 {
     const mt_model_config *cfg = &m->cfg;
     int k = 0;
     for (int i = 0; i < cfg->n_layer; i++) {
         mt_model_layer *l = &m->layers[i];
-        mt_mamba2 *x = &l->mixer;
         fill_constant(l->norm_w, 1.0);
-        init_linear_default(be, x->in_proj, param_seed(seed, k++), 1.0);
-        double conv_bound = 1.0 / sqrt((double)cfg->d_conv);
-        be->fill_uniform(be, x->conv_w, param_seed(seed, k++), -conv_bound, conv_bound);
-        be->fill_uniform(be, x->conv_b, param_seed(seed, k++), -conv_bound, conv_bound);
-        init_dt_bias(x->dt_bias, cfg, param_seed(seed, k++));
-        init_A_log(x->A_log, cfg, param_seed(seed, k++));
-        fill_constant(x->D, 1.0);
-        fill_constant(x->norm_w, 1.0);
-        k++; /* out_proj: drawn by the model-wide pass below */
+        if (cfg->layer == MT_LAYER_MAMBA1)
+            init_mamba1(be, &l->mamba1, cfg, seed, &k);
+        else
+            init_mamba2(be, &l->mixer, cfg, seed, &k);
     }
     fill_constant(m->norm_f, 1.0);
     if (m->lm_head != m->embedding)
@@ -131,13 +181,16 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
     be->fill_normal(be, m->embedding, param_seed(seed, k++), 0.0, 0.02);
     double prenorm_scale = 1.0 / sqrt((double)cfg->n_layer);
     for (int i = 0; i < cfg->n_layer; i++)
-        init_linear_default(be, m->layers[i].mixer.out_proj, param_seed(seed, k++), prenorm_scale);
+        init_linear_default(be, out_proj_of(&m->layers[i]), param_seed(seed, k++), prenorm_scale);
 }
 
-/* One layer's mixer, as activation checkpointing runs it (arg: the layer). */
+/* One layer's mixer (arg: the layer), as the forward and activation
+ * checkpointing run it. The Mamba-1 block has no document boundaries. */
 static mt_tensor *run_mixer(mt_ctx *c, void *arg, mt_tensor *x, mt_tensor *seq_idx)
 {
     mt_model_layer *l = arg;
+    if (l->cfg->layer == MT_LAYER_MAMBA1)
+        return mt_mamba1_forward(c, &l->mamba1, l->cfg, x);
     return mt_mamba2_forward(c, &l->mixer, l->cfg, x, seq_idx);
 }
 
@@ -155,7 +208,7 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
         if (x && x->dtype != compute)
             x = mt_cast(c, x, compute);
         h = m->recompute_blocks ? mt_recompute_block(c, run_mixer, &m->layers[i], x, seq_idx)
-                                : mt_mamba2_forward(c, &m->layers[i].mixer, cfg, x, seq_idx);
+                                : run_mixer(c, &m->layers[i], x, seq_idx);
     }
     mt_tensor *out = mt_rmsnorm(c, h, residual, m->norm_f, cfg->norm_eps, &residual);
     if (out && out->dtype != compute)

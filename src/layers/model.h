@@ -1,17 +1,22 @@
-/* The Mamba-2 language model: embedding, n_layer prenorm residual blocks
+/* The Mamba language model: embedding, n_layer prenorm residual blocks
  * (fused add + RMSNorm, residual stream in the accumulation dtype), the final
  * norm, and the lm_head (tied to the embedding unless tie_embeddings is off).
+ * Every block's mixer is the Mamba-2 or the Mamba-1 block (cfg.layer).
  * Parameter names are the reference checkpoint's keys. */
 #ifndef MT_MODEL_H
 #define MT_MODEL_H
 
 #include "core/params.h"
 #include "layers/config.h"
+#include "layers/mamba1.h"
 #include "layers/mamba2.h"
 
 typedef struct mt_model_layer {
     mt_tensor *norm_w; /* backbone.layers.N.norm.weight (d_model) */
-    mt_mamba2 mixer;   /* backbone.layers.N.mixer.* */
+    union {            /* backbone.layers.N.mixer.*, the block cfg->layer names: */
+        mt_mamba2 mixer;  /* MT_LAYER_MAMBA2 */
+        mt_mamba1 mamba1; /* MT_LAYER_MAMBA1 */
+    };
     const mt_model_config *cfg; /* the model's, for a mixer run again by activation checkpointing */
 } mt_model_layer;
 
@@ -35,7 +40,9 @@ void mt_model_release(mt_model *m);
 void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed);
 
 /* ids (B, L) i32 -> logits (B*L, vocab_padded) in the compute dtype (f32 or
- * bf16; f64 for gradient checks). seq_idx (B, L) i32 or NULL. */
+ * bf16; f64 for gradient checks). seq_idx (B, L) i32 or NULL: Mamba-2 blocks
+ * reset their state at its document boundaries, Mamba-1 blocks (like the
+ * reference's) do not. */
 mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute);
 
 #endif

@@ -25,7 +25,7 @@ typedef struct config_key {
 #define AT(field) offsetof(mt_train_config, field)
 
 static const config_key KEYS[] = {
-    {"model", "layer", K_WORD, AT(layer), "mamba2|mamba1", "block type (mamba1: once that block lands)"},
+    {"model", "layer", K_WORD, AT(layer), "mamba2|mamba1", "mixer block: mamba2 (SSD) or mamba1 (selective scan)"},
     {"model", "d_model", K_INT, AT(model.d_model), NULL, "model width"},
     {"model", "n_layer", K_INT, AT(model.n_layer), NULL, "number of blocks"},
     {"model", "vocab_size", K_INT, AT(model.vocab_size), NULL, "vocabulary size (the shards' vocab_size)"},
@@ -34,6 +34,7 @@ static const config_key KEYS[] = {
     {"model", "d_state", K_INT, AT(model.d_state), NULL, "SSM state size N"},
     {"model", "d_conv", K_INT, AT(model.d_conv), NULL, "causal conv width"},
     {"model", "expand", K_INT, AT(model.expand), NULL, "d_inner = expand * d_model"},
+    {"model", "conv_bias", K_BOOL, AT(model.conv_bias), NULL, "the conv has a bias (false: mamba1 only)"},
     {"model", "headdim", K_INT, AT(model.headdim), NULL, "SSD head dimension P"},
     {"model", "ngroups", K_INT, AT(model.ngroups), NULL, "B/C groups"},
     {"model", "chunk_size", K_INT, AT(model.chunk_size), NULL, "SSD chunk length"},
@@ -48,6 +49,8 @@ static const config_key KEYS[] = {
     {"model", "dt_limit_max", K_DOUBLE, AT(model.dt_limit_max), NULL, "dt clamp in the forward, high (inf: none)"},
     {"model", "A_init_min", K_DOUBLE, AT(model.A_init_min), NULL, "A init range, low"},
     {"model", "A_init_max", K_DOUBLE, AT(model.A_init_max), NULL, "A init range, high"},
+    {"model", "dt_rank", K_INT, AT(model.dt_rank), NULL, "mamba1: rank of dt_proj (0: auto, ceil(d_model / 16))"},
+    {"model", "dt_scale", K_DOUBLE, AT(model.dt_scale), NULL, "mamba1: dt_proj.weight init U(+-dt_scale / sqrt(rank))"},
 
     {"data", "train", K_STR, AT(data.train), NULL, "training shards: files or globs, space or comma separated"},
     {"data", "val", K_STR, AT(data.val), NULL, "validation shards (empty: hold out val_fraction of train)"},
@@ -259,9 +262,9 @@ bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, 
 bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
 {
     char why[400];
+    c->model.layer = strcmp(c->layer, "mamba1") == 0 ? MT_LAYER_MAMBA1 : MT_LAYER_MAMBA2;
     if (!mt_model_config_finalize(&c->model, why, sizeof why))
         return mt_errorf(err, errlen, "[model] %s", why);
-    CHECK(strcmp(c->layer, "mamba2") == 0, "[model] layer = %s: only the Mamba-2 block is built so far", c->layer);
     const bool synthetic = strcmp(c->data.synthetic, "none") != 0;
     CHECK(synthetic || c->data.train[0], "[data] train: no training shards given (or set data.synthetic)");
     CHECK(c->data.val_fraction >= 0 && c->data.val_fraction < 1, "[data] val_fraction %g is not in [0, 1)",

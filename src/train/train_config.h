@@ -18,7 +18,7 @@
 #define MT_CONFIG_WORD 32
 
 typedef struct mt_train_config {
-    char layer[MT_CONFIG_WORD]; /* model.layer: mamba2 (mamba1 once that block exists) */
+    char layer[MT_CONFIG_WORD]; /* model.layer: mamba2 or mamba1 */
     mt_model_config model;
 
     struct {

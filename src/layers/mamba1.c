@@ -1,0 +1,55 @@
+#include "layers/mamba1.h"
+
+#include <stdio.h>
+
+static mt_tensor *declare(mt_params *p, const char *prefix, const char *name, int ndim, const int64_t *shape,
+                          unsigned flags)
+{
+    char full[MT_PARAM_NAME_MAX];
+    snprintf(full, sizeof full, "%s.%s", prefix, name);
+    return mt_params_add(p, full, ndim, shape, flags);
+}
+
+void mt_mamba1_declare(mt_mamba1 *m, mt_params *p, const mt_model_config *cfg, const char *prefix)
+{
+    int64_t di = cfg->d_inner, r = cfg->dt_proj_rank;
+    m->in_proj = declare(p, prefix, "in_proj.weight", 2, (int64_t[]){cfg->in_proj_dim, cfg->d_model}, 0);
+    m->conv_w = declare(p, prefix, "conv1d.weight", 3, (int64_t[]){di, 1, cfg->d_conv}, 0);
+    m->conv_b = cfg->conv_bias ? declare(p, prefix, "conv1d.bias", 1, &di, MT_PARAM_NO_DECAY) : NULL;
+    m->x_proj = declare(p, prefix, "x_proj.weight", 2, (int64_t[]){cfg->x_proj_dim, di}, 0);
+    m->dt_proj = declare(p, prefix, "dt_proj.weight", 2, (int64_t[]){di, r}, 0);
+    m->dt_bias = declare(p, prefix, "dt_proj.bias", 1, &di, MT_PARAM_NO_DECAY | MT_PARAM_NO_REINIT);
+    m->A_log = declare(p, prefix, "A_log", 2, (int64_t[]){di, cfg->d_state}, MT_PARAM_NO_DECAY);
+    m->D = declare(p, prefix, "D", 1, &di, MT_PARAM_NO_DECAY);
+    m->out_proj = declare(p, prefix, "out_proj.weight", 2, (int64_t[]){cfg->d_model, di}, 0);
+}
+
+/* A GEMM weight in the dtype of the activations it multiplies. */
+static mt_tensor *weight_as(mt_ctx *c, mt_tensor *w, mt_dtype dt)
+{
+    return w->dtype == dt ? w : mt_cast(c, w, dt);
+}
+
+mt_tensor *mt_mamba1_forward(mt_ctx *c, const mt_mamba1 *m, const mt_model_config *cfg, mt_tensor *u)
+{
+    if (!u)
+        return NULL;
+    int64_t di = cfg->d_inner, r = cfg->dt_proj_rank, n = cfg->d_state;
+    mt_tensor *xz = mt_linear(c, u, weight_as(c, m->in_proj, u->dtype), NULL);
+    if (!xz)
+        return NULL;
+    mt_tensor *x = mt_ctx_view_cols(c, xz, 0, di);
+    mt_tensor *z = mt_ctx_view_cols(c, xz, di, di);
+    x = mt_conv1d_silu(c, x, m->conv_w, m->conv_b, NULL, NULL);
+    mt_tensor *dbc = x ? mt_linear(c, x, weight_as(c, m->x_proj, u->dtype), NULL) : NULL;
+    if (!dbc)
+        return NULL;
+    mt_tensor *dt_low = mt_ctx_view_cols(c, dbc, 0, r);
+    mt_tensor *bm = mt_ctx_view_cols(c, dbc, r, n);
+    mt_tensor *cm = mt_ctx_view_cols(c, dbc, r + n, n);
+    /* dt_proj's bias is not added here: the scan adds it before the softplus. */
+    mt_tensor *delta = mt_linear(c, dt_low, weight_as(c, m->dt_proj, u->dtype), NULL);
+    mt_scan_config scan = {.ngroups = 1, .delta_softplus = true};
+    mt_tensor *y = mt_selective_scan(c, x, delta, m->A_log, bm, cm, m->D, z, m->dt_bias, &scan);
+    return y ? mt_linear(c, y, weight_as(c, m->out_proj, u->dtype), NULL) : NULL;
+}
