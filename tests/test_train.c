@@ -1,8 +1,9 @@
 /* The training driver end to end on the CPU: the embedded default
  * (configs/tiny.ini, selective copying) learns above chance; a run stopped
  * at a checkpoint and resumed ends bitwise identical to an uninterrupted
- * one; a NaN gradient skips its update, and too many in a row stop the run
- * with the last checkpoint intact. */
+ * one; gradient accumulation matches one larger batch; a NaN gradient skips
+ * its update, and too many in a row stop the run with the last checkpoint
+ * intact; SIGTERM and kill -9 leave a checkpoint to resume from. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 
 #include "testlib.h"
 
+#include "io/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
@@ -138,6 +140,61 @@ static void resume_is_bitwise_exact(void **state)
     }
 }
 
+/* The largest relative difference between two model.safetensors (f32), over
+ * all tensors as one vector. */
+static double model_difference(const char *a_path, const char *b_path)
+{
+    mt_st_file *a = mt_safetensors_open(a_path, err, sizeof err), *b = mt_safetensors_open(b_path, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(mt_safetensors_count(a), mt_safetensors_count(b));
+    double diff = 0, norm = 0;
+    for (int i = 0; i < mt_safetensors_count(a); i++) {
+        const mt_st_tensor *ta = mt_safetensors_at(a, i), *tb = mt_safetensors_find(b, ta->name);
+        assert_non_null(tb);
+        size_t bytes = ta->end - ta->begin;
+        float *x = malloc(bytes), *y = malloc(bytes);
+        assert_true(mt_safetensors_read(a, ta, x, bytes, err, sizeof err));
+        assert_true(mt_safetensors_read(b, tb, y, bytes, err, sizeof err));
+        for (size_t k = 0; k < bytes / sizeof(float); k++) {
+            diff += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
+            norm += (double)x[k] * x[k];
+        }
+        free(x);
+        free(y);
+    }
+    mt_safetensors_close(a);
+    mt_safetensors_close(b);
+    return sqrt(diff / norm);
+}
+
+/* Two micro-batches of 16 make the same steps as one batch of 32: the same
+ * samples, the gradient averaged and clipped on its mean (every sample has
+ * the same number of scored answers, so the mean losses agree). */
+static void accumulation_matches_one_batch(void **state)
+{
+    (void)state;
+    /* eps = 1 and no clipping make the update depend on the gradient's scale
+     * (Adam alone would not notice a missing 1 / micro_batches). */
+    const char *one[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=32", "train.micro_batches=1",
+                         "train.eps=1", "train.grad_clip=0"};
+    const char *two[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=16", "train.micro_batches=2",
+                         "train.eps=1", "train.grad_clip=0"};
+    mt_train_config a, b;
+    tiny_config(&a, "accum-one", 6, one);
+    tiny_config(&b, "accum-two", 6, two);
+    mt_train_result res;
+    mt_train_options o = {0};
+    run_or_fail(&a, &o, &res);
+    run_or_fail(&b, &o, &res);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/step_000005/model.safetensors", a.log.out_dir);
+    snprintf(pb, sizeof pb, "%s/step_000005/model.safetensors", b.log.out_dir);
+    double d = model_difference(pa, pb);
+    printf("accumulation: relative difference of the parameters after 5 steps %.3e\n", d);
+    assert_true(d < 1e-7);
+}
+
 static void nan_gradient_is_skipped(void **state)
 {
     (void)state;
@@ -200,6 +257,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(resume_is_bitwise_exact),
         cmocka_unit_test(nan_gradient_is_skipped),
+        cmocka_unit_test(accumulation_matches_one_batch),
         cmocka_unit_test(sigterm_checkpoints_and_exits),
         cmocka_unit_test(kill9_leaves_a_loadable_checkpoint),
         cmocka_unit_test(tiny_learns_selective_copying),
