@@ -271,7 +271,7 @@ const tl_case tl_cases[] = {
       FLOAT_IN("D", TL_ACCUM, 1, X(4), X(96), 0.5, 1.5),
       FLOAT_IN("z", TL_FLOAT, 3, X(2, 32, 4), X(2, 300, 96), -2, 2),
       FLOAT_IN("delta_bias", TL_ACCUM, 1, X(4), X(96), -4, -1)},
-     run_selective_scan, .cpu_only = true},
+     run_selective_scan},
     {"selective_scan_linear_delta", 7,
      {FLOAT_IN("u", TL_FLOAT, 3, X(2, 16, 6), X(2, 200, 64), -1, 1),
       FLOAT_IN("delta", TL_FLOAT, 3, X(2, 16, 6), X(2, 200, 64), 0.01, 0.3),
@@ -280,14 +280,14 @@ const tl_case tl_cases[] = {
       FLOAT_IN("D", TL_ACCUM, 1, X(6), X(64), 0.5, 1.5),
       FLOAT_IN("z", TL_FLOAT, 3, X(2, 16, 6), X(2, 200, 64), -2, 2),
       FLOAT_IN("delta_bias", TL_ACCUM, 1, X(6), X(64), 0, 0.1)},
-     run_selective_scan_linear_delta, .cpu_only = true},
+     run_selective_scan_linear_delta},
     {"selective_scan_bare", 5,
      {FLOAT_IN("u", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -1, 1),
       FLOAT_IN("delta", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -3, 0),
       FLOAT_IN("A_log", TL_ACCUM, 2, X(4, 2), X(64, 16), 0, 2.77),
       FLOAT_IN("Bm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 32), -1, 1),
       FLOAT_IN("Cm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 32), -1, 1)},
-     run_selective_scan_bare, .cpu_only = true},
+     run_selective_scan_bare},
 };
 
 const int tl_n_cases = sizeof tl_cases / sizeof tl_cases[0];

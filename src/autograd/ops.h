@@ -70,8 +70,8 @@ typedef struct mt_scan_config {
  * u, delta (B, L, D) and Bm, Cm (B, L, G*N) in the op dtype (column views are
  * fine), channel d reading group d / (D/G) of Bm, Cm; z (B, L, D) or NULL;
  * A_log (D, N) contiguous, D (D) or NULL, delta_bias (D) or NULL in the
- * accumulation dtype. Returns y (B, L, D). CPU only for now: on CUDA it fails
- * with an op error (no kernel yet). */
+ * accumulation dtype. Returns y (B, L, D). A backend without the scan
+ * kernels gives an op error. */
 mt_tensor *mt_selective_scan(mt_ctx *c, mt_tensor *u, mt_tensor *delta, mt_tensor *A_log, mt_tensor *Bm,
                              mt_tensor *Cm, mt_tensor *D, mt_tensor *z, mt_tensor *delta_bias,
                              const mt_scan_config *cfg);

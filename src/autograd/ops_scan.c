@@ -40,7 +40,7 @@ mt_tensor *mt_selective_scan(mt_ctx *c, mt_tensor *u, mt_tensor *delta, mt_tenso
     if (!op_check_float(c, op, "u", u))
         return NULL;
     if (!c->be->selective_scan_fwd || !c->be->selective_scan_bwd)
-        return mt_op_error(c, "%s: the %s backend has no selective scan kernel (the CUDA kernel is not built yet)",
+        return mt_op_error(c, "%s: the %s backend has no selective scan kernel",
                            op, c->be->name);
     if (u->ndim != 3)
         return mt_op_error(c, "%s: u %s must be (batch, seqlen, channels)", op, mt_shape_str(u, s, sizeof s));

@@ -154,8 +154,8 @@ struct mt_backend {
                     const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
                     int chunk_size);
 
-    /* The selective scan (Mamba-1); NULL on a backend that has no kernel for
-     * it yet (CUDA), which mt_selective_scan reports. Shapes: u, delta
+    /* The selective scan (Mamba-1); NULL on a backend without a kernel for
+     * it, which mt_selective_scan reports. Shapes: u, delta
      * (B, L, D); Bm and Cm (B, L, G*N), group g in columns [g*N, (g+1)*N),
      * channel d reading group d / (D/G); all in T, rows possibly row_stride
      * apart (column views of one projection). A_log (D, N) f32, contiguous;

@@ -192,6 +192,8 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
     be->ssd_fwd = cuda_ssd_fwd;
     be->ssd_bwd = cuda_ssd_bwd;
+    be->selective_scan_fwd = cuda_selective_scan_fwd;
+    be->selective_scan_bwd = cuda_selective_scan_bwd;
     be->axpy = cuda_axpy;
     be->adamw_step = cuda_adamw_step;
     be->sumsq = cuda_sumsq;
