@@ -374,6 +374,8 @@ mt_loader *mt_loader_open(const mt_loader_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->cv, NULL);
     bool ok = open_shards(ld, err, errlen);
+    ld->cfg.paths = NULL; /* the caller's strings are not kept: the shards are open */
+    ld->cfg.n_paths = 0;
     if (ok) {
         ld->first_sample = malloc((size_t)(ld->n_shards + 1) * sizeof(int64_t));
         ok = ld->first_sample != NULL || mt_errorf(err, errlen, "data loader: out of memory");

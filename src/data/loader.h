@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 typedef struct mt_loader_config {
-    const char *const *paths; /* shard files or glob patterns, in order */
+    const char *const *paths; /* shard files or glob patterns, in order; read only while opening */
     int n_paths;
     int seq_len, batch_size;
     uint64_t seed;

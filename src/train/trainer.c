@@ -70,15 +70,17 @@ static int split_paths(char *list, const char **paths)
     return n;
 }
 
+/* The value of a one-element tensor on any device (no allocation). */
 static double tensor_scalar(const mt_tensor *t)
 {
     if (t->device == MT_CPU)
         return mt_get(t, 0);
-    mt_tensor *h = mt_tensor_new(MT_CPU, t->dtype, 1, (int64_t[]){1});
-    mt_device_copy(MT_CPU, h->data, t->device, t->data, mt_dtype_size(t->dtype));
-    double v = mt_get(h, 0);
-    mt_tensor_free(h);
-    return v;
+    double buf; /* room for any dtype's one element */
+    mt_tensor h;
+    mt_tensor_init(&h, t->dtype, MT_CPU, 1, (int64_t[]){1});
+    h.data = &buf;
+    mt_device_copy(MT_CPU, h.data, t->device, t->data, mt_dtype_size(t->dtype));
+    return mt_get(&h, 0);
 }
 
 /* Everything a run holds. */
@@ -130,7 +132,7 @@ static bool synthetic_shards(const mt_train_config *cfg, char *train_path, char 
 static bool open_data(run *r, char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
-    static char train_list[1100], val_list[1100];
+    char train_list[1100], val_list[1100]; /* the loaders read the paths only while opening */
     const char *train_paths[MAX_PATHS], *val_paths[MAX_PATHS];
     int n_train, n_val;
     bool separate_val;
@@ -205,16 +207,18 @@ static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char 
     const int64_t n = (int64_t)cfg->data.batch_size * cfg->data.seq_len, V = r->model.cfg.vocab_padded;
     double loss_sum = 0;
     int64_t right = 0, scored = 0, batches = 0;
-    bool saved = c->grad_enabled;
+    bool saved = c->grad_enabled, ok = true;
+    mt_tensor *host = NULL; /* the logits on the host, for the argmax */
     c->grad_enabled = false;
-    for (int64_t b = 0; b < cfg->log.eval_batches; b++) {
+    for (int64_t b = 0; ok && b < cfg->log.eval_batches; b++) {
         mt_tensor *logits, *loss = batch_loss(r, c, r->val, &logits, err, errlen);
-        if (!loss)
-            return false;
+        if (!(ok = loss != NULL))
+            break;
         loss_sum += tensor_scalar(loss);
         batches++;
         if (answers) {
-            mt_tensor *host = mt_tensor_new(MT_CPU, logits->dtype, 2, (int64_t[]){n, V});
+            if (!host)
+                host = mt_tensor_new(MT_CPU, logits->dtype, 2, (int64_t[]){n, V});
             mt_device_copy(MT_CPU, host->data, logits->device, logits->data, mt_nbytes(host));
             for (int64_t i = 0; i < n; i++) {
                 if (r->host_targets[i] == IGNORE_TARGET)
@@ -226,14 +230,14 @@ static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char 
                 right += best == r->host_targets[i];
                 scored++;
             }
-            mt_tensor_free(host);
         }
         mt_ctx_end_step(c);
     }
     c->grad_enabled = saved;
+    mt_tensor_free(host);
     *loss_out = batches ? loss_sum / (double)batches : NAN;
     *acc_out = scored ? (double)right / (double)scored : NAN;
-    return true;
+    return ok;
 }
 
 static json_t *trainer_state(const run *r)

@@ -90,6 +90,7 @@ static void cuda_destroy(mt_backend *be)
         CUDA_CHECK(cudaSetDevice(s->device));
         CUDA_CHECK(cudaStreamSynchronize(s->stream));
         CUDA_CHECK(cudaFree(s->workspace));
+        CUDA_CHECK(cudaFree(s->reduce));
         CUBLAS_CHECK(cublasLtDestroy(s->lt));
         CUDA_CHECK(cudaStreamDestroy(s->stream));
         free(s);
@@ -160,6 +161,11 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
         s->workspace = NULL;
         goto fail;
     }
+    if ((err = cudaMalloc((void **)&s->reduce, (MT_CUDA_REDUCE_BLOCKS + 1) * sizeof(double))) != cudaSuccess) {
+        set_why_cuda(why, n, "cudaMalloc of the reduction buffer failed", err);
+        s->reduce = NULL;
+        goto fail;
+    }
 
     be->name = "cuda";
     be->device = MT_CUDA;
@@ -202,6 +208,8 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
 fail:
     if (s->workspace)
         cudaFree(s->workspace);
+    if (s->reduce)
+        cudaFree(s->reduce);
     if (s->lt)
         cublasLtDestroy(s->lt);
     if (s->stream)

@@ -53,12 +53,17 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 /* Backend state (be->state).                                                */
 
+/* Blocks of a two-pass device reduction (sumsq): their partials and the
+ * result live in the backend's reduce buffer, made once with the backend. */
+#define MT_CUDA_REDUCE_BLOCKS 1024
+
 struct mt_cuda_state {
     int device;
     cudaStream_t stream;      /* blocking: ordered with the legacy default stream */
     cublasLtHandle_t lt;
     void *workspace;          /* cuBLASLt workspace */
     size_t workspace_bytes;
+    double *reduce;           /* MT_CUDA_REDUCE_BLOCKS + 1 doubles */
 };
 
 static inline mt_cuda_state *cuda_state(mt_backend *be)

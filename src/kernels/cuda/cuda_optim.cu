@@ -119,7 +119,6 @@ void cuda_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads, 
 
 /* Blocks of the first pass: a cap fixed here, so the partials (and the order
  * they are summed in) depend on the size alone, never on the device. */
-#define SUMSQ_MAX_BLOCKS 1024
 
 /* Sum of a double over the block in a fixed order (warp butterflies, then the
  * warps in order), returned to every thread; blockDim.x a multiple of 32. */
@@ -183,20 +182,18 @@ double cuda_sumsq(mt_backend *be, const mt_tensor *x)
     cudaStream_t st = cuda_stream(be);
     int V = aligned_to(x->data, 16) ? 4 : 1;
     int64_t want = (n / V + MT_CUDA_THREADS - 1) / MT_CUDA_THREADS;
-    int blocks = (int)(want < 1 ? 1 : want > SUMSQ_MAX_BLOCKS ? SUMSQ_MAX_BLOCKS : want);
-    /* partials, then the result: stream-ordered, so no synchronization but the final one */
-    double *buf = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&buf, (size_t)(blocks + 1) * sizeof *buf, st));
+    int blocks = (int)(want < 1 ? 1 : want > MT_CUDA_REDUCE_BLOCKS ? MT_CUDA_REDUCE_BLOCKS : want);
+    /* partials, then the result, in the backend's reduce buffer */
+    double *buf = cuda_state(be)->reduce;
     if (V == 4)
         sumsq_partial_kernel<4><<<blocks, MT_CUDA_THREADS, 0, st>>>(buf, (const float *)x->data, n);
     else
         sumsq_partial_kernel<1><<<blocks, MT_CUDA_THREADS, 0, st>>>(buf, (const float *)x->data, n);
     LAUNCH_CHECK("sumsq (partials)");
-    sumsq_finish_kernel<<<1, SUMSQ_MAX_BLOCKS, 0, st>>>(buf + blocks, buf, blocks);
+    sumsq_finish_kernel<<<1, MT_CUDA_REDUCE_BLOCKS, 0, st>>>(buf + blocks, buf, blocks);
     LAUNCH_CHECK("sumsq (finish)");
     double total = 0.0;
     CUDA_CHECK(cudaMemcpyAsync(&total, buf + blocks, sizeof total, cudaMemcpyDeviceToHost, st));
-    CUDA_CHECK(cudaFreeAsync(buf, st));
     CUDA_CHECK(cudaStreamSynchronize(st));
     return total;
 }
