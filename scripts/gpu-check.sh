@@ -2,8 +2,8 @@
 # The one GPU entry point: on a machine with an NVIDIA GPU and no network,
 # configure an sm_90 build, build, run the gpu-labelled tests, the
 # benchmarks (ours and the PyTorch reference side by side) and short bf16
-# training runs of mamba2-130m and mamba2-370m, write logs to LOGDIR and
-# print a summary last.
+# training runs of mamba2-130m and mamba2-370m (with a per-op profile of one
+# step), write logs to LOGDIR and print a summary last.
 #
 #   scripts/gpu-check.sh LOGDIR [BUILDDIR]
 #
@@ -39,6 +39,7 @@ fi
 grep -h -E '^(equiv|tiny LM)' "$build"/Testing/Temporary/LastTest*.log >"$logdir/equiv.txt"
 "$build/bench/bench_ops" >"$logdir/bench.log" 2>&1 || status=1
 "$build/bench/bench_mamba2" >"$logdir/bench-mamba2.log" 2>&1 || status=1
+"$build/bench/bench_mamba1" >"$logdir/bench-mamba1.log" 2>&1 || status=1
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   python3 bench/torch_ops.py >"$logdir/reference.log" 2>&1 || echo "reference bench failed" >>"$logdir/reference.log"
 fi
@@ -67,19 +68,21 @@ for line in open(sys.argv[1]):
 PY
 echo "== Mamba-2 (ratio = reference ms / ours ms)"
 cat "$logdir/bench-mamba2.log"
+echo "== Mamba-1 (ratio = reference ms / ours ms)"
+cat "$logdir/bench-mamba1.log"
 echo "== training step (bf16, generated data, seq 2048; ratio = ours / reference tokens/s)"
 for run in "mamba2-130m 16 204483" "mamba2-370m 8 47668"; do
   set -- $run
   out=/tmp/mt-gpu-run-$1
   rm -rf "$out"
   "$build/train/mamba-train" --config "configs/$1.ini" --out "$out" --set data.synthetic=selective-copy \
-    --set data.synthetic_examples=$((40 * $2)) --set train.steps=30 --set train.micro_batches=1 \
-    --set data.batch_size="$2" --set train.warmup_steps=5 --set log.log_every=10 --set log.eval_every=0 \
+    --set data.synthetic_examples=$((60 * $2)) --set train.steps=50 --set train.micro_batches=1 \
+    --set data.batch_size="$2" --set train.warmup_steps=5 --set log.log_every=10 --set log.eval_every=0 --set log.profile_step=20 \
     >"$logdir/train-$1.log" 2>&1 || { status=1; tail -5 "$logdir/train-$1.log"; }
   python3 - "$out/metrics.jsonl" "$1" "$2" "$3" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
-steady = [r for r in rows if r["step"] > 5]
+steady = [r for r in rows if r["step"] > 5 and r["step"] != 20]  # step 20 is profiled
 if steady:
     tps = sum(r["tokens_per_s"] for r in steady) / len(steady)
     mfu = sum(r["mfu"] or 0 for r in steady) / len(steady)
@@ -87,6 +90,7 @@ if steady:
           f"{tps:,.0f} tokens/s, MFU {100 * mfu:.1f}%, reference {int(sys.argv[4]):,} tokens/s, ratio {tps / int(sys.argv[4]):.2f}")
 PY
   grep -h "^memory" "$logdir/train-$1.log"
+  grep -A 9 "^profile of one step" "$logdir/train-$1.log"
 done
 grep -E "tests passed|tests failed|Skipped|Failed|Passed" "$logdir/gpu-tests.log" | tail -8
 [ $status -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $logdir)"

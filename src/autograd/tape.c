@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/profile.h"
 #include "core/device.h"
 #include "core/error.h"
 
@@ -129,6 +130,7 @@ mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t)
 mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, mt_tensor **in, int n_out,
                         mt_tensor **out)
 {
+    mt_profile_lap(c, "fwd", op); /* ops record after their kernels ran */
     bool any = false;
     for (int i = 0; i < n_in; i++)
         any |= in[i] && in[i]->requires_grad;
@@ -161,13 +163,16 @@ mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, 
  * covers only the ops recorded after this one. */
 static void run_backward(mt_ctx *c)
 {
+    mt_profile_lap(c, "step", "between forward and backward");
     for (int i = c->n_nodes - 1; i >= 0; i--) {
         mt_node *n = &c->nodes[i];
         bool any = false;
         for (int k = 0; k < n->n_out; k++)
             any |= n->out[k]->grad != NULL;
-        if (any)
+        if (any) {
             n->backward(c, n);
+            mt_profile_lap(c, "bwd", n->op);
+        }
     }
     c->n_nodes = 0;
 }

@@ -50,6 +50,7 @@ typedef struct mt_ctx {
     bool abort_on_error;
     char error[512];
     struct mt_ctx *recompute; /* where recomputed blocks run (autograd/recompute.h); made on first use */
+    struct mt_profile *profile; /* when set, ops are timed into it (autograd/profile.h); borrowed */
 } mt_ctx;
 
 /* be is borrowed, not owned. */

@@ -91,6 +91,7 @@ static const config_key KEYS[] = {
     {"log", "eval_batches", K_I64, AT(log.eval_batches), NULL, "validation micro-batches per eval"},
     {"log", "checkpoint_every", K_I64, AT(log.checkpoint_every), NULL, "checkpoint every N steps (0: end only)"},
     {"log", "keep_last", K_INT, AT(log.keep_last), NULL, "checkpoints kept (0: all)"},
+    {"log", "profile_step", K_I64, AT(log.profile_step), NULL, "print a per-op time profile of this step (0: never)"},
 };
 
 enum { N_KEYS = sizeof KEYS / sizeof KEYS[0] };
@@ -284,8 +285,9 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
     CHECK(c->train.max_bad_steps >= 1, "[train] max_bad_steps must be at least 1");
     CHECK(c->log.out_dir[0], "[log] out_dir is empty");
     CHECK(c->log.log_every >= 1 && c->log.eval_every >= 0 && c->log.eval_batches >= 1 &&
-              c->log.checkpoint_every >= 0 && c->log.keep_last >= 0,
-          "[log] log_every, eval_batches must be positive; eval_every, checkpoint_every, keep_last not negative");
+              c->log.checkpoint_every >= 0 && c->log.keep_last >= 0 && c->log.profile_step >= 0,
+          "[log] log_every, eval_batches must be positive; eval_every, checkpoint_every, keep_last, profile_step "
+          "not negative");
     return true;
 }
 

@@ -50,7 +50,7 @@ typedef struct mt_train_config {
 
     struct {
         char out_dir[MT_CONFIG_STR];
-        int64_t log_every, eval_every, eval_batches, checkpoint_every;
+        int64_t log_every, eval_every, eval_batches, checkpoint_every, profile_step;
         int keep_last;
     } log;
 } mt_train_config;

@@ -17,6 +17,7 @@
 #include "data/synthetic.h"
 #include "layers/config_json.h"
 #include "layers/model.h"
+#include "autograd/profile.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
@@ -192,6 +193,7 @@ static mt_tensor *batch_loss(run *r, mt_ctx *c, mt_loader *ld, mt_tensor **logit
     if (!bt)
         return NULL;
     batch_to_device(r, bt);
+    mt_profile_lap(c, "step", "next batch to the device");
     *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
     return mt_cross_entropy(c, *logits, r->targets, IGNORE_TARGET);
 }
@@ -316,14 +318,18 @@ static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_o
         mt_device_fill_bytes(r->dev, r->model.params.grads, 0xff,
                              r->model.params.flat_size * mt_dtype_size(r->model.params.dtype));
     const double loss = loss_sum / cfg->train.micro_batches;
+    mt_profile_lap(c, "step", "end of micro-batches");
     const double norm = mt_grad_norm(r->be, &r->model.params) / cfg->train.micro_batches;
+    mt_profile_lap(c, "step", "gradient norm");
     *loss_out = loss;
     *norm_out = norm;
     *skipped = !isfinite(loss) || !isfinite(norm);
     if (!*skipped)
         mt_adamw_step(&r->opt, r->be, &r->model.params, lr,
                       mt_clip_scale(norm, cfg->train.grad_clip) / cfg->train.micro_batches);
+    mt_profile_lap(c, "step", "AdamW");
     mt_params_zero_grad(&r->model.params);
+    mt_profile_lap(c, "step", "zero gradients");
     return true;
 }
 
@@ -463,10 +469,19 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
         const double lr = mt_lr_at(&r.sched, r.step), t0 = now_s();
         double loss, norm;
         bool skipped;
+        mt_profile prof;
+        if (r.step + 1 == cfg->log.profile_step) {
+            c.profile = &prof;
+            mt_profile_start(&c, &prof);
+        }
         if (!(ok = train_step(&r, &c, lr, r.step + 1 == opt->nan_grad_at, &loss, &norm, &skipped, err, errlen)))
             break;
         r.be->synchronize(r.be);
         const double dt = now_s() - t0;
+        if (c.profile) {
+            mt_profile_print(&prof, stdout);
+            c.profile = NULL;
+        }
         const double rate = (double)cfg->train.micro_batches * cfg->data.batch_size * cfg->data.seq_len / dt;
         r.step++;
         r.bad_steps = skipped ? r.bad_steps + 1 : 0;

@@ -1,0 +1,151 @@
+/* The selective scan and one Mamba-1 layer on the GPU at the reference's
+ * benchmark size: batch 8, seqlen 2048, d_model 768 (expand 2: d_inner 1536),
+ * d_state 16, bf16 activations, fp32 parameters; the scan with D, z,
+ * delta_bias and softplus, B and C shared by all channels (one group).
+ *
+ * The scan is bound by memory. Its byte floor: the forward reads u, delta, z
+ * and writes y (4 * B*L*D bf16; B and C are 2 * B*L*N, small); the backward
+ * reads u, delta, z, dy and writes du, ddelta, dz (7 * B*L*D). GB/s below is
+ * that floor over the time taken.
+ *
+ * Prints ms, GB/s, the step arena's peak, and the ratio to the reference's
+ * selective_scan_fn timings on an H100 (shared/reference/peer-baseline.md). */
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "layers/model.h"
+
+enum { WARMUP = 3, REPS = 20 };
+
+/* The reference's medians (ms) for the scan: forward, forward+backward. */
+static const double REF_SCAN[2] = {0.452, 2.455};
+
+typedef struct bench {
+    mt_model *m;
+    mt_tensor *u, *x, *delta, *bm, *cm, *z;
+    mt_tensor *seed_scan, *seed_layer; /* upstream gradients of the two outputs */
+    bool layer;
+} bench;
+
+static mt_tensor *run(mt_ctx *c, const bench *b)
+{
+    const mt_model_config *cfg = &b->m->cfg;
+    const mt_mamba1 *mix = &b->m->layers[0].mamba1;
+    if (b->layer)
+        return mt_mamba1_forward(c, mix, cfg, b->u);
+    mt_scan_config sc = {1, true};
+    return mt_selective_scan(c, b->x, b->delta, mix->A_log, b->bm, b->cm, mix->D, b->z, mix->dt_bias, &sc);
+}
+
+static void check(cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess)
+        mt_fatal("bench_mamba1: %s: %s", what, cudaGetErrorString(e));
+}
+
+static float time_ms(mt_ctx *c, bench *b, bool backward)
+{
+    cudaEvent_t start, stop;
+    float ms[REPS];
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    mt_tensor *inputs[] = {b->u, b->x, b->delta, b->bm, b->cm, b->z};
+    c->grad_enabled = backward;
+    for (int r = -WARMUP; r < REPS; r++) {
+        check(cudaEventRecord(start, 0), "cudaEventRecord");
+        mt_tensor *y = run(c, b);
+        if (!y)
+            mt_fatal("bench_mamba1: %s", mt_ctx_error(c));
+        if (backward)
+            mt_backward_seeded(c, 1, &y, b->layer ? &b->seed_layer : &b->seed_scan);
+        check(cudaEventRecord(stop, 0), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+        if (r >= 0)
+            check(cudaEventElapsedTime(&ms[r], start, stop), "cudaEventElapsedTime");
+        for (int i = 0; i < 6; i++)
+            inputs[i]->grad = NULL;
+        mt_params_zero_grad(&b->m->params);
+        mt_ctx_end_step(c);
+    }
+    for (int i = 1; i < REPS; i++)
+        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+            float t = ms[j]; ms[j] = ms[j - 1]; ms[j - 1] = t;
+        }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return ms[REPS / 2];
+}
+
+static mt_tensor *random_tensor(mt_backend *be, int64_t b, int64_t l, int64_t cols, uint64_t seed, double lo,
+                                double hi)
+{
+    mt_tensor *t = mt_tensor_new(MT_CUDA, MT_BF16, 3, (int64_t[]){b, l, cols});
+    be->fill_uniform(be, t, seed, lo, hi);
+    return t;
+}
+
+int main(void)
+{
+    char why[256];
+    if (mt_cuda_device_count() == 0) {
+        printf("bench_mamba1: no CUDA device present\n");
+        return 77;
+    }
+    mt_backend *be = mt_backend_cuda_create(0, why, sizeof why);
+    if (!be)
+        mt_fatal("bench_mamba1: %s", why);
+    mt_model_config cfg;
+    mt_model_config_defaults(&cfg);
+    mt_model_config_use_mamba1(&cfg);
+    cfg.d_model = 768;
+    cfg.n_layer = 1;
+    cfg.vocab_size = 16;
+    if (!mt_model_config_finalize(&cfg, why, sizeof why))
+        mt_fatal("bench_mamba1: %s", why);
+    mt_model m;
+    mt_model_build(&m, &cfg, MT_CUDA, MT_F32);
+    mt_model_init(&m, be, 1);
+
+    const int64_t B = 8, L = 2048, D = cfg.d_inner, N = cfg.d_state;
+    bench b = {.m = &m};
+    b.u = random_tensor(be, B, L, cfg.d_model, 1, -1, 1);
+    b.u->requires_grad = true;
+    b.x = random_tensor(be, B, L, D, 2, -1, 1);
+    b.delta = random_tensor(be, B, L, D, 3, -4, 1);
+    b.bm = random_tensor(be, B, L, N, 4, -1, 1);
+    b.cm = random_tensor(be, B, L, N, 5, -1, 1);
+    b.z = random_tensor(be, B, L, D, 6, -2, 2);
+    mt_tensor *differentiable[] = {b.x, b.delta, b.bm, b.cm, b.z};
+    for (int i = 0; i < 5; i++)
+        differentiable[i]->requires_grad = true;
+    b.seed_scan = random_tensor(be, B, L, D, 7, -1, 1);
+    b.seed_layer = random_tensor(be, B, L, cfg.d_model, 8, -1, 1);
+
+    const double act = 2.0 * B * L * D, bc = 2.0 * 2.0 * B * L * N;
+    const double fwd_bytes = 4 * act + bc, both_bytes = fwd_bytes + 7 * act + 2 * bc;
+
+    mt_ctx c;
+    mt_ctx_init(&c, be, (size_t)4 << 30);
+    b.layer = false;
+    float fwd = time_ms(&c, &b, false), both = time_ms(&c, &b, true);
+    printf("bench selective_scan fwd %7.3f ms (%6.1f GB/s of a %.0f MB floor, ref %.3f, speedup %.2fx)  "
+           "fwd+bwd %7.3f ms (%6.1f GB/s of a %.0f MB floor, ref %.3f, speedup %.2fx)  arena peak %.0f MiB\n",
+           fwd, fwd_bytes / (fwd * 1e-3) / 1e9, fwd_bytes / 1e6, REF_SCAN[0], REF_SCAN[0] / fwd, both,
+           both_bytes / (both * 1e-3) / 1e9, both_bytes / 1e6, REF_SCAN[1], REF_SCAN[1] / both,
+           c.arena.peak / 1048576.0);
+    b.layer = true;
+    fwd = time_ms(&c, &b, false);
+    both = time_ms(&c, &b, true);
+    printf("bench mamba1_layer   fwd %7.3f ms  fwd+bwd %7.3f ms  (%.0f tokens/s fwd+bwd; no reference figure "
+           "for one layer)  arena peak %.0f MiB\n", fwd, both, B * L / (both * 1e-3), c.arena.peak / 1048576.0);
+    printf("tokens per step %lld, d_inner %lld, d_state %lld\n", (long long)(B * L), (long long)D, (long long)N);
+    mt_ctx_release(&c);
+    mt_tensor *all[] = {b.u, b.x, b.delta, b.bm, b.cm, b.z, b.seed_scan, b.seed_layer};
+    for (int i = 0; i < 8; i++)
+        mt_tensor_free(all[i]);
+    mt_model_release(&m);
+    be->destroy(be);
+    return 0;
+}
