@@ -9,6 +9,26 @@ static int run_embedding(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 1;
 }
 
+/* The ids drawn uniformly in [0, V) remapped so that a few ids dominate, as
+ * in Zipfian text or a tiny synthetic vocabulary: 55% of positions get id V/3
+ * and 25% get V/2 (runs of thousands in the large case, across many of the
+ * CUDA backward's segments), the ids in the lowest and highest tenth keep
+ * their value (singletons and short runs, some crossing segment boundaries). */
+static int run_embedding_skewed(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    int64_t V = in[0]->shape[0];
+    mt_tensor *host = tl_to_device(in[1], MT_CPU), *ids = mt_ctx_tensor(c, MT_I32, in[1]->ndim, in[1]->shape);
+    for (int64_t e = 0; e < mt_numel(host); e++) {
+        int64_t u = (int64_t)mt_get(host, e);
+        if (10 * u >= V && 10 * u < 9 * V)
+            mt_set(host, e, (double)(20 * u < 13 * V ? V / 3 : V / 2));
+    }
+    mt_tensor_copy(ids, host);
+    mt_tensor_free(host);
+    out[0] = mt_embedding(c, in[0], ids);
+    return 1;
+}
+
 static int run_linear(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 {
     out[0] = mt_linear(c, in[0], in[1], in[2]);
@@ -167,7 +187,8 @@ static int run_selective_scan_linear_delta(mt_ctx *c, mt_tensor **in, mt_tensor 
     return run_scan_from_xdbl(c, in, out, 2, false);
 }
 
-/* Every option off: no z, no D, no delta_bias; 2 groups, Bm and Cm contiguous. */
+/* Every option off: no z, no D, no delta_bias; 2 groups, Bm and Cm contiguous;
+ * on the GPU 40 channels per group (a partly idle channel block) and d_state 32. */
 static int run_selective_scan_bare(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 {
     mt_scan_config cfg = {.ngroups = 2, .delta_softplus = true};
@@ -185,6 +206,10 @@ const tl_case tl_cases[] = {
      {FLOAT_IN("weight", TL_FLOAT, 2, X(11, 6), X(1000, 96), -1, 1),
       IDS_IN("ids", TL_IDS, 2, X(2, 5), X(4, 333), 0, 0)},
      run_embedding},
+    {"embedding_skewed", 2,
+     {FLOAT_IN("weight", TL_FLOAT, 2, X(11, 6), X(4000, 130), -1, 1),
+      IDS_IN("ids", TL_IDS, 2, X(2, 5), X(4, 1111), 0, 0)},
+     run_embedding_skewed},
     {"linear", 3,
      {FLOAT_IN("x", TL_FLOAT, 3, X(2, 3, 5), X(3, 67, 96), -1, 1),
       FLOAT_IN("w", TL_FLOAT, 2, X(4, 5), X(80, 96), -1, 1),
@@ -282,11 +307,11 @@ const tl_case tl_cases[] = {
       FLOAT_IN("delta_bias", TL_ACCUM, 1, X(6), X(64), 0, 0.1)},
      run_selective_scan_linear_delta},
     {"selective_scan_bare", 5,
-     {FLOAT_IN("u", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -1, 1),
-      FLOAT_IN("delta", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -3, 0),
-      FLOAT_IN("A_log", TL_ACCUM, 2, X(4, 2), X(64, 16), 0, 2.77),
-      FLOAT_IN("Bm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 32), -1, 1),
-      FLOAT_IN("Cm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 32), -1, 1)},
+     {FLOAT_IN("u", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 80), -1, 1),
+      FLOAT_IN("delta", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 80), -3, 0),
+      FLOAT_IN("A_log", TL_ACCUM, 2, X(4, 2), X(80, 32), 0, 2.77),
+      FLOAT_IN("Bm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -1, 1),
+      FLOAT_IN("Cm", TL_FLOAT, 3, X(2, 20, 4), X(3, 257, 64), -1, 1)},
      run_selective_scan_bare},
 };
 

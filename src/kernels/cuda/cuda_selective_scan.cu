@@ -1,305 +1,416 @@
-/* The selective scan (Mamba-1) on CUDA, forward and backward: the sequential
- * recurrence of backend.h run by one thread per (b, d) channel, walking time
- * in order with the channel's N states in registers. It is the first, plain
- * version (correct before fast): fp32 throughout, no tensor cores, no
- * parallelism along time.
+/* The selective scan (Mamba-1) on CUDA, forward and backward: the recurrence
+ * of backend.h, parallel along time as well as over channels.
  *
- * Layout of the work: block (x, b) holds up to SCAN_THREADS channels of one
- * group g of batch row b, x = g * cblocks + cb, cb the block's slice of the
- * group's P = D/G channels. Since a block never straddles groups, every
- * thread of it reads the same Bm_t, Cm_t row slice (a broadcast load), and
- * the block's sum over its channels of dBm, dCm belongs to one group.
- * Threads past the end of the group (when P is not a multiple of the block)
- * run a copy of the group's last channel so that they take part in the
- * block's reductions and barriers; they contribute zeros and write nothing
- * but their own scratch slot.
+ * Layout of the work: block (x, b) owns SCAN_CT channels of one group g of
+ * batch row b (x = g * cblocks + cb) and walks time in tiles of SCAN_TILE
+ * steps. Its SCAN_SEGS warps split a tile into segments of SCAN_K steps:
+ * thread (c, s) = (lane, warp) holds channel c's steps of segment s in
+ * registers. Lanes past the end of the group run a copy of its last channel
+ * so that they take part in barriers and shuffles; they add zeros to every
+ * sum and write nothing.
  *
- * The backward recomputes every state (the forward keeps nothing): a first
- * pass stores the state entering each chunk of SCAN_CHUNK steps, then the
- * chunks are walked in reverse; each reruns its steps from its entry state
- * into a (SCAN_CHUNK, N) buffer per thread and runs the adjoint recurrence
- * back through them. Scratch is O(B * D * N * (L / SCAN_CHUNK + SCAN_CHUNK)).
+ * Per state index n (a loop: nothing is sized by N in registers), with
+ * decay_t = exp(dlt_t A[n]) and the input term dlt_t Bm_t[n] u_t, the
+ * recurrence h_t = decay_t h_{t-1} + dlt_t Bm_t[n] u_t is linear, so each
+ * segment is summarised by (product of its decays, its end state from zero);
+ * the warps of a tile combine those summaries in segment order through
+ * shared memory, starting from the state carried in from the previous tile.
+ * The backward runs the adjoint lambda_t = gate_t Cm_t[n] + decay_{t+1}
+ * lambda_{t+1} the same way, tiles in reverse, with summaries
+ * (product of decays, decay_0 times the segment's first lambda from zero).
+ * One exp per (t, n) per pass.
+ *
+ * The forward keeps nothing; the backward first reruns the forward's tile
+ * loop to store the state entering each tile, (B, tiles, N, D) f32, i.e.
+ * O(B D N L / SCAN_TILE) scratch, then walks the tiles in reverse.
  *
  * Determinism: nothing uses float atomics. du, ddelta, dz have one owner
- * thread per element. dBm, dCm: per step, a warp butterfly over the warp's
- * channels, then the warps in order through shared memory, give one partial
- * per (channel block, b, t, g, n); scan_bc_finish_kernel adds the group's
- * blocks in order. dA_log, dD_skip, ddelta_bias: each thread sums its channel
- * over time, and colsum_finish_kernel adds the batch rows in order. */
-#include <type_traits>
-
+ * thread per element. dBm, dCm: a fixed shuffle tree sums the block's
+ * channels per (t, n) into one partial per channel block, and
+ * scan_bc_finish_kernel adds the group's blocks in order. dA_log, dD_skip,
+ * ddelta_bias: each thread sums its slots over time in shared memory, the
+ * block adds its segments in order, and colsum_finish_kernel adds the batch
+ * rows in order. */
 #include "kernels/cuda/cuda_common.cuh"
 
-#define SCAN_THREADS 128 /* channels per block at most */
-#define SCAN_CHUNK 64    /* time steps whose states the backward holds at once */
+#define SCAN_CT 32                      /* channels per block: one warp's lanes */
+#define SCAN_SEGS 8                     /* warps per block, each a segment of a tile */
+#define SCAN_K 8                        /* steps per segment, held in registers */
+#define SCAN_TILE (SCAN_SEGS * SCAN_K)  /* steps per tile */
+#define SCAN_THREADS (SCAN_CT * SCAN_SEGS)
 #define SCAN_MAX_STATE 64
+
+static_assert(SCAN_CT == 32 && SCAN_K == 8, "scan_reduce8 sums 8 values over the 32 lanes");
 
 /* The inputs, as every kernel reads them. Rows of (B, L, .) tensors are
  * b * L + t, each tensor with its own row stride. */
 template <typename T> struct ScanArgs {
-    const T *u, *delta, *Bm, *Cm, *z;              /* z may be NULL */
-    const float *A_log, *D_skip, *delta_bias;      /* (D, N), (D), (D); the last two may be NULL */
-    int64_t urs, drs, brs, crs, zrs;               /* row strides */
-    int64_t batch, L, D, G, N, P, cblocks;         /* P = D / G channels per group, cblocks blocks per group */
+    const T *u, *delta, *Bm, *Cm, *z;         /* z may be NULL */
+    const float *A_log, *D_skip, *delta_bias; /* (D, N), (D), (D); the last two may be NULL */
+    int64_t urs, drs, brs, crs, zrs;          /* row strides */
+    int64_t batch, L, D, G, N, P, cblocks;    /* P = D / G channels per group, cblocks blocks per group */
+    int64_t tiles;                            /* ceil(L / SCAN_TILE) */
     bool delta_softplus;
 };
 
-/* What the backward reads and writes, and its scratch. A gradient or partial
- * pointer is NULL when that gradient is not needed; dy and the two state
- * buffers never are. */
+/* What the backward reads and writes. A gradient or partial pointer is NULL
+ * when that gradient is not needed; dy and tile_states never are. */
 template <typename T> struct ScanGrads {
     T *du, *ddelta, *dz;
     const T *dy;
     int64_t du_rs, ddelta_rs, dz_rs, dy_rs;
-    float *dB_part, *dC_part;   /* (cblocks, B * L, G * N): one per channel block */
-    float *dA_part;             /* (B, D, N), already times dA/dA_log */
+    float *dB_part, *dC_part;    /* (cblocks, G * N, B * L): one per channel block */
+    float *dA_part;              /* (B, D, N), already times dA/dA_log */
     float *dD_part, *dbias_part; /* (B, D) */
-    float *chunk_start;         /* (nchunks, N, slots): the state entering each chunk */
-    float *chunk_states;        /* (SCAN_CHUNK, N, slots): h_t of the chunk being walked back */
-    int64_t slots;              /* threads in the grid: one scratch column each */
+    const float *tile_states;    /* (B, tiles, N, D): the state entering each tile */
 };
 
-/* One channel's inputs at one time step. */
-struct ScanStep {
-    float u, dlt;      /* the input and the step dlt_t */
-    float ddlt_ddelta; /* d dlt_t / d delta_t: sigmoid(delta + bias) with softplus, else 1 */
-};
-
-static __device__ __forceinline__ float scan_sigmoid(float x)
-{
-    return 1.0f / (1.0f + expf(-x));
-}
-
-/* The block's group g and the thread's channel d (a copy of the group's last
- * channel when the thread is past the group's end: active is then false). */
-template <typename T>
-static __device__ __forceinline__ void scan_channel(const ScanArgs<T> &a, int64_t &g, int64_t &d, bool &active)
-{
-    g = blockIdx.x / a.cblocks;
-    int64_t in_group = (blockIdx.x % a.cblocks) * (int64_t)blockDim.x + threadIdx.x;
-    active = in_group < a.P;
-    d = g * a.P + (active ? in_group : a.P - 1);
-}
-
-/* A[n] = -exp(A_log[d, n]); 0 in the padding n >= N. */
-template <typename T, int NMAX>
-static __device__ __forceinline__ void scan_load_A(const ScanArgs<T> &a, int64_t d, float (&A)[NMAX])
-{
-#pragma unroll
-    for (int n = 0; n < NMAX; n++)
-        A[n] = n < a.N ? -expf(a.A_log[d * a.N + n]) : 0.0f;
-}
-
-/* Step r (= b * L + t) of channel d, with bias = delta_bias[d] (or 0). */
-template <typename T>
-static __device__ __forceinline__ ScanStep scan_load_step(const ScanArgs<T> &a, int64_t r, int64_t d, float bias)
-{
-    ScanStep s;
-    float v = load_f<T>(a.delta, r * a.drs + d) + bias;
-    s.dlt = a.delta_softplus ? fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v))) : v;
-    s.ddlt_ddelta = a.delta_softplus ? scan_sigmoid(v) : 1.0f;
-    s.u = load_f<T>(a.u, r * a.urs + d);
-    return s;
-}
-
-/* h = exp(dlt A) h + dlt Bm_t u at step r of channel d in group g; returns the step. */
-template <typename T, int NMAX>
-static __device__ __forceinline__ ScanStep scan_advance(const ScanArgs<T> &a, int64_t r, int64_t d, int64_t g,
-                                                        float bias, const float (&A)[NMAX], float (&h)[NMAX])
-{
-    ScanStep s = scan_load_step(a, r, d, bias);
-    const T *Brow = a.Bm + r * a.brs + g * a.N;
-#pragma unroll
-    for (int n = 0; n < NMAX; n++)
-        if (n < a.N)
-            h[n] = expf(s.dlt * A[n]) * h[n] + s.dlt * load_f<T>(Brow, n) * s.u;
-    return s;
-}
-
-/* y (B, L, D) in T, row stride yrs: per channel, h_t = exp(dlt_t A) h_{t-1} +
- * dlt_t Bm_t u_t from h_{-1} = 0, y_t = (Cm_t . h_t + D_skip u_t) * silu(z_t).
- * Grid (G * cblocks, B), block up to SCAN_THREADS channels; N <= NMAX. */
-template <typename T, int NMAX>
-__global__ void __launch_bounds__(SCAN_THREADS) selective_scan_fwd_kernel(T *y, int64_t yrs, ScanArgs<T> a)
-{
-    int64_t g, d;
+/* The thread's place: lane c, segment s, group g, channel d (a copy of the
+ * group's last channel when the lane is past the group's end: active false). */
+struct ScanPlace {
+    int c, s;
+    int64_t b, g, d;
     bool active;
-    scan_channel(a, g, d, active);
-    if (!active)
-        return; /* no barriers here: idle threads may leave */
-    const int64_t b = blockIdx.y;
-    float A[NMAX], h[NMAX];
-    scan_load_A(a, d, A);
-#pragma unroll
-    for (int n = 0; n < NMAX; n++)
-        h[n] = 0.0f;
-    const float D_skip = a.D_skip ? a.D_skip[d] : 0.0f, bias = a.delta_bias ? a.delta_bias[d] : 0.0f;
-    for (int64_t t = 0; t < a.L; t++) {
-        const int64_t r = b * a.L + t;
-        ScanStep s = scan_advance(a, r, d, g, bias, A, h);
-        const T *Crow = a.Cm + r * a.crs + g * a.N;
-        float out = D_skip * s.u;
-#pragma unroll
-        for (int n = 0; n < NMAX; n++)
-            if (n < a.N)
-                out += load_f<T>(Crow, n) * h[n];
-        if (a.z) {
-            float zv = load_f<T>(a.z, r * a.zrs + d);
-            out *= zv * scan_sigmoid(zv);
-        }
-        store_f<T>(y, r * yrs + d, out);
+};
+
+template <typename T> static __device__ __forceinline__ ScanPlace scan_place(const ScanArgs<T> &a)
+{
+    ScanPlace p;
+    p.c = threadIdx.x % SCAN_CT;
+    p.s = threadIdx.x / SCAN_CT;
+    p.b = blockIdx.y;
+    p.g = blockIdx.x / a.cblocks;
+    const int64_t in_group = (blockIdx.x % a.cblocks) * SCAN_CT + p.c;
+    p.active = in_group < a.P;
+    p.d = p.g * a.P + (p.active ? in_group : a.P - 1);
+    return p;
+}
+
+/* One step's u and dlt (softplus(delta + bias), or delta + bias), and
+ * d dlt / d delta. Steps past L read nothing: dlt = 0 makes them leave the
+ * state unchanged (decay 1, no input). */
+template <typename T>
+static __device__ __forceinline__ void scan_load_step(const ScanArgs<T> &a, int64_t r, int64_t d, float bias,
+                                                      bool valid, float &u, float &dlt, float &ddlt_ddelta)
+{
+    u = dlt = 0.0f;
+    ddlt_ddelta = 0.0f;
+    if (!valid)
+        return;
+    const float v = load_f<T>(a.delta, r * a.drs + d) + bias;
+    dlt = a.delta_softplus ? fmaxf(v, 0.0f) + log1pf(__expf(-fabsf(v))) : v;
+    ddlt_ddelta = a.delta_softplus ? 1.0f / (1.0f + __expf(-v)) : 1.0f;
+    u = load_f<T>(a.u, r * a.urs + d);
+}
+
+/* Bm and Cm of the tile's steps into shared memory (SCAN_TILE, N) f32 each;
+ * zeros past L. Cm is skipped when Cs is NULL. */
+template <typename T>
+static __device__ __forceinline__ void scan_load_bc(const ScanArgs<T> &a, int64_t b, int64_t g, int64_t t0, float *Bs,
+                                                    float *Cs)
+{
+    for (int i = threadIdx.x; i < SCAN_TILE * a.N; i += blockDim.x) {
+        const int64_t tt = i / a.N, n = i - tt * a.N, t = t0 + tt, r = b * a.L + t;
+        const bool valid = t < a.L;
+        Bs[i] = valid ? load_f<T>(a.Bm, r * a.brs + g * a.N + n) : 0.0f;
+        if (Cs)
+            Cs[i] = valid ? load_f<T>(a.Cm, r * a.crs + g * a.N + n) : 0.0f;
     }
 }
 
-/* The backward, per channel, with gate = dy_t * silu(z_t) (dy_t without z)
- * and lambda = dLoss/dh_t, walking t = L-1 .. 0 (as the CPU reference):
- *   dz_t += dy_t (Cm_t . h_t + D_skip u_t) silu'(z_t);  lambda += gate Cm_t
- *   dCm_t[n] += gate h_t[n];  dBm_t[n] += dlt lambda[n] u_t  (summed over the group)
- *   du_t += D_skip gate + dlt sum_n lambda[n] Bm_t[n]
- *   ddlt = sum_n lambda[n] (Bm_t[n] u_t + A[n] decay[n] h_{t-1}[n]),  decay = exp(dlt A)
- *   ddelta_t += ddlt ddlt_ddelta;  dA[n] += lambda[n] dlt decay[n] h_{t-1}[n]
- *   lambda *= decay
+/* A[n] = -exp(A_log[d, n]) for the block's channels, As (N, SCAN_CT). */
+template <typename T> static __device__ __forceinline__ void scan_load_A(const ScanArgs<T> &a, float *As)
+{
+    const int64_t g = blockIdx.x / a.cblocks;
+    for (int i = threadIdx.x; i < a.N * SCAN_CT; i += blockDim.x) {
+        const int n = i / SCAN_CT, c = i % SCAN_CT;
+        const int64_t in_group = min((blockIdx.x % a.cblocks) * SCAN_CT + c, a.P - 1);
+        As[i] = -expf(a.A_log[(g * a.P + in_group) * a.N + n]);
+    }
+}
+
+/* Every lane gets the sum over the 32 lanes of v[(lane >> 2) & 7]: three
+ * halving exchanges (each lane keeps half of its values, adds its partner's
+ * copy of them) then two butterflies, in a fixed order. */
+static __device__ __forceinline__ float scan_reduce8(float (&v)[SCAN_K])
+{
+    const int lane = threadIdx.x & 31;
+    bool hi = lane & 16;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float send = hi ? v[j] : v[j + 4], keep = hi ? v[j + 4] : v[j];
+        v[j] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+    }
+    hi = lane & 8;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const float send = hi ? v[j] : v[j + 2], keep = hi ? v[j + 2] : v[j];
+        v[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+    }
+    hi = lane & 4;
+    float x = (hi ? v[1] : v[0]) + __shfl_xor_sync(0xffffffffu, hi ? v[0] : v[1], 4);
+    x += __shfl_xor_sync(0xffffffffu, x, 2);
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x;
+}
+
+/* Shared memory of the forward, in floats. */
+static size_t scan_fwd_smem(int64_t N)
+{
+    return sizeof(float) * (size_t)(2 * N * SCAN_CT + 2 * SCAN_TILE * N + 4 * SCAN_SEGS * SCAN_CT);
+}
+
+/* The forward recurrence: y (B, L, D) in T (row stride yrs), per channel
+ * h_t = exp(dlt_t A) h_{t-1} + dlt_t Bm_t u_t from h_{-1} = 0 and
+ * y_t = (Cm_t . h_t + D_skip u_t) * silu(z_t). With y NULL it computes no
+ * output and only stores the state entering each tile into tile_states
+ * (B, tiles, N, D) f32 (for the backward). Grid (G * cblocks, B), block
+ * SCAN_THREADS, dynamic shared memory scan_fwd_smem(N). */
+template <typename T>
+__global__ void __launch_bounds__(SCAN_THREADS) selective_scan_fwd_kernel(T *y, int64_t yrs, float *tile_states,
+                                                                          ScanArgs<T> a)
+{
+    extern __shared__ float smem[];
+    const int64_t N = a.N;
+    float *As = smem, *carry = As + N * SCAN_CT, *Bs = carry + N * SCAN_CT, *Cs = Bs + SCAN_TILE * N;
+    float *aggP = Cs + SCAN_TILE * N, *aggH = aggP + 2 * SCAN_SEGS * SCAN_CT; /* [parity][segment][lane] */
+    const ScanPlace p = scan_place(a);
+    scan_load_A(a, As);
+    for (int i = threadIdx.x; i < N * SCAN_CT; i += blockDim.x)
+        carry[i] = 0.0f;
+    const float D_skip = a.D_skip ? a.D_skip[p.d] : 0.0f, bias = a.delta_bias ? a.delta_bias[p.d] : 0.0f;
+
+    for (int64_t j = 0; j < a.tiles; j++) {
+        const int64_t t0 = j * SCAN_TILE, ts = t0 + p.s * SCAN_K;
+        __syncthreads(); /* the previous tile is done with Bs, Cs and carry writes are visible */
+        scan_load_bc(a, p.b, p.g, t0, Bs, y ? Cs : NULL);
+        if (tile_states && p.s == 0 && p.active)
+            for (int64_t n = 0; n < N; n++)
+                tile_states[((p.b * a.tiles + j) * N + n) * a.D + p.d] = carry[n * SCAN_CT + p.c];
+        float u[SCAN_K], dlt[SCAN_K], out[SCAN_K], unused;
+#pragma unroll
+        for (int k = 0; k < SCAN_K; k++) {
+            scan_load_step(a, p.b * a.L + ts + k, p.d, bias, ts + k < a.L, u[k], dlt[k], unused);
+            out[k] = D_skip * u[k];
+        }
+        __syncthreads();
+
+        for (int64_t n = 0; n < N; n++) {
+            const float An = As[n * SCAN_CT + p.c], entry = carry[n * SCAN_CT + p.c];
+            const float *Bn = Bs + (p.s * SCAN_K) * N + n, *Cn = Cs + (p.s * SCAN_K) * N + n;
+            float decay[SCAN_K], h = 0.0f, prod = 1.0f;
+#pragma unroll
+            for (int k = 0; k < SCAN_K; k++) {
+                decay[k] = __expf(dlt[k] * An);
+                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
+                prod *= decay[k];
+            }
+            const int par = (int)(n & 1) * SCAN_SEGS * SCAN_CT;
+            aggP[par + p.s * SCAN_CT + p.c] = prod;
+            aggH[par + p.s * SCAN_CT + p.c] = h;
+            __syncthreads();
+            h = entry;
+            for (int q = 0; q < p.s; q++)
+                h = aggP[par + q * SCAN_CT + p.c] * h + aggH[par + q * SCAN_CT + p.c];
+#pragma unroll
+            for (int k = 0; k < SCAN_K; k++) {
+                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
+                if (y)
+                    out[k] += Cn[k * N] * h;
+            }
+            if (p.s == SCAN_SEGS - 1)
+                carry[n * SCAN_CT + p.c] = h; /* every reader took entry before the barrier above */
+        }
+
+        if (y && p.active) {
+#pragma unroll
+            for (int k = 0; k < SCAN_K; k++) {
+                if (ts + k >= a.L)
+                    break;
+                const int64_t r = p.b * a.L + ts + k;
+                float o = out[k];
+                if (a.z) {
+                    const float zv = load_f<T>(a.z, r * a.zrs + p.d);
+                    o *= zv / (1.0f + __expf(-zv));
+                }
+                store_f<T>(y, r * yrs + p.d, o);
+            }
+        }
+    }
+}
+
+/* Shared memory of the backward, in floats. */
+static size_t scan_bwd_smem(int64_t N)
+{
+    return sizeof(float) * (size_t)(2 * N * SCAN_CT + 2 * SCAN_TILE * N + 6 * SCAN_SEGS * SCAN_CT +
+                                    N * SCAN_SEGS * SCAN_CT + 2 * SCAN_SEGS * SCAN_CT);
+}
+
+/* The backward, per channel, with gate_t = dy_t * silu(z_t) (dy_t without z)
+ * and lambda_t = dLoss/dh_t = gate_t Cm_t + decay_{t+1} lambda_{t+1}:
+ *   dz_t += dy_t (Cm_t . h_t + D_skip u_t) silu'(z_t)
+ *   dCm_t[n] += gate_t h_t[n];  dBm_t[n] += dlt_t lambda_t[n] u_t  (summed over the group)
+ *   du_t += D_skip gate_t + dlt_t sum_n lambda_t[n] Bm_t[n]
+ *   ddelta_t += ddlt_ddelta_t sum_n lambda_t[n] (Bm_t[n] u_t + A[n] decay_t[n] h_{t-1}[n])
+ *   dA[n] += sum_t lambda_t[n] dlt_t decay_t[n] h_{t-1}[n]
  * with dD_skip, ddelta_bias and dA_log (dA times A) summed over time into
- * per-(b, d) partials. Grid and block as the forward; N <= NMAX. */
-template <typename T, int NMAX>
+ * per-(b, d) partials. Reads the tile entry states of the forward rerun.
+ * Grid and block as the forward, dynamic shared memory scan_bwd_smem(N). */
+template <typename T>
 __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_bwd_kernel(ScanArgs<T> a, ScanGrads<T> gr)
 {
-    __shared__ float warp_sums[2][NMAX][SCAN_THREADS / 32]; /* [dB or dC][n][warp] */
-    int64_t g, d;
-    bool active;
-    scan_channel(a, g, d, active);
-    const int64_t b = blockIdx.y, N = a.N, L = a.L, S = gr.slots;
-    const int64_t slot = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
-    const int64_t nchunks = (L + SCAN_CHUNK - 1) / SCAN_CHUNK, rows = a.batch * L, GN = a.G * N;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    const bool reduce_bc = gr.dB_part || gr.dC_part;
-    float A[NMAX], h[NMAX];
-    scan_load_A(a, d, A);
-    const float D_skip = a.D_skip ? a.D_skip[d] : 0.0f, bias = a.delta_bias ? a.delta_bias[d] : 0.0f;
+    extern __shared__ float smem[];
+    const int64_t N = a.N, rows = a.batch * a.L, GN = a.G * N;
+    const int SC = SCAN_SEGS * SCAN_CT;
+    float *As = smem, *lcarry = As + N * SCAN_CT, *Bs = lcarry + N * SCAN_CT, *Cs = Bs + SCAN_TILE * N;
+    float *aggP = Cs + SCAN_TILE * N, *aggH = aggP + 2 * SC, *aggL = aggH + 2 * SC; /* [parity][segment][lane] */
+    float *dAs = aggL + 2 * SC, *dDs = dAs + N * SC, *dbs = dDs + SC;             /* per-thread sums over time */
+    const ScanPlace p = scan_place(a);
+    const int slot = p.s * SCAN_CT + p.c, lane = threadIdx.x & 31;
+    scan_load_A(a, As);
+    for (int i = threadIdx.x; i < N * SCAN_CT; i += blockDim.x)
+        lcarry[i] = 0.0f;
+    for (int64_t n = 0; n < N; n++)
+        dAs[n * SC + slot] = 0.0f;
+    float dD_sum = 0.0f, dbias_sum = 0.0f;
+    const float D_skip = a.D_skip ? a.D_skip[p.d] : 0.0f, bias = a.delta_bias ? a.delta_bias[p.d] : 0.0f;
+    const bool want_dz = a.z && gr.dz;
+    const int64_t cb = blockIdx.x % a.cblocks;
 
-    /* Pass 1: the state entering each chunk, h_{c * SCAN_CHUNK - 1}. */
+    for (int64_t j = a.tiles - 1; j >= 0; j--) {
+        const int64_t t0 = j * SCAN_TILE, ts = t0 + p.s * SCAN_K;
+        __syncthreads(); /* the previous tile is done with Bs, Cs; lcarry writes are visible */
+        scan_load_bc(a, p.b, p.g, t0, Bs, Cs);
+        float u[SCAN_K], dlt[SCAN_K], dd[SCAN_K], gate[SCAN_K], du[SCAN_K], ddlt[SCAN_K], yk[SCAN_K];
 #pragma unroll
-    for (int n = 0; n < NMAX; n++)
-        h[n] = 0.0f;
-    for (int64_t c = 0; c < nchunks; c++) {
-        float *start = gr.chunk_start + c * N * S + slot;
-#pragma unroll
-        for (int n = 0; n < NMAX; n++)
-            if (n < N)
-                start[n * S] = h[n];
-        const int64_t t_end = min(L, (c + 1) * SCAN_CHUNK);
-        for (int64_t t = c * SCAN_CHUNK; t < t_end; t++)
-            scan_advance(a, b * L + t, d, g, bias, A, h);
-    }
+        for (int k = 0; k < SCAN_K; k++) {
+            const int64_t r = p.b * a.L + ts + k;
+            const bool valid = ts + k < a.L;
+            scan_load_step(a, r, p.d, bias, valid, u[k], dlt[k], dd[k]);
+            gate[k] = valid ? load_f<T>(gr.dy, r * gr.dy_rs + p.d) : 0.0f;
+            if (a.z && valid) {
+                const float zv = load_f<T>(a.z, r * a.zrs + p.d);
+                gate[k] *= zv / (1.0f + __expf(-zv));
+            }
+            du[k] = D_skip * gate[k];
+            ddlt[k] = 0.0f;
+            yk[k] = D_skip * u[k];
+        }
+        __syncthreads();
 
-    /* Pass 2: the chunks in reverse, each recomputed then walked back. */
-    float lambda[NMAX], dA[NMAX], dD_sum = 0.0f, dbias_sum = 0.0f;
+        for (int64_t n = 0; n < N; n++) {
+            const float An = As[n * SCAN_CT + p.c], mu_in = lcarry[n * SCAN_CT + p.c];
+            const float entry = gr.tile_states[((p.b * a.tiles + j) * N + n) * a.D + p.d];
+            const float *Bn = Bs + (p.s * SCAN_K) * N + n, *Cn = Cs + (p.s * SCAN_K) * N + n;
+            float decay[SCAN_K], h = 0.0f, prod = 1.0f, l = 0.0f;
 #pragma unroll
-    for (int n = 0; n < NMAX; n++)
-        lambda[n] = dA[n] = 0.0f;
-    for (int64_t c = nchunks - 1; c >= 0; c--) {
-        const int64_t t0 = c * SCAN_CHUNK, len = min((int64_t)SCAN_CHUNK, L - t0);
-        const float *start = gr.chunk_start + c * N * S + slot;
+            for (int k = 0; k < SCAN_K; k++) {
+                decay[k] = __expf(dlt[k] * An);
+                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
+                prod *= decay[k];
+            }
 #pragma unroll
-        for (int n = 0; n < NMAX; n++)
-            h[n] = n < N ? start[n * S] : 0.0f;
-        for (int64_t s = 0; s < len; s++) {
-            scan_advance(a, b * L + t0 + s, d, g, bias, A, h);
+            for (int k = SCAN_K - 1; k >= 0; k--)
+                l = decay[k] * (gate[k] * Cn[k * N] + l);
+            const int par = (int)(n & 1) * SC;
+            aggP[par + slot] = prod;
+            aggH[par + slot] = h;
+            aggL[par + slot] = l;
+            __syncthreads();
+
+            float hs[SCAN_K], seg_entry = entry, mu = mu_in;
+            for (int q = 0; q < p.s; q++)
+                seg_entry = aggP[par + q * SCAN_CT + p.c] * seg_entry + aggH[par + q * SCAN_CT + p.c];
+            for (int q = SCAN_SEGS - 1; q > p.s; q--)
+                mu = aggL[par + q * SCAN_CT + p.c] + aggP[par + q * SCAN_CT + p.c] * mu;
+            if (p.s == 0) /* lambda handed to the previous tile; every reader took mu_in before the barrier */
+                lcarry[n * SCAN_CT + p.c] = aggL[par + p.c] + aggP[par + p.c] * mu;
+            h = seg_entry;
 #pragma unroll
-            for (int n = 0; n < NMAX; n++)
-                if (n < N)
-                    gr.chunk_states[(s * N + n) * S + slot] = h[n];
+            for (int k = 0; k < SCAN_K; k++) {
+                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
+                hs[k] = h;
+                yk[k] += Cn[k * N] * h;
+            }
+            float dB[SCAN_K], dC[SCAN_K], dA = 0.0f;
+#pragma unroll
+            for (int k = SCAN_K - 1; k >= 0; k--) {
+                const float lam = gate[k] * Cn[k * N] + mu, prev = k > 0 ? hs[k - 1] : seg_entry;
+                const float Bk = Bn[k * N], e = lam * decay[k] * prev;
+                dC[k] = p.active ? gate[k] * hs[k] : 0.0f;
+                dB[k] = p.active ? lam * dlt[k] * u[k] : 0.0f;
+                du[k] += lam * dlt[k] * Bk;
+                ddlt[k] += lam * Bk * u[k] + An * e;
+                dA += dlt[k] * e;
+                mu = decay[k] * lam;
+            }
+            dAs[n * SC + slot] += dA;
+            const float sb = gr.dB_part ? scan_reduce8(dB) : 0.0f, sc = gr.dC_part ? scan_reduce8(dC) : 0.0f;
+            const int64_t t = ts + ((lane >> 2) & 7);
+            if ((lane & 3) == 0 && t < a.L) {
+                const int64_t at = (cb * GN + p.g * N + n) * rows + p.b * a.L + t;
+                if (gr.dB_part)
+                    gr.dB_part[at] = sb;
+                if (gr.dC_part)
+                    gr.dC_part[at] = sc;
+            }
         }
 
-        for (int64_t s = len - 1; s >= 0; s--) {
-            const int64_t r = b * L + t0 + s;
-            const ScanStep st = scan_load_step(a, r, d, bias);
-            const float *h_t = gr.chunk_states + s * N * S + slot;
-            const float *prev = s > 0 ? gr.chunk_states + (s - 1) * N * S + slot : start; /* h_{t-1} */
-            const T *Brow = a.Bm + r * a.brs + g * N, *Crow = a.Cm + r * a.crs + g * N;
-
-            const float dy = load_f<T>(gr.dy, r * gr.dy_rs + d);
-            float gate = dy;
-            if (a.z) {
-                const float zv = load_f<T>(a.z, r * a.zrs + d), sz = scan_sigmoid(zv);
-                gate = dy * zv * sz;
-                if (gr.dz && active) {
-                    float out = D_skip * st.u;
-                    for (int n = 0; n < N; n++)
-                        out += load_f<T>(Crow, n) * h_t[n * S];
-                    accum_f<T>(gr.dz, r * gr.dz_rs + d, dy * out * sz * (1.0f + zv * (1.0f - sz)));
-                }
-            }
-            dD_sum += gate * st.u;
-            float du = D_skip * gate, ddlt = 0.0f;
 #pragma unroll
-            for (int n = 0; n < NMAX; n++) {
-                if (n >= N)
-                    continue;
-                const float Bn = load_f<T>(Brow, n), Cn = load_f<T>(Crow, n);
-                const float pn = prev[n * S], decay = expf(st.dlt * A[n]);
-                lambda[n] += gate * Cn;
-                du += st.dlt * lambda[n] * Bn;
-                ddlt += lambda[n] * (Bn * st.u + A[n] * decay * pn);
-                dA[n] += lambda[n] * st.dlt * decay * pn;
-                if (reduce_bc) {
-                    /* Idle threads add zeros (a select: their copy of a channel must not count). */
-                    const float sb = warp_sum(active ? st.dlt * lambda[n] * st.u : 0.0f);
-                    const float sc = warp_sum(active ? gate * h_t[n * S] : 0.0f);
-                    if (lane == 0) {
-                        warp_sums[0][n][warp] = sb;
-                        warp_sums[1][n][warp] = sc;
-                    }
-                }
-                lambda[n] *= decay; /* through h_t = decay h_{t-1} + ... */
-            }
-            const float ddelta = ddlt * st.ddlt_ddelta;
+        for (int k = 0; k < SCAN_K; k++) {
+            if (ts + k >= a.L)
+                break;
+            const int64_t r = p.b * a.L + ts + k;
+            const float ddelta = ddlt[k] * dd[k];
+            dD_sum += gate[k] * u[k];
             dbias_sum += ddelta;
-            if (active && gr.du)
-                accum_f<T>(gr.du, r * gr.du_rs + d, du);
-            if (active && gr.ddelta)
-                accum_f<T>(gr.ddelta, r * gr.ddelta_rs + d, ddelta);
-
-            if (reduce_bc) {
-                __syncthreads();
-                for (int i = threadIdx.x; i < 2 * N; i += blockDim.x) {
-                    const int which = i / (int)N, n = i % (int)N;
-                    float sum = 0.0f;
-                    for (int w = 0; w < nwarps; w++)
-                        sum += warp_sums[which][n][w];
-                    float *part = which ? gr.dC_part : gr.dB_part;
-                    if (part)
-                        part[((blockIdx.x % a.cblocks) * rows + r) * GN + g * N + n] = sum;
-                }
-                __syncthreads(); /* the readers are done before the next step writes */
+            if (!p.active)
+                continue;
+            if (gr.du)
+                accum_f<T>(gr.du, r * gr.du_rs + p.d, du[k]);
+            if (gr.ddelta)
+                accum_f<T>(gr.ddelta, r * gr.ddelta_rs + p.d, ddelta);
+            if (want_dz) {
+                const float zv = load_f<T>(a.z, r * a.zrs + p.d), sz = 1.0f / (1.0f + __expf(-zv));
+                const float dy = load_f<T>(gr.dy, r * gr.dy_rs + p.d);
+                accum_f<T>(gr.dz, r * gr.dz_rs + p.d, dy * yk[k] * sz * (1.0f + zv * (1.0f - sz)));
             }
         }
     }
 
-    if (!active)
+    dDs[slot] = dD_sum;
+    dbs[slot] = dbias_sum;
+    __syncthreads();
+    if (p.s != 0 || !p.active)
         return;
-    if (gr.dA_part) {
-#pragma unroll
-        for (int n = 0; n < NMAX; n++)
-            if (n < N)
-                gr.dA_part[(b * a.D + d) * N + n] = dA[n] * A[n]; /* dA/dA_log = -exp(A_log) = A */
+    float sD = 0.0f, sb = 0.0f;
+    for (int q = 0; q < SCAN_SEGS; q++) {
+        sD += dDs[q * SCAN_CT + p.c];
+        sb += dbs[q * SCAN_CT + p.c];
     }
     if (gr.dD_part)
-        gr.dD_part[b * a.D + d] = dD_sum;
+        gr.dD_part[p.b * a.D + p.d] = sD;
     if (gr.dbias_part)
-        gr.dbias_part[b * a.D + d] = dbias_sum;
+        gr.dbias_part[p.b * a.D + p.d] = sb;
+    if (gr.dA_part)
+        for (int64_t n = 0; n < N; n++) {
+            float s = 0.0f;
+            for (int q = 0; q < SCAN_SEGS; q++)
+                s += dAs[n * SC + q * SCAN_CT + p.c];
+            gr.dA_part[(p.b * a.D + p.d) * N + n] = s * As[n * SCAN_CT + p.c]; /* dA/dA_log = A */
+        }
 }
 
-/* out[r, c] += sum over cb = 0..cblocks-1, in that order, of part[cb, r, c].
- * part (cblocks, rows, cols) f32; out (rows, cols) in T, row stride ors.
- * Grid-stride over rows * cols. */
+/* out[r, c] += sum over cb = 0..cblocks-1, in that order, of part[cb, c, r].
+ * part (cblocks, cols, rows) f32; out (rows, cols) in T, row stride ors.
+ * Grid-stride over cols * rows, rows fastest (coalesced partial reads). */
 template <typename T>
 __global__ void scan_bc_finish_kernel(T *out, int64_t ors, const float *part, int64_t cblocks, int64_t rows,
                                       int64_t cols)
 {
     const int64_t n = rows * cols;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / cols, c = i - r * cols;
+        const int64_t c = i / rows, r = i - c * rows;
         float sum = 0.0f;
         for (int64_t cb = 0; cb < cblocks; cb++)
             sum += part[cb * n + i];
@@ -310,23 +421,16 @@ __global__ void scan_bc_finish_kernel(T *out, int64_t ors, const float *part, in
 /* ------------------------------------------------------------------------ */
 /* Host side. */
 
-/* f(std::integral_constant<int, NMAX>) with NMAX the smallest of 16, 32, 64
- * that holds N. */
-template <typename F> static void scan_dispatch_state(int64_t N, const char *op, F f)
+/* Raises a kernel's dynamic shared memory limit when it needs more than the default. */
+template <typename K> static void scan_allow_smem(K kernel, size_t bytes)
 {
-    if (N <= 16)
-        f(std::integral_constant<int, 16>{});
-    else if (N <= 32)
-        f(std::integral_constant<int, 32>{});
-    else if (N <= SCAN_MAX_STATE)
-        f(std::integral_constant<int, SCAN_MAX_STATE>{});
-    else
-        mt_fatal("%s: d_state %lld is not supported on CUDA (at most %d)", op, (long long)N, SCAN_MAX_STATE);
+    if (bytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-/* Checks the f32 parameters and fills the kernel arguments and launch shape. */
+/* Checks the f32 parameters and fills the kernel arguments and grid. */
 template <typename T>
-static ScanArgs<T> scan_setup(const char *op, dim3 &grid, int &threads, const mt_tensor *u, const mt_tensor *delta,
+static ScanArgs<T> scan_setup(const char *op, dim3 &grid, const mt_tensor *u, const mt_tensor *delta,
                               const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
                               const mt_tensor *D_skip, const mt_tensor *z, const mt_tensor *delta_bias, int ngroups,
                               bool delta_softplus)
@@ -356,13 +460,25 @@ static ScanArgs<T> scan_setup(const char *op, dim3 &grid, int &threads, const mt
     a.G = ngroups;
     a.N = mt_cols(Bm) / ngroups;
     a.P = a.D / ngroups;
+    a.tiles = (a.L + SCAN_TILE - 1) / SCAN_TILE;
     a.delta_softplus = delta_softplus;
-    threads = row_threads(a.P, SCAN_THREADS);
-    a.cblocks = (a.P + threads - 1) / threads;
+    if (a.N > SCAN_MAX_STATE)
+        mt_fatal("%s: d_state %lld is not supported on CUDA (at most %d)", op, (long long)a.N, SCAN_MAX_STATE);
+    a.cblocks = (a.P + SCAN_CT - 1) / SCAN_CT;
     grid = dim3((unsigned)(ngroups * a.cblocks), (unsigned)a.batch);
     if (a.batch > 65535)
         mt_fatal("%s: batch %lld is too large for the grid (at most 65535)", op, (long long)a.batch);
     return a;
+}
+
+template <typename T>
+static void scan_fwd_launch(cudaStream_t stream, T *y, int64_t yrs, float *tile_states, const ScanArgs<T> &a,
+                            dim3 grid, const char *op)
+{
+    const size_t smem = scan_fwd_smem(a.N);
+    scan_allow_smem(selective_scan_fwd_kernel<T>, smem);
+    selective_scan_fwd_kernel<T><<<grid, SCAN_THREADS, smem, stream>>>(y, yrs, tile_states, a);
+    LAUNCH_CHECK(op);
 }
 
 void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, const mt_tensor *u,
@@ -370,22 +486,16 @@ void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, co
                              const mt_tensor *D_skip, const mt_tensor *z, const mt_tensor *delta_bias, int ngroups,
                              bool delta_softplus)
 {
-    (void)scratch; /* the forward keeps nothing: the backward recomputes the states */
+    (void)scratch; /* the forward keeps nothing: the backward reruns it for the tile states */
     const char *op = "selective_scan_fwd";
     if (mt_numel(u) == 0)
         return;
     dispatch_float(u->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         dim3 grid;
-        int threads;
-        ScanArgs<T> a = scan_setup<T>(op, grid, threads, u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups,
+        ScanArgs<T> a = scan_setup<T>(op, grid, u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups,
                                       delta_softplus);
-        scan_dispatch_state(a.N, op, [&](auto nc) {
-            constexpr int NMAX = decltype(nc)::value;
-            selective_scan_fwd_kernel<T, NMAX>
-                <<<grid, threads, 0, cuda_stream(be)>>>((T *)y->data, mt_row_stride(y), a);
-            LAUNCH_CHECK(op);
-        });
+        scan_fwd_launch<T>(cuda_stream(be), (T *)y->data, mt_row_stride(y), NULL, a, grid, op);
     });
 }
 
@@ -413,11 +523,12 @@ void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, m
     dispatch_float(u->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         dim3 grid;
-        int threads;
-        ScanArgs<T> a = scan_setup<T>(op, grid, threads, u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups,
+        ScanArgs<T> a = scan_setup<T>(op, grid, u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups,
                                       delta_softplus);
-        const int64_t rows = a.batch * a.L, GN = mt_cols(Bm), nchunks = (a.L + SCAN_CHUNK - 1) / SCAN_CHUNK;
-        const int64_t chunk_len = a.L < SCAN_CHUNK ? a.L : SCAN_CHUNK;
+        const int64_t rows = a.batch * a.L, GN = mt_cols(Bm), BD = a.batch * a.D;
+        float *tile_states = (float *)mt_arena_alloc(scratch, (size_t)(a.batch * a.tiles * a.N * a.D) * sizeof(float));
+        scan_fwd_launch<T>(stream, NULL, 0, tile_states, a, grid, "selective_scan_bwd (tile states)");
+
         ScanGrads<T> gr;
         gr.du = du ? (T *)du->data : NULL;
         gr.ddelta = ddelta ? (T *)ddelta->data : NULL;
@@ -427,31 +538,26 @@ void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, m
         gr.ddelta_rs = ddelta ? mt_row_stride(ddelta) : 0;
         gr.dz_rs = dz ? mt_row_stride(dz) : 0;
         gr.dy_rs = mt_row_stride(dy);
-        gr.slots = (int64_t)grid.x * grid.y * threads;
-        gr.chunk_start = (float *)mt_arena_alloc(scratch, (size_t)(nchunks * a.N * gr.slots) * sizeof(float));
-        gr.chunk_states = (float *)mt_arena_alloc(scratch, (size_t)(chunk_len * a.N * gr.slots) * sizeof(float));
-        const size_t bc_bytes = (size_t)(a.cblocks * rows * GN) * sizeof(float);
+        gr.tile_states = tile_states;
+        const size_t bc_bytes = (size_t)(a.cblocks * GN * rows) * sizeof(float);
         gr.dB_part = dBm ? (float *)mt_arena_alloc(scratch, bc_bytes) : NULL;
         gr.dC_part = dCm ? (float *)mt_arena_alloc(scratch, bc_bytes) : NULL;
-        const int64_t BD = a.batch * a.D;
         gr.dA_part = dA_log ? (float *)mt_arena_alloc(scratch, (size_t)(BD * a.N) * sizeof(float)) : NULL;
         gr.dD_part = dD_skip ? (float *)mt_arena_alloc(scratch, (size_t)BD * sizeof(float)) : NULL;
         gr.dbias_part = ddelta_bias ? (float *)mt_arena_alloc(scratch, (size_t)BD * sizeof(float)) : NULL;
 
-        scan_dispatch_state(a.N, op, [&](auto nc) {
-            constexpr int NMAX = decltype(nc)::value;
-            selective_scan_bwd_kernel<T, NMAX><<<grid, threads, 0, stream>>>(a, gr);
-            LAUNCH_CHECK(op);
-        });
-        if (dBm) {
+        const size_t smem = scan_bwd_smem(a.N);
+        scan_allow_smem(selective_scan_bwd_kernel<T>, smem);
+        selective_scan_bwd_kernel<T><<<grid, SCAN_THREADS, smem, stream>>>(a, gr);
+        LAUNCH_CHECK(op);
+        mt_tensor *bc_out[2] = {dBm, dCm};
+        float *bc_part[2] = {gr.dB_part, gr.dC_part};
+        for (int i = 0; i < 2; i++) {
+            if (!bc_out[i])
+                continue;
             scan_bc_finish_kernel<T><<<grid_for(rows * GN, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
-                (T *)dBm->data, mt_row_stride(dBm), gr.dB_part, a.cblocks, rows, GN);
-            LAUNCH_CHECK("selective_scan_bwd (dBm finish)");
-        }
-        if (dCm) {
-            scan_bc_finish_kernel<T><<<grid_for(rows * GN, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
-                (T *)dCm->data, mt_row_stride(dCm), gr.dC_part, a.cblocks, rows, GN);
-            LAUNCH_CHECK("selective_scan_bwd (dCm finish)");
+                (T *)bc_out[i]->data, mt_row_stride(bc_out[i]), bc_part[i], a.cblocks, rows, GN);
+            LAUNCH_CHECK("selective_scan_bwd (dBm, dCm finish)");
         }
         /* (B, D, N) and (B, D) partials: sum over b in order. */
         const float *parts[3] = {gr.dA_part, gr.dD_part, gr.dbias_part};
