@@ -86,46 +86,111 @@ template <typename T> static __device__ __forceinline__ ScanPlace scan_place(con
     return p;
 }
 
-/* One step's u and dlt (softplus(delta + bias), or delta + bias), and
- * d dlt / d delta. Steps past L read nothing: dlt = 0 makes them leave the
- * state unchanged (decay 1, no input). */
-template <typename T>
-static __device__ __forceinline__ void scan_load_step(const ScanArgs<T> &a, int64_t r, int64_t d, float bias,
-                                                      bool valid, float &u, float &dlt, float &ddlt_ddelta)
+/* 2^x by the hardware's approximation (relative error about 2^-22). */
+static __device__ __forceinline__ float scan_exp2(float x)
 {
-    u = dlt = 0.0f;
-    ddlt_ddelta = 0.0f;
-    if (!valid)
-        return;
-    const float v = load_f<T>(a.delta, r * a.drs + d) + bias;
-    dlt = a.delta_softplus ? fmaxf(v, 0.0f) + log1pf(__expf(-fabsf(v))) : v;
-    ddlt_ddelta = a.delta_softplus ? 1.0f / (1.0f + __expf(-v)) : 1.0f;
-    u = load_f<T>(a.u, r * a.urs + d);
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
-/* Bm and Cm of the tile's steps into shared memory (SCAN_TILE, N) f32 each;
- * zeros past L. Cm is skipped when Cs is NULL. */
+/* Row of step ts + k of batch row b, clamped into the sequence: loads of
+ * steps past L stay in bounds and are issued together with the others (the
+ * values are then dropped), so a thread's loads are all in flight at once. */
+template <typename T>
+static __device__ __forceinline__ int64_t scan_row(const ScanArgs<T> &a, const ScanPlace &p, int64_t ts, int k)
+{
+    return p.b * a.L + min(ts + k, a.L - 1);
+}
+
+/* SCAN_K values of a (B, L, D) tensor x (row stride rs) at the thread's
+ * steps and channel; 0 past L. */
+template <typename T, typename A>
+static __device__ __forceinline__ void scan_load8(const A &a, const ScanPlace &p, int64_t ts, const T *x, int64_t rs,
+                                                  float (&v)[SCAN_K])
+{
+    T raw[SCAN_K];
+#pragma unroll
+    for (int k = 0; k < SCAN_K; k++)
+        raw[k] = x[scan_row(a, p, ts, k) * rs + p.d];
+#pragma unroll
+    for (int k = 0; k < SCAN_K; k++)
+        v[k] = ts + k < a.L ? to_f<T>(raw[k]) : 0.0f;
+}
+
+/* The thread's SCAN_K steps of u, dlt = softplus(delta + bias) (or
+ * delta + bias) and d dlt / d delta. Steps past L get zeros: dlt = 0 makes
+ * them leave the state unchanged (decay 1, no input). */
+template <typename T>
+static __device__ __forceinline__ void scan_load_steps(const ScanArgs<T> &a, const ScanPlace &p, int64_t ts,
+                                                       float bias, float (&u)[SCAN_K], float (&dlt)[SCAN_K],
+                                                       float (&ddlt_ddelta)[SCAN_K])
+{
+    float v[SCAN_K];
+    scan_load8(a, p, ts, a.delta, a.drs, v);
+    scan_load8(a, p, ts, a.u, a.urs, u);
+#pragma unroll
+    for (int k = 0; k < SCAN_K; k++) {
+        const bool valid = ts + k < a.L;
+        const float x = v[k] + bias;
+        dlt[k] = !valid ? 0.0f : a.delta_softplus ? fmaxf(x, 0.0f) + log1pf(__expf(-fabsf(x))) : x;
+        ddlt_ddelta[k] = !valid ? 0.0f : a.delta_softplus ? 1.0f / (1.0f + __expf(-x)) : 1.0f;
+    }
+}
+
+/* Row stride of the shared Bm, Cm tiles: SCAN_TILE steps of one state n,
+ * padded (a multiple of 4 for vector reads, off the bank of the next n). */
+#define SCAN_TILE_LD (SCAN_TILE + 4)
+
+/* Bm and Cm of the tile's steps into shared memory, (N, SCAN_TILE_LD) f32
+ * each, time fastest; zeros past L. Cm is skipped when Cs is NULL. */
 template <typename T>
 static __device__ __forceinline__ void scan_load_bc(const ScanArgs<T> &a, int64_t b, int64_t g, int64_t t0, float *Bs,
                                                     float *Cs)
 {
-    for (int i = threadIdx.x; i < SCAN_TILE * a.N; i += blockDim.x) {
-        const int64_t tt = i / a.N, n = i - tt * a.N, t = t0 + tt, r = b * a.L + t;
-        const bool valid = t < a.L;
-        Bs[i] = valid ? load_f<T>(a.Bm, r * a.brs + g * a.N + n) : 0.0f;
-        if (Cs)
-            Cs[i] = valid ? load_f<T>(a.Cm, r * a.crs + g * a.N + n) : 0.0f;
+    const int N = (int)a.N, total = SCAN_TILE * N;
+    for (int base = 0; base < total; base += 4 * (int)blockDim.x) {
+        T rb[4], rc[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int i = min(base + q * (int)blockDim.x + (int)threadIdx.x, total - 1), tt = i / N, n = i - tt * N;
+            const int64_t r = b * a.L + min(t0 + tt, a.L - 1);
+            rb[q] = a.Bm[r * a.brs + g * N + n];
+            if (Cs)
+                rc[q] = a.Cm[r * a.crs + g * N + n];
+        }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int i = base + q * (int)blockDim.x + (int)threadIdx.x, tt = i / N, n = i - tt * N;
+            if (i >= total)
+                break;
+            const bool valid = t0 + tt < a.L;
+            Bs[n * SCAN_TILE_LD + tt] = valid ? to_f<T>(rb[q]) : 0.0f;
+            if (Cs)
+                Cs[n * SCAN_TILE_LD + tt] = valid ? to_f<T>(rc[q]) : 0.0f;
+        }
     }
 }
 
-/* A[n] = -exp(A_log[d, n]) for the block's channels, As (N, SCAN_CT). */
+/* The thread's SCAN_K values of row n of a shared tile, two vector reads
+ * (every lane of a warp reads the same address: a broadcast). */
+static __device__ __forceinline__ void scan_read8(const float *tile, int n, int s, float (&v)[SCAN_K])
+{
+    const float4 *q = (const float4 *)(tile + n * SCAN_TILE_LD + s * SCAN_K);
+    const float4 x = q[0], y = q[1];
+    v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
+    v[4] = y.x; v[5] = y.y; v[6] = y.z; v[7] = y.w;
+}
+
+/* A[n] log2(e) = -exp(A_log[d, n]) log2(e) for the block's channels,
+ * As (N, SCAN_CT): the decay exp(dlt A) is then one exp2 of dlt times it. */
 template <typename T> static __device__ __forceinline__ void scan_load_A(const ScanArgs<T> &a, float *As)
 {
     const int64_t g = blockIdx.x / a.cblocks;
     for (int i = threadIdx.x; i < a.N * SCAN_CT; i += blockDim.x) {
         const int n = i / SCAN_CT, c = i % SCAN_CT;
         const int64_t in_group = min((blockIdx.x % a.cblocks) * SCAN_CT + c, a.P - 1);
-        As[i] = -expf(a.A_log[(g * a.P + in_group) * a.N + n]);
+        As[i] = -expf(a.A_log[(g * a.P + in_group) * a.N + n]) * 1.4426950408889634f;
     }
 }
 
@@ -157,7 +222,7 @@ static __device__ __forceinline__ float scan_reduce8(float (&v)[SCAN_K])
 /* Shared memory of the forward, in floats. */
 static size_t scan_fwd_smem(int64_t N)
 {
-    return sizeof(float) * (size_t)(2 * N * SCAN_CT + 2 * SCAN_TILE * N + 4 * SCAN_SEGS * SCAN_CT);
+    return sizeof(float) * (size_t)(3 * N * SCAN_CT + 2 * SCAN_TILE_LD * N + 4 * SCAN_SEGS * SCAN_CT);
 }
 
 /* The forward recurrence: y (B, L, D) in T (row stride yrs), per channel
@@ -165,61 +230,80 @@ static size_t scan_fwd_smem(int64_t N)
  * y_t = (Cm_t . h_t + D_skip u_t) * silu(z_t). With y NULL it computes no
  * output and only stores the state entering each tile into tile_states
  * (B, tiles, N, D) f32 (for the backward). Grid (G * cblocks, B), block
- * SCAN_THREADS, dynamic shared memory scan_fwd_smem(N). */
+ * SCAN_THREADS, dynamic shared memory scan_fwd_smem(N).
+ *
+ * Per n, a segment's summary is (exp(A sum of its dlt), its end state from
+ * zero); the thread keeps its decays and inputs dlt Bm u in registers
+ * between the summary and the second walk from the true entry state. */
 template <typename T>
-__global__ void __launch_bounds__(SCAN_THREADS) selective_scan_fwd_kernel(T *y, int64_t yrs, float *tile_states,
+__global__ void __launch_bounds__(SCAN_THREADS, 3) selective_scan_fwd_kernel(T *y, int64_t yrs, float *tile_states,
                                                                           ScanArgs<T> a)
 {
     extern __shared__ float smem[];
-    const int64_t N = a.N;
-    float *As = smem, *carry = As + N * SCAN_CT, *Bs = carry + N * SCAN_CT, *Cs = Bs + SCAN_TILE * N;
-    float *aggP = Cs + SCAN_TILE * N, *aggH = aggP + 2 * SCAN_SEGS * SCAN_CT; /* [parity][segment][lane] */
+    const int N = (int)a.N, SC = SCAN_SEGS * SCAN_CT;
+    float *As = smem, *carry = As + N * SCAN_CT; /* carry: [tile parity][n][lane] */
+    float *Bs = carry + 2 * N * SCAN_CT, *Cs = Bs + SCAN_TILE_LD * N;
+    float *aggP = Cs + SCAN_TILE_LD * N, *aggH = aggP + 2 * SC; /* [n parity][segment][lane] */
     const ScanPlace p = scan_place(a);
+    const int slot = p.s * SCAN_CT + p.c;
     scan_load_A(a, As);
-    for (int i = threadIdx.x; i < N * SCAN_CT; i += blockDim.x)
+    for (int i = threadIdx.x; i < 2 * N * SCAN_CT; i += blockDim.x)
         carry[i] = 0.0f;
     const float D_skip = a.D_skip ? a.D_skip[p.d] : 0.0f, bias = a.delta_bias ? a.delta_bias[p.d] : 0.0f;
 
     for (int64_t j = 0; j < a.tiles; j++) {
         const int64_t t0 = j * SCAN_TILE, ts = t0 + p.s * SCAN_K;
-        __syncthreads(); /* the previous tile is done with Bs, Cs and carry writes are visible */
+        const float *carry_in = carry + (j & 1) * N * SCAN_CT;
+        float *carry_out = carry + ((j + 1) & 1) * N * SCAN_CT;
+        __syncthreads(); /* the previous tile is done with Bs, Cs; its carry is visible */
         scan_load_bc(a, p.b, p.g, t0, Bs, y ? Cs : NULL);
         if (tile_states && p.s == 0 && p.active)
-            for (int64_t n = 0; n < N; n++)
-                tile_states[((p.b * a.tiles + j) * N + n) * a.D + p.d] = carry[n * SCAN_CT + p.c];
-        float u[SCAN_K], dlt[SCAN_K], out[SCAN_K], unused;
+            for (int n = 0; n < N; n++)
+                tile_states[((p.b * a.tiles + j) * N + n) * a.D + p.d] = carry_in[n * SCAN_CT + p.c];
+        float u[SCAN_K], dlt[SCAN_K], out[SCAN_K], dlt_u[SCAN_K], unused[SCAN_K], zv[SCAN_K], dlt_sum = 0.0f;
+        scan_load_steps(a, p, ts, bias, u, dlt, unused);
+        if (y && a.z)
+            scan_load8(a, p, ts, a.z, a.zrs, zv);
 #pragma unroll
         for (int k = 0; k < SCAN_K; k++) {
-            scan_load_step(a, p.b * a.L + ts + k, p.d, bias, ts + k < a.L, u[k], dlt[k], unused);
             out[k] = D_skip * u[k];
+            dlt_u[k] = dlt[k] * u[k];
+            dlt_sum += dlt[k];
         }
         __syncthreads();
 
-        for (int64_t n = 0; n < N; n++) {
-            const float An = As[n * SCAN_CT + p.c], entry = carry[n * SCAN_CT + p.c];
-            const float *Bn = Bs + (p.s * SCAN_K) * N + n, *Cn = Cs + (p.s * SCAN_K) * N + n;
-            float decay[SCAN_K], h = 0.0f, prod = 1.0f;
+        for (int n = 0; n < N; n++) {
+            const float An = As[n * SCAN_CT + p.c], entry = carry_in[n * SCAN_CT + p.c];
+            float Bk[SCAN_K], decay[SCAN_K], input[SCAN_K], h = 0.0f;
+            scan_read8(Bs, n, p.s, Bk);
 #pragma unroll
             for (int k = 0; k < SCAN_K; k++) {
-                decay[k] = __expf(dlt[k] * An);
-                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
-                prod *= decay[k];
+                decay[k] = scan_exp2(dlt[k] * An);
+                input[k] = Bk[k] * dlt_u[k];
+                h = fmaf(decay[k], h, input[k]);
             }
-            const int par = (int)(n & 1) * SCAN_SEGS * SCAN_CT;
-            aggP[par + p.s * SCAN_CT + p.c] = prod;
-            aggH[par + p.s * SCAN_CT + p.c] = h;
+            const int par = (n & 1) * SC;
+            aggP[par + slot] = scan_exp2(dlt_sum * An);
+            aggH[par + slot] = h;
             __syncthreads();
             h = entry;
             for (int q = 0; q < p.s; q++)
-                h = aggP[par + q * SCAN_CT + p.c] * h + aggH[par + q * SCAN_CT + p.c];
+                h = fmaf(aggP[par + q * SCAN_CT + p.c], h, aggH[par + q * SCAN_CT + p.c]);
+            if (y) {
+                float Ck[SCAN_K];
+                scan_read8(Cs, n, p.s, Ck);
 #pragma unroll
-            for (int k = 0; k < SCAN_K; k++) {
-                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
-                if (y)
-                    out[k] += Cn[k * N] * h;
+                for (int k = 0; k < SCAN_K; k++) {
+                    h = fmaf(decay[k], h, input[k]);
+                    out[k] = fmaf(Ck[k], h, out[k]);
+                }
+            } else {
+#pragma unroll
+                for (int k = 0; k < SCAN_K; k++)
+                    h = fmaf(decay[k], h, input[k]);
             }
             if (p.s == SCAN_SEGS - 1)
-                carry[n * SCAN_CT + p.c] = h; /* every reader took entry before the barrier above */
+                carry_out[n * SCAN_CT + p.c] = h;
         }
 
         if (y && p.active) {
@@ -228,11 +312,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_fwd_kernel(T *y, 
                 if (ts + k >= a.L)
                     break;
                 const int64_t r = p.b * a.L + ts + k;
-                float o = out[k];
-                if (a.z) {
-                    const float zv = load_f<T>(a.z, r * a.zrs + p.d);
-                    o *= zv / (1.0f + __expf(-zv));
-                }
+                const float o = a.z ? out[k] * zv[k] / (1.0f + __expf(-zv[k])) : out[k];
                 store_f<T>(y, r * yrs + p.d, o);
             }
         }
@@ -242,7 +322,7 @@ __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_fwd_kernel(T *y, 
 /* Shared memory of the backward, in floats. */
 static size_t scan_bwd_smem(int64_t N)
 {
-    return sizeof(float) * (size_t)(2 * N * SCAN_CT + 2 * SCAN_TILE * N + 6 * SCAN_SEGS * SCAN_CT +
+    return sizeof(float) * (size_t)(4 * N * SCAN_CT + 2 * SCAN_TILE_LD * N + 6 * SCAN_SEGS * SCAN_CT +
                                     N * SCAN_SEGS * SCAN_CT + 2 * SCAN_SEGS * SCAN_CT);
 }
 
@@ -250,27 +330,29 @@ static size_t scan_bwd_smem(int64_t N)
  * and lambda_t = dLoss/dh_t = gate_t Cm_t + decay_{t+1} lambda_{t+1}:
  *   dz_t += dy_t (Cm_t . h_t + D_skip u_t) silu'(z_t)
  *   dCm_t[n] += gate_t h_t[n];  dBm_t[n] += dlt_t lambda_t[n] u_t  (summed over the group)
- *   du_t += D_skip gate_t + dlt_t sum_n lambda_t[n] Bm_t[n]
- *   ddelta_t += ddlt_ddelta_t sum_n lambda_t[n] (Bm_t[n] u_t + A[n] decay_t[n] h_{t-1}[n])
- *   dA[n] += sum_t lambda_t[n] dlt_t decay_t[n] h_{t-1}[n]
+ *   du_t += D_skip gate_t + dlt_t S_t,  S_t = sum_n lambda_t[n] Bm_t[n]
+ *   ddelta_t += ddlt_ddelta_t (u_t S_t + sum_n A[n] lambda_t[n] decay_t[n] h_{t-1}[n])
+ *   dA[n] += sum_t dlt_t lambda_t[n] decay_t[n] h_{t-1}[n]
  * with dD_skip, ddelta_bias and dA_log (dA times A) summed over time into
  * per-(b, d) partials. Reads the tile entry states of the forward rerun.
  * Grid and block as the forward, dynamic shared memory scan_bwd_smem(N). */
 template <typename T>
-__global__ void __launch_bounds__(SCAN_THREADS) selective_scan_bwd_kernel(ScanArgs<T> a, ScanGrads<T> gr)
+__global__ void __launch_bounds__(SCAN_THREADS, 2) selective_scan_bwd_kernel(ScanArgs<T> a, ScanGrads<T> gr)
 {
     extern __shared__ float smem[];
-    const int64_t N = a.N, rows = a.batch * a.L, GN = a.G * N;
-    const int SC = SCAN_SEGS * SCAN_CT;
-    float *As = smem, *lcarry = As + N * SCAN_CT, *Bs = lcarry + N * SCAN_CT, *Cs = Bs + SCAN_TILE * N;
-    float *aggP = Cs + SCAN_TILE * N, *aggH = aggP + 2 * SC, *aggL = aggH + 2 * SC; /* [parity][segment][lane] */
-    float *dAs = aggL + 2 * SC, *dDs = dAs + N * SC, *dbs = dDs + SC;             /* per-thread sums over time */
+    const int N = (int)a.N, SC = SCAN_SEGS * SCAN_CT;
+    const int64_t rows = a.batch * a.L, GN = a.G * a.N;
+    float *As = smem, *lcarry = As + N * SCAN_CT; /* lcarry: [tile parity][n][lane] */
+    float *Bs = lcarry + 2 * N * SCAN_CT, *Cs = Bs + SCAN_TILE_LD * N;
+    float *aggP = Cs + SCAN_TILE_LD * N, *aggH = aggP + 2 * SC, *aggL = aggH + 2 * SC; /* [n parity][segment][lane] */
+    float *dAs = aggL + 2 * SC, *dDs = dAs + N * SC, *dbs = dDs + SC;                 /* per-thread sums over time */
+    float *entries = dbs + SC;                                                        /* (N, lane): the tile's entry state */
     const ScanPlace p = scan_place(a);
     const int slot = p.s * SCAN_CT + p.c, lane = threadIdx.x & 31;
     scan_load_A(a, As);
-    for (int i = threadIdx.x; i < N * SCAN_CT; i += blockDim.x)
-        lcarry[i] = 0.0f;
-    for (int64_t n = 0; n < N; n++)
+    for (int i = threadIdx.x; i < 2 * N * SCAN_CT; i += blockDim.x)
+        lcarry[i] = 0.0f; /* both parities: the first tile walked may be odd */
+    for (int n = 0; n < N; n++)
         dAs[n * SC + slot] = 0.0f;
     float dD_sum = 0.0f, dbias_sum = 0.0f;
     const float D_skip = a.D_skip ? a.D_skip[p.d] : 0.0f, bias = a.delta_bias ? a.delta_bias[p.d] : 0.0f;
@@ -279,40 +361,53 @@ __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_bwd_kernel(ScanAr
 
     for (int64_t j = a.tiles - 1; j >= 0; j--) {
         const int64_t t0 = j * SCAN_TILE, ts = t0 + p.s * SCAN_K;
-        __syncthreads(); /* the previous tile is done with Bs, Cs; lcarry writes are visible */
+        const float *lcarry_in = lcarry + (j & 1) * N * SCAN_CT;
+        float *lcarry_out = lcarry + ((j + 1) & 1) * N * SCAN_CT;
+        __syncthreads(); /* the previous tile is done with Bs, Cs; its lambda carry is visible */
         scan_load_bc(a, p.b, p.g, t0, Bs, Cs);
-        float u[SCAN_K], dlt[SCAN_K], dd[SCAN_K], gate[SCAN_K], du[SCAN_K], ddlt[SCAN_K], yk[SCAN_K];
+        float u[SCAN_K], dlt[SCAN_K], gate[SCAN_K], dz_dy[SCAN_K], dlt_u[SCAN_K], S[SCAN_K], ddlt[SCAN_K], yk[SCAN_K];
+        float dlt_sum = 0.0f;
+        {
+        float dd[SCAN_K], dy[SCAN_K], zv[SCAN_K];
+        scan_load_steps(a, p, ts, bias, u, dlt, dd);
+        scan_load8(a, p, ts, gr.dy, gr.dy_rs, dy);
+        if (a.z)
+            scan_load8(a, p, ts, a.z, a.zrs, zv);
+        for (int i = threadIdx.x; i < N * SCAN_CT; i += blockDim.x) {
+            const int n = i / SCAN_CT, c = i % SCAN_CT;
+            const int64_t d = p.g * a.P + min(cb * SCAN_CT + c, a.P - 1);
+            entries[i] = gr.tile_states[((p.b * a.tiles + j) * N + n) * a.D + d];
+        }
 #pragma unroll
         for (int k = 0; k < SCAN_K; k++) {
-            const int64_t r = p.b * a.L + ts + k;
-            const bool valid = ts + k < a.L;
-            scan_load_step(a, r, p.d, bias, valid, u[k], dlt[k], dd[k]);
-            gate[k] = valid ? load_f<T>(gr.dy, r * gr.dy_rs + p.d) : 0.0f;
-            if (a.z && valid) {
-                const float zv = load_f<T>(a.z, r * a.zrs + p.d);
-                gate[k] *= zv / (1.0f + __expf(-zv));
-            }
-            du[k] = D_skip * gate[k];
-            ddlt[k] = 0.0f;
+            const float sz = a.z ? 1.0f / (1.0f + __expf(-zv[k])) : 1.0f;
+            gate[k] = a.z ? dy[k] * zv[k] * sz : dy[k];
+            dz_dy[k] = want_dz ? dy[k] * sz * (1.0f + zv[k] * (1.0f - sz)) : 0.0f; /* dy silu'(z) */
+            dlt_u[k] = dlt[k] * u[k];
+            dlt_sum += dlt[k];
+            S[k] = ddlt[k] = 0.0f;
             yk[k] = D_skip * u[k];
+            dD_sum += gate[k] * u[k];
+        }
         }
         __syncthreads();
 
-        for (int64_t n = 0; n < N; n++) {
-            const float An = As[n * SCAN_CT + p.c], mu_in = lcarry[n * SCAN_CT + p.c];
-            const float entry = gr.tile_states[((p.b * a.tiles + j) * N + n) * a.D + p.d];
-            const float *Bn = Bs + (p.s * SCAN_K) * N + n, *Cn = Cs + (p.s * SCAN_K) * N + n;
-            float decay[SCAN_K], h = 0.0f, prod = 1.0f, l = 0.0f;
+        for (int n = 0; n < N; n++) {
+            const float An = As[n * SCAN_CT + p.c], mu_in = lcarry_in[n * SCAN_CT + p.c];
+            const float entry = entries[n * SCAN_CT + p.c];
+            float Bk[SCAN_K], Ck[SCAN_K], decay[SCAN_K], h = 0.0f, l = 0.0f;
+            scan_read8(Bs, n, p.s, Bk);
+            scan_read8(Cs, n, p.s, Ck);
 #pragma unroll
             for (int k = 0; k < SCAN_K; k++) {
-                decay[k] = __expf(dlt[k] * An);
-                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
-                prod *= decay[k];
+                decay[k] = scan_exp2(dlt[k] * An);
+                h = fmaf(decay[k], h, Bk[k] * dlt_u[k]);
             }
 #pragma unroll
             for (int k = SCAN_K - 1; k >= 0; k--)
-                l = decay[k] * (gate[k] * Cn[k * N] + l);
-            const int par = (int)(n & 1) * SC;
+                l = decay[k] * fmaf(gate[k], Ck[k], l);
+            const int par = (n & 1) * SC;
+            const float prod = scan_exp2(dlt_sum * An);
             aggP[par + slot] = prod;
             aggH[par + slot] = h;
             aggL[par + slot] = l;
@@ -320,35 +415,38 @@ __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_bwd_kernel(ScanAr
 
             float hs[SCAN_K], seg_entry = entry, mu = mu_in;
             for (int q = 0; q < p.s; q++)
-                seg_entry = aggP[par + q * SCAN_CT + p.c] * seg_entry + aggH[par + q * SCAN_CT + p.c];
+                seg_entry = fmaf(aggP[par + q * SCAN_CT + p.c], seg_entry, aggH[par + q * SCAN_CT + p.c]);
             for (int q = SCAN_SEGS - 1; q > p.s; q--)
-                mu = aggL[par + q * SCAN_CT + p.c] + aggP[par + q * SCAN_CT + p.c] * mu;
-            if (p.s == 0) /* lambda handed to the previous tile; every reader took mu_in before the barrier */
-                lcarry[n * SCAN_CT + p.c] = aggL[par + p.c] + aggP[par + p.c] * mu;
+                mu = fmaf(aggP[par + q * SCAN_CT + p.c], mu, aggL[par + q * SCAN_CT + p.c]);
+            if (p.s == 0)
+                lcarry_out[n * SCAN_CT + p.c] = fmaf(prod, mu, l);
             h = seg_entry;
+            float dC[SCAN_K];
 #pragma unroll
             for (int k = 0; k < SCAN_K; k++) {
-                h = decay[k] * h + dlt[k] * Bn[k * N] * u[k];
+                h = fmaf(decay[k], h, Bk[k] * dlt_u[k]);
                 hs[k] = h;
-                yk[k] += Cn[k * N] * h;
+                dC[k] = p.active ? gate[k] * h : 0.0f;
+                if (want_dz)
+                    yk[k] = fmaf(Ck[k], h, yk[k]);
             }
-            float dB[SCAN_K], dC[SCAN_K], dA = 0.0f;
+            const float sc = gr.dC_part ? scan_reduce8(dC) : 0.0f;
+            float dB[SCAN_K], dA = 0.0f;
 #pragma unroll
             for (int k = SCAN_K - 1; k >= 0; k--) {
-                const float lam = gate[k] * Cn[k * N] + mu, prev = k > 0 ? hs[k - 1] : seg_entry;
-                const float Bk = Bn[k * N], e = lam * decay[k] * prev;
-                dC[k] = p.active ? gate[k] * hs[k] : 0.0f;
-                dB[k] = p.active ? lam * dlt[k] * u[k] : 0.0f;
-                du[k] += lam * dlt[k] * Bk;
-                ddlt[k] += lam * Bk * u[k] + An * e;
-                dA += dlt[k] * e;
+                const float lam = fmaf(gate[k], Ck[k], mu), prev = k > 0 ? hs[k - 1] : seg_entry;
+                const float e = lam * decay[k] * prev;
+                dB[k] = p.active ? lam * dlt_u[k] : 0.0f;
+                S[k] = fmaf(lam, Bk[k], S[k]);
+                ddlt[k] = fmaf(An, e, ddlt[k]);
+                dA = fmaf(dlt[k], e, dA);
                 mu = decay[k] * lam;
             }
             dAs[n * SC + slot] += dA;
-            const float sb = gr.dB_part ? scan_reduce8(dB) : 0.0f, sc = gr.dC_part ? scan_reduce8(dC) : 0.0f;
+            const float sb = gr.dB_part ? scan_reduce8(dB) : 0.0f;
             const int64_t t = ts + ((lane >> 2) & 7);
             if ((lane & 3) == 0 && t < a.L) {
-                const int64_t at = (cb * GN + p.g * N + n) * rows + p.b * a.L + t;
+                const int64_t at = (cb * GN + p.g * a.N + n) * rows + p.b * a.L + t;
                 if (gr.dB_part)
                     gr.dB_part[at] = sb;
                 if (gr.dC_part)
@@ -356,25 +454,32 @@ __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_bwd_kernel(ScanAr
             }
         }
 
+        /* The gradients of this tile's steps, added to what the tensors hold
+         * (old values loaded together first). ddlt holds sum_n A[n] log2(e)
+         * lambda decay h_{t-1}: back to the natural log. */
+        float du_old[SCAN_K], ddelta_old[SCAN_K], dz_old[SCAN_K], unused[SCAN_K], dd[SCAN_K];
+        scan_load_steps(a, p, ts, bias, unused, dlt, dd); /* d dlt / d delta again, with the old gradients */
+        if (gr.du)
+            scan_load8(a, p, ts, (const T *)gr.du, gr.du_rs, du_old);
+        if (gr.ddelta)
+            scan_load8(a, p, ts, (const T *)gr.ddelta, gr.ddelta_rs, ddelta_old);
+        if (want_dz)
+            scan_load8(a, p, ts, (const T *)gr.dz, gr.dz_rs, dz_old);
 #pragma unroll
         for (int k = 0; k < SCAN_K; k++) {
             if (ts + k >= a.L)
                 break;
             const int64_t r = p.b * a.L + ts + k;
-            const float ddelta = ddlt[k] * dd[k];
-            dD_sum += gate[k] * u[k];
+            const float ddelta = (u[k] * S[k] + ddlt[k] * 0.6931471805599453f) * dd[k];
             dbias_sum += ddelta;
             if (!p.active)
                 continue;
             if (gr.du)
-                accum_f<T>(gr.du, r * gr.du_rs + p.d, du[k]);
+                store_f<T>(gr.du, r * gr.du_rs + p.d, du_old[k] + fmaf(dlt[k], S[k], D_skip * gate[k]));
             if (gr.ddelta)
-                accum_f<T>(gr.ddelta, r * gr.ddelta_rs + p.d, ddelta);
-            if (want_dz) {
-                const float zv = load_f<T>(a.z, r * a.zrs + p.d), sz = 1.0f / (1.0f + __expf(-zv));
-                const float dy = load_f<T>(gr.dy, r * gr.dy_rs + p.d);
-                accum_f<T>(gr.dz, r * gr.dz_rs + p.d, dy * yk[k] * sz * (1.0f + zv * (1.0f - sz)));
-            }
+                store_f<T>(gr.ddelta, r * gr.ddelta_rs + p.d, ddelta_old[k] + ddelta);
+            if (want_dz)
+                store_f<T>(gr.dz, r * gr.dz_rs + p.d, dz_old[k] + dz_dy[k] * yk[k]);
         }
     }
 
@@ -393,11 +498,12 @@ __global__ void __launch_bounds__(SCAN_THREADS) selective_scan_bwd_kernel(ScanAr
     if (gr.dbias_part)
         gr.dbias_part[p.b * a.D + p.d] = sb;
     if (gr.dA_part)
-        for (int64_t n = 0; n < N; n++) {
+        for (int n = 0; n < N; n++) {
             float s = 0.0f;
             for (int q = 0; q < SCAN_SEGS; q++)
                 s += dAs[n * SC + q * SCAN_CT + p.c];
-            gr.dA_part[(p.b * a.D + p.d) * N + n] = s * As[n * SCAN_CT + p.c]; /* dA/dA_log = A */
+            /* dA/dA_log = A = As / log2(e) */
+            gr.dA_part[(p.b * a.D + p.d) * N + n] = s * As[n * SCAN_CT + p.c] * 0.6931471805599453f;
         }
 }
 
