@@ -2,8 +2,8 @@
 # The one GPU entry point: on a machine with an NVIDIA GPU and no network,
 # configure an sm_90 build, build, run the gpu-labelled tests, the
 # benchmarks (ours and the PyTorch reference side by side) and short bf16
-# training runs of mamba2-130m and mamba2-370m (with a per-op profile of one
-# step), write logs to LOGDIR and print a summary last.
+# training runs of mamba2-130m, mamba2-370m and mamba-130m (with a per-op
+# profile of one step), write logs to LOGDIR and print a summary last.
 #
 #   scripts/gpu-check.sh LOGDIR [BUILDDIR]
 #
@@ -71,7 +71,7 @@ cat "$logdir/bench-mamba2.log"
 echo "== Mamba-1 (ratio = reference ms / ours ms)"
 cat "$logdir/bench-mamba1.log"
 echo "== training step (bf16, generated data, seq 2048; ratio = ours / reference tokens/s)"
-for run in "mamba2-130m 16 204483" "mamba2-370m 8 47668"; do
+for run in "mamba2-130m 16 204483" "mamba2-370m 8 47668" "mamba-130m 8 118499"; do
   set -- $run
   out=/tmp/mt-gpu-run-$1
   rm -rf "$out"

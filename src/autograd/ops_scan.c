@@ -11,7 +11,7 @@ static void selective_scan_backward(mt_ctx *c, mt_node *n)
         dgrad[i] = op_grad_if_needed(c, in[i]);
     c->be->selective_scan_bwd(c->be, &c->arena, dgrad[SCAN_U], dgrad[SCAN_DELTA], dgrad[SCAN_A_LOG], dgrad[SCAN_B],
                               dgrad[SCAN_C], dgrad[SCAN_D], dgrad[SCAN_Z], dgrad[SCAN_DELTA_BIAS],
-                              n->out[0]->grad, in[SCAN_U], in[SCAN_DELTA], in[SCAN_A_LOG], in[SCAN_B], in[SCAN_C],
+                              n->out[0]->grad, n->saved[0], in[SCAN_U], in[SCAN_DELTA], in[SCAN_A_LOG], in[SCAN_B], in[SCAN_C],
                               in[SCAN_D], in[SCAN_Z], in[SCAN_DELTA_BIAS], n->attr_i[0], n->attr_i[1] != 0);
 }
 
@@ -69,14 +69,24 @@ mt_tensor *mt_selective_scan(mt_ctx *c, mt_tensor *u, mt_tensor *delta, mt_tenso
         (delta_bias && !op_check_vector(c, op, "delta_bias", delta_bias, channels, acc)))
         return NULL;
 
-    mt_tensor *y = mt_ctx_tensor(c, u->dtype, 3, u->shape);
-    c->be->selective_scan_fwd(c->be, &c->arena, y, u, delta, A_log, Bm, Cm, D, z, delta_bias, cfg->ngroups,
-                              cfg->delta_softplus);
-    mt_node *n = mt_tape_record(c, op, selective_scan_backward, SCAN_N_IN,
-                                (mt_tensor *[]){u, delta, A_log, Bm, Cm, D, z, delta_bias}, 1, &y);
+    mt_tensor *y = mt_ctx_tensor(c, u->dtype, 3, u->shape), *in[SCAN_N_IN] = {u, delta, A_log, Bm, Cm, D, z, delta_bias};
+    /* Where the backend can leave states for the backward and a backward will run. */
+    mt_tensor *checkpoint = NULL;
+    bool needs_grad = false;
+    for (int i = 0; i < SCAN_N_IN; i++)
+        needs_grad |= in[i] && in[i]->requires_grad;
+    if (c->grad_enabled && needs_grad && c->be->selective_scan_checkpoint) {
+        int64_t size = c->be->selective_scan_checkpoint(c->be, u->shape[0], u->shape[1], channels, N);
+        if (size > 0)
+            checkpoint = mt_ctx_tensor(c, MT_F32, 1, &size);
+    }
+    c->be->selective_scan_fwd(c->be, &c->arena, y, checkpoint, u, delta, A_log, Bm, Cm, D, z, delta_bias,
+                              cfg->ngroups, cfg->delta_softplus);
+    mt_node *n = mt_tape_record(c, op, selective_scan_backward, SCAN_N_IN, in, 1, &y);
     if (n) {
         n->attr_i[0] = cfg->ngroups;
         n->attr_i[1] = cfg->delta_softplus;
+        n->saved[0] = checkpoint;
     }
     return y;
 }

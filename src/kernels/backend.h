@@ -166,19 +166,30 @@ struct mt_backend {
      *   dlt_t = softplus(delta[b,t,d] + delta_bias[d]) with delta_softplus,
      *           else delta[b,t,d] + delta_bias[d]   (a NULL delta_bias reads as 0)
      *   h_t = exp(dlt_t A) h_{t-1} + dlt_t Bm_t[n] u_t,  h_{-1} = 0
-     *   y_t[d] = sum_n Cm_t[n] h_t[n] + D_skip[d] u_t;  y_t *= silu(z_t) when z is given */
-    void (*selective_scan_fwd)(mt_backend *be, mt_arena *scratch, mt_tensor *y, const mt_tensor *u,
-                               const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
-                               const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
-                               const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+     *   y_t[d] = sum_n Cm_t[n] h_t[n] + D_skip[d] u_t;  y_t *= silu(z_t) when z is given
+     * checkpoint, when not NULL, is a contiguous f32 tensor of
+     * selective_scan_checkpoint(...) elements that receives what the backward
+     * needs to skip rerunning the recurrence (on CUDA: the state entering each
+     * tile of time steps). */
+    void (*selective_scan_fwd)(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *checkpoint,
+                               const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log,
+                               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D_skip,
+                               const mt_tensor *z, const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+    /* f32 elements of the forward's checkpoint for these sizes (batch, seqlen,
+     * channels D, d_state N); NULL on a backend that keeps none. */
+    int64_t (*selective_scan_checkpoint)(mt_backend *be, int64_t batch, int64_t seqlen, int64_t channels,
+                                         int64_t d_state);
     /* Given dy (B, L, D), accumulates every input's gradient (each may be
      * NULL): du, ddelta (w.r.t. the raw delta, through softplus when on),
      * dA_log (through A = -exp(A_log)), dBm, dCm (summed over the channels of
-     * a group), dD_skip, dz, ddelta_bias. The states are recomputed from the
-     * inputs. Sums over b, t and channels in a fixed order. */
+     * a group), dD_skip, dz, ddelta_bias. A backend with
+     * selective_scan_checkpoint reads the states from the forward's
+     * checkpoint (required); one without recomputes them from the inputs.
+     * Sums over b, t and channels in a fixed order. */
     void (*selective_scan_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
                                mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip,
-                               mt_tensor *dz, mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *u,
+                               mt_tensor *dz, mt_tensor *ddelta_bias, const mt_tensor *dy,
+                               const mt_tensor *checkpoint, const mt_tensor *u,
                                const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
                                const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
                                const mt_tensor *delta_bias, int ngroups, bool delta_softplus);

@@ -94,13 +94,14 @@ static double scan_output(const scan_args *a, const scan_step *s, int64_t d, con
  * Shapes as in backend.h: u, delta, z, y (B, L, D); Bm, Cm (B, L, G*N);
  * A_log (D, N); D_skip, delta_bias (D). (b, d) pairs write disjoint outputs
  * and run in parallel. */
-void mt_cpu_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, const mt_tensor *u,
-                               const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
-                               const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
-                               const mt_tensor *delta_bias, int ngroups, bool delta_softplus)
+void mt_cpu_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *checkpoint,
+                               const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log,
+                               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D_skip,
+                               const mt_tensor *z, const mt_tensor *delta_bias, int ngroups, bool delta_softplus)
 {
     (void)be;
     (void)scratch;
+    (void)checkpoint; /* the CPU keeps none: its backward reruns the recurrence */
     scan_args a = scan_open(u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups, delta_softplus);
     int64_t D = a.channels, N = a.dstate;
 #pragma omp parallel for
@@ -177,12 +178,14 @@ static void scan_backstep(const scan_args *a, const scan_grads *gr, const scan_s
  * end, so no sum depends on the thread count. */
 void mt_cpu_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
                                mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip,
-                               mt_tensor *dz, mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *u,
+                               mt_tensor *dz, mt_tensor *ddelta_bias, const mt_tensor *dy,
+                               const mt_tensor *checkpoint, const mt_tensor *u,
                                const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
                                const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
                                const mt_tensor *delta_bias, int ngroups, bool delta_softplus)
 {
     (void)be;
+    (void)checkpoint;
     if (!dy)
         return; /* every gradient is zero */
     scan_args a = scan_open(u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups, delta_softplus);

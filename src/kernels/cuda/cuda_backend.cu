@@ -200,6 +200,7 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->ssd_bwd = cuda_ssd_bwd;
     be->selective_scan_fwd = cuda_selective_scan_fwd;
     be->selective_scan_bwd = cuda_selective_scan_bwd;
+    be->selective_scan_checkpoint = cuda_selective_scan_checkpoint;
     be->axpy = cuda_axpy;
     be->adamw_step = cuda_adamw_step;
     be->sumsq = cuda_sumsq;

@@ -260,15 +260,17 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
                   const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
                   const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
                   const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size);
-void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, const mt_tensor *u,
-                             const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                             const mt_tensor *D_skip, const mt_tensor *z, const mt_tensor *delta_bias, int ngroups,
-                             bool delta_softplus);
+void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *checkpoint,
+                             const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
+                             const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
+                             const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+int64_t cuda_selective_scan_checkpoint(mt_backend *be, int64_t batch, int64_t seqlen, int64_t channels,
+                                       int64_t d_state);
 void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
                              mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip, mt_tensor *dz,
-                             mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *u,
-                             const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
-                             const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
+                             mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *checkpoint,
+                             const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log,
+                             const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
                              const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
 
 #endif

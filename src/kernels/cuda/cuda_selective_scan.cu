@@ -20,9 +20,9 @@
  * (product of decays, decay_0 times the segment's first lambda from zero).
  * One exp per (t, n) per pass.
  *
- * The forward keeps nothing; the backward first reruns the forward's tile
- * loop to store the state entering each tile, (B, tiles, N, D) f32, i.e.
- * O(B D N L / SCAN_TILE) scratch, then walks the tiles in reverse.
+ * When a backward will run, the forward also stores the state entering each
+ * tile, (B, tiles, N, D) f32, i.e. O(B D N L / SCAN_TILE) memory (the op's
+ * checkpoint), and the backward walks the tiles in reverse from those states.
  *
  * Determinism: nothing uses float atomics. du, ddelta, dz have one owner
  * thread per element. dBm, dCm: a fixed shuffle tree sums the block's
@@ -143,7 +143,7 @@ static __device__ __forceinline__ void scan_load_steps(const ScanArgs<T> &a, con
 #define SCAN_TILE_LD (SCAN_TILE + 4)
 
 /* Bm and Cm of the tile's steps into shared memory, (N, SCAN_TILE_LD) f32
- * each, time fastest; zeros past L. Cm is skipped when Cs is NULL. */
+ * each, time fastest; zeros past L. */
 template <typename T>
 static __device__ __forceinline__ void scan_load_bc(const ScanArgs<T> &a, int64_t b, int64_t g, int64_t t0, float *Bs,
                                                     float *Cs)
@@ -156,8 +156,7 @@ static __device__ __forceinline__ void scan_load_bc(const ScanArgs<T> &a, int64_
             const int i = min(base + q * (int)blockDim.x + (int)threadIdx.x, total - 1), tt = i / N, n = i - tt * N;
             const int64_t r = b * a.L + min(t0 + tt, a.L - 1);
             rb[q] = a.Bm[r * a.brs + g * N + n];
-            if (Cs)
-                rc[q] = a.Cm[r * a.crs + g * N + n];
+            rc[q] = a.Cm[r * a.crs + g * N + n];
         }
 #pragma unroll
         for (int q = 0; q < 4; q++) {
@@ -166,8 +165,7 @@ static __device__ __forceinline__ void scan_load_bc(const ScanArgs<T> &a, int64_
                 break;
             const bool valid = t0 + tt < a.L;
             Bs[n * SCAN_TILE_LD + tt] = valid ? to_f<T>(rb[q]) : 0.0f;
-            if (Cs)
-                Cs[n * SCAN_TILE_LD + tt] = valid ? to_f<T>(rc[q]) : 0.0f;
+            Cs[n * SCAN_TILE_LD + tt] = valid ? to_f<T>(rc[q]) : 0.0f;
         }
     }
 }
@@ -227,10 +225,10 @@ static size_t scan_fwd_smem(int64_t N)
 
 /* The forward recurrence: y (B, L, D) in T (row stride yrs), per channel
  * h_t = exp(dlt_t A) h_{t-1} + dlt_t Bm_t u_t from h_{-1} = 0 and
- * y_t = (Cm_t . h_t + D_skip u_t) * silu(z_t). With y NULL it computes no
- * output and only stores the state entering each tile into tile_states
- * (B, tiles, N, D) f32 (for the backward). Grid (G * cblocks, B), block
- * SCAN_THREADS, dynamic shared memory scan_fwd_smem(N).
+ * y_t = (Cm_t . h_t + D_skip u_t) * silu(z_t). When tile_states is not NULL
+ * it also receives the state entering each tile, (B, tiles, N, D) f32, for
+ * the backward. Grid (G * cblocks, B), block SCAN_THREADS, dynamic shared
+ * memory scan_fwd_smem(N).
  *
  * Per n, a segment's summary is (exp(A sum of its dlt), its end state from
  * zero); the thread keeps its decays and inputs dlt Bm u in registers
@@ -256,13 +254,13 @@ __global__ void __launch_bounds__(SCAN_THREADS, 3) selective_scan_fwd_kernel(T *
         const float *carry_in = carry + (j & 1) * N * SCAN_CT;
         float *carry_out = carry + ((j + 1) & 1) * N * SCAN_CT;
         __syncthreads(); /* the previous tile is done with Bs, Cs; its carry is visible */
-        scan_load_bc(a, p.b, p.g, t0, Bs, y ? Cs : NULL);
+        scan_load_bc(a, p.b, p.g, t0, Bs, Cs);
         if (tile_states && p.s == 0 && p.active)
             for (int n = 0; n < N; n++)
                 tile_states[((p.b * a.tiles + j) * N + n) * a.D + p.d] = carry_in[n * SCAN_CT + p.c];
         float u[SCAN_K], dlt[SCAN_K], out[SCAN_K], dlt_u[SCAN_K], unused[SCAN_K], zv[SCAN_K], dlt_sum = 0.0f;
         scan_load_steps(a, p, ts, bias, u, dlt, unused);
-        if (y && a.z)
+        if (a.z)
             scan_load8(a, p, ts, a.z, a.zrs, zv);
 #pragma unroll
         for (int k = 0; k < SCAN_K; k++) {
@@ -289,24 +287,18 @@ __global__ void __launch_bounds__(SCAN_THREADS, 3) selective_scan_fwd_kernel(T *
             h = entry;
             for (int q = 0; q < p.s; q++)
                 h = fmaf(aggP[par + q * SCAN_CT + p.c], h, aggH[par + q * SCAN_CT + p.c]);
-            if (y) {
-                float Ck[SCAN_K];
-                scan_read8(Cs, n, p.s, Ck);
+            float Ck[SCAN_K];
+            scan_read8(Cs, n, p.s, Ck);
 #pragma unroll
-                for (int k = 0; k < SCAN_K; k++) {
-                    h = fmaf(decay[k], h, input[k]);
-                    out[k] = fmaf(Ck[k], h, out[k]);
-                }
-            } else {
-#pragma unroll
-                for (int k = 0; k < SCAN_K; k++)
-                    h = fmaf(decay[k], h, input[k]);
+            for (int k = 0; k < SCAN_K; k++) {
+                h = fmaf(decay[k], h, input[k]);
+                out[k] = fmaf(Ck[k], h, out[k]);
             }
             if (p.s == SCAN_SEGS - 1)
                 carry_out[n * SCAN_CT + p.c] = h;
         }
 
-        if (y && p.active) {
+        if (p.active) {
 #pragma unroll
             for (int k = 0; k < SCAN_K; k++) {
                 if (ts + k >= a.L)
@@ -577,22 +569,20 @@ static ScanArgs<T> scan_setup(const char *op, dim3 &grid, const mt_tensor *u, co
     return a;
 }
 
-template <typename T>
-static void scan_fwd_launch(cudaStream_t stream, T *y, int64_t yrs, float *tile_states, const ScanArgs<T> &a,
-                            dim3 grid, const char *op)
+/* The checkpoint is the state entering each tile, (B, tiles, N, D) f32. */
+int64_t cuda_selective_scan_checkpoint(mt_backend *be, int64_t batch, int64_t seqlen, int64_t channels,
+                                       int64_t d_state)
 {
-    const size_t smem = scan_fwd_smem(a.N);
-    scan_allow_smem(selective_scan_fwd_kernel<T>, smem);
-    selective_scan_fwd_kernel<T><<<grid, SCAN_THREADS, smem, stream>>>(y, yrs, tile_states, a);
-    LAUNCH_CHECK(op);
+    (void)be;
+    return batch * ((seqlen + SCAN_TILE - 1) / SCAN_TILE) * d_state * channels;
 }
 
-void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, const mt_tensor *u,
-                             const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                             const mt_tensor *D_skip, const mt_tensor *z, const mt_tensor *delta_bias, int ngroups,
-                             bool delta_softplus)
+void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *checkpoint,
+                             const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
+                             const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
+                             const mt_tensor *delta_bias, int ngroups, bool delta_softplus)
 {
-    (void)scratch; /* the forward keeps nothing: the backward reruns it for the tile states */
+    (void)scratch;
     const char *op = "selective_scan_fwd";
     if (mt_numel(u) == 0)
         return;
@@ -601,15 +591,24 @@ void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, co
         dim3 grid;
         ScanArgs<T> a = scan_setup<T>(op, grid, u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups,
                                       delta_softplus);
-        scan_fwd_launch<T>(cuda_stream(be), (T *)y->data, mt_row_stride(y), NULL, a, grid, op);
+        if (checkpoint)
+            require_dtype(checkpoint, MT_F32, op, "checkpoint");
+        if (checkpoint && mt_numel(checkpoint) != a.batch * a.tiles * a.N * a.D)
+            mt_fatal("%s: the checkpoint has %lld elements, not %lld", op, (long long)mt_numel(checkpoint),
+                     (long long)(a.batch * a.tiles * a.N * a.D));
+        const size_t smem = scan_fwd_smem(a.N);
+        scan_allow_smem(selective_scan_fwd_kernel<T>, smem);
+        selective_scan_fwd_kernel<T><<<grid, SCAN_THREADS, smem, cuda_stream(be)>>>(
+            (T *)y->data, mt_row_stride(y), checkpoint ? (float *)checkpoint->data : NULL, a);
+        LAUNCH_CHECK(op);
     });
 }
 
 void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
                              mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip, mt_tensor *dz,
-                             mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *u,
-                             const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
-                             const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
+                             mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *checkpoint,
+                             const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log,
+                             const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
                              const mt_tensor *delta_bias, int ngroups, bool delta_softplus)
 {
     const char *op = "selective_scan_bwd";
@@ -632,8 +631,10 @@ void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, m
         ScanArgs<T> a = scan_setup<T>(op, grid, u, delta, A_log, Bm, Cm, D_skip, z, delta_bias, ngroups,
                                       delta_softplus);
         const int64_t rows = a.batch * a.L, GN = mt_cols(Bm), BD = a.batch * a.D;
-        float *tile_states = (float *)mt_arena_alloc(scratch, (size_t)(a.batch * a.tiles * a.N * a.D) * sizeof(float));
-        scan_fwd_launch<T>(stream, NULL, 0, tile_states, a, grid, "selective_scan_bwd (tile states)");
+        if (!checkpoint || mt_numel(checkpoint) != a.batch * a.tiles * a.N * a.D)
+            mt_fatal("%s: the forward's checkpoint is missing or has another size than (%lld, %lld, %lld, %lld)", op,
+                     (long long)a.batch, (long long)a.tiles, (long long)a.N, (long long)a.D);
+        const float *tile_states = (const float *)checkpoint->data;
 
         ScanGrads<T> gr;
         gr.du = du ? (T *)du->data : NULL;
