@@ -29,6 +29,15 @@ mt_find_library(openblas cblas.h openblas libopenblas-dev SUFFIXES openblas-pthr
 mt_find_library(inih ini.h inih libinih-dev)
 mt_find_library(jansson jansson.h jansson libjansson-dev)
 mt_find_library(cmocka cmocka.h cmocka libcmocka-dev)
+# libzip reads PyTorch checkpoints (zip archives). zip.h includes zipconf.h,
+# which Debian 12 puts beside it but some distributions elsewhere: ask for both.
+mt_find_library(zip zip.h zip libzip-dev)
+find_path(zipconf_INCLUDE zipconf.h HINTS ${zip_INCLUDE})
+if(NOT zipconf_INCLUDE)
+  message(FATAL_ERROR "zipconf.h (included by ${zip_INCLUDE}/zip.h) not found: install the Debian package "
+                      "libzip-dev (scripts/install-deps.sh), or point -DCMAKE_PREFIX_PATH at it")
+endif()
+target_include_directories(mt::zip INTERFACE ${zipconf_INCLUDE})
 
 find_package(HDF5 COMPONENTS C)
 if(NOT HDF5_FOUND)

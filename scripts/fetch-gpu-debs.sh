@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 mkdir -p .gpu-debs
 cd .gpu-debs
 apt-get download libcmocka0 libcmocka-dev libinih1 libinih-dev libjansson-dev \
-  libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread
+  libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libzip4 libzip-dev
 ls -1 *.deb

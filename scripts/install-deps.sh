@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libhdf5-dev libcmocka-dev libopenblas-dev libinih-dev libjansson-dev zlib1g-dev
+  libhdf5-dev libcmocka-dev libopenblas-dev libinih-dev libjansson-dev zlib1g-dev libzip-dev
   python3 python3-venv python3-pip
 )
 
