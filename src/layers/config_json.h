@@ -1,6 +1,7 @@
 /* The model config as the reference's config.json (MambaConfig, with the
  * block's arguments under ssm_cfg), so that a checkpoint's config.json loads
- * in the reference and a released model's config.json loads here. */
+ * in the reference and a released model's config.json loads here; and as
+ * HF transformers' config.json. */
 #ifndef MT_CONFIG_JSON_H
 #define MT_CONFIG_JSON_H
 
@@ -25,5 +26,18 @@ json_t *mt_model_config_to_json(const mt_model_config *c);
  * setting this implementation lacks (MLP blocks, attention layers,
  * D_has_hdim, ...) is an error naming the field. */
 bool mt_model_config_from_json(const json_t *j, mt_model_config *c, char *err, size_t errlen);
+
+/* HF transformers' scheme (config_hf.c): MambaConfig (model_type "mamba") or
+ * Mamba2Config ("mamba2"). vocab_size there is the embedding's row count,
+ * already padded. Settings this implementation lacks (use_bias,
+ * norm_before_gate, another hidden_act, ...) are errors naming the key;
+ * transformers' own keys (token ids, output flags) are passed over. */
+bool mt_model_config_from_hf_json(const json_t *j, mt_model_config *c, char *err, size_t errlen);
+
+/* Either scheme: transformers' when the object has model_type. */
+bool mt_model_config_from_any_json(const json_t *j, mt_model_config *c, char *err, size_t errlen);
+
+/* A new JSON object in transformers' scheme, vocab_size the padded one. */
+json_t *mt_model_config_to_hf_json(const mt_model_config *c);
 
 #endif

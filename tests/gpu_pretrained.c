@@ -1,0 +1,111 @@
+/* Released weights on the GPU: the transformers fixtures (tests/fixtures,
+ * fp32 logits, loss and gradients of HF transformers' plain PyTorch Mamba and
+ * Mamba-2) loaded into a CUDA model with fp32 masters and run in bf16, as
+ * training runs them: logits, loss and gradients within bf16 bounds of the
+ * reference's. Exits 77 (SKIPPED) where no GPU is present. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "io/safetensors.h"
+#include "testlib.h"
+#include "train/pretrained.h"
+
+#define FIXTURES MT_SOURCE_DIR "/tests/fixtures"
+#define BF16_BOUND 1e-2 /* relative, as the other bf16 comparisons */
+
+static mt_backend *gpu;
+
+static mt_tensor *expected(const mt_st_file *f, const char *name)
+{
+    const mt_st_tensor *t = mt_safetensors_find(f, name);
+    assert_non_null(t);
+    char err[512];
+    mt_tensor *raw = mt_tensor_new(MT_CPU, t->dtype == MT_ST_I32 ? MT_I32 : MT_F32, t->ndim, t->shape);
+    if (!mt_safetensors_read(f, t, raw->data, mt_nbytes(raw), err, sizeof err))
+        fail_msg("%s", err);
+    return raw;
+}
+
+static void check_kind(const char *kind)
+{
+    char dir[512], path[512], err[512];
+    snprintf(dir, sizeof dir, "%s/%s-tiny-hf", FIXTURES, kind);
+    snprintf(path, sizeof path, "%s/%s-tiny-expected.safetensors", FIXTURES, kind);
+    mt_model_config cfg;
+    if (!mt_pretrained_config(dir, &cfg, err, sizeof err))
+        fail_msg("%s", err);
+    mt_model m;
+    mt_model_build(&m, &cfg, MT_CUDA, MT_F32);
+    if (!mt_pretrained_load(dir, &m, err, sizeof err))
+        fail_msg("%s", err);
+    mt_st_file *ef = mt_safetensors_open(path, err, sizeof err);
+    assert_non_null(ef);
+    mt_tensor *tokens = expected(ef, "tokens"), *ref_logits = expected(ef, "logits"), *ref_loss = expected(ef, "loss");
+    const int64_t B = tokens->shape[0], L = tokens->shape[1];
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < L; t++)
+            mt_set(targets, b * L + t, t + 1 < L ? mt_get(tokens, b * L + t + 1) : TL_IGNORE);
+    mt_tensor *ids_d = tl_to_device(tokens, MT_CUDA), *targets_d = tl_to_device(targets, MT_CUDA);
+
+    mt_ctx c;
+    mt_ctx_init(&c, gpu, 0);
+    mt_tensor *logits = mt_model_logits(&c, &m, ids_d, NULL, MT_BF16);
+    mt_tensor *loss = mt_cross_entropy(&c, logits, targets_d, TL_IGNORE);
+    mt_backward(&c, loss);
+    const double logit_err = tl_rel_err(logits, ref_logits);
+    mt_tensor *loss_h = tl_to_device(loss, MT_CPU);
+    const double loss_err = fabs(mt_get(loss_h, 0) - mt_get(ref_loss, 0)) / mt_get(ref_loss, 0);
+    double grad_err = 0;
+    for (int i = 0; i < mt_safetensors_count(ef); i++) {
+        const char *name = mt_safetensors_at(ef, i)->name;
+        if (strncmp(name, "grad.", 5) != 0)
+            continue;
+        mt_param *q = mt_params_find(&m.params, name + 5);
+        assert_non_null(q);
+        mt_tensor *ref = expected(ef, name);
+        grad_err = fmax(grad_err, tl_rel_err(&q->grad, ref));
+        mt_tensor_free(ref);
+    }
+    printf("equiv pretrained %-6s bf16 logits %.2e loss %.2e grads %.2e (fp32 masters, bf16 compute, against "
+           "transformers' fp32)\n", kind, logit_err, loss_err, grad_err);
+    assert_true(logit_err <= BF16_BOUND);
+    assert_true(loss_err <= BF16_BOUND);
+    assert_true(grad_err <= BF16_BOUND);
+
+    mt_ctx_release(&c);
+    mt_tensor *all[] = {tokens, ref_logits, ref_loss, targets, ids_d, targets_d, loss_h};
+    for (int i = 0; i < 7; i++)
+        mt_tensor_free(all[i]);
+    mt_safetensors_close(ef);
+    mt_model_release(&m);
+}
+
+static void mamba2_fixture_in_bf16(void **state)
+{
+    (void)state;
+    check_kind("mamba2");
+}
+
+static void mamba1_fixture_in_bf16(void **state)
+{
+    (void)state;
+    check_kind("mamba");
+}
+
+int main(void)
+{
+    gpu = tl_cuda_backend_or_exit();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(mamba2_fixture_in_bf16),
+        cmocka_unit_test(mamba1_fixture_in_bf16),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    gpu->destroy(gpu);
+    return failed;
+}
