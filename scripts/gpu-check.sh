@@ -3,7 +3,9 @@
 # configure an sm_90 build, build, run the gpu-labelled tests, the
 # benchmarks (ours and the PyTorch reference side by side) and short bf16
 # training runs of mamba2-130m, mamba2-370m and mamba-130m (with a per-op
-# profile of one step), write logs to LOGDIR and print a summary last.
+# profile of one step), export the transformers fixtures and check that
+# transformers and torch.load read them back, write logs to LOGDIR and print
+# a summary last.
 #
 #   scripts/gpu-check.sh LOGDIR [BUILDDIR]
 #
@@ -44,6 +46,20 @@ if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   python3 bench/torch_ops.py >"$logdir/reference.log" 2>&1 || echo "reference bench failed" >>"$logdir/reference.log"
 fi
 
+# Exports of the transformers fixtures, loaded back by transformers and torch.load.
+if python3 -c 'import transformers, torch' 2>/dev/null; then
+  checks=()
+  for kind in mamba mamba2; do
+    for format in hf reference; do
+      "$build/train/mamba-train" export --checkpoint "tests/fixtures/$kind-tiny-hf" --format $format \
+        --out "/tmp/mt-export-$kind-$format" >>"$logdir/export.log" 2>&1 || status=1
+      checks+=("$kind:$format:/tmp/mt-export-$kind-$format")
+    done
+  done
+  CUDA_VISIBLE_DEVICES= python3 tests/fixtures/check_export.py tests/fixtures "${checks[@]}" >>"$logdir/export.log" 2>&1 \
+    || { status=1; echo "export check failed" >>"$logdir/export.log"; }
+fi
+
 echo "== CUDA vs CPU (max relative error, written, deterministic)"
 cat "$logdir/equiv.txt"
 echo "== benchmarks (speedup = reference ms / ours ms, forward+backward)"
@@ -66,6 +82,8 @@ for line in open(sys.argv[1]):
     extra = f"  ref fwd {r[0]:.3f} fwdbwd {r[1]:.3f} ms  speedup fwd {r[0]/fwd:.2f}x fwdbwd {r[1]/both:.2f}x" if r else "  (no reference)"
     print(f"{key[0]:16s} {key[1]:4s} fwd {fwd:.3f} fwdbwd {both:.3f} ms {f[7]} {f[8]}{extra}")
 PY
+echo "== exports reloaded by transformers / torch.load (logits against the fixtures)"
+grep -E "export|worst|failed|Error" "$logdir/export.log" 2>/dev/null | grep -v "^exported" || echo "(transformers absent: not checked)"
 echo "== Mamba-2 (ratio = reference ms / ours ms)"
 cat "$logdir/bench-mamba2.log"
 echo "== Mamba-1 (ratio = reference ms / ours ms)"

@@ -146,6 +146,30 @@ static void shipped_configs_parse(void **state)
         const bool mamba1 = strncmp(names[i], "mamba-", 6) == 0;
         assert_int_equal(c.model.layer, mamba1 ? MT_LAYER_MAMBA1 : MT_LAYER_MAMBA2);
     }
+    /* The fine-tuning configs, pointed at the test fixtures instead of a
+     * downloaded model: the model's dimensions come from its config.json. */
+    static const char *kinds[] = {"mamba2", "mamba"};
+    for (int i = 0; i < 2; i++) {
+        char path[512], set[600];
+        snprintf(path, sizeof path, "%s/configs/finetune-%s-130m.ini", MT_SOURCE_DIR, kinds[i]);
+        snprintf(set, sizeof set, "model.init_from=%s/tests/fixtures/%s-tiny-hf", MT_SOURCE_DIR, kinds[i]);
+        mt_train_config c;
+        mt_train_config_defaults(&c);
+        if (!mt_train_config_load(&c, path, err, sizeof err) || !mt_train_config_set(&c, set, err, sizeof err) ||
+            !mt_train_config_finalize(&c, err, sizeof err))
+            fail_msg("%s: %s", path, err);
+        assert_int_equal(c.model.layer, i == 0 ? MT_LAYER_MAMBA2 : MT_LAYER_MAMBA1);
+        assert_int_equal(c.model.d_model, 32);
+        assert_string_equal(c.layer, i == 0 ? "mamba2" : "mamba1");
+    }
+    /* A missing model directory is named. */
+    mt_train_config c;
+    mt_train_config_defaults(&c);
+    assert_true(mt_train_config_set(&c, "model.init_from=/nonexistent/model", err, sizeof err));
+    assert_true(mt_train_config_set(&c, "data.synthetic=induction", err, sizeof err));
+    assert_false(mt_train_config_finalize(&c, err, sizeof err));
+    assert_non_null(strstr(err, "[model] init_from"));
+    assert_non_null(strstr(err, "/nonexistent/model/config.json"));
 }
 
 int main(void)

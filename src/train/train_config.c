@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "core/error.h"
+#include "train/pretrained.h"
 
 typedef enum { K_INT, K_I64, K_DOUBLE, K_BOOL, K_STR, K_WORD } key_type;
 
@@ -25,6 +26,8 @@ typedef struct config_key {
 #define AT(field) offsetof(mt_train_config, field)
 
 static const config_key KEYS[] = {
+    {"model", "init_from", K_STR, AT(init_from), NULL,
+     "start from a released model directory (config.json + weights); its config.json sets every other [model] key"},
     {"model", "layer", K_WORD, AT(layer), "mamba2|mamba1", "mixer block: mamba2 (SSD) or mamba1 (selective scan)"},
     {"model", "d_model", K_INT, AT(model.d_model), NULL, "model width"},
     {"model", "n_layer", K_INT, AT(model.n_layer), NULL, "number of blocks"},
@@ -263,6 +266,11 @@ bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, 
 bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
 {
     char why[400];
+    if (c->init_from[0]) {
+        if (!mt_pretrained_config(c->init_from, &c->model, why, sizeof why))
+            return mt_errorf(err, errlen, "[model] init_from: %s", why);
+        snprintf(c->layer, MT_CONFIG_WORD, "%s", c->model.layer == MT_LAYER_MAMBA1 ? "mamba1" : "mamba2");
+    }
     c->model.layer = strcmp(c->layer, "mamba1") == 0 ? MT_LAYER_MAMBA1 : MT_LAYER_MAMBA2;
     if (!mt_model_config_finalize(&c->model, why, sizeof why))
         return mt_errorf(err, errlen, "[model] %s", why);

@@ -19,6 +19,7 @@
 
 typedef struct mt_train_config {
     char layer[MT_CONFIG_WORD]; /* model.layer: mamba2 or mamba1 */
+    char init_from[MT_CONFIG_STR]; /* model.init_from: a released model directory, or empty */
     mt_model_config model;
 
     struct {

@@ -11,16 +11,17 @@
 #include <time.h>
 
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "layers/config_json.h"
 #include "layers/model.h"
-#include "autograd/profile.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
+#include "train/pretrained.h"
 
 enum { IGNORE_TARGET = -100, MAX_PATHS = 64 };
 
@@ -410,7 +411,12 @@ static bool setup(run *r, const mt_train_config *cfg, char *err, size_t errlen)
 
     mt_model_build(&r->model, &cfg->model, r->dev, MT_F32);
     r->model.recompute_blocks = strcmp(cfg->train.recompute, "block") == 0;
-    mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed);
+    if (cfg->init_from[0]) { /* released weights, nothing re-initialized */
+        if (!mt_pretrained_load(cfg->init_from, &r->model, err, errlen))
+            return false;
+    } else {
+        mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed);
+    }
     mt_adamw_config oc = {cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
                           cfg->train.decay_embedding};
     mt_adamw_init(&r->opt, &r->model.params, &oc);
