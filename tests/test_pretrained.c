@@ -141,9 +141,10 @@ static void test_mamba1_reference_torch_bin(void **state)
 
 /* A model directory in the temp dir: config_text as config.json, and the
  * fixture's Mamba-2 weights with key drop left out, key rename renamed to
- * rename_to, and one extra tensor when extra is set. */
+ * rename_to, key as_int's bytes labelled I32, and one extra tensor when
+ * extra is set. */
 static const char *make_dir(const char *name, const char *config_text, const char *drop, const char *rename,
-                            const char *rename_to, const char *extra)
+                            const char *rename_to, const char *as_int, const char *extra)
 {
     static char dir[512];
     char path[600], err[512];
@@ -163,8 +164,9 @@ static const char *make_dir(const char *name, const char *config_text, const cha
         size_t bytes = t->end - t->begin;
         data[k] = malloc(bytes ? bytes : 1);
         assert_true(mt_safetensors_read(src, t, data[k], bytes, err, sizeof err));
-        entries[k] = (mt_st_entry){rename && strcmp(t->name, rename) == 0 ? rename_to : t->name, t->dtype, t->ndim,
-                                   t->shape, data[k]};
+        entries[k] = (mt_st_entry){rename && strcmp(t->name, rename) == 0 ? rename_to : t->name,
+                                   as_int && strcmp(t->name, as_int) == 0 ? MT_ST_I32 : t->dtype, t->ndim, t->shape,
+                                   data[k]};
         k++;
     }
     static const float one[4] = {1, 2, 3, 4};
@@ -214,14 +216,16 @@ static void test_bad_weights_name_the_key(void **state)
 {
     (void)state;
     char *cfg = hf_config_with(NULL, NULL);
-    assert_load_fails(make_dir("missing", cfg, "backbone.layers.1.mixer.D", NULL, NULL, NULL),
+    assert_load_fails(make_dir("missing", cfg, "backbone.layers.1.mixer.D", NULL, NULL, NULL, NULL),
                       "missing key \"backbone.layers.1.mixer.D\" (shape (4))");
-    assert_load_fails(make_dir("unexpected", cfg, NULL, NULL, NULL, "backbone.layers.0.mixer.bias"),
+    assert_load_fails(make_dir("unexpected", cfg, NULL, NULL, NULL, NULL, "backbone.layers.0.mixer.bias"),
                       "unexpected key \"backbone.layers.0.mixer.bias\"");
     /* A tensor under another parameter's name (of the same shape). */
     assert_load_fails(make_dir("shape", cfg, "backbone.layers.0.mixer.D", "backbone.layers.0.mixer.A_log",
-                               "backbone.layers.0.mixer.D", NULL),
+                               "backbone.layers.0.mixer.D", NULL, NULL),
                       "missing key \"backbone.layers.0.mixer.A_log\"");
+    assert_load_fails(make_dir("dtype", cfg, NULL, NULL, NULL, "backbone.norm_f.weight", NULL),
+                      "\"backbone.norm_f.weight\": dtype I32 is not a float dtype");
     free(cfg);
     /* config.json says 2 heads of 32 where the weights have 4 of 16. */
     json_error_t jerr;
@@ -229,7 +233,7 @@ static void test_bad_weights_name_the_key(void **state)
     json_object_set_new(j, "num_heads", json_integer(2));
     json_object_set_new(j, "head_dim", json_integer(32));
     char *heads = json_dumps(j, 0);
-    assert_load_fails(make_dir("heads", heads, NULL, NULL, NULL, NULL),
+    assert_load_fails(make_dir("heads", heads, NULL, NULL, NULL, NULL, NULL),
                       "key \"backbone.layers.0.mixer.in_proj.weight\": shape (164, 32) in the file, (162, 32) in "
                       "the model");
     json_decref(j);
@@ -339,6 +343,68 @@ static void test_export_round_trip(void **state)
     assert_non_null(strstr(err, "must be reference or hf"));
 }
 
+/* The fixture's weights split over two shards with an index load as the
+ * single file does; an index that promises a key a shard lacks is named. */
+static void test_sharded_safetensors(void **state)
+{
+    (void)state;
+    char err[512], dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/sharded", tl_temp_dir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    mt_st_file *src = mt_safetensors_open(FIXTURES "/mamba2-tiny-hf/model.safetensors", err, sizeof err);
+    assert_non_null(src);
+    const int n = mt_safetensors_count(src);
+    mt_st_entry *entries = calloc((size_t)n, sizeof *entries);
+    void **data = calloc((size_t)n, sizeof *data);
+    json_t *map = json_object();
+    for (int i = 0; i < n; i++) {
+        const mt_st_tensor *t = mt_safetensors_at(src, i);
+        data[i] = malloc(t->end - t->begin);
+        assert_true(mt_safetensors_read(src, t, data[i], t->end - t->begin, err, sizeof err));
+        entries[i] = (mt_st_entry){t->name, t->dtype, t->ndim, t->shape, data[i]};
+        json_object_set_new(map, t->name, json_string(i < n / 2 ? "part-1.safetensors" : "part-2.safetensors"));
+    }
+    snprintf(path, sizeof path, "%s/part-1.safetensors", dir);
+    assert_true(mt_safetensors_write(path, entries, n / 2, NULL, err, sizeof err));
+    snprintf(path, sizeof path, "%s/part-2.safetensors", dir);
+    assert_true(mt_safetensors_write(path, entries + n / 2, n - n / 2, NULL, err, sizeof err));
+    json_t *index = json_pack("{s:{},s:O}", "metadata", "weight_map", map);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    assert_int_equal(json_dump_file(index, path, 0), 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *cfg = hf_config_with(NULL, NULL);
+    assert_true(mt_write_file_synced(path, cfg, strlen(cfg), err, sizeof err));
+
+    mt_model a, b;
+    load_f32(FIXTURES "/mamba2-tiny-hf", &a);
+    load_f32(dir, &b);
+    assert_same_params(&a, &b);
+    mt_model_release(&a);
+    mt_model_release(&b);
+
+    /* The index now says a first-shard key is in the second. */
+    json_object_set_new(map, entries[0].name, json_string("part-2.safetensors"));
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    assert_int_equal(json_dump_file(index, path, 0), 0);
+    mt_model_config c;
+    assert_true(mt_pretrained_config(dir, &c, err, sizeof err));
+    mt_model m;
+    mt_model_build(&m, &c, MT_CPU, MT_F32);
+    assert_false(mt_pretrained_load(dir, &m, err, sizeof err));
+    printf("  expected error: %s\n", err);
+    assert_non_null(strstr(err, "is not in part-2.safetensors, as its weight_map says"));
+    mt_model_release(&m);
+
+    json_decref(index);
+    json_decref(map);
+    free(cfg);
+    for (int i = 0; i < n; i++)
+        free(data[i]);
+    free(data);
+    free(entries);
+    mt_safetensors_close(src);
+}
+
 /* A fine-tuning run on the mamba2 fixture in out_dir name with peak LR lr. */
 static void finetune(const char *name, const char *lr, int steps, mt_train_result *res)
 {
@@ -399,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_transformers_config),
         cmocka_unit_test_setup_teardown(test_bad_weights_name_the_key, tl_temp_dir_setup, tl_temp_dir_teardown),
         cmocka_unit_test_setup_teardown(test_export_round_trip, tl_temp_dir_setup, tl_temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_sharded_safetensors, tl_temp_dir_setup, tl_temp_dir_teardown),
         cmocka_unit_test_setup_teardown(test_finetune_from_fixture, tl_temp_dir_setup, tl_temp_dir_teardown),
         cmocka_unit_test(test_mamba2_transformers_safetensors),
         cmocka_unit_test(test_mamba1_transformers_safetensors),
