@@ -3,7 +3,8 @@
  * calls and a missing rank are errors within the timeout, not hangs; and
  * data parallelism on it: two ranks, each on half of every global batch with
  * its gradients all-reduced, train a Mamba-2 LM to the same parameters as one
- * rank on the whole batch. */
+ * rank on the whole batch, and ZeRO-1 to the same bits as plain data
+ * parallelism. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <cmocka.h>
 
 #include "dist/comm.h"
+#include "dist/zero.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "testlib.h"
@@ -213,9 +215,10 @@ enum { GLOBAL_BATCH = 4, SEQ = 20, STEPS = 3 };
 
 typedef struct dp_job {
     mt_comm *comm;   /* NULL: one rank on the whole batch */
+    bool zero;       /* ZeRO-1 instead of all-reduce and a full AdamW step */
     int first, rows; /* this rank's rows of every global batch */
     mt_model m;
-    double losses[STEPS];
+    double losses[STEPS], norms[STEPS]; /* mean loss, norm of the summed gradient */
     char err[256];
     bool ok;
 } dp_job;
@@ -270,12 +273,18 @@ static void *dp_train(void *arg)
         /* Each rank's loss is the mean over its rows; equal row counts make
          * the mean of the rank means the global mean, so the summed
          * gradients are scaled by 1 / world inside the AdamW pass. */
+        double norm;
         if (j->comm)
-            j->ok = j->comm->all_reduce(j->comm, j->m.params.grads, j->m.params.flat_size, MT_F32, j->err,
-                                        sizeof j->err) &&
-                    j->comm->all_reduce(j->comm, &l, 1, MT_F32, j->err, sizeof j->err);
+            j->ok = j->comm->all_reduce(j->comm, &l, 1, MT_F32, j->err, sizeof j->err) &&
+                    (j->zero ? mt_zero1_reduce_grads(j->comm, cpu, &j->m.params, &norm, j->err, sizeof j->err)
+                             : j->comm->all_reduce(j->comm, j->m.params.grads, j->m.params.flat_size, MT_F32,
+                                                   j->err, sizeof j->err));
         j->losses[s] = l / world;
-        mt_adamw_step(&opt, cpu, &j->m.params, 1e-2, 1.0 / world);
+        j->norms[s] = j->zero ? norm : mt_grad_norm(cpu, &j->m.params);
+        if (j->zero)
+            j->ok = j->ok && mt_zero1_step(j->comm, &opt, cpu, &j->m.params, 1e-2, 1.0 / world, j->err, sizeof j->err);
+        else
+            mt_adamw_step(&opt, cpu, &j->m.params, 1e-2, 1.0 / world);
         mt_params_zero_grad(&j->m.params);
     }
     mt_ctx_release(&c);
@@ -286,16 +295,13 @@ static void *dp_train(void *arg)
     return NULL;
 }
 
-static void test_data_parallel_matches_one_rank(void **state)
+/* Two ranks on halves of every global batch, with or without ZeRO-1. */
+static void run_two_ranks(bool zero, dp_job *ranks, mt_comm **comms)
 {
-    (void)state;
-    dp_job one = {.first = 0, .rows = GLOBAL_BATCH}, ranks[2];
-    dp_train(&one);
-    mt_comm *comms[2];
     mt_comm_cpu_group(2, 60.0, comms);
     pthread_t th[2];
     for (int r = 0; r < 2; r++) {
-        ranks[r] = (dp_job){.comm = comms[r], .first = r * GLOBAL_BATCH / 2, .rows = GLOBAL_BATCH / 2};
+        ranks[r] = (dp_job){.comm = comms[r], .zero = zero, .first = r * GLOBAL_BATCH / 2, .rows = GLOBAL_BATCH / 2};
         pthread_create(&th[r], NULL, dp_train, &ranks[r]);
     }
     for (int r = 0; r < 2; r++)
@@ -303,6 +309,16 @@ static void test_data_parallel_matches_one_rank(void **state)
     for (int r = 0; r < 2; r++)
         if (!ranks[r].ok)
             fail_msg("rank %d: %s", r, ranks[r].err);
+}
+
+static void test_data_parallel_matches_one_rank(void **state)
+{
+    (void)state;
+    dp_job one = {.first = 0, .rows = GLOBAL_BATCH}, ranks[2], zero[2];
+    dp_train(&one);
+    mt_comm *comms[2], *zero_comms[2];
+    run_two_ranks(false, ranks, comms);
+    run_two_ranks(true, zero, zero_comms);
     /* The ranks agree bit for bit: they apply the same reduced gradients. */
     assert_memory_equal(ranks[0].m.params.values, ranks[1].m.params.values,
                         ranks[0].m.params.flat_size * sizeof(float));
@@ -322,10 +338,24 @@ static void test_data_parallel_matches_one_rank(void **state)
      * than the whole batch's. */
     assert_true(loss_err < 1e-5);
     assert_true(sqrt(num / den) < 1e-5);
+    /* ZeRO-1 reduces in the same rank order and updates each element once:
+     * the same bits as plain data parallelism, on both ranks. */
+    for (int r = 0; r < 2; r++)
+        assert_memory_equal(zero[r].m.params.values, ranks[0].m.params.values,
+                            ranks[0].m.params.flat_size * sizeof(float));
+    /* Its gradient norm adds the shards' sums of squares in another order. */
+    for (int st = 0; st < STEPS; st++)
+        assert_true(fabs(zero[0].norms[st] - ranks[0].norms[st]) <= 1e-12 * ranks[0].norms[st]);
+    printf("ZeRO-1 over 2 ranks: parameters bit for bit those of plain data parallelism (%zu elements, shards of "
+           "%zu and a tail of %zu)\n", ranks[0].m.params.flat_size,
+           ranks[0].m.params.flat_size / (2 * MT_PARAM_ALIGN) * MT_PARAM_ALIGN,
+           ranks[0].m.params.flat_size % (2 * MT_PARAM_ALIGN));
     mt_model_release(&one.m);
     for (int r = 0; r < 2; r++) {
         mt_model_release(&ranks[r].m);
+        mt_model_release(&zero[r].m);
         comms[r]->destroy(comms[r]);
+        zero_comms[r]->destroy(zero_comms[r]);
     }
 }
 

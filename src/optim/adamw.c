@@ -41,15 +41,17 @@ void mt_adamw_release(mt_adamw *o)
 }
 
 /* A flat optimizer buffer of the store as one 1-D tensor. */
-static mt_tensor flat(const mt_params *p, void *data)
+/* count elements of one of p's flat buffers, from data. */
+static mt_tensor flat(const mt_params *p, void *data, size_t count)
 {
     mt_tensor t;
-    mt_tensor_init(&t, p->dtype, p->device, 1, (int64_t[]){(int64_t)p->flat_size});
+    mt_tensor_init(&t, p->dtype, p->device, 1, (int64_t[]){(int64_t)count});
     t.data = data;
     return t;
 }
 
-void mt_adamw_step(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale)
+void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale, int n,
+                          const size_t *begin, const size_t *count)
 {
     if (be->device != p->device || o->device != p->device)
         mt_fatal("adamw: backend %s, decay mask on %s, parameters on %s", be->name, mt_device_name(o->device),
@@ -59,9 +61,24 @@ void mt_adamw_step(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double 
     o->step++;
     double bias_correction1 = 1.0 - pow(o->cfg.beta1, (double)o->step);
     double bias_correction2 = 1.0 - pow(o->cfg.beta2, (double)o->step);
-    mt_tensor values = flat(p, p->values), grads = flat(p, p->grads), m = flat(p, p->adam_m), v = flat(p, p->adam_v);
-    be->adamw_step(be, &values, &grads, &m, &v, o->decay, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
-                   o->cfg.weight_decay, bias_correction1, bias_correction2, grad_scale);
+    for (int i = 0; i < n; i++) {
+        if (begin[i] % MT_PARAM_ALIGN != 0 || begin[i] > p->flat_size || count[i] > p->flat_size - begin[i])
+            mt_fatal("adamw: elements [%zu, %zu) are not an aligned range of the %zu-element store", begin[i],
+                     begin[i] + count[i], p->flat_size);
+        if (count[i] == 0)
+            continue;
+        const size_t off = begin[i] * mt_dtype_size(p->dtype);
+        mt_tensor values = flat(p, (char *)p->values + off, count[i]), grads = flat(p, (char *)p->grads + off, count[i]);
+        mt_tensor m = flat(p, (char *)p->adam_m + off, count[i]), v = flat(p, (char *)p->adam_v + off, count[i]);
+        be->adamw_step(be, &values, &grads, &m, &v, o->decay + begin[i], lr, o->cfg.beta1, o->cfg.beta2,
+                       o->cfg.eps, o->cfg.weight_decay, bias_correction1, bias_correction2, grad_scale);
+    }
+}
+
+void mt_adamw_step(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale)
+{
+    const size_t begin = 0, count = p->flat_size;
+    mt_adamw_step_ranges(o, be, p, lr, grad_scale, 1, &begin, &count);
 }
 
 double mt_grad_norm(mt_backend *be, const mt_params *p)

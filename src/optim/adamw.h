@@ -47,6 +47,12 @@ void mt_adamw_release(mt_adamw *o);
  * be must be on the parameters' device. */
 void mt_adamw_step(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale);
 
+/* The same step (one step += 1) over n ranges of the flat buffers only,
+ * range i being elements [begin[i], begin[i] + count[i]), each begin a
+ * multiple of MT_PARAM_ALIGN: a ZeRO-1 rank's shards. */
+void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale, int n,
+                          const size_t *begin, const size_t *count);
+
 /* The L2 norm of every gradient in the store, summed in a fixed order (the
  * backend's sumsq over the flat gradient buffer, whose padding is zero).
  * Synchronizes with the device to return it. */
