@@ -342,7 +342,8 @@ static bool push_global(up *u, const char *mod, size_t mlen, const char *name, s
                 o->u.global = (int)i;
             return push(u, o);
         }
-    int ml = mlen > MAX_GLOBAL_NAME ? MAX_GLOBAL_NAME : (int)mlen, nl = nlen > MAX_GLOBAL_NAME ? MAX_GLOBAL_NAME : (int)nlen;
+    int ml = mlen > MAX_GLOBAL_NAME ? MAX_GLOBAL_NAME : (int)mlen;
+    int nl = nlen > MAX_GLOBAL_NAME ? MAX_GLOBAL_NAME : (int)nlen;
     return fail(u, "global %.*s.%.*s is not allowed in a state dict", ml, mod, nl, name);
 }
 

@@ -163,7 +163,8 @@ bool mt_torch_save(const char *path, const char *archive, const mt_st_entry *ent
             return mt_errorf(err, errlen, "%s: \"%s\": dtype %s has no torch storage type here", path,
                              entries[i].name, mt_st_dtype_name(entries[i].dtype));
         const int s = same_as ? same_as[i] : -1;
-        if (s >= i || (s >= 0 && (entries[s].dtype != entries[i].dtype || numel_of(&entries[s]) != numel_of(&entries[i]))))
+        if (s >= i ||
+            (s >= 0 && (entries[s].dtype != entries[i].dtype || numel_of(&entries[s]) != numel_of(&entries[i]))))
             return mt_errorf(err, errlen, "%s: \"%s\" cannot share the storage of entry %d", path, entries[i].name, s);
     }
     pickle p = {0};
@@ -203,8 +204,8 @@ bool mt_torch_save(const char *path, const char *archive, const mt_st_entry *ent
         if (same_as && same_as[i] >= 0)
             continue;
         snprintf(name, sizeof name, "%s/data/%d", archive, key[i]);
-        ok = add_stored(z, name, entries[i].host_data, (size_t)numel_of(&entries[i]) * mt_st_dtype_size(entries[i].dtype),
-                        why, sizeof why);
+        const size_t bytes = (size_t)numel_of(&entries[i]) * mt_st_dtype_size(entries[i].dtype);
+        ok = add_stored(z, name, entries[i].host_data, bytes, why, sizeof why);
     }
     if (z && !ok) {
         zip_discard(z);

@@ -95,7 +95,8 @@ static bool read_derived(const json_t *j, mt_model_config *c, char *err, size_t 
         return true;
     }
     if ((v = json_object_get(j, "num_heads")) &&
-        !(json_is_integer(v) && c->headdim > 0 && json_integer_value(v) * c->headdim == (json_int_t)c->expand * c->d_model))
+        !(json_is_integer(v) && c->headdim > 0 &&
+          json_integer_value(v) * c->headdim == (json_int_t)c->expand * c->d_model))
         return mt_errorf(err, errlen, "num_heads: num_heads * head_dim must be expand * hidden_size (%d)",
                          c->expand * c->d_model);
     if ((v = json_object_get(j, "time_step_limit"))) {

@@ -68,7 +68,8 @@ void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, 
         if (count[i] == 0)
             continue;
         const size_t off = begin[i] * mt_dtype_size(p->dtype);
-        mt_tensor values = flat(p, (char *)p->values + off, count[i]), grads = flat(p, (char *)p->grads + off, count[i]);
+        mt_tensor values = flat(p, (char *)p->values + off, count[i]);
+        mt_tensor grads = flat(p, (char *)p->grads + off, count[i]);
         mt_tensor m = flat(p, (char *)p->adam_m + off, count[i]), v = flat(p, (char *)p->adam_v + off, count[i]);
         be->adamw_step(be, &values, &grads, &m, &v, o->decay + begin[i], lr, o->cfg.beta1, o->cfg.beta2,
                        o->cfg.eps, o->cfg.weight_decay, bias_correction1, bias_correction2, grad_scale);
