@@ -24,17 +24,6 @@
 
 static mt_backend *gpu;
 
-static mt_tensor *expected(const mt_st_file *f, const char *name)
-{
-    const mt_st_tensor *t = mt_safetensors_find(f, name);
-    assert_non_null(t);
-    char err[512];
-    mt_tensor *raw = mt_tensor_new(MT_CPU, t->dtype == MT_ST_I32 ? MT_I32 : MT_F32, t->ndim, t->shape);
-    if (!mt_safetensors_read(f, t, raw->data, mt_nbytes(raw), err, sizeof err))
-        fail_msg("%s", err);
-    return raw;
-}
-
 static void check_kind(const char *kind)
 {
     char dir[512], path[512], err[512];
@@ -49,12 +38,8 @@ static void check_kind(const char *kind)
         fail_msg("%s", err);
     mt_st_file *ef = mt_safetensors_open(path, err, sizeof err);
     assert_non_null(ef);
-    mt_tensor *tokens = expected(ef, "tokens"), *ref_logits = expected(ef, "logits"), *ref_loss = expected(ef, "loss");
-    const int64_t B = tokens->shape[0], L = tokens->shape[1];
-    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < L; t++)
-            mt_set(targets, b * L + t, t + 1 < L ? mt_get(tokens, b * L + t + 1) : TL_IGNORE);
+    mt_tensor *tokens = tl_read_st(ef, "tokens"), *ref_logits = tl_read_st(ef, "logits"), *ref_loss = tl_read_st(ef, "loss");
+    mt_tensor *targets = tl_next_token_targets(tokens);
     mt_tensor *ids_d = tl_to_device(tokens, MT_CUDA), *targets_d = tl_to_device(targets, MT_CUDA);
 
     mt_ctx c;
@@ -72,7 +57,7 @@ static void check_kind(const char *kind)
             continue;
         mt_param *q = mt_params_find(&m.params, name + 5);
         assert_non_null(q);
-        mt_tensor *ref = expected(ef, name);
+        mt_tensor *ref = tl_read_st(ef, name);
         const double e = tl_rel_err(&q->grad, ref);
         printf("  %s bf16 %s: rel err %.2e\n", kind, name, e);
         grad_err = fmax(grad_err, e);

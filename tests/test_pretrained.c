@@ -26,31 +26,6 @@
 
 #define FIXTURES MT_SOURCE_DIR "/tests/fixtures"
 
-/* A tensor of the expected-results file, as an f64 CPU tensor (tokens: i32). */
-static mt_tensor *expected(const mt_st_file *f, const char *name)
-{
-    const mt_st_tensor *t = mt_safetensors_find(f, name);
-    assert_non_null(t);
-    char err[512];
-    mt_tensor *raw = mt_tensor_new(MT_CPU, t->dtype == MT_ST_I32 ? MT_I32 : MT_F32, t->ndim, t->shape);
-    assert_true(t->dtype == MT_ST_I32 || t->dtype == MT_ST_F32);
-    if (!mt_safetensors_read(f, t, raw->data, mt_nbytes(raw), err, sizeof err))
-        fail_msg("%s", err);
-    return raw;
-}
-
-static double rel_err_to(const mt_tensor *ours, const mt_tensor *ref)
-{
-    double num = 0, den = 0;
-    assert_int_equal(mt_numel(ours), mt_numel(ref));
-    for (int64_t i = 0; i < mt_numel(ref); i++) {
-        double d = mt_get(ours, i) - mt_get(ref, i);
-        num += d * d;
-        den += mt_get(ref, i) * mt_get(ref, i);
-    }
-    return sqrt(num / den);
-}
-
 /* Loads kind-tiny-<scheme> in f64, runs the fixture's batch and compares. */
 static void check_fixture(const char *kind, const char *scheme)
 {
@@ -67,13 +42,10 @@ static void check_fixture(const char *kind, const char *scheme)
 
     mt_st_file *ef = mt_safetensors_open(path, err, sizeof err);
     assert_non_null(ef);
-    mt_tensor *tokens = expected(ef, "tokens"), *ref_logits = expected(ef, "logits"), *ref_loss = expected(ef, "loss");
-    const int64_t B = tokens->shape[0], L = tokens->shape[1], V = ref_logits->shape[2];
+    mt_tensor *tokens = tl_read_st(ef, "tokens"), *ref_logits = tl_read_st(ef, "logits"), *ref_loss = tl_read_st(ef, "loss");
+    const int64_t V = ref_logits->shape[2];
     assert_int_equal(V, cfg.vocab_padded);
-    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < L; t++)
-            mt_set(targets, b * L + t, t + 1 < L ? mt_get(tokens, b * L + t + 1) : TL_IGNORE);
+    mt_tensor *targets = tl_next_token_targets(tokens);
 
     mt_backend *cpu = mt_backend_cpu_create();
     mt_ctx c;
@@ -82,7 +54,7 @@ static void check_fixture(const char *kind, const char *scheme)
     mt_tensor *loss = mt_cross_entropy(&c, logits, targets, TL_IGNORE);
     mt_backward(&c, loss);
 
-    const double logit_err = rel_err_to(logits, ref_logits);
+    const double logit_err = tl_rel_err(logits, ref_logits);
     const double loss_err = fabs(mt_get(loss, 0) - mt_get(ref_loss, 0)) / mt_get(ref_loss, 0);
     double grad_err = 0;
     int ngrads = 0;
@@ -92,8 +64,8 @@ static void check_fixture(const char *kind, const char *scheme)
             continue;
         mt_param *q = mt_params_find(&m.params, name + 5);
         assert_non_null(q);
-        mt_tensor *ref = expected(ef, name);
-        double e = rel_err_to(&q->grad, ref);
+        mt_tensor *ref = tl_read_st(ef, name);
+        double e = tl_rel_err(&q->grad, ref);
         printf("  %s %s: %s rel err %.2e\n", kind, scheme, name, e);
         grad_err = fmax(grad_err, e);
         ngrads++;

@@ -16,6 +16,7 @@
 #include "optim/sgd.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/safetensors.h"
 
 static mt_dtype input_dtype(tl_kind kind, mt_dtype dt)
 {
@@ -451,4 +452,26 @@ double tl_gradcheck_lm(mt_model *m, const char *name, int batch, int seqlen)
     mt_tensor_free(ids);
     mt_tensor_free(targets);
     return e;
+}
+
+mt_tensor *tl_read_st(const mt_st_file *f, const char *name)
+{
+    const mt_st_tensor *t = mt_safetensors_find(f, name);
+    if (!t || (t->dtype != MT_ST_I32 && t->dtype != MT_ST_F32))
+        fail_msg("%s: no I32 or F32 tensor \"%s\"", mt_safetensors_path(f), name);
+    char err[512];
+    mt_tensor *out = mt_tensor_new(MT_CPU, t->dtype == MT_ST_I32 ? MT_I32 : MT_F32, t->ndim, t->shape);
+    if (!mt_safetensors_read(f, t, out->data, mt_nbytes(out), err, sizeof err))
+        fail_msg("%s", err);
+    return out;
+}
+
+mt_tensor *tl_next_token_targets(const mt_tensor *ids)
+{
+    const int64_t B = ids->shape[0], L = ids->shape[1];
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < L; t++)
+            mt_set(targets, b * L + t, t + 1 < L ? mt_get(ids, b * L + t + 1) : TL_IGNORE);
+    return targets;
 }

@@ -106,4 +106,13 @@ const char *tl_temp_dir(void);
  * Prints one line: case, dtype, errors. */
 void tl_assert_backend_matches(mt_backend *be, const tl_case *k, mt_dtype dt, double bound);
 
+/* Tensor name of a safetensors file (I32 or F32) as a new CPU tensor of that
+ * dtype; fails the current test when it is missing or unreadable. */
+struct mt_st_file;
+mt_tensor *tl_read_st(const struct mt_st_file *f, const char *name);
+
+/* The next-token targets of ids (B, L) i32: (B * L) i32, row b's step t the
+ * token at t + 1, each row's last step TL_IGNORE. */
+mt_tensor *tl_next_token_targets(const mt_tensor *ids);
+
 #endif

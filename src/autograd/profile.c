@@ -2,22 +2,15 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/tape.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/clock.h"
 
 void mt_profile_start(mt_ctx *c, mt_profile *p)
 {
     memset(p, 0, sizeof *p);
     c->be->synchronize(c->be);
-    p->mark = now_s();
+    p->mark = mt_clock_s();
 }
 
 void mt_profile_lap(mt_ctx *c, const char *phase, const char *name)
@@ -26,7 +19,7 @@ void mt_profile_lap(mt_ctx *c, const char *phase, const char *name)
     if (!p)
         return;
     c->be->synchronize(c->be);
-    const double t = now_s();
+    const double t = mt_clock_s();
     int i = 0;
     while (i < p->n && !(strcmp(p->entries[i].phase, phase) == 0 && strcmp(p->entries[i].name, name) == 0))
         i++;

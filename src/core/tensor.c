@@ -128,13 +128,22 @@ bool mt_same_shape(const mt_tensor *a, const mt_tensor *b)
     return true;
 }
 
-const char *mt_shape_str(const mt_tensor *t, char *buf, size_t n)
+const char *mt_dims_str(int ndim, const int64_t *shape, char *buf, size_t n)
 {
     size_t k = (size_t)snprintf(buf, n, "(");
-    for (int i = 0; i < t->ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)shape[i]);
     if (k < n)
-        snprintf(buf + k, n - k, ") %s %s", mt_dtype_name(t->dtype), mt_device_name(t->device));
+        snprintf(buf + k, n - k, ")");
+    return buf;
+}
+
+const char *mt_shape_str(const mt_tensor *t, char *buf, size_t n)
+{
+    mt_dims_str(t->ndim, t->shape, buf, n);
+    size_t k = strlen(buf);
+    if (k < n)
+        snprintf(buf + k, n - k, " %s %s", mt_dtype_name(t->dtype), mt_device_name(t->device));
     return buf;
 }
 

@@ -57,6 +57,8 @@ bool mt_same_shape(const mt_tensor *a, const mt_tensor *b);
 
 /* Writes "(2, 3, 4) f32 cuda" into buf. */
 const char *mt_shape_str(const mt_tensor *t, char *buf, size_t n);
+/* "(d0, d1, ...)" of a bare shape into buf (n bytes); returns buf. */
+const char *mt_dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
 
 /* A view of columns [start, start + len) of the last dim; no copy. */
 mt_tensor mt_view_cols(const mt_tensor *t, int64_t start, int64_t len);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 /* The first of names that is set, as a non-negative integer; -1 when none is
@@ -66,17 +67,10 @@ bool mt_rendezvous_from_env(mt_rendezvous *r, char *err, size_t errlen)
     return true;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Waits for fd to be ready (POLLIN or POLLOUT) until deadline. */
 static bool wait_fd(int fd, short events, double deadline)
 {
-    double left = deadline - now_s();
+    double left = deadline - mt_clock_s();
     if (left <= 0)
         return false;
     struct pollfd p = {.fd = fd, .events = events};
@@ -196,7 +190,7 @@ static bool join(const mt_rendezvous *r, uint64_t hash, void *blob, size_t n, do
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int fd = -1;
     /* Rank 0 may not listen yet: retry until the deadline. */
-    while (fd < 0 && now_s() < deadline) {
+    while (fd < 0 && mt_clock_s() < deadline) {
         if (getaddrinfo(r->addr, port, &hints, &res) == 0) {
             for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
                 fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -232,7 +226,7 @@ bool mt_rendezvous_exchange(const mt_rendezvous *r, uint64_t config_hash, void *
 {
     if (r->world <= 1)
         return true;
-    const double deadline = now_s() + timeout_s;
+    const double deadline = mt_clock_s() + timeout_s;
     return r->rank == 0 ? serve(r, config_hash, blob, n, deadline, err, errlen)
                         : join(r, config_hash, blob, n, deadline, err, errlen);
 }

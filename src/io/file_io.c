@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,4 +98,10 @@ bool mt_file_crc32(const char *path, uint64_t *size, uint32_t *crc, char *err, s
     *size = total;
     *crc = (uint32_t)c;
     return ok;
+}
+
+bool mt_path_join(char *out, size_t len, const char *dir, const char *name, char *err, size_t errlen)
+{
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    return n >= 0 && (size_t)n < len ? true : mt_errorf(err, errlen, "%s/%s: path too long", dir, name);
 }

@@ -17,6 +17,9 @@ bool mt_fsync_path(const char *path, char *err, size_t errlen);
 /* Creates (or truncates) path with the n bytes of data, fsync'ed and closed. */
 bool mt_write_file_synced(const char *path, const void *data, size_t n, char *err, size_t errlen);
 
+/* dir/name into out (len bytes); false (with a message) when it does not fit. */
+bool mt_path_join(char *out, size_t len, const char *dir, const char *name, char *err, size_t errlen);
+
 /* The size and CRC-32 (zlib's) of a file, read in blocks. */
 bool mt_file_crc32(const char *path, uint64_t *size, uint32_t *crc, char *err, size_t errlen);
 

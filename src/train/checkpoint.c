@@ -26,13 +26,6 @@
 
 static const char *const adam_suffixes[2] = {".exp_avg", ".exp_avg_sq"};
 
-/* dir/name into out; false (with a message) when it does not fit. */
-static bool join(char *out, const char *dir, const char *name, char *err, size_t errlen)
-{
-    int n = snprintf(out, PATH_LEN, "%s/%s", dir, name);
-    return n >= 0 && n < PATH_LEN ? true : mt_errorf(err, errlen, "%s/%s: path too long", dir, name);
-}
-
 /* A checkpoint directory's step: the name must be exactly as step_dir
  * writes it ("step_" and 6 or more digits); -1 otherwise. */
 static int64_t parse_step(const char *name)
@@ -76,7 +69,7 @@ static bool remove_tree(const char *path)
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        ok = join(child, path, e->d_name, NULL, 0) && remove_tree(child) && ok;
+        ok = mt_path_join(child, sizeof child, path, e->d_name, NULL, 0) && remove_tree(child) && ok;
     }
     closedir(d);
     return rmdir(path) == 0 && ok;
@@ -104,7 +97,7 @@ static bool list_steps(const char *out_dir, bool remove_leftovers, int64_t **ste
     char path[PATH_LEN];
     while (ok && (e = readdir(d)) != NULL) {
         int64_t step = parse_step(e->d_name);
-        if (step >= 0 && join(path, out_dir, e->d_name, NULL, 0)) {
+        if (step >= 0 && mt_path_join(path, sizeof path, out_dir, e->d_name, NULL, 0)) {
             struct stat st;
             if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
                 continue;
@@ -118,7 +111,8 @@ static bool list_steps(const char *out_dir, bool remove_leftovers, int64_t **ste
                 *steps = grown;
             }
             (*steps)[(*n)++] = step;
-        } else if (remove_leftovers && is_leftover(e->d_name) && join(path, out_dir, e->d_name, NULL, 0) &&
+        } else if (remove_leftovers && is_leftover(e->d_name) &&
+                   mt_path_join(path, sizeof path, out_dir, e->d_name, NULL, 0) &&
                    !remove_tree(path)) {
             ok = mt_errorf(err, errlen, "%s: cannot remove the leftover of an interrupted save: %s", path,
                            strerror(errno));
@@ -223,11 +217,12 @@ static bool write_manifest(const char *dir, int64_t step, const char *const *fil
     for (int i = 0; ok && i < nfiles; i++) {
         uint64_t size;
         uint32_t crc;
-        ok = join(path, dir, files[i], err, errlen) && mt_file_crc32(path, &size, &crc, err, errlen) &&
+        ok = mt_path_join(path, sizeof path, dir, files[i], err, errlen) &&
+             mt_file_crc32(path, &size, &crc, err, errlen) &&
              json_object_set_new(list, files[i], json_pack("{s:I, s:I}", "size", (json_int_t)size, "crc32",
                                                            (json_int_t)crc)) == 0;
     }
-    ok = ok && join(path, dir, MANIFEST, err, errlen) && write_json(path, manifest, err, errlen);
+    ok = ok && mt_path_join(path, sizeof path, dir, MANIFEST, err, errlen) && write_json(path, manifest, err, errlen);
     json_decref(manifest);
     return ok;
 }
@@ -240,12 +235,15 @@ static bool write_checkpoint_files(const char *dir, int64_t step, const mt_param
     char path[PATH_LEN];
     void *values[1] = {p->values}, *moments[2] = {p->adam_m, p->adam_v};
     const char *no_suffix[1] = {""};
-    bool ok = join(path, dir, MODEL_FILE, err, errlen) && write_params(path, p, values, no_suffix, 1, err, errlen);
+    bool ok = mt_path_join(path, sizeof path, dir, MODEL_FILE, err, errlen) &&
+              write_params(path, p, values, no_suffix, 1, err, errlen);
     if (ok && with_optimizer)
-        ok = join(path, dir, OPTIMIZER_FILE, err, errlen) &&
+        ok = mt_path_join(path, sizeof path, dir, OPTIMIZER_FILE, err, errlen) &&
              write_params(path, p, moments, adam_suffixes, 2, err, errlen);
-    ok = ok && join(path, dir, TRAINER_FILE, err, errlen) && write_json(path, trainer_state, err, errlen);
-    ok = ok && join(path, dir, CONFIG_FILE, err, errlen) && write_json(path, model_config, err, errlen);
+    ok = ok && mt_path_join(path, sizeof path, dir, TRAINER_FILE, err, errlen) &&
+         write_json(path, trainer_state, err, errlen);
+    ok = ok && mt_path_join(path, sizeof path, dir, CONFIG_FILE, err, errlen) &&
+         write_json(path, model_config, err, errlen);
     ok = ok && write_manifest(dir, step, files, with_optimizer ? 4 : 3, err, errlen);
     return ok && mt_fsync_path(dir, err, errlen);
 }
@@ -348,7 +346,7 @@ static json_t *read_json_object(const char *path, char *err, size_t errlen)
 bool mt_checkpoint_verify(const char *dir, char *err, size_t errlen)
 {
     char path[PATH_LEN];
-    if (!join(path, dir, MANIFEST, err, errlen))
+    if (!mt_path_join(path, sizeof path, dir, MANIFEST, err, errlen))
         return false;
     json_t *manifest = read_json_object(path, err, errlen);
     if (!manifest)
@@ -372,7 +370,8 @@ bool mt_checkpoint_verify(const char *dir, char *err, size_t errlen)
         char file[PATH_LEN];
         uint64_t got_size;
         uint32_t got_crc;
-        ok = join(file, dir, name, err, errlen) && mt_file_crc32(file, &got_size, &got_crc, err, errlen);
+        ok = mt_path_join(file, sizeof file, dir, name, err, errlen) &&
+             mt_file_crc32(file, &got_size, &got_crc, err, errlen);
         if (ok && got_size != (uint64_t)json_integer_value(size))
             ok = mt_errorf(err, errlen, "%s: %" PRIu64 " bytes, the manifest says %" JSON_INTEGER_FORMAT
                            " (truncated or damaged)", file, got_size, json_integer_value(size));
@@ -382,15 +381,6 @@ bool mt_checkpoint_verify(const char *dir, char *err, size_t errlen)
     }
     json_decref(manifest);
     return ok;
-}
-
-static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
-{
-    size_t k = (size_t)snprintf(buf, n, "(");
-    for (int d = 0; d < ndim && k < n; d++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, d ? ", " : "", shape[d]);
-    if (k < n)
-        snprintf(buf + k, n - k, ")");
 }
 
 /* Every "<param><suffix>" in f with p's dtype and shape, and no other key. */
@@ -413,8 +403,8 @@ static bool check_keys(const mt_st_file *f, const mt_params *p, const char *cons
             for (int d = 0; same && d < t->ndim; d++)
                 same = t->shape[d] == q->value.shape[d];
             if (!same) {
-                shape_str(a, sizeof a, t->ndim, t->shape);
-                shape_str(b, sizeof b, q->value.ndim, q->value.shape);
+                mt_dims_str(t->ndim, t->shape, a, sizeof a);
+                mt_dims_str(q->value.ndim, q->value.shape, b, sizeof b);
                 return mt_errorf(err, errlen, "%s: key \"%s\": checkpoint shape %s, model shape %s", path, key, a, b);
             }
         }
@@ -477,8 +467,9 @@ bool mt_checkpoint_load(const char *dir, mt_params *p, bool with_optimizer, json
     if (!mt_checkpoint_verify(dir, err, errlen))
         return false;
     char model_path[PATH_LEN], opt_path[PATH_LEN], trainer_path[PATH_LEN];
-    if (!join(model_path, dir, MODEL_FILE, err, errlen) || !join(opt_path, dir, OPTIMIZER_FILE, err, errlen) ||
-        !join(trainer_path, dir, TRAINER_FILE, err, errlen))
+    if (!mt_path_join(model_path, sizeof model_path, dir, MODEL_FILE, err, errlen) ||
+        !mt_path_join(opt_path, sizeof opt_path, dir, OPTIMIZER_FILE, err, errlen) ||
+        !mt_path_join(trainer_path, sizeof trainer_path, dir, TRAINER_FILE, err, errlen))
         return false;
     json_t *trainer = read_json_object(trainer_path, err, errlen);
     mt_st_file *model = trainer ? mt_safetensors_open(model_path, err, errlen) : NULL;

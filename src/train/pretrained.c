@@ -9,19 +9,13 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "io/file_io.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 #include "layers/config_json.h"
 
 #define PATH_LEN 4096
 #define MAX_SHARDS 256
-
-static bool join(char *out, const char *dir, const char *name, char *err, size_t errlen)
-{
-    if (snprintf(out, PATH_LEN, "%s/%s", dir, name) >= PATH_LEN)
-        return mt_errorf(err, errlen, "%s/%s: path too long", dir, name);
-    return true;
-}
 
 static bool exists(const char *path)
 {
@@ -32,7 +26,7 @@ static bool exists(const char *path)
 bool mt_pretrained_config(const char *dir, mt_model_config *cfg, char *err, size_t errlen)
 {
     char path[PATH_LEN], why[512];
-    if (!join(path, dir, "config.json", err, errlen))
+    if (!mt_path_join(path, sizeof path, dir, "config.json", err, errlen))
         return false;
     json_error_t jerr;
     json_t *j = json_load_file(path, 0, &jerr);
@@ -141,7 +135,7 @@ static bool open_index(weights *w, const char *dir, const char *index_path, char
         }
         char path[PATH_LEN];
         bool seen = false;
-        if (!join(path, dir, json_string_value(v), err, errlen)) {
+        if (!mt_path_join(path, sizeof path, dir, json_string_value(v), err, errlen)) {
             ok = false;
             break;
         }
@@ -178,9 +172,9 @@ static bool weights_open(weights *w, const char *dir, char *err, size_t errlen)
 {
     memset(w, 0, sizeof *w);
     char single[PATH_LEN], index[PATH_LEN], torch[PATH_LEN];
-    if (!join(single, dir, "model.safetensors", err, errlen) ||
-        !join(index, dir, "model.safetensors.index.json", err, errlen) ||
-        !join(torch, dir, "pytorch_model.bin", err, errlen))
+    if (!mt_path_join(single, sizeof single, dir, "model.safetensors", err, errlen) ||
+        !mt_path_join(index, sizeof index, dir, "model.safetensors.index.json", err, errlen) ||
+        !mt_path_join(torch, sizeof torch, dir, "pytorch_model.bin", err, errlen))
         return false;
     bool ok;
     if (exists(single))
@@ -240,15 +234,6 @@ static bool read_as_double(const weights *w, const found *f, const char *key, do
     return ok;
 }
 
-static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(out, n, "(");
-    for (int d = 0; d < ndim && used < n; d++)
-        used += (size_t)snprintf(out + used, n - used, d ? ", %lld" : "%lld", (long long)shape[d]);
-    if (used < n)
-        snprintf(out + used, n - used, ")");
-}
-
 /* The file's key for parameter name: itself, or transformers' spelling. */
 static bool find_param_key(const weights *w, const char *name, found *f, const char **key)
 {
@@ -273,16 +258,15 @@ static bool load_param(const weights *w, const mt_model *m, const mt_param *q, d
     char a[96], b[96];
     if (!find_param_key(w, q->name, &f, key))
         return mt_errorf(err, errlen, "%s: missing key \"%s\" (shape %s)", weights_path(w), q->name,
-                         (shape_str(a, sizeof a, q->value.ndim, q->value.shape), a));
+                         mt_dims_str(q->value.ndim, q->value.shape, a, sizeof a));
     const bool embedding = &q->value == m->embedding || &q->value == m->lm_head;
     bool same = f.ndim == q->value.ndim;
     for (int d = 0; same && d < f.ndim; d++)
         same = f.shape[d] == q->value.shape[d] || (embedding && d == 0 && f.shape[0] <= q->value.shape[0]);
     if (!same) {
-        shape_str(a, sizeof a, f.ndim, f.shape);
-        shape_str(b, sizeof b, q->value.ndim, q->value.shape);
         return mt_errorf(err, errlen, "%s: key \"%s\": shape %s in the file, %s in the model", weights_path(w), *key,
-                         a, b);
+                         mt_dims_str(f.ndim, f.shape, a, sizeof a),
+                         mt_dims_str(q->value.ndim, q->value.shape, b, sizeof b));
     }
     int64_t numel = 1;
     for (int d = 0; d < f.ndim; d++)

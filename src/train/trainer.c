@@ -12,6 +12,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/profile.h"
+#include "core/clock.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "data/loader.h"
@@ -35,13 +36,6 @@ static void on_stop_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* mkdir -p */
@@ -472,7 +466,7 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
     mt_ctx_init(&c, r.be, 0);
     int64_t first_step = r.step;
     while (ok && r.step < cfg->train.steps) {
-        const double lr = mt_lr_at(&r.sched, r.step), t0 = now_s();
+        const double lr = mt_lr_at(&r.sched, r.step), t0 = mt_clock_s();
         double loss, norm;
         bool skipped;
         mt_profile prof;
@@ -483,7 +477,7 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
         if (!(ok = train_step(&r, &c, lr, r.step + 1 == opt->nan_grad_at, &loss, &norm, &skipped, err, errlen)))
             break;
         r.be->synchronize(r.be);
-        const double dt = now_s() - t0;
+        const double dt = mt_clock_s() - t0;
         if (c.profile) {
             mt_profile_print(&prof, stdout);
             c.profile = NULL;
