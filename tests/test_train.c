@@ -18,28 +18,12 @@
 #include <cmocka.h>
 
 #include "testlib.h"
+#include "testlib_train.h"
 
-#include "io/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
 static char err[1024];
-
-/* configs/tiny.ini with a run directory under the test's and overrides. */
-static void tiny_config(mt_train_config *c, const char *run, int n_sets, const char *const *sets)
-{
-    mt_train_config_defaults(c);
-    char path[512];
-    snprintf(path, sizeof path, "%s/configs/tiny.ini", MT_SOURCE_DIR);
-    if (!mt_train_config_load(c, path, err, sizeof err))
-        fail_msg("%s", err);
-    snprintf(c->log.out_dir, sizeof c->log.out_dir, "%s/%s", tl_temp_dir(), run);
-    for (int i = 0; i < n_sets; i++)
-        if (!mt_train_config_set(c, sets[i], err, sizeof err))
-            fail_msg("%s", err);
-    if (!mt_train_config_finalize(c, err, sizeof err))
-        fail_msg("%s", err);
-}
 
 /* Runs the mamba-train program on configs/tiny.ini in a child process (a
  * fresh one: a forked copy of this multi-threaded test would inherit locked
@@ -84,7 +68,7 @@ static void tiny_learns_selective_copying(void **state)
     (void)state;
     const char *sets[] = {"train.steps=300", "log.eval_every=300", "log.checkpoint_every=0", "log.log_every=100"};
     mt_train_config c;
-    tiny_config(&c, "learn", 4, sets);
+    tl_tiny_config(&c, "learn", 4, sets);
     mt_train_result res;
     mt_train_options o = {0};
     run_or_fail(&c, &o, &res);
@@ -96,31 +80,14 @@ static void tiny_learns_selective_copying(void **state)
     assert_true(res.eval_accuracy > 2.5 / 13);
 }
 
-static bool same_file(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    bool same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        same = ca == cb;
-        if (ca == EOF || cb == EOF)
-            break;
-    }
-    if (fa)
-        fclose(fa);
-    if (fb)
-        fclose(fb);
-    return same;
-}
-
 static void resume_is_bitwise_exact(void **state)
 {
     (void)state;
     const char *sets[] = {"train.steps=12", "log.checkpoint_every=4", "log.eval_every=0", "log.keep_last=0",
                           "train.warmup_steps=3"};
     mt_train_config whole, parts;
-    tiny_config(&whole, "whole", 5, sets);
-    tiny_config(&parts, "parts", 5, sets);
+    tl_tiny_config(&whole, "whole", 5, sets);
+    tl_tiny_config(&parts, "parts", 5, sets);
     mt_train_result res;
     mt_train_options o = {0};
     run_or_fail(&whole, &o, &res);
@@ -135,37 +102,9 @@ static void resume_is_bitwise_exact(void **state)
         char a[1200], b[1200];
         snprintf(a, sizeof a, "%s/step_000012/%s", whole.log.out_dir, files[i]);
         snprintf(b, sizeof b, "%s/step_000012/%s", parts.log.out_dir, files[i]);
-        if (!same_file(a, b))
+        if (!tl_same_file(a, b))
             fail_msg("%s differs between the whole run and the resumed one", files[i]);
     }
-}
-
-/* The largest relative difference between two model.safetensors (f32), over
- * all tensors as one vector. */
-static double model_difference(const char *a_path, const char *b_path)
-{
-    mt_st_file *a = mt_safetensors_open(a_path, err, sizeof err), *b = mt_safetensors_open(b_path, err, sizeof err);
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(mt_safetensors_count(a), mt_safetensors_count(b));
-    double diff = 0, norm = 0;
-    for (int i = 0; i < mt_safetensors_count(a); i++) {
-        const mt_st_tensor *ta = mt_safetensors_at(a, i), *tb = mt_safetensors_find(b, ta->name);
-        assert_non_null(tb);
-        size_t bytes = ta->end - ta->begin;
-        float *x = malloc(bytes), *y = malloc(bytes);
-        assert_true(mt_safetensors_read(a, ta, x, bytes, err, sizeof err));
-        assert_true(mt_safetensors_read(b, tb, y, bytes, err, sizeof err));
-        for (size_t k = 0; k < bytes / sizeof(float); k++) {
-            diff += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
-            norm += (double)x[k] * x[k];
-        }
-        free(x);
-        free(y);
-    }
-    mt_safetensors_close(a);
-    mt_safetensors_close(b);
-    return sqrt(diff / norm);
 }
 
 /* Two micro-batches of 16 make the same steps as one batch of 32: the same
@@ -181,8 +120,8 @@ static void accumulation_matches_one_batch(void **state)
     const char *two[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=16", "train.micro_batches=2",
                          "train.eps=1", "train.grad_clip=0"};
     mt_train_config a, b;
-    tiny_config(&a, "accum-one", 6, one);
-    tiny_config(&b, "accum-two", 6, two);
+    tl_tiny_config(&a, "accum-one", 6, one);
+    tl_tiny_config(&b, "accum-two", 6, two);
     mt_train_result res;
     mt_train_options o = {0};
     run_or_fail(&a, &o, &res);
@@ -190,7 +129,7 @@ static void accumulation_matches_one_batch(void **state)
     char pa[1200], pb[1200];
     snprintf(pa, sizeof pa, "%s/step_000005/model.safetensors", a.log.out_dir);
     snprintf(pb, sizeof pb, "%s/step_000005/model.safetensors", b.log.out_dir);
-    double d = model_difference(pa, pb);
+    double d = tl_model_difference(pa, pb);
     printf("accumulation: relative difference of the parameters after 5 steps %.3e\n", d);
     assert_true(d < 1e-7);
 }
@@ -200,7 +139,7 @@ static void nan_gradient_is_skipped(void **state)
     (void)state;
     const char *sets[] = {"train.steps=6", "log.checkpoint_every=2", "log.eval_every=0"};
     mt_train_config c;
-    tiny_config(&c, "nan", 3, sets);
+    tl_tiny_config(&c, "nan", 3, sets);
     mt_train_result res;
     mt_train_options o = {.nan_grad_at = 3};
     run_or_fail(&c, &o, &res);
@@ -208,7 +147,7 @@ static void nan_gradient_is_skipped(void **state)
     assert_int_equal(res.skipped_steps, 1);
 
     const char *stop[] = {"train.steps=6", "log.checkpoint_every=2", "log.eval_every=0", "train.max_bad_steps=1"};
-    tiny_config(&c, "nan-stop", 4, stop);
+    tl_tiny_config(&c, "nan-stop", 4, stop);
     assert_false(mt_train(&c, &o, &res, err, sizeof err));
     assert_non_null(strstr(err, "non-finite"));
     char latest[1024];
@@ -245,7 +184,7 @@ static void kill9_leaves_a_loadable_checkpoint(void **state)
         fail_msg("%s", err);
     mt_train_config c;
     const char *resume_sets[] = {"train.steps=1"}; /* already past it: the resumed run loads and stops */
-    tiny_config(&c, "kill9", 1, resume_sets);
+    tl_tiny_config(&c, "kill9", 1, resume_sets);
     mt_train_result res;
     mt_train_options o = {.resume = latest};
     run_or_fail(&c, &o, &res);

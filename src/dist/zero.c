@@ -48,3 +48,12 @@ bool mt_zero1_step(mt_comm *c, mt_adamw *o, mt_backend *be, mt_params *p, double
     const size_t es = mt_dtype_size(p->dtype);
     return !shard || c->all_gather(c, (char *)p->values + begin[0] * es, p->values, shard, p->dtype, err, errlen);
 }
+
+bool mt_zero1_gather_moments(mt_comm *c, mt_params *p, char *err, size_t errlen)
+{
+    size_t shard, tail;
+    split(p, c->world, &shard, &tail);
+    const size_t mine = shard * (size_t)c->rank * mt_dtype_size(p->dtype);
+    return !shard || (c->all_gather(c, (char *)p->adam_m + mine, p->adam_m, shard, p->dtype, err, errlen) &&
+                      c->all_gather(c, (char *)p->adam_v + mine, p->adam_v, shard, p->dtype, err, errlen));
+}

@@ -28,4 +28,8 @@ bool mt_zero1_reduce_grads(mt_comm *c, mt_backend *be, mt_params *p, double *nor
 bool mt_zero1_step(mt_comm *c, mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale, char *err,
                    size_t errlen);
 
+/* Every rank's shard of the Adam moments all-gathered, so that every rank
+ * holds them whole (for a checkpoint that any world size can resume). */
+bool mt_zero1_gather_moments(mt_comm *c, mt_params *p, char *err, size_t errlen);
+
 #endif

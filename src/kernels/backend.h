@@ -235,4 +235,9 @@ mt_backend *mt_backend_cpu_create(void);
  * device is present. */
 mt_backend *mt_backend_cuda_create(int device_index, char *why, size_t n);
 
+/* A CUDA backend's stream (a cudaStream_t) and device index, for work
+ * that must be ordered with its ops (the NCCL communicator). */
+void *mt_backend_cuda_stream(mt_backend *be);
+int mt_backend_cuda_device(mt_backend *be);
+
 #endif

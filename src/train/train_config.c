@@ -88,6 +88,13 @@ static const config_key KEYS[] = {
     {"train", "max_bad_steps", K_INT, AT(train.max_bad_steps), NULL,
      "stop after this many NaN/Inf steps in a row"},
 
+    {"dist", "tp_size", K_INT, AT(dist.tp_size), NULL,
+     "tensor-parallel ranks per model (mamba2; heads split); the data-parallel size is world / tp_size"},
+    {"dist", "zero", K_INT, AT(dist.zero), NULL,
+     "0: gradients all-reduced, AdamW on every rank; 1: ZeRO-1, each data-parallel rank updates its shard"},
+    {"dist", "timeout_s", K_DOUBLE, AT(dist.timeout_s), NULL,
+     "seconds a rank waits for the others (rendezvous, any collective) before the run fails"},
+
     {"log", "out_dir", K_STR, AT(log.out_dir), NULL, "run directory: config, metrics.jsonl, checkpoints"},
     {"log", "log_every", K_I64, AT(log.log_every), NULL, "console progress line every N steps"},
     {"log", "eval_every", K_I64, AT(log.eval_every), NULL, "validation every N steps (0: never)"},
@@ -129,6 +136,8 @@ void mt_train_config_defaults(mt_train_config *c)
     snprintf(c->train.recompute, MT_CONFIG_WORD, "none");
     c->train.seed = 1234;
     c->train.max_bad_steps = 5;
+    c->dist.tp_size = 1;
+    c->dist.timeout_s = 300;
     snprintf(c->log.out_dir, MT_CONFIG_STR, "runs/default");
     c->log.log_every = 10;
     c->log.eval_every = 200;
@@ -291,6 +300,9 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
           "[train] beta1, beta2 must be in [0, 1) and eps positive");
     CHECK(c->train.weight_decay >= 0 && c->train.grad_clip >= 0, "[train] weight_decay, grad_clip negative");
     CHECK(c->train.max_bad_steps >= 1, "[train] max_bad_steps must be at least 1");
+    CHECK(c->dist.tp_size >= 1, "[dist] tp_size must be at least 1");
+    CHECK(c->dist.zero == 0 || c->dist.zero == 1, "[dist] zero must be 0 or 1 (ZeRO-1), got %d", c->dist.zero);
+    CHECK(c->dist.timeout_s > 0, "[dist] timeout_s must be positive");
     CHECK(c->log.out_dir[0], "[log] out_dir is empty");
     CHECK(c->log.log_every >= 1 && c->log.eval_every >= 0 && c->log.eval_batches >= 1 &&
               c->log.checkpoint_every >= 0 && c->log.keep_last >= 0 && c->log.profile_step >= 0,

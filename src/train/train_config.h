@@ -1,5 +1,5 @@
 /* The training run's configuration: an INI file (sections model, data,
- * train, log) parsed with inih into one typed struct, then `--set
+ * train, dist, log) parsed with inih into one typed struct, then `--set
  * section.key=value` overrides, then validation. Every key has a default
  * (mt_train_config_defaults); an unknown key or a bad value is an error that
  * names the file, the line and the key. mt_train_config_write prints the
@@ -48,6 +48,12 @@ typedef struct mt_train_config {
         int64_t seed;
         int max_bad_steps;
     } train;
+
+    struct {
+        int tp_size;      /* ranks sharing one model (tensor parallel) */
+        int zero;         /* 0 or 1 (ZeRO-1) */
+        double timeout_s; /* rendezvous and collectives */
+    } dist;
 
     struct {
         char out_dir[MT_CONFIG_STR];

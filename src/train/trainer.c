@@ -22,6 +22,7 @@
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
+#include "train/dist_train.h"
 #include "train/pretrained.h"
 
 enum { IGNORE_TARGET = -100, MAX_PATHS = 64 };
@@ -83,6 +84,10 @@ static double tensor_scalar(const mt_tensor *t)
 typedef struct run {
     const mt_train_config *cfg;
     mt_backend *be;
+    bool own_backend;
+    mt_dist dist;
+    bool lead; /* logs, writes metrics and checkpoints */
+    int dp_rank, dp_size;
     mt_device dev;
     mt_dtype compute;
     mt_model model;
@@ -98,8 +103,8 @@ typedef struct run {
 
 /* Generates the synthetic task's shards (train and a separate val) into
  * out_dir/data once; a later run (or a resume) reuses them. */
-static bool synthetic_shards(const mt_train_config *cfg, char *train_path, char *val_path, size_t len, char *err,
-                             size_t errlen)
+static bool synthetic_shards(const mt_train_config *cfg, bool write, char *train_path, char *val_path, size_t len,
+                             char *err, size_t errlen)
 {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/data", cfg->log.out_dir);
@@ -115,6 +120,8 @@ static bool synthetic_shards(const mt_train_config *cfg, char *train_path, char 
                           .seed = (uint64_t)cfg->train.seed};
     if (!mt_synth_validate(&sc, err, errlen))
         return false;
+    if (!write)
+        return true;
     struct stat st;
     if (stat(train_path, &st) != 0 && !mt_synth_write_shard(&sc, cfg->data.synthetic_examples, train_path, err, errlen))
         return false;
@@ -125,6 +132,19 @@ static bool synthetic_shards(const mt_train_config *cfg, char *train_path, char 
     return true;
 }
 
+/* Whether ok holds on every rank. A rank where it does not has its own
+ * message in err already; the others are told which step failed elsewhere. */
+static bool all_ok(run *r, bool ok, const char *what, char *err, size_t errlen)
+{
+    double failed = !ok;
+    char why[512];
+    if (!mt_dist_sum(&r->dist, &failed, 1, why, sizeof why))
+        return ok ? mt_errorf(err, errlen, "%s", why) : false;
+    if (ok && failed > 0)
+        return mt_errorf(err, errlen, "%s failed on another rank (its message says why)", what);
+    return ok;
+}
+
 static bool open_data(run *r, char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
@@ -133,7 +153,9 @@ static bool open_data(run *r, char *err, size_t errlen)
     int n_train, n_val;
     bool separate_val;
     if (strcmp(cfg->data.synthetic, "none") != 0) {
-        if (!synthetic_shards(cfg, train_list, val_list, sizeof train_list, err, errlen))
+        /* The lead rank generates; the others wait for the files. */
+        if (!all_ok(r, synthetic_shards(cfg, r->lead, train_list, val_list, sizeof train_list, err, errlen),
+                    "generating the synthetic shards", err, errlen))
             return false;
         train_paths[0] = train_list;
         val_paths[0] = val_list;
@@ -148,7 +170,7 @@ static bool open_data(run *r, char *err, size_t errlen)
     }
     mt_loader_config lc = {.paths = train_paths, .n_paths = n_train, .seq_len = cfg->data.seq_len,
                            .batch_size = cfg->data.batch_size, .seed = (uint64_t)cfg->train.seed,
-                           .shuffle = cfg->data.shuffle, .rank = 0, .world = 1,
+                           .shuffle = cfg->data.shuffle, .rank = r->dp_rank, .world = r->dp_size,
                            .vocab_size = cfg->model.vocab_size,
                            .val_fraction = separate_val ? 0.0 : cfg->data.val_fraction,
                            .prefetch = cfg->data.prefetch};
@@ -232,28 +254,60 @@ static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char 
     }
     c->grad_enabled = saved;
     mt_tensor_free(host);
-    *loss_out = batches ? loss_sum / (double)batches : NAN;
-    *acc_out = scored ? (double)right / (double)scored : NAN;
+    /* Each data-parallel rank evaluated its own part of the validation set. */
+    double sums[4] = {loss_sum, (double)batches, (double)right, (double)scored};
+    ok = all_ok(r, ok, "evaluation", err, errlen) && mt_group_sum(r->dist.dp, sums, 4, err, errlen);
+    *loss_out = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    *acc_out = sums[3] > 0 ? sums[2] / sums[3] : NAN;
     return ok;
 }
 
-static json_t *trainer_state(const run *r)
+/* The trainer's state with every data-parallel rank's loader cursor
+ * ("loader" is rank 0's, "loaders" all of them in rank order); NULL when
+ * gathering the cursors fails. */
+static json_t *trainer_state(run *r, char *err, size_t errlen)
 {
-    return json_pack("{s:I, s:I, s:I, s:i, s:o}", "step", (json_int_t)r->step, "tokens", (json_int_t)r->tokens,
-                     "adam_step", (json_int_t)r->opt.step, "bad_steps", r->bad_steps, "loader",
-                     mt_loader_cursor_to_json(mt_loader_tell(r->train)));
+    /* Gathered as a sum: each rank fills its own (epoch, index) slot. */
+    const mt_loader_cursor mine = mt_loader_tell(r->train);
+    double *slots = calloc(2 * (size_t)r->dp_size, sizeof *slots);
+    if (!slots)
+        mt_fatal("out of host memory for %d loader cursors", r->dp_size);
+    slots[2 * r->dp_rank] = (double)mine.epoch;
+    slots[2 * r->dp_rank + 1] = (double)mine.index;
+    if (!mt_group_sum(r->dist.dp, slots, 2 * (size_t)r->dp_size, err, errlen)) {
+        free(slots);
+        return NULL;
+    }
+    json_t *loaders = json_array();
+    for (int i = 0; i < r->dp_size; i++)
+        json_array_append_new(loaders, mt_loader_cursor_to_json((mt_loader_cursor){
+                                           mine.seed, (int64_t)slots[2 * i], (int64_t)slots[2 * i + 1]}));
+    free(slots);
+    return json_pack("{s:I, s:I, s:I, s:i, s:O, s:i, s:o}", "step", (json_int_t)r->step, "tokens",
+                     (json_int_t)r->tokens, "adam_step", (json_int_t)r->opt.step, "bad_steps", r->bad_steps,
+                     "loader", json_array_get(loaders, 0), "dp_size", r->dp_size, "loaders", loaders);
 }
 
+/* Every rank takes part (the optimizer state and the cursors are gathered);
+ * the lead rank writes. */
 static bool save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen)
 {
-    json_t *state = trainer_state(r), *model_cfg = mt_model_config_to_json(&r->model.cfg);
-    bool ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, &r->model.params, true, state, model_cfg,
-                                 r->cfg->log.keep_last, res->checkpoint, sizeof res->checkpoint, err, errlen);
+    if (!mt_dist_gather_state(&r->dist, &r->model.params, err, errlen))
+        return false;
+    json_t *state = trainer_state(r, err, errlen);
+    if (!state)
+        return false;
+    bool ok = true;
+    if (r->lead) {
+        json_t *model_cfg = mt_model_config_to_json(&r->model.cfg);
+        ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, &r->model.params, true, state, model_cfg,
+                                r->cfg->log.keep_last, res->checkpoint, sizeof res->checkpoint, err, errlen);
+        json_decref(model_cfg);
+        if (ok)
+            printf("checkpoint: %s\n", res->checkpoint);
+    }
     json_decref(state);
-    json_decref(model_cfg);
-    if (ok)
-        printf("checkpoint: %s\n", res->checkpoint);
-    return ok;
+    return all_ok(r, ok, "writing the checkpoint", err, errlen);
 }
 
 static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
@@ -262,7 +316,8 @@ static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
     if (strcmp(resume, "auto") == 0) {
         char why[512];
         if (!mt_checkpoint_latest(r->cfg->log.out_dir, dir, sizeof dir, why, sizeof why)) {
-            printf("resume auto: no checkpoint in %s (%s): starting fresh\n", r->cfg->log.out_dir, why);
+            if (r->lead)
+                printf("resume auto: no checkpoint in %s (%s): starting fresh\n", r->cfg->log.out_dir, why);
             return true;
         }
     } else {
@@ -272,16 +327,25 @@ static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
     if (!mt_checkpoint_load(dir, &r->model.params, true, &state, err, errlen))
         return false;
     json_int_t step = 0, tokens = 0, adam_step = 0;
-    int bad = 0;
-    json_t *cursor = NULL;
+    int bad = 0, dp_size = 1;
+    json_t *cursor = NULL, *cursors = NULL;
     json_error_t je;
-    bool ok = json_unpack_ex(state, &je, 0, "{s:I, s:I, s:I, s:i, s:o}", "step", &step, "tokens", &tokens,
-                             "adam_step", &adam_step, "bad_steps", &bad, "loader", &cursor) == 0;
+    bool ok = json_unpack_ex(state, &je, 0, "{s:I, s:I, s:I, s:i, s:o, s?i, s?o}", "step", &step, "tokens", &tokens,
+                             "adam_step", &adam_step, "bad_steps", &bad, "loader", &cursor, "dp_size", &dp_size,
+                             "loaders", &cursors) == 0;
     mt_loader_cursor c;
-    if (!ok)
+    if (!ok) {
         mt_errorf(err, errlen, "%s/trainer.json: %s", dir, je.text);
-    else
-        ok = mt_loader_cursor_from_json(cursor, &c, err, errlen) && mt_loader_seek(r->train, c, err, errlen);
+    } else if (dp_size != r->dp_size) {
+        /* The model and optimizer would load anywhere; the data order would not. */
+        ok = mt_errorf(err, errlen, "%s was written by a run of %d data-parallel ranks and this run has %d: the "
+                       "data order depends on the rank count, so it resumes only on %d (use model.init_from = %s "
+                       "to start a new run from its weights)", dir, dp_size, r->dp_size, dp_size, dir);
+    } else {
+        if (cursors && !(cursor = json_array_get(cursors, (size_t)r->dp_rank)))
+            ok = mt_errorf(err, errlen, "%s/trainer.json: no loader cursor for rank %d", dir, r->dp_rank);
+        ok = ok && mt_loader_cursor_from_json(cursor, &c, err, errlen) && mt_loader_seek(r->train, c, err, errlen);
+    }
     json_decref(state);
     if (!ok)
         return false;
@@ -289,12 +353,15 @@ static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
     r->tokens = tokens;
     r->opt.step = adam_step;
     r->bad_steps = bad;
-    printf("resumed from %s at step %lld\n", dir, (long long)step);
+    if (r->lead)
+        printf("resumed from %s at step %lld\n", dir, (long long)step);
     return true;
 }
 
-/* One optimizer step: micro-batches forward and backward, then the guarded
- * update. *loss_out is the mean loss; *norm_out the gradient norm before clipping. */
+/* One optimizer step: micro-batches forward and backward, the gradients
+ * summed over the data-parallel ranks, then the guarded update. *loss_out is
+ * the mean loss over the global batch; *norm_out the gradient norm before
+ * clipping. */
 static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_out, double *norm_out, bool *skipped,
                        char *err, size_t errlen)
 {
@@ -307,21 +374,28 @@ static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_o
         loss_sum += tensor_scalar(loss);
         mt_backward(c, loss);
         mt_ctx_end_step(c);
-        r->tokens += (int64_t)cfg->data.batch_size * cfg->data.seq_len;
+        r->tokens += (int64_t)cfg->data.batch_size * cfg->data.seq_len * r->dp_size;
     }
     if (poison) /* 0xff bytes are NaN in f32 */
         mt_device_fill_bytes(r->dev, r->model.params.grads, 0xff,
                              r->model.params.flat_size * mt_dtype_size(r->model.params.dtype));
-    const double loss = loss_sum / cfg->train.micro_batches;
     mt_profile_lap(c, "step", "end of micro-batches");
-    const double norm = mt_grad_norm(r->be, &r->model.params) / cfg->train.micro_batches;
-    mt_profile_lap(c, "step", "gradient norm");
+    /* Each rank's loss and gradients are means over its own batches: the
+     * global ones are the sums over ranks divided by dp * micro_batches. */
+    const double batches = (double)cfg->train.micro_batches * r->dp_size;
+    double loss = loss_sum, norm;
+    if (!mt_group_sum(r->dist.dp, &loss, 1, err, errlen) ||
+        !mt_dist_reduce_grads(&r->dist, r->be, &r->model.params, &norm, err, errlen))
+        return false;
+    loss /= batches;
+    norm /= batches;
+    mt_profile_lap(c, "step", "gradient reduction and norm");
     *loss_out = loss;
     *norm_out = norm;
     *skipped = !isfinite(loss) || !isfinite(norm);
-    if (!*skipped)
-        mt_adamw_step(&r->opt, r->be, &r->model.params, lr,
-                      mt_clip_scale(norm, cfg->train.grad_clip) / cfg->train.micro_batches);
+    if (!*skipped && !mt_dist_adamw_step(&r->dist, &r->opt, r->be, &r->model.params, lr,
+                                         mt_clip_scale(norm, cfg->train.grad_clip) / batches, err, errlen))
+        return false;
     mt_profile_lap(c, "step", "AdamW");
     mt_params_zero_grad(&r->model.params);
     mt_profile_lap(c, "step", "zero gradients");
@@ -345,8 +419,10 @@ static void write_metrics(run *r, json_t *j)
 static void log_step(run *r, double loss, double lr, double norm, double dt, double rate, bool skipped)
 {
     const mt_train_config *cfg = r->cfg;
+    if (!r->lead)
+        return;
     const double params = (double)r->model.params.numel;
-    const double mfu = r->dev == MT_CUDA ? 6.0 * params * rate / GEMM_PEAK_FLOPS : NAN;
+    const double mfu = r->dev == MT_CUDA ? 6.0 * params * rate / (GEMM_PEAK_FLOPS * r->dp_size) : NAN;
     write_metrics(r, json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:b}", "step", (json_int_t)r->step, "loss",
                                number(loss), "lr", number(lr), "grad_norm", number(norm), "tokens",
                                (json_int_t)r->tokens, "tokens_per_s", number(rate), "step_s", number(dt), "mfu",
@@ -364,6 +440,8 @@ static void log_step(run *r, double loss, double lr, double norm, double dt, dou
 
 static void log_eval(run *r, double loss, double acc)
 {
+    if (!r->lead)
+        return;
     write_metrics(r, json_pack("{s:I, s:o, s:o, s:o}", "step", (json_int_t)r->step, "eval_loss", number(loss),
                                "eval_ppl", number(exp(loss)), "eval_accuracy", number(acc)));
     printf("eval   %6lld  loss %.4f  ppl %.2f", (long long)r->step, loss, exp(loss));
@@ -372,25 +450,10 @@ static void log_eval(run *r, double loss, double acc)
     printf("\n");
 }
 
-static bool setup(run *r, const mt_train_config *cfg, char *err, size_t errlen)
+/* config.ini and the metrics log, written by the lead rank. */
+static bool write_run_files(run *r, char *err, size_t errlen)
 {
-    r->cfg = cfg;
-    const bool want_cuda = strcmp(cfg->train.device, "cuda") == 0;
-    const bool use_cuda = want_cuda || (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() > 0);
-    if (use_cuda) {
-        char why[256];
-        r->be = mt_backend_cuda_create(0, why, sizeof why);
-        if (!r->be)
-            return mt_errorf(err, errlen, "[train] device = %s: no CUDA backend: %s", cfg->train.device, why);
-        r->dev = MT_CUDA;
-        r->compute = strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
-    } else {
-        r->be = mt_backend_cpu_create();
-        r->dev = MT_CPU;
-        r->compute = MT_F32; /* the CPU backend is the fp32 reference */
-    }
-    if (!make_dirs(cfg->log.out_dir, err, errlen) || !open_data(r, err, errlen))
-        return false;
+    const mt_train_config *cfg = r->cfg;
     char path[1100];
     snprintf(path, sizeof path, "%s/config.ini", cfg->log.out_dir);
     FILE *f = fopen(path, "w");
@@ -402,6 +465,46 @@ static bool setup(run *r, const mt_train_config *cfg, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->log.out_dir);
     if (!(r->metrics = fopen(path, "a")))
         return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    return true;
+}
+
+static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *opt, char *err, size_t errlen)
+{
+    r->cfg = cfg;
+    r->dist = (mt_dist){.dp = opt->dp, .tp = opt->tp, .zero = cfg->dist.zero == 1};
+    r->lead = mt_dist_lead(&r->dist);
+    r->dp_rank = mt_group_rank(opt->dp);
+    r->dp_size = mt_group_size(opt->dp);
+    if (mt_group_size(opt->tp) != cfg->dist.tp_size)
+        return mt_errorf(err, errlen, "[dist] tp_size = %d but the run's tensor-parallel group has %d ranks",
+                         cfg->dist.tp_size, mt_group_size(opt->tp));
+    if (cfg->dist.tp_size > 1)
+        return mt_errorf(err, errlen, "[dist] tp_size = %d: tensor parallelism is not built into the trainer yet",
+                         cfg->dist.tp_size);
+    const bool want_cuda = strcmp(cfg->train.device, "cuda") == 0;
+    const bool use_cuda = want_cuda || (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() > 0);
+    if (opt->backend) {
+        r->be = opt->backend;
+        r->dev = r->be->device;
+        r->compute = r->dev == MT_CUDA && strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
+    } else if (use_cuda) {
+        r->own_backend = true;
+        char why[256];
+        r->be = mt_backend_cuda_create(0, why, sizeof why);
+        if (!r->be)
+            return mt_errorf(err, errlen, "[train] device = %s: no CUDA backend: %s", cfg->train.device, why);
+        r->dev = MT_CUDA;
+        r->compute = strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
+    } else {
+        r->own_backend = true;
+        r->be = mt_backend_cpu_create();
+        r->dev = MT_CPU;
+        r->compute = MT_F32; /* the CPU backend is the fp32 reference */
+    }
+    if (!make_dirs(cfg->log.out_dir, err, errlen) || !open_data(r, err, errlen))
+        return false;
+    if (r->lead && !write_run_files(r, err, errlen))
+        return false;
 
     mt_model_build(&r->model, &cfg->model, r->dev, MT_F32);
     r->model.recompute_blocks = strcmp(cfg->train.recompute, "block") == 0;
@@ -444,7 +547,7 @@ static void teardown(run *r)
         mt_model_release(&r->model);
     }
     free(r->host_targets);
-    if (r->be)
+    if (r->be && r->own_backend)
         r->be->destroy(r->be);
 }
 
@@ -455,7 +558,7 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
     stop_requested = 0;
     void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
     run r = {0};
-    bool ok = setup(&r, cfg, err, errlen) && (!opt->resume || resume_from(&r, opt->resume, err, errlen));
+    bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || resume_from(&r, opt->resume, err, errlen));
     if (!ok) {
         signal(SIGINT, old_int);
         signal(SIGTERM, old_term);
@@ -479,10 +582,12 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
         r.be->synchronize(r.be);
         const double dt = mt_clock_s() - t0;
         if (c.profile) {
-            mt_profile_print(&prof, stdout);
+            if (r.lead)
+                mt_profile_print(&prof, stdout);
             c.profile = NULL;
         }
-        const double rate = (double)cfg->train.micro_batches * cfg->data.batch_size * cfg->data.seq_len / dt;
+        const double rate =
+            (double)cfg->train.micro_batches * cfg->data.batch_size * cfg->data.seq_len * r.dp_size / dt;
         r.step++;
         r.bad_steps = skipped ? r.bad_steps + 1 : 0;
         res->skipped_steps += skipped;
@@ -499,19 +604,25 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
             log_eval(&r, res->eval_loss, res->eval_accuracy);
         }
         const bool periodic = cfg->log.checkpoint_every > 0 && r.step % cfg->log.checkpoint_every == 0;
-        const bool stop = stop_requested || r.step == opt->stop_at;
+        double signalled = stop_requested; /* a signal to any rank stops them all at this step */
+        if (!(ok = mt_dist_sum(&r.dist, &signalled, 1, err, errlen)))
+            break;
+        const bool stop = signalled > 0 || r.step == opt->stop_at;
         if (periodic || r.step == cfg->train.steps || stop)
             ok = save_checkpoint(&r, res, err, errlen);
         if (stop) {
-            printf("stopping at step %lld%s\n", (long long)r.step, stop_requested ? " on a signal" : "");
+            if (r.lead)
+                printf("stopping at step %lld%s\n", (long long)r.step, signalled > 0 ? " on a signal" : "");
             break;
         }
     }
     res->steps_done = r.step - first_step;
     res->state_bytes = 4.0 * (double)r.model.params.flat_size * (double)mt_dtype_size(r.model.params.dtype);
     res->arena_peak_bytes = (double)c.arena.peak + (c.recompute ? (double)c.recompute->arena.peak : 0.0);
-    printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step arena peak %.1f MiB\n",
-           r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20), res->arena_peak_bytes / (1 << 20));
+    if (r.lead)
+        printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step arena peak %.1f MiB\n",
+               r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20),
+               res->arena_peak_bytes / (1 << 20));
     signal(SIGINT, old_int);
     signal(SIGTERM, old_term);
     mt_ctx_release(&c);

@@ -2,13 +2,23 @@
  * directory), the model, AdamW with a schedule and clipping, the step loop
  * with gradient accumulation, a NaN/Inf guard, console progress and
  * metrics.jsonl, periodic evaluation, and checkpoints with exact resume.
- * SIGINT and SIGTERM end the run after the current step with a checkpoint. */
+ * SIGINT and SIGTERM end the run after the current step with a checkpoint.
+ *
+ * Run by several ranks (one call each, with their groups in the options),
+ * every rank reads its own part of each global batch, the gradients are
+ * summed over the data-parallel ranks, and only the lead rank logs and
+ * writes. A checkpoint holds the whole model and optimizer state (ZeRO-1
+ * shards gathered first) and every data-parallel rank's loader cursor: it
+ * resumes on the same number of data-parallel ranks, and loads anywhere as
+ * a model (export, init). */
 #ifndef MT_TRAINER_H
 #define MT_TRAINER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dist/comm.h"
+#include "kernels/backend.h"
 #include "train/train_config.h"
 
 typedef struct mt_train_result {
@@ -27,6 +37,9 @@ typedef struct mt_train_options {
                                or a checkpoint directory */
     int64_t stop_at;        /* > 0: stop after this step with a checkpoint, as on a signal */
     int64_t nan_grad_at;    /* > 0: the gradients of this step are made NaN (tests the guard) */
+    mt_backend *backend;    /* NULL: made from train.device; else borrowed (a launched rank's GPU) */
+    mt_comm *dp, *tp;       /* this rank's data- and tensor-parallel groups (dist_train.h); NULL: one rank.
+                               The tp group's size must be dist.tp_size. */
 } mt_train_options;
 
 /* Runs cfg (finalized). False with a message in err when the run cannot go on. */

@@ -106,6 +106,16 @@ static void set_why_cuda(char *why, size_t n, const char *what, cudaError_t err)
     cudaGetLastError();
 }
 
+extern "C" void *mt_backend_cuda_stream(mt_backend *be)
+{
+    return cuda_stream(be);
+}
+
+extern "C" int mt_backend_cuda_device(mt_backend *be)
+{
+    return cuda_state(be)->device;
+}
+
 extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_t n)
 {
     int count = 0;

@@ -1,0 +1,63 @@
+/* The trainer's parallel parts: the ranks it runs with, and the gradient
+ * reduction and update for data parallelism (plain or ZeRO-1). A rank
+ * belongs to one data-parallel group (ranks that see different data and
+ * hold the same model) and one tensor-parallel group (ranks that share one
+ * model's heads and see the same data); either may be a group of one
+ * (NULL). world = dp * tp; the lead rank (rank 0 of both) logs and writes
+ * checkpoints. */
+#ifndef MT_DIST_TRAIN_H
+#define MT_DIST_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dist/comm.h"
+#include "kernels/backend.h"
+#include "optim/adamw.h"
+
+typedef struct mt_dist {
+    mt_comm *dp, *tp; /* borrowed; NULL: a group of one */
+    bool zero;        /* ZeRO-1 over dp */
+} mt_dist;
+
+static inline int mt_group_rank(const mt_comm *c)
+{
+    return c ? c->rank : 0;
+}
+
+static inline int mt_group_size(const mt_comm *c)
+{
+    return c ? c->world : 1;
+}
+
+static inline bool mt_dist_lead(const mt_dist *d)
+{
+    return mt_group_rank(d->dp) == 0 && mt_group_rank(d->tp) == 0;
+}
+
+/* v (n host doubles) summed over group c in place (nothing for NULL). */
+bool mt_group_sum(mt_comm *c, double *v, size_t n, char *err, size_t errlen);
+
+/* Host doubles summed over every rank (the tp group, then the dp group). */
+bool mt_dist_sum(const mt_dist *d, double *v, size_t n, char *err, size_t errlen);
+
+/* Waits for every rank: the tp group, then the dp group, so that no rank
+ * passes before the lead rank arrives. */
+bool mt_dist_barrier(const mt_dist *d, char *err, size_t errlen);
+
+/* After the micro-batches: the gradients summed over the dp ranks (an
+ * all-reduce, or ZeRO-1's reduce-scatter) and *norm, the L2 norm of the
+ * summed gradient. */
+bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double *norm, char *err,
+                          size_t errlen);
+
+/* The AdamW update of the summed gradients times grad_scale: the whole
+ * store, or under ZeRO-1 this rank's shard and then the all-gather. */
+bool mt_dist_adamw_step(const mt_dist *d, mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale,
+                        char *err, size_t errlen);
+
+/* Makes every rank's optimizer state whole before a checkpoint (ZeRO-1:
+ * the moments' shards all-gathered; nothing otherwise). */
+bool mt_dist_gather_state(const mt_dist *d, mt_params *p, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,196 @@
+/* The trainer on several ranks, threads of this process on the CPU
+ * communicator: two data-parallel ranks, each on half of every global batch,
+ * train to the parameters of one rank on the whole batch; ZeRO-1 to the
+ * same bits as plain data parallelism, optimizer state included; a sharded
+ * run stopped and resumed ends bit for bit where an uninterrupted one does;
+ * resuming on another number of ranks, or a tensor-parallel size that the
+ * run's groups do not have, is an error that says so. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "testlib.h"
+#include "testlib_train.h"
+#include "train/trainer.h"
+
+enum { MAX_RANKS = 4 };
+
+typedef struct rank_run {
+    const mt_train_config *cfg;
+    mt_train_options opt;
+    mt_train_result res;
+    bool ok;
+    char err[1024];
+} rank_run;
+
+static void *run_rank(void *arg)
+{
+    rank_run *r = arg;
+    r->ok = mt_train(r->cfg, &r->opt, &r->res, r->err, sizeof r->err);
+    return NULL;
+}
+
+/* Runs cfg on dp data-parallel ranks (threads); every rank's result and
+ * error in runs[]. True when every rank succeeded. */
+static bool train_ranks(const mt_train_config *cfg, int dp, const mt_train_options *base, rank_run *runs)
+{
+    mt_comm *comms[MAX_RANKS];
+    mt_comm_cpu_group(dp, 60.0, comms);
+    pthread_t th[MAX_RANKS];
+    for (int r = 0; r < dp; r++) {
+        runs[r] = (rank_run){.cfg = cfg, .opt = *base};
+        runs[r].opt.dp = dp > 1 ? comms[r] : NULL;
+        pthread_create(&th[r], NULL, run_rank, &runs[r]);
+    }
+    bool ok = true;
+    for (int r = 0; r < dp; r++) {
+        pthread_join(th[r], NULL);
+        ok = ok && runs[r].ok;
+    }
+    for (int r = 0; r < dp; r++)
+        comms[r]->destroy(comms[r]);
+    return ok;
+}
+
+static void train_ranks_or_fail(const mt_train_config *cfg, int dp, const mt_train_options *base)
+{
+    rank_run runs[MAX_RANKS];
+    if (!train_ranks(cfg, dp, base, runs))
+        for (int r = 0; r < dp; r++)
+            if (!runs[r].ok)
+                fail_msg("rank %d: %s", r, runs[r].err);
+}
+
+/* The "loss" of every step in a run's metrics.jsonl, in order; returns the count. */
+static int read_losses(const char *out_dir, double *loss, int max)
+{
+    char path[1100], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\":");
+        if (p && strstr(line, "\"grad_norm\""))
+            loss[n++] = strtod(p + 7, NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+static void checkpoint_file(char *out, size_t n, const mt_train_config *c, int step, const char *file)
+{
+    snprintf(out, n, "%s/step_%06d/%s", c->log.out_dir, step, file);
+}
+
+/* eps = 1 and no clipping make the update depend on the gradient's scale,
+ * so a wrong 1 / dp would show. */
+static void two_ranks_match_one(void **state)
+{
+    (void)state;
+    const char *one[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=32", "train.eps=1", "train.grad_clip=0"};
+    const char *two[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=16", "train.eps=1", "train.grad_clip=0"};
+    mt_train_config a, b;
+    tl_tiny_config(&a, "dp-one", 5, one);
+    tl_tiny_config(&b, "dp-two", 5, two);
+    mt_train_options o = {0};
+    train_ranks_or_fail(&a, 1, &o);
+    train_ranks_or_fail(&b, 2, &o);
+    double la[8], lb[8];
+    assert_int_equal(read_losses(a.log.out_dir, la, 8), 5);
+    assert_int_equal(read_losses(b.log.out_dir, lb, 8), 5);
+    double worst = 0;
+    for (int i = 0; i < 5; i++)
+        worst = fmax(worst, fabs(la[i] - lb[i]) / fabs(la[i]));
+    char pa[1200], pb[1200];
+    checkpoint_file(pa, sizeof pa, &a, 5, "model.safetensors");
+    checkpoint_file(pb, sizeof pb, &b, 5, "model.safetensors");
+    const double d = tl_model_difference(pa, pb);
+    printf("dp 2 vs 1 rank: losses %.2e relative, parameters after 5 steps %.2e relative\n", worst, d);
+    assert_true(worst < 1e-6);
+    assert_true(d < 1e-6);
+}
+
+static void zero1_is_bitwise_plain_dp(void **state)
+{
+    (void)state;
+    const char *plain[] = {"train.steps=4", "log.eval_every=0", "data.batch_size=16", "dist.zero=0"};
+    const char *zero[] = {"train.steps=4", "log.eval_every=0", "data.batch_size=16", "dist.zero=1"};
+    mt_train_config a, b;
+    tl_tiny_config(&a, "dp-plain", 4, plain);
+    tl_tiny_config(&b, "dp-zero", 4, zero);
+    mt_train_options o = {0};
+    train_ranks_or_fail(&a, 2, &o);
+    train_ranks_or_fail(&b, 2, &o);
+    static const char *files[] = {"model.safetensors", "optimizer.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char pa[1200], pb[1200];
+        checkpoint_file(pa, sizeof pa, &a, 4, files[i]);
+        checkpoint_file(pb, sizeof pb, &b, 4, files[i]);
+        if (!tl_same_file(pa, pb))
+            fail_msg("%s differs between ZeRO-1 and plain data parallelism", files[i]);
+    }
+}
+
+static void sharded_resume_is_bitwise_exact(void **state)
+{
+    (void)state;
+    const char *sets[] = {"train.steps=8", "log.checkpoint_every=4", "log.eval_every=0", "log.keep_last=0",
+                          "data.batch_size=16", "dist.zero=1", "train.warmup_steps=3"};
+    mt_train_config whole, parts;
+    tl_tiny_config(&whole, "dp-whole", 7, sets);
+    tl_tiny_config(&parts, "dp-parts", 7, sets);
+    mt_train_options o = {0};
+    train_ranks_or_fail(&whole, 2, &o);
+    o.stop_at = 3;
+    train_ranks_or_fail(&parts, 2, &o);
+    o = (mt_train_options){.resume = "auto"};
+    train_ranks_or_fail(&parts, 2, &o);
+    static const char *files[] = {"model.safetensors", "optimizer.safetensors", "trainer.json"};
+    for (int i = 0; i < 3; i++) {
+        char pa[1200], pb[1200];
+        checkpoint_file(pa, sizeof pa, &whole, 8, files[i]);
+        checkpoint_file(pb, sizeof pb, &parts, 8, files[i]);
+        if (!tl_same_file(pa, pb))
+            fail_msg("%s differs between the whole 2-rank run and the resumed one", files[i]);
+    }
+
+    /* The same checkpoint on one rank: refused, naming both counts. */
+    rank_run runs[MAX_RANKS];
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s/step_000003", parts.log.out_dir);
+    o = (mt_train_options){.resume = dir};
+    assert_false(train_ranks(&parts, 1, &o, runs));
+    printf("resume on 1 rank: %s\n", runs[0].err);
+    assert_non_null(strstr(runs[0].err, "2 data-parallel ranks and this run has 1"));
+}
+
+static void tp_size_must_match_the_group(void **state)
+{
+    (void)state;
+    const char *sets[] = {"train.steps=1", "log.eval_every=0", "dist.tp_size=2"};
+    mt_train_config c;
+    tl_tiny_config(&c, "tp-mismatch", 3, sets);
+    rank_run runs[MAX_RANKS];
+    mt_train_options o = {0};
+    assert_false(train_ranks(&c, 1, &o, runs));
+    assert_non_null(strstr(runs[0].err, "tp_size = 2 but the run's tensor-parallel group has 1 ranks"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(two_ranks_match_one),
+        cmocka_unit_test(zero1_is_bitwise_plain_dp),
+        cmocka_unit_test(sharded_resume_is_bitwise_exact),
+        cmocka_unit_test(tp_size_must_match_the_group),
+    };
+    return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
+}
