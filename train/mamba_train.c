@@ -2,28 +2,38 @@
  * and exports a checkpoint as a released model.
  *
  *   mamba-train --config configs/NAME.ini [--set section.key=value ...]
- *               [--resume [DIR|auto]] [--out DIR]
+ *               [--resume [DIR|auto]] [--out DIR] [--gpus N]
  *   mamba-train export --checkpoint DIR --format reference|hf --out DIR
  *   mamba-train --help
  *
  * The config is checked whole before any work starts; the effective one is
- * printed and saved as OUT/config.ini. */
+ * printed and saved as OUT/config.ini. Started by a launcher (RANK,
+ * WORLD_SIZE, ...: train/launch.h), it runs as that rank; --gpus N starts N
+ * ranks on this machine itself. */
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+
+#include "dist/rendezvous.h"
 #include "train/export.h"
+#include "train/launch.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f)
 {
     fputs("usage: mamba-train --config FILE.ini [--set section.key=value ...] [--resume [DIR|auto]] [--out DIR]\n"
+          "                   [--gpus N]\n"
           "       mamba-train export --checkpoint DIR --format reference|hf --out DIR\n"
           "       mamba-train --help\n"
           "  --config   the run's INI file (sections model, data, train, log)\n"
           "  --set      override one key after the file (repeatable)\n"
           "  --resume   continue from a checkpoint directory, or auto: the newest valid one in out_dir\n"
           "  --out      the run directory (log.out_dir)\n"
+          "  --gpus     run N ranks on this machine's first N GPUs (data parallel, or dist.tp_size per model);\n"
+          "             other launchers (torchrun-style, Slurm, mpirun) set RANK, WORLD_SIZE, LOCAL_RANK,\n"
+          "             MASTER_ADDR and MASTER_PORT instead\n"
           "  export     write a checkpoint (or any model directory) as a released model: config.json with\n"
           "             pytorch_model.bin (the reference package) or model.safetensors (HF transformers)\n",
           f);
@@ -65,9 +75,17 @@ int main(int argc, char **argv)
         return export_main(argc, argv);
     const char *config = NULL, *resume = NULL, *out = NULL;
     const char *sets[256];
-    int n_sets = 0;
+    int n_sets = 0, gpus = 1;
+    if (argc > 600) {
+        fprintf(stderr, "mamba-train: %d arguments are too many\n", argc);
+        return 2;
+    }
+    char *rank_argv[601]; /* argv without --gpus N, for the ranks */
+    int rank_argc = 0;
+    rank_argv[rank_argc++] = argv[0];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const int first = i;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             printf("\nkeys, with their defaults:\n");
@@ -81,12 +99,24 @@ int main(int argc, char **argv)
             out = argv[++i];
         } else if (!strcmp(a, "--resume")) {
             resume = (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) ? argv[++i] : "auto";
+        } else if (!strcmp(a, "--gpus") && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 1024) {
+                fprintf(stderr, "mamba-train: --gpus \"%s\" is not a number of GPUs\n", argv[i]);
+                return 2;
+            }
+            gpus = (int)n;
+            continue;
         } else {
             fprintf(stderr, "mamba-train: unknown or incomplete argument \"%s\"\n", a);
             usage(stderr);
             return 2;
         }
+        for (int k = first; k <= i; k++)
+            rank_argv[rank_argc++] = argv[k];
     }
+    rank_argv[rank_argc] = NULL;
     if (!config) {
         fprintf(stderr, "mamba-train: --config is required (configs/tiny.ini trains a small model on the CPU)\n");
         usage(stderr);
@@ -105,15 +135,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "mamba-train: %s\n", err);
         return 2;
     }
-    printf("# mamba-train: effective config (%s)\n", config);
-    mt_train_config_write(stdout, &cfg);
-    printf("\n");
+    mt_rendezvous rv;
+    if (!mt_rendezvous_from_env(&rv, err, sizeof err)) {
+        fprintf(stderr, "mamba-train: %s\n", err);
+        return 2;
+    }
+    if (gpus > 1) {
+        if (rv.world > 1) {
+            fprintf(stderr, "mamba-train: --gpus %d under a launcher (WORLD_SIZE=%d): use one or the other\n", gpus,
+                    rv.world);
+            return 2;
+        }
+        return mt_launch_local(gpus, rank_argv);
+    }
+    if (rv.rank == 0) {
+        printf("# mamba-train: effective config (%s)\n", config);
+        mt_train_config_write(stdout, &cfg);
+        printf("\n");
+    }
     mt_train_result res;
     mt_train_options opt = {.resume = resume};
-    if (!mt_train(&cfg, &opt, &res, err, sizeof err)) {
+    if (!mt_launch_rank(&rv, &cfg, &opt, &res, err, sizeof err)) {
         fprintf(stderr, "mamba-train: %s\n", err);
         return 1;
     }
+    if (rv.rank != 0)
+        return 0;
     printf("done: %lld steps, last loss %.4f", (long long)res.steps_done, res.last_loss);
     if (res.eval_loss == res.eval_loss)
         printf(", eval loss %.4f", res.eval_loss);

@@ -95,7 +95,7 @@ static void die(const mt_comm *c, const char *fmt, ...)
     fflush(stderr);
     fflush(stdout);
     ncclCommAbort(s->comm);
-    _exit(3);
+    _exit(MT_NCCL_EXIT_WATCHDOG);
 }
 
 static void *watchdog_main(void *arg)

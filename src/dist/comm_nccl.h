@@ -8,7 +8,8 @@
 
 #include "dist/comm.h"
 
-#define MT_NCCL_ID_BYTES 128 /* sizeof(ncclUniqueId) */
+#define MT_NCCL_ID_BYTES 128     /* sizeof(ncclUniqueId) */
+#define MT_NCCL_EXIT_WATCHDOG 3 /* the exit status of a process the watchdog ends */
 
 /* Rank 0 makes the id (MT_NCCL_ID_BYTES) that every rank then passes to
  * mt_comm_nccl_create; the launcher hands it over (rendezvous or MPI). */

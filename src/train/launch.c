@@ -1,0 +1,196 @@
+#include "train/launch.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "dist/comm_nccl.h"
+#include "dist/rendezvous.h"
+#include "train/dist_train.h"
+
+/* FNV-1a of the effective configuration as mt_train_config_write prints it. */
+static uint64_t config_hash(const mt_train_config *cfg)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        mt_fatal("out of host memory hashing the configuration");
+    mt_train_config_write(f, cfg);
+    fclose(f);
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)text[i]) * 1099511628211ull;
+    free(text);
+    return h;
+}
+
+/* The world communicator, split into this rank's tp and dp groups. */
+static bool make_groups(const mt_rendezvous *rv, const mt_train_config *cfg, mt_backend *be, mt_comm **world,
+                        mt_comm **dp, mt_comm **tp, char *err, size_t errlen)
+{
+    const int tp_size = cfg->dist.tp_size;
+    if (rv->world % tp_size != 0)
+        return mt_errorf(err, errlen, "[dist] tp_size = %d does not divide the %d ranks", tp_size, rv->world);
+    uint8_t id[MT_NCCL_ID_BYTES] = {0};
+    if ((rv->rank == 0 && !mt_comm_nccl_unique_id(id, sizeof id, err, errlen)) ||
+        !mt_rendezvous_exchange(rv, config_hash(cfg), id, sizeof id, cfg->dist.timeout_s, err, errlen))
+        return false;
+    *world = mt_comm_nccl_create(id, rv->rank, rv->world, mt_backend_cuda_device(be), mt_backend_cuda_stream(be),
+                                 cfg->dist.timeout_s, err, errlen);
+    if (!*world)
+        return false;
+    const int tp_rank = rv->rank % tp_size, dp_rank = rv->rank / tp_size;
+    if (tp_size > 1 && !(*tp = mt_comm_nccl_split(*world, dp_rank, tp_rank, err, errlen)))
+        return false;
+    if (rv->world / tp_size > 1 && !(*dp = mt_comm_nccl_split(*world, tp_rank, dp_rank, err, errlen)))
+        return false;
+    return true;
+}
+
+bool mt_launch_rank(const mt_rendezvous *rv, const mt_train_config *cfg, const mt_train_options *opt,
+                    mt_train_result *res, char *err, size_t errlen)
+{
+    if (rv->world == 1)
+        return mt_train(cfg, opt, res, err, errlen);
+    if (strcmp(cfg->train.device, "cpu") == 0)
+        return mt_errorf(err, errlen, "[train] device = cpu: a run of %d ranks (WORLD_SIZE) needs GPUs and NCCL",
+                         rv->world);
+    char why[256];
+    mt_backend *be = mt_backend_cuda_create(rv->local_rank, why, sizeof why);
+    if (!be)
+        return mt_errorf(err, errlen, "rank %d: GPU %d (LOCAL_RANK): %s", rv->rank, rv->local_rank, why);
+    mt_comm *world = NULL, *dp = NULL, *tp = NULL;
+    bool ok = make_groups(rv, cfg, be, &world, &dp, &tp, err, errlen);
+    if (ok) {
+        mt_train_options o = *opt;
+        o.backend = be;
+        o.dp = dp;
+        o.tp = tp;
+        ok = mt_train(cfg, &o, res, err, errlen);
+    }
+    mt_comm *comms[3] = {tp, dp, world};
+    for (int i = 0; i < 3; i++)
+        if (comms[i])
+            comms[i]->destroy(comms[i]);
+    be->destroy(be);
+    return ok;
+}
+
+/* ---- --gpus N ---- */
+
+static volatile sig_atomic_t forwarded_signal;
+
+static void on_signal(int sig)
+{
+    forwarded_signal = sig;
+}
+
+/* A TCP port that was free a moment ago. */
+static int free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (s >= 0)
+        close(s);
+    return port;
+}
+
+static void signal_all(const pid_t *pids, int n, int sig)
+{
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0)
+            kill(pids[i], sig);
+}
+
+int mt_launch_local(int n, char **argv)
+{
+    const int port = free_port();
+    if (port < 0) {
+        fprintf(stderr, "mamba-train --gpus %d: no free TCP port for the rendezvous: %s\n", n, strerror(errno));
+        return 1;
+    }
+    pid_t *pids = calloc((size_t)n, sizeof *pids);
+    if (!pids)
+        mt_fatal("out of host memory for %d ranks", n);
+    fflush(stdout);
+    fflush(stderr);
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0) {
+            fprintf(stderr, "mamba-train --gpus %d: cannot start rank %d: %s\n", n, i, strerror(errno));
+            signal_all(pids, i, SIGKILL);
+            free(pids);
+            return 1;
+        }
+        if (pids[i] == 0) {
+            char v[32];
+            snprintf(v, sizeof v, "%d", i);
+            setenv("RANK", v, 1);
+            setenv("LOCAL_RANK", v, 1);
+            snprintf(v, sizeof v, "%d", n);
+            setenv("WORLD_SIZE", v, 1);
+            snprintf(v, sizeof v, "%d", port);
+            setenv("MASTER_PORT", v, 1);
+            setenv("MASTER_ADDR", "127.0.0.1", 1);
+            execv("/proc/self/exe", argv);
+            fprintf(stderr, "mamba-train --gpus %d: rank %d: cannot run /proc/self/exe: %s\n", n, i, strerror(errno));
+            _exit(127);
+        }
+    }
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int status = 0, running = n;
+    double kill_at = 0; /* when set: the ranks left get SIGKILL then */
+    while (running > 0) {
+        if (forwarded_signal) {
+            signal_all(pids, n, forwarded_signal);
+            forwarded_signal = 0;
+        }
+        int st;
+        pid_t done = waitpid(-1, &st, WNOHANG);
+        if (done <= 0) {
+            if (kill_at > 0 && mt_clock_s() > kill_at) {
+                signal_all(pids, n, SIGKILL);
+                kill_at = 0;
+            }
+            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+            continue;
+        }
+        running--;
+        for (int i = 0; i < n; i++) {
+            if (pids[i] != done)
+                continue;
+            pids[i] = 0;
+            const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            if (code != 0 && status == 0) {
+                /* The others would wait for it until their timeout. */
+                fprintf(stderr, "mamba-train --gpus %d: rank %d exited with status %d: stopping the other ranks\n",
+                        n, i, code);
+                status = code;
+                signal_all(pids, n, SIGTERM);
+                kill_at = mt_clock_s() + 10.0;
+            }
+        }
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    free(pids);
+    return status;
+}
