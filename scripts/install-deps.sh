@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libhdf5-dev libcmocka-dev libopenblas-dev libinih-dev libjansson-dev zlib1g-dev libzip-dev
+  libopenmpi-dev openmpi-bin
   python3 python3-venv python3-pip
 )
 

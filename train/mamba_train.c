@@ -155,10 +155,13 @@ int main(int argc, char **argv)
     }
     mt_train_result res;
     mt_train_options opt = {.resume = resume};
-    if (!mt_launch_rank(&rv, &cfg, &opt, &res, err, sizeof err)) {
+    ok = mt_launch_rank(&rv, &cfg, &opt, &res, err, sizeof err);
+    if (!ok)
         fprintf(stderr, "mamba-train: %s\n", err);
+    fflush(stderr);
+    mt_rendezvous_finish(&rv, ok);
+    if (!ok)
         return 1;
-    }
     if (rv.rank != 0)
         return 0;
     printf("done: %lld steps, last loss %.4f", (long long)res.steps_done, res.last_loss);

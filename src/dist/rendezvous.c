@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "dist/rendezvous_mpi.h"
 
 /* The first of names that is set, as a non-negative integer; -1 when none is
  * set; false when one is set but malformed. */
@@ -44,6 +45,10 @@ bool mt_rendezvous_from_env(mt_rendezvous *r, char *err, size_t errlen)
     static const char *const local_names[] = {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"};
     static const char *const port_names[] = {"MASTER_PORT"};
     memset(r, 0, sizeof *r);
+    if (mt_mpi_launched() && !getenv("MASTER_ADDR")) {
+        r->mpi = true;
+        return mt_mpi_init(&r->rank, &r->world, &r->local_rank, err, errlen);
+    }
     int port;
     if (!env_int(rank_names, 2, &r->rank, err, errlen) || !env_int(world_names, 2, &r->world, err, errlen) ||
         !env_int(local_names, 2, &r->local_rank, err, errlen) || !env_int(port_names, 1, &port, err, errlen))
@@ -226,7 +231,15 @@ bool mt_rendezvous_exchange(const mt_rendezvous *r, uint64_t config_hash, void *
 {
     if (r->world <= 1)
         return true;
+    if (r->mpi)
+        return mt_mpi_exchange(config_hash, blob, n, err, errlen);
     const double deadline = mt_clock_s() + timeout_s;
     return r->rank == 0 ? serve(r, config_hash, blob, n, deadline, err, errlen)
                         : join(r, config_hash, blob, n, deadline, err, errlen);
+}
+
+void mt_rendezvous_finish(const mt_rendezvous *r, bool ok)
+{
+    if (r->mpi)
+        mt_mpi_finalize(ok);
 }

@@ -5,7 +5,9 @@
  * TCP at MASTER_ADDR:MASTER_PORT: rank 0 hands every other rank a blob (the
  * NCCL unique id) and checks that all ranks run the same configuration (a
  * hash each sends). Every wait is bounded by a timeout: a rank that never
- * comes is an error, not a hang. */
+ * comes is an error, not a hang. Under mpirun in a build with MPI, and
+ * without MASTER_ADDR, MPI gives the ranks and carries the exchange
+ * instead (rendezvous_mpi.h). */
 #ifndef MT_RENDEZVOUS_H
 #define MT_RENDEZVOUS_H
 
@@ -17,6 +19,7 @@ typedef struct mt_rendezvous {
     int rank, world, local_rank;
     char addr[256]; /* MASTER_ADDR: a host name or address of rank 0 */
     int port;       /* MASTER_PORT */
+    bool mpi;       /* the ranks came from MPI, which carries the exchange */
 } mt_rendezvous;
 
 /* Reads the environment. False when a variable is missing or malformed
@@ -30,5 +33,9 @@ bool mt_rendezvous_from_env(mt_rendezvous *r, char *err, size_t errlen);
  * does not arrive within timeout_s or the hashes differ (naming the rank). */
 bool mt_rendezvous_exchange(const mt_rendezvous *r, uint64_t config_hash, void *blob, size_t n, double timeout_s,
                             char *err, size_t errlen);
+
+/* Ends what the rendezvous started (MPI), after the last collective; ok
+ * false (this rank failed) ends the other ranks too. */
+void mt_rendezvous_finish(const mt_rendezvous *r, bool ok);
 
 #endif

@@ -35,17 +35,12 @@ static uint64_t config_hash(const mt_train_config *cfg)
     return h;
 }
 
-/* The world communicator, split into this rank's tp and dp groups. */
-static bool make_groups(const mt_rendezvous *rv, const mt_train_config *cfg, mt_backend *be, mt_comm **world,
-                        mt_comm **dp, mt_comm **tp, char *err, size_t errlen)
+/* The world communicator from the NCCL id, split into this rank's tp and
+ * dp groups. */
+static bool make_groups(const mt_rendezvous *rv, const mt_train_config *cfg, const uint8_t *id, mt_backend *be,
+                        mt_comm **world, mt_comm **dp, mt_comm **tp, char *err, size_t errlen)
 {
     const int tp_size = cfg->dist.tp_size;
-    if (rv->world % tp_size != 0)
-        return mt_errorf(err, errlen, "[dist] tp_size = %d does not divide the %d ranks", tp_size, rv->world);
-    uint8_t id[MT_NCCL_ID_BYTES] = {0};
-    if ((rv->rank == 0 && !mt_comm_nccl_unique_id(id, sizeof id, err, errlen)) ||
-        !mt_rendezvous_exchange(rv, config_hash(cfg), id, sizeof id, cfg->dist.timeout_s, err, errlen))
-        return false;
     *world = mt_comm_nccl_create(id, rv->rank, rv->world, mt_backend_cuda_device(be), mt_backend_cuda_stream(be),
                                  cfg->dist.timeout_s, err, errlen);
     if (!*world)
@@ -66,12 +61,21 @@ bool mt_launch_rank(const mt_rendezvous *rv, const mt_train_config *cfg, const m
     if (strcmp(cfg->train.device, "cpu") == 0)
         return mt_errorf(err, errlen, "[train] device = cpu: a run of %d ranks (WORLD_SIZE) needs GPUs and NCCL",
                          rv->world);
+    if (rv->world % cfg->dist.tp_size != 0)
+        return mt_errorf(err, errlen, "[dist] tp_size = %d does not divide the %d ranks", cfg->dist.tp_size,
+                         rv->world);
+    /* The ranks meet before taking a GPU: another configuration is named
+     * first, and no rank holds a GPU while waiting for a late one. */
+    uint8_t id[MT_NCCL_ID_BYTES] = {0};
+    if ((rv->rank == 0 && !mt_comm_nccl_unique_id(id, sizeof id, err, errlen)) ||
+        !mt_rendezvous_exchange(rv, config_hash(cfg), id, sizeof id, cfg->dist.timeout_s, err, errlen))
+        return false;
     char why[256];
     mt_backend *be = mt_backend_cuda_create(rv->local_rank, why, sizeof why);
     if (!be)
         return mt_errorf(err, errlen, "rank %d: GPU %d (LOCAL_RANK): %s", rv->rank, rv->local_rank, why);
     mt_comm *world = NULL, *dp = NULL, *tp = NULL;
-    bool ok = make_groups(rv, cfg, be, &world, &dp, &tp, err, errlen);
+    bool ok = make_groups(rv, cfg, id, be, &world, &dp, &tp, err, errlen);
     if (ok) {
         mt_train_options o = *opt;
         o.backend = be;
