@@ -1,6 +1,7 @@
 /* Every op, as a case the gradient check and the backend comparison run. */
 #include <math.h>
 
+#include "autograd/ops_tp.h"
 #include "testlib.h"
 
 static int run_embedding(mt_ctx *c, mt_tensor **in, mt_tensor **out)
@@ -163,6 +164,23 @@ static int run_gated_rmsnorm_groups(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 1;
 }
 
+/* A tensor-parallel rank's columns of norm group 1 of 2, the group having
+ * twice these columns: the other rank's half counts as zeros (no comm), so
+ * the kernels' given-sums path runs with group_cols != E and a strided
+ * (R, 2) sums buffer. */
+static int run_gated_rmsnorm_tp(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_gated_rmsnorm_tp(c, in[0], in[1], in[2], 1, 2, 2 * mt_cols(in[0]), 1e-5, NULL);
+    return 1;
+}
+
+/* One norm group over three ranks' columns (ngroups 1, tensor parallel size 3). */
+static int run_gated_rmsnorm_tp_one_group(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_gated_rmsnorm_tp(c, in[0], in[1], in[2], 0, 1, 3 * mt_cols(in[0]), 1e-5, NULL);
+    return 1;
+}
+
 /* in[0..2] u, delta, A_log; in[3] x_proj's output (B, L, R + 2 G N) of which
  * Bm and Cm are the last 2 G N columns as column views, as the Mamba-1 block
  * splits [dt_low, Bm, Cm]; in[4..6] D, z, delta_bias. */
@@ -288,6 +306,16 @@ const tl_case tl_cases[] = {
       FLOAT_IN("z", TL_FLOAT, 2, X(6, 8), X(300, 768), -2, 2),
       FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(768), 0.5, 1.5)},
      run_gated_rmsnorm_groups},
+    {"gated_rmsnorm_tp", 3,
+     {FLOAT_IN("y", TL_FLOAT, 3, X(3, 5, 8), X(3, 101, 384), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 3, X(3, 5, 8), X(3, 101, 384), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(384), 0.5, 1.5)},
+     run_gated_rmsnorm_tp},
+    {"gated_rmsnorm_tp_one_group", 3,
+     {FLOAT_IN("y", TL_FLOAT, 2, X(6, 7), X(257, 510), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 2, X(6, 7), X(257, 510), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(7), X(510), 0.5, 1.5)},
+     run_gated_rmsnorm_tp_one_group},
     {"selective_scan", 7,
      {FLOAT_IN("u", TL_FLOAT, 3, X(2, 32, 4), X(2, 300, 96), -1, 1),
       FLOAT_IN("delta", TL_FLOAT, 3, X(2, 32, 4), X(2, 300, 96), -1, 1),

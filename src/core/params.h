@@ -13,6 +13,13 @@
 enum {
     MT_PARAM_NO_DECAY = 1 << 0,  /* no weight decay: norms, biases, A_log, D, dt_bias */
     MT_PARAM_NO_REINIT = 1 << 1, /* keeps its own init through the model-wide init (dt_bias) */
+    /* Tensor parallelism (dist/tp.h): a rank holds its own slice of the
+     * parameter, so its gradient norm adds over the ranks. */
+    MT_PARAM_TP_SHARDED = 1 << 2,
+    /* Elements [partial_begin, partial_begin + partial_count) are replicated
+     * on every rank of the TP group, but each rank's gradient of them is only
+     * its heads' part: the gradients are summed over the group. */
+    MT_PARAM_TP_PARTIAL_GRAD = 1 << 3,
 };
 
 #define MT_PARAM_NAME_MAX 128
@@ -22,6 +29,7 @@ typedef struct mt_param {
     char name[MT_PARAM_NAME_MAX];
     unsigned flags;
     size_t offset; /* in elements, into each flat buffer */
+    size_t partial_begin, partial_count; /* MT_PARAM_TP_PARTIAL_GRAD: the elements, within the parameter */
     mt_tensor value;
     mt_tensor grad;
 } mt_param;

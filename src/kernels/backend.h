@@ -207,6 +207,29 @@ struct mt_backend {
                               const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
                               const mt_tensor *weight, const mt_tensor *rstd, int ngroups);
 
+    /* The gated RMSNorm of a tensor-parallel rank that holds only some of
+     * each group's columns: the kernels below take the per-row group sums
+     * over all ranks' columns from the caller, which adds the ranks' sums
+     * (a collective) between the phases. Per row r of y (R, E) and each of
+     * its G groups of E/G columns, with u = y * silu(z):
+     *   sums[r, g] = sum over the group's columns of u^2                 (dout NULL: the forward's)
+     *   sums[r, g] = sum over the group's columns of weight * dout * u   (the backward's)
+     * sums (R, G) f32, rows possibly row_stride apart (a column view). */
+    void (*gated_rmsnorm_sums)(mt_backend *be, mt_tensor *sums, const mt_tensor *y, const mt_tensor *z,
+                               const mt_tensor *weight, const mt_tensor *dout, int ngroups);
+    /* gated_rmsnorm_fwd with each group's sum of squares given, over
+     * group_cols columns in all (these E/G and the other ranks'):
+     * rstd = 1 / sqrt(sumsq / group_cols + eps). sumsq (R, G) f32 like sums. */
+    void (*gated_rmsnorm_fwd_sums)(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                                   const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups,
+                                   int64_t group_cols, double eps);
+    /* gated_rmsnorm_bwd with the group mean of weight * dout * u taken as
+     * wdu / group_cols, wdu (R, G) f32 the backward's sums over all ranks. */
+    void (*gated_rmsnorm_bwd_sums)(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
+                                   mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                                   const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups,
+                                   int64_t group_cols);
+
     /* y += alpha * x over contiguous tensors of equal size and dtype (plain SGD
      * over the flat parameter buffer). */
     void (*axpy)(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);

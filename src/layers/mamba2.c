@@ -2,6 +2,8 @@
 
 #include <stdio.h>
 
+#include "autograd/ops_tp.h"
+
 static mt_tensor *declare(mt_params *p, const char *prefix, const char *name, int ndim, const int64_t *shape,
                           unsigned flags)
 {
@@ -10,17 +12,46 @@ static mt_tensor *declare(mt_params *p, const char *prefix, const char *name, in
     return mt_params_add(p, full, ndim, shape, flags);
 }
 
+/* Declares the parameters with the sizes of d (a TP rank's, or the whole
+ * block's), each also flagged `extra`. */
+static void declare_dims(mt_mamba2 *m, mt_params *p, const mt_model_config *cfg, const char *prefix,
+                         const mt_tp_dims *d, unsigned extra)
+{
+    int64_t h = d->nheads, conv = d->d_inner + 2 * d->bc, in = d->d_inner + conv + d->nheads;
+    m->in_proj = declare(p, prefix, "in_proj.weight", 2, (int64_t[]){in, cfg->d_model}, extra);
+    m->conv_w = declare(p, prefix, "conv1d.weight", 3, (int64_t[]){conv, 1, cfg->d_conv}, extra);
+    m->conv_b = declare(p, prefix, "conv1d.bias", 1, &conv, MT_PARAM_NO_DECAY | extra);
+    m->dt_bias = declare(p, prefix, "dt_bias", 1, &h, MT_PARAM_NO_DECAY | MT_PARAM_NO_REINIT | extra);
+    m->A_log = declare(p, prefix, "A_log", 1, &h, MT_PARAM_NO_DECAY | MT_PARAM_NO_REINIT | extra);
+    m->D = declare(p, prefix, "D", 1, &h, MT_PARAM_NO_DECAY | extra);
+    m->norm_w = declare(p, prefix, "norm.weight", 1, (int64_t[]){d->d_inner}, MT_PARAM_NO_DECAY | extra);
+    m->out_proj = declare(p, prefix, "out_proj.weight", 2, (int64_t[]){cfg->d_model, d->d_inner}, extra);
+}
+
 void mt_mamba2_declare(mt_mamba2 *m, mt_params *p, const mt_model_config *cfg, const char *prefix)
 {
-    int64_t h = cfg->nheads;
-    m->in_proj = declare(p, prefix, "in_proj.weight", 2, (int64_t[]){cfg->in_proj_dim, cfg->d_model}, 0);
-    m->conv_w = declare(p, prefix, "conv1d.weight", 3, (int64_t[]){cfg->conv_dim, 1, cfg->d_conv}, 0);
-    m->conv_b = declare(p, prefix, "conv1d.bias", 1, (int64_t[]){cfg->conv_dim}, MT_PARAM_NO_DECAY);
-    m->dt_bias = declare(p, prefix, "dt_bias", 1, &h, MT_PARAM_NO_DECAY | MT_PARAM_NO_REINIT);
-    m->A_log = declare(p, prefix, "A_log", 1, &h, MT_PARAM_NO_DECAY | MT_PARAM_NO_REINIT);
-    m->D = declare(p, prefix, "D", 1, &h, MT_PARAM_NO_DECAY);
-    m->norm_w = declare(p, prefix, "norm.weight", 1, (int64_t[]){cfg->d_inner}, MT_PARAM_NO_DECAY);
-    m->out_proj = declare(p, prefix, "out_proj.weight", 2, (int64_t[]){cfg->d_model, cfg->d_inner}, 0);
+    mt_tp_dims whole = mt_tp_dims_of(cfg, 1, 0);
+    declare_dims(m, p, cfg, prefix, &whole, 0);
+    m->tp = NULL;
+}
+
+void mt_mamba2_declare_tp(mt_mamba2 *m, mt_params *p, const mt_model_config *cfg, const char *prefix,
+                          const mt_tp *tp)
+{
+    mt_tp_dims d = mt_tp_dims_of(cfg, tp->size, tp->rank);
+    declare_dims(m, p, cfg, prefix, &d, MT_PARAM_TP_SHARDED);
+    m->tp = tp;
+    /* Replicated B and C rows (in_proj, conv1d): partial gradients. */
+    mt_tensor *all[] = {m->in_proj, m->conv_w, m->conv_b};
+    for (int i = 0; i < 3; i++) {
+        mt_tp_layout l;
+        if (mt_tp_layout_of(cfg, tp->size, tp->rank, all[i]->name, &l) && l.partial_count) {
+            mt_param *q = mt_params_find(p, all[i]->name);
+            q->flags |= MT_PARAM_TP_PARTIAL_GRAD;
+            q->partial_begin = (size_t)l.partial_begin;
+            q->partial_count = (size_t)l.partial_count;
+        }
+    }
 }
 
 /* A GEMM weight in the dtype of the activations it multiplies. */
@@ -34,25 +65,38 @@ mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_confi
 {
     if (!u)
         return NULL;
-    int64_t di = cfg->d_inner, gn = (int64_t)cfg->ngroups * cfg->d_state;
-    mt_tensor *zxbcdt = mt_linear(c, u, weight_as(c, m->in_proj, u->dtype), NULL);
+    const mt_tp *tp = m->tp;
+    mt_tp_dims d = tp ? mt_tp_dims_of(cfg, tp->size, tp->rank) : mt_tp_dims_of(cfg, 1, 0);
+    int64_t di = d.d_inner, bc = d.bc, conv_dim = di + 2 * bc;
+    if (tp)
+        u = mt_tp_copy_to(c, u, tp->comm);
+    mt_tensor *zxbcdt = u ? mt_linear(c, u, weight_as(c, m->in_proj, u->dtype), NULL) : NULL;
     if (!zxbcdt)
         return NULL;
     mt_tensor *z = mt_ctx_view_cols(c, zxbcdt, 0, di);
-    mt_tensor *xbc = mt_ctx_view_cols(c, zxbcdt, di, cfg->conv_dim);
-    mt_tensor *dt = mt_ctx_view_cols(c, zxbcdt, di + cfg->conv_dim, cfg->nheads);
+    mt_tensor *xbc = mt_ctx_view_cols(c, zxbcdt, di, conv_dim);
+    mt_tensor *dt = mt_ctx_view_cols(c, zxbcdt, di + conv_dim, d.nheads);
     xbc = mt_conv1d_silu(c, xbc, m->conv_w, m->conv_b, NULL, seq_idx);
     if (!xbc)
         return NULL;
+    /* With B and C replicated, every head of this rank reads group head_group. */
+    int64_t b0 = d.bc_sharded ? 0 : (int64_t)d.head_group * cfg->d_state, bw = d.bc_sharded ? bc : cfg->d_state;
     mt_tensor *x = mt_ctx_view_cols(c, xbc, 0, di);
-    mt_tensor *bm = mt_ctx_view_cols(c, xbc, di, gn);
-    mt_tensor *cm = mt_ctx_view_cols(c, xbc, di + gn, gn);
+    mt_tensor *bm = mt_ctx_view_cols(c, xbc, di + b0, bw);
+    mt_tensor *cm = mt_ctx_view_cols(c, xbc, di + bc + b0, bw);
     mt_ssd_config ssd = {.headdim = cfg->headdim,
-                         .ngroups = cfg->ngroups,
+                         .ngroups = d.bc_sharded ? d.groups : 1,
                          .chunk_size = cfg->chunk_size,
                          .dt_min = cfg->dt_limit_min,
                          .dt_max = cfg->dt_limit_max};
     mt_tensor *y = mt_ssd(c, x, dt, m->A_log, bm, cm, m->D, NULL, m->dt_bias, NULL, seq_idx, &ssd, NULL);
-    y = mt_gated_rmsnorm(c, y, z, m->norm_w, cfg->ngroups, cfg->norm_eps);
-    return y ? mt_linear(c, y, weight_as(c, m->out_proj, u->dtype), NULL) : NULL;
+    /* Norm groups of d_inner / ngroups columns: within this rank when B and
+     * C are split by groups, else spread over the ranks of head_group. */
+    if (d.bc_sharded)
+        y = mt_gated_rmsnorm(c, y, z, m->norm_w, d.groups, cfg->norm_eps);
+    else
+        y = mt_gated_rmsnorm_tp(c, y, z, m->norm_w, d.head_group, cfg->ngroups, cfg->d_inner / cfg->ngroups,
+                                cfg->norm_eps, tp->comm);
+    mt_tensor *out = y ? mt_linear(c, y, weight_as(c, m->out_proj, u->dtype), NULL) : NULL;
+    return tp && out ? mt_tp_reduce_from(c, out, tp->comm) : out;
 }

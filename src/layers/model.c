@@ -10,6 +10,22 @@
 
 void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype)
 {
+    mt_model_build_tp(m, cfg, dev, param_dtype, NULL);
+}
+
+/* Under TP only the mixers are split: the embedding, the block norms, norm_f
+ * and the lm_head are replicated on every rank (their gradients then agree
+ * on every rank); a vocab-parallel embedding and head are not done. */
+void mt_model_build_tp(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype,
+                       const mt_tp *tp)
+{
+    char err[256];
+    bool split = tp && tp->size > 1;
+    if (split && !mt_tp_check(cfg, tp->size, err, sizeof err))
+        mt_fatal("%s", err);
+    if (split && (tp->rank < 0 || tp->rank >= tp->size || !tp->comm || tp->comm->world != tp->size))
+        mt_fatal("tensor parallel rank %d of %d needs a communicator of that many ranks", tp->rank, tp->size);
+    m->tp = split ? *tp : (mt_tp){.size = 1};
     m->cfg = *cfg;
     m->recompute_blocks = false;
     mt_params_init(&m->params, dev, param_dtype);
@@ -27,6 +43,8 @@ void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_d
         snprintf(name, sizeof name, "backbone.layers.%d.mixer", i);
         if (cfg->layer == MT_LAYER_MAMBA1)
             mt_mamba1_declare(&m->layers[i].mamba1, p, cfg, name);
+        else if (split)
+            mt_mamba2_declare_tp(&m->layers[i].mixer, p, cfg, name, &m->tp);
         else
             mt_mamba2_declare(&m->layers[i].mixer, p, cfg, name);
     }
@@ -56,7 +74,9 @@ void mt_model_release(mt_model *m)
  * - out_proj re-drawn with the Linear default and divided by sqrt(n_layer)
  *   (one residual per layer: no MLP).
  * Each random parameter draws from its own seed, param_seed(seed, k), k
- * counting the parameters in order. */
+ * counting the parameters in order. A TP rank draws each mixer parameter
+ * whole (on its device, one at a time) and keeps its slice, so the group's
+ * ranks together hold exactly the single-rank initialization. */
 
 /* Element i of a per-parameter stream: seeds differ per parameter. */
 static uint64_t param_seed(uint64_t seed, int index)
@@ -156,6 +176,64 @@ static void init_mamba1(mt_backend *be, mt_mamba1 *x, const mt_model_config *cfg
     (*k)++; /* out_proj: drawn by the model-wide pass */
 }
 
+/* Full-shape temporaries on the parameters' device for a TP rank's mixer
+ * parameters but out_proj, named as the rank's (whose slices they fill). */
+static mt_mamba2 full_mamba2(const mt_mamba2 *local, const mt_model_config *cfg)
+{
+    mt_device dev = local->in_proj->device;
+    mt_dtype dt = local->in_proj->dtype;
+    int64_t h = cfg->nheads, conv = cfg->conv_dim, di = cfg->d_inner;
+    mt_mamba2 f = {
+        .in_proj = mt_tensor_new(dev, dt, 2, (int64_t[]){cfg->in_proj_dim, cfg->d_model}),
+        .conv_w = mt_tensor_new(dev, dt, 3, (int64_t[]){conv, 1, cfg->d_conv}),
+        .conv_b = mt_tensor_new(dev, dt, 1, &conv),
+        .dt_bias = mt_tensor_new(dev, dt, 1, &h),
+        .A_log = mt_tensor_new(dev, dt, 1, &h),
+        .D = mt_tensor_new(dev, dt, 1, &h),
+        .norm_w = mt_tensor_new(dev, dt, 1, &di),
+    };
+    mt_tensor *const l[] = {local->in_proj, local->conv_w, local->conv_b, local->dt_bias,
+                            local->A_log, local->D, local->norm_w};
+    mt_tensor *const t[] = {f.in_proj, f.conv_w, f.conv_b, f.dt_bias, f.A_log, f.D, f.norm_w};
+    for (int i = 0; i < 7; i++)
+        t[i]->name = l[i]->name;
+    return f;
+}
+
+/* local = the rank's slice of full (a parameter of the same name). */
+static void keep_slice(const mt_model *m, mt_tensor *local, mt_tensor *full)
+{
+    mt_tp_layout l;
+    if (!mt_tp_layout_of(&m->cfg, m->tp.size, m->tp.rank, local->name, &l))
+        mt_fatal("%s is not a tensor-parallel parameter", local->name);
+    mt_tp_copy_param(&l, local->device, local->data, full->data, mt_dtype_size(local->dtype), false);
+}
+
+/* init_mamba2 of the whole block into temporaries, keeping this rank's
+ * slices; out_proj, drawn by the model-wide pass, is left alone. */
+static void init_mamba2_tp(mt_backend *be, const mt_model *m, mt_mamba2 *x, uint64_t seed, int *k)
+{
+    mt_mamba2 f = full_mamba2(x, &m->cfg);
+    init_mamba2(be, &f, &m->cfg, seed, k);
+    mt_tensor *const l[] = {x->in_proj, x->conv_w, x->conv_b, x->dt_bias, x->A_log, x->D, x->norm_w};
+    mt_tensor *const t[] = {f.in_proj, f.conv_w, f.conv_b, f.dt_bias, f.A_log, f.D, f.norm_w};
+    for (int i = 0; i < 7; i++)
+        keep_slice(m, l[i], t[i]);
+    for (int i = 0; i < 7; i++)
+        mt_tensor_free(t[i]);
+}
+
+/* The model-wide pass's out_proj draw (scale as there), whole, then sliced. */
+static void init_out_proj_tp(mt_backend *be, const mt_model *m, mt_tensor *local, uint64_t seed, double scale)
+{
+    mt_tensor *full =
+        mt_tensor_new(local->device, local->dtype, 2, (int64_t[]){m->cfg.d_model, m->cfg.d_inner});
+    full->name = local->name;
+    init_linear_default(be, full, seed, scale);
+    keep_slice(m, local, full);
+    mt_tensor_free(full);
+}
+
 static mt_tensor *out_proj_of(mt_model_layer *l)
 {
     return l->cfg->layer == MT_LAYER_MAMBA1 ? l->mamba1.out_proj : l->mixer.out_proj;
@@ -170,6 +248,8 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
         fill_constant(l->norm_w, 1.0);
         if (cfg->layer == MT_LAYER_MAMBA1)
             init_mamba1(be, &l->mamba1, cfg, seed, &k);
+        else if (l->mixer.tp)
+            init_mamba2_tp(be, m, &l->mixer, seed, &k);
         else
             init_mamba2(be, &l->mixer, cfg, seed, &k);
     }
@@ -180,8 +260,12 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
     /* The model-wide pass. */
     be->fill_normal(be, m->embedding, param_seed(seed, k++), 0.0, 0.02);
     double prenorm_scale = 1.0 / sqrt((double)cfg->n_layer);
-    for (int i = 0; i < cfg->n_layer; i++)
-        init_linear_default(be, out_proj_of(&m->layers[i]), param_seed(seed, k++), prenorm_scale);
+    for (int i = 0; i < cfg->n_layer; i++) {
+        if (cfg->layer == MT_LAYER_MAMBA2 && m->layers[i].mixer.tp)
+            init_out_proj_tp(be, m, m->layers[i].mixer.out_proj, param_seed(seed, k++), prenorm_scale);
+        else
+            init_linear_default(be, out_proj_of(&m->layers[i]), param_seed(seed, k++), prenorm_scale);
+    }
 }
 
 /* One layer's mixer (arg: the layer), as the forward and activation

@@ -2,7 +2,9 @@
  * (fused add + RMSNorm, residual stream in the accumulation dtype), the final
  * norm, and the lm_head (tied to the embedding unless tie_embeddings is off).
  * Every block's mixer is the Mamba-2 or the Mamba-1 block (cfg.layer).
- * Parameter names are the reference checkpoint's keys. */
+ * Parameter names are the reference checkpoint's keys. A tensor-parallel
+ * rank's model (mt_model_build_tp) holds its slice of every Mamba-2 mixer
+ * and the rest whole (dist/tp.h). */
 #ifndef MT_MODEL_H
 #define MT_MODEL_H
 
@@ -28,15 +30,23 @@ typedef struct mt_model {
     mt_tensor *lm_head;   /* the embedding when tied, else its own (vocab_padded, d_model) */
     mt_model_layer *layers;
     bool recompute_blocks; /* activation checkpointing: each mixer's activations recomputed in backward */
+    mt_tp tp;              /* the TP group this rank's model is a slice for; size 1: the whole model */
 } mt_model;
 
 /* Declares and allocates every parameter (values zero until mt_model_init).
  * param_dtype is f32 for training, f64 for gradient checks. cfg must have
  * passed mt_model_config_finalize. */
 void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype);
+
+/* mt_model_build for rank tp->rank of a TP group of tp->size (NULL or size
+ * 1: mt_model_build). Fatal unless cfg passes mt_tp_check. The group's
+ * ranks must run every forward and backward together. */
+void mt_model_build_tp(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype,
+                       const mt_tp *tp);
 void mt_model_release(mt_model *m);
 
-/* The reference initialization, reproducible from seed (see model.c). */
+/* The reference initialization, reproducible from seed (see model.c). A TP
+ * rank gets exactly its slice of the whole model's initialization. */
 void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed);
 
 /* ids (B, L) i32 -> logits (B*L, vocab_padded) in the compute dtype (f32 or

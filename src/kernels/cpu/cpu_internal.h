@@ -176,5 +176,14 @@ void mt_cpu_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, c
 void mt_cpu_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
                               const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
                               const mt_tensor *weight, const mt_tensor *rstd, int ngroups);
+void mt_cpu_gated_rmsnorm_sums(mt_backend *be, mt_tensor *sums, const mt_tensor *y, const mt_tensor *z,
+                               const mt_tensor *weight, const mt_tensor *dout, int ngroups);
+void mt_cpu_gated_rmsnorm_fwd_sums(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                                   const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups,
+                                   int64_t group_cols, double eps);
+void mt_cpu_gated_rmsnorm_bwd_sums(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
+                                   mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                                   const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups,
+                                   int64_t group_cols);
 
 #endif

@@ -206,6 +206,9 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->conv1d_bwd = cuda_conv1d_bwd;
     be->gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd;
     be->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
+    be->gated_rmsnorm_sums = cuda_gated_rmsnorm_sums;
+    be->gated_rmsnorm_fwd_sums = cuda_gated_rmsnorm_fwd_sums;
+    be->gated_rmsnorm_bwd_sums = cuda_gated_rmsnorm_bwd_sums;
     be->ssd_fwd = cuda_ssd_fwd;
     be->ssd_bwd = cuda_ssd_bwd;
     be->selective_scan_fwd = cuda_selective_scan_fwd;

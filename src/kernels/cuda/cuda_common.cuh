@@ -250,6 +250,15 @@ void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, con
 void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
                             const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z, const mt_tensor *weight,
                             const mt_tensor *rstd, int ngroups);
+void cuda_gated_rmsnorm_sums(mt_backend *be, mt_tensor *sums, const mt_tensor *y, const mt_tensor *z,
+                             const mt_tensor *weight, const mt_tensor *dout, int ngroups);
+void cuda_gated_rmsnorm_fwd_sums(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                                 const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups,
+                                 int64_t group_cols, double eps);
+void cuda_gated_rmsnorm_bwd_sums(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
+                                 mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                                 const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups,
+                                 int64_t group_cols);
 void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
                   const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
                   const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,

@@ -1,7 +1,10 @@
 /* Gated RMSNorm (Mamba-2's output norm, norm_before_gate = false) and its
- * backward. y, z, out, dy, dz, dout are (R, E) in T (f32 or bf16), each with
- * its own row stride; weight (E) f32; rstd (R, G) f32; G groups of gs = E/G
- * columns per row.
+ * backward; also in phases for a tensor-parallel rank whose groups span
+ * ranks: the per-row group sums (R, G) f32, summed over the ranks by the
+ * caller, are taken instead of computed, over group_cols columns in all.
+ * y, z, out, dy, dz, dout are (R, E) in T (f32 or bf16), each with its own
+ * row stride; weight (E) f32; rstd (R, G) f32; G groups of gs = E/G columns
+ * per row.
  *
  * Layout of the work: a block is (tx, ty) threads with tx a multiple of 32
  * and tx * ty <= GRMS_THREADS. Each of its ty "sub-rows" of tx threads (whole
@@ -44,14 +47,17 @@ static __device__ __forceinline__ float grms_subrow_sum(float v)
     return s;
 }
 
-/* Per (row r, group g): u = y * silu(z), rstd[r, g] = 1 / sqrt(mean(u^2) +
- * eps), out = u * rstd * weight. The second pass reloads y and z (the group
- * was just read, so from L1/L2) and recomputes u bit for bit. */
+/* Per (row r, group g): u = y * silu(z), rstd[r, g] = 1 / sqrt(ss / ncols +
+ * eps), out = u * rstd * weight, with ss the group's sum of u^2 (ncols = gs)
+ * or, when ss_in is given (the same for the whole grid), ss_in[r, g]. The
+ * second pass reloads y and z (the group was just read, so from L1/L2) and
+ * recomputes u bit for bit. */
 template <typename T, int V>
 __global__ void __launch_bounds__(GRMS_THREADS, 4)
     grms_fwd_kernel(T *__restrict__ out, float *__restrict__ rstd, const T *__restrict__ y, const T *__restrict__ z,
-                    const float *__restrict__ w, int64_t R, int G, int64_t gs, int64_t nslots, int64_t ors,
-                    int64_t rsrs, int64_t yrs, int64_t zrs, float eps)
+                    const float *__restrict__ w, const float *__restrict__ ss_in, int64_t R, int G, int64_t gs,
+                    int64_t nslots, int64_t ors, int64_t rsrs, int64_t yrs, int64_t zrs, int64_t ssrs, float ncols,
+                    float eps)
 {
     const int64_t s = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = s < nslots * G;
@@ -62,20 +68,25 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
         const int64_t r = r0 + slot;
         const bool on = active && r < R;
         float ss = 0.0f;
-        if (on)
-            for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
-                float yv[V], zv[V];
-                vec_load<T, V>(yv, y + r * yrs + col0 + c);
-                vec_load<T, V>(zv, z + r * zrs + col0 + c);
+        if (ss_in) {
+            if (on)
+                ss = ss_in[r * ssrs + g];
+        } else {
+            if (on)
+                for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+                    float yv[V], zv[V];
+                    vec_load<T, V>(yv, y + r * yrs + col0 + c);
+                    vec_load<T, V>(zv, z + r * zrs + col0 + c);
 #pragma unroll
-                for (int v = 0; v < V; v++) {
-                    const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
-                    ss += u * u;
+                    for (int v = 0; v < V; v++) {
+                        const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
+                        ss += u * u;
+                    }
                 }
-            }
-        ss = grms_subrow_sum(ss);
+            ss = grms_subrow_sum(ss);
+        }
         if (on) {
-            const float rs = 1.0f / sqrtf(ss / (float)gs + eps);
+            const float rs = 1.0f / sqrtf(ss / ncols + eps);
             if (threadIdx.x == 0 && rstd)
                 rstd[r * rsrs + g] = rs;
             for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
@@ -94,7 +105,8 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
 }
 
 /* Per (row r, group g), with sg = sigmoid(z), u = y * z * sg, s = rstd[r, g],
- * m = mean over the group of w * dout * u:
+ * m = the group's sum of w * dout * u (or wdu[r, g] when wdu is given, the
+ * same for the whole grid) / ncols:
  *   du = s * (w * dout - u * s^2 * m)
  *   dy += du * z * sg;  dz += du * y * sg * (1 + z * (1 - sg))
  *   partial[slot, col] += dout * u * s
@@ -103,8 +115,8 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
 template <typename T, int V>
 __global__ void __launch_bounds__(GRMS_THREADS, 4)
     grms_bwd_kernel(T *dy, T *dz, float *partial, const T *dout, const T *y, const T *z, const float *w,
-                    const float *rstd, int64_t R, int G, int64_t gs, int64_t nslots, int64_t dyrs, int64_t dzrs,
-                    int64_t dors, int64_t yrs, int64_t zrs, int64_t rsrs)
+                    const float *rstd, const float *wdu, int64_t R, int G, int64_t gs, int64_t nslots, int64_t dyrs,
+                    int64_t dzrs, int64_t dors, int64_t yrs, int64_t zrs, int64_t rsrs, int64_t wdurs, float ncols)
 {
     const int64_t s = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = s < nslots * G;
@@ -125,7 +137,9 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
         const bool on = active && r < R;
         const float rs = on ? rstd[r * rsrs + g] : 0.0f;
         float m = 0.0f;
-        if (need_du) {
+        if (need_du && wdu) {
+            m = on ? wdu[r * wdurs + g] / ncols : 0.0f;
+        } else if (need_du) {
             float acc = 0.0f;
             if (on)
                 for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
@@ -139,7 +153,7 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
                         acc += w[col0 + c + v] * gv[v] * u;
                     }
                 }
-            m = grms_subrow_sum(acc) / (float)gs;
+            m = grms_subrow_sum(acc) / ncols;
         }
         if (!on)
             continue;
@@ -164,6 +178,42 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
             if (dz)
                 vec_accum<T, V>(dz + r * dzrs + col0 + c, ddz);
         }
+    }
+}
+
+/* Per (row r, group g): sums[r, g] = the group's sum of u^2, or, when dout
+ * is given (the same for the whole grid), of w * dout * u. */
+template <typename T, int V>
+__global__ void __launch_bounds__(GRMS_THREADS, 4)
+    grms_sums_kernel(float *__restrict__ sums, const T *__restrict__ dout, const T *__restrict__ y,
+                     const T *__restrict__ z, const float *__restrict__ w, int64_t R, int G, int64_t gs,
+                     int64_t nslots, int64_t srs, int64_t dors, int64_t yrs, int64_t zrs)
+{
+    const int64_t s = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
+    const bool active = s < nslots * G;
+    const int g = (int)(s % G);
+    const int64_t slot = s / G;
+    const int64_t col0 = (int64_t)g * gs;
+    for (int64_t r0 = 0; r0 < R; r0 += nslots) { /* the same trip count in the whole block */
+        const int64_t r = r0 + slot;
+        const bool on = active && r < R;
+        float acc = 0.0f;
+        if (on)
+            for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+                float yv[V], zv[V], gv[V];
+                vec_load<T, V>(yv, y + r * yrs + col0 + c);
+                vec_load<T, V>(zv, z + r * zrs + col0 + c);
+                if (dout)
+                    vec_load<T, V>(gv, dout + r * dors + col0 + c);
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+                    const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
+                    acc += dout ? w[col0 + c + v] * gv[v] * u : u * u;
+                }
+            }
+        acc = grms_subrow_sum(acc);
+        if (on && threadIdx.x == 0)
+            sums[r * srs + g] = acc;
     }
 }
 
@@ -205,13 +255,27 @@ static void grms_check(const char *op, const mt_tensor *y, const mt_tensor *weig
         mt_fatal("%s: weight %s must have %lld elements", op, mt_shape_str(weight, s, sizeof s), (long long)E);
 }
 
-void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y, const mt_tensor *z,
-                            const mt_tensor *weight, int ngroups, double eps)
+/* Fatal unless the group sums t (R, G) are f32 with G columns. */
+static void grms_check_sums(const char *op, const char *what, const mt_tensor *t, const mt_tensor *y, int ngroups)
 {
-    const char *op = "gated_rmsnorm_fwd";
+    char s[96];
+    require_dtype(t, MT_F32, op, what);
+    if (mt_rows(t) != mt_rows(y) || mt_cols(t) != ngroups)
+        mt_fatal("%s: %s %s must be (%lld, %d)", op, what, mt_shape_str(t, s, sizeof s), (long long)mt_rows(y),
+                 ngroups);
+}
+
+/* The forward, with the group sums of squares over ncols columns taken
+ * from sumsq when given, else computed over the E/G local columns. */
+static void grms_fwd(mt_backend *be, const char *op, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                     const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups, double ncols,
+                     double eps)
+{
     grms_check(op, y, weight, ngroups);
     if (rstd)
         require_dtype(rstd, MT_F32, op, "rstd");
+    if (sumsq)
+        grms_check_sums(op, "sumsq", sumsq, y, ngroups);
     int64_t R = mt_rows(y), E = mt_cols(y);
     if (R == 0 || E == 0)
         return;
@@ -227,22 +291,68 @@ void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, con
             constexpr int VV = decltype(vc)::value;
             grms_fwd_kernel<T, VV><<<grid, block, 0, cuda_stream(be)>>>(
                 (T *)out->data, rstd ? (float *)rstd->data : NULL, (const T *)y->data, (const T *)z->data,
-                (const float *)weight->data, R, G, gs, nslots, mt_row_stride(out), rstd ? mt_row_stride(rstd) : 0,
-                mt_row_stride(y), mt_row_stride(z), (float)eps);
+                (const float *)weight->data, sumsq ? (const float *)sumsq->data : NULL, R, G, gs, nslots,
+                mt_row_stride(out), rstd ? mt_row_stride(rstd) : 0, mt_row_stride(y), mt_row_stride(z),
+                sumsq ? mt_row_stride(sumsq) : 0, (float)ncols, (float)eps);
             LAUNCH_CHECK(op);
         });
     });
 }
 
-void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
-                            const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z, const mt_tensor *weight,
-                            const mt_tensor *rstd, int ngroups)
+void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y, const mt_tensor *z,
+                            const mt_tensor *weight, int ngroups, double eps)
 {
-    const char *op = "gated_rmsnorm_bwd";
+    int64_t gs = ngroups > 0 ? mt_cols(y) / ngroups : 0;
+    grms_fwd(be, "gated_rmsnorm_fwd", out, rstd, y, z, weight, NULL, ngroups, (double)gs, eps);
+}
+
+void cuda_gated_rmsnorm_fwd_sums(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
+                                 const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups,
+                                 int64_t group_cols, double eps)
+{
+    grms_fwd(be, "gated_rmsnorm_fwd_sums", out, rstd, y, z, weight, sumsq, ngroups, (double)group_cols, eps);
+}
+
+void cuda_gated_rmsnorm_sums(mt_backend *be, mt_tensor *sums, const mt_tensor *y, const mt_tensor *z,
+                             const mt_tensor *weight, const mt_tensor *dout, int ngroups)
+{
+    const char *op = "gated_rmsnorm_sums";
+    grms_check(op, y, weight, ngroups);
+    grms_check_sums(op, "sums", sums, y, ngroups);
+    int64_t R = mt_rows(y), E = mt_cols(y);
+    if (R == 0 || E == 0)
+        return;
+    int G = ngroups;
+    int64_t gs = E / G;
+    int V = vec_pick_width(gs, y, z, dout);
+    dim3 block = grms_block(gs, V);
+    int64_t nslots = R; /* one (row, group) per sub-row */
+    unsigned grid = grms_grid(op, nslots * G, block);
+    dispatch_float(y->dtype, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        grms_dispatch_vec(V, [&](auto vc) {
+            constexpr int VV = decltype(vc)::value;
+            grms_sums_kernel<T, VV><<<grid, block, 0, cuda_stream(be)>>>(
+                (float *)sums->data, dout ? (const T *)dout->data : NULL, (const T *)y->data, (const T *)z->data,
+                (const float *)weight->data, R, G, gs, nslots, mt_row_stride(sums), dout ? mt_row_stride(dout) : 0,
+                mt_row_stride(y), mt_row_stride(z));
+            LAUNCH_CHECK(op);
+        });
+    });
+}
+
+/* The backward, with the group sums of w * dout * u over ncols columns
+ * taken from wdu when given, else computed over the E/G local columns. */
+static void grms_bwd(mt_backend *be, const char *op, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
+                     mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                     const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups, double ncols)
+{
     grms_check(op, y, weight, ngroups);
     require_dtype(rstd, MT_F32, op, "rstd");
     if (dweight)
         require_dtype(dweight, MT_F32, op, "dweight");
+    if (wdu)
+        grms_check_sums(op, "wdu", wdu, y, ngroups);
     int64_t R = mt_rows(y), E = mt_cols(y);
     if (!dout || R == 0 || E == 0)
         return; /* every gradient += 0 */
@@ -268,15 +378,33 @@ void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt
             constexpr int VV = decltype(vc)::value;
             grms_bwd_kernel<T, VV><<<grid, block, 0, stream>>>(
                 dy ? (T *)dy->data : NULL, dz ? (T *)dz->data : NULL, partial, (const T *)dout->data,
-                (const T *)y->data, (const T *)z->data, (const float *)weight->data, (const float *)rstd->data, R, G,
-                gs, nslots, dy ? mt_row_stride(dy) : 0, dz ? mt_row_stride(dz) : 0, mt_row_stride(dout),
-                mt_row_stride(y), mt_row_stride(z), mt_row_stride(rstd));
+                (const T *)y->data, (const T *)z->data, (const float *)weight->data, (const float *)rstd->data,
+                wdu ? (const float *)wdu->data : NULL, R, G, gs, nslots, dy ? mt_row_stride(dy) : 0,
+                dz ? mt_row_stride(dz) : 0, mt_row_stride(dout), mt_row_stride(y), mt_row_stride(z),
+                mt_row_stride(rstd), wdu ? mt_row_stride(wdu) : 0, (float)ncols);
             LAUNCH_CHECK(op);
         });
     });
     if (dweight) {
         colsum_finish_kernel<float><<<grid_for(E, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
             (float *)dweight->data, partial, (int)nslots, E);
-        LAUNCH_CHECK("gated_rmsnorm_bwd (dweight)");
+        LAUNCH_CHECK(op);
     }
+}
+
+void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
+                            const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z, const mt_tensor *weight,
+                            const mt_tensor *rstd, int ngroups)
+{
+    int64_t gs = ngroups > 0 ? mt_cols(y) / ngroups : 0;
+    grms_bwd(be, "gated_rmsnorm_bwd", scratch, dy, dz, dweight, dout, y, z, weight, rstd, NULL, ngroups, (double)gs);
+}
+
+void cuda_gated_rmsnorm_bwd_sums(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
+                                 mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
+                                 const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups,
+                                 int64_t group_cols)
+{
+    grms_bwd(be, "gated_rmsnorm_bwd_sums", scratch, dy, dz, dweight, dout, y, z, weight, rstd, wdu, ngroups,
+             (double)group_cols);
 }
