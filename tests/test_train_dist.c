@@ -1,10 +1,12 @@
 /* The trainer on several ranks, threads of this process on the CPU
  * communicator: two data-parallel ranks, each on half of every global batch,
- * train to the parameters of one rank on the whole batch; ZeRO-1 to the
- * same bits as plain data parallelism, optimizer state included; a sharded
- * run stopped and resumed ends bit for bit where an uninterrupted one does;
- * resuming on another number of ranks, or a tensor-parallel size that the
- * run's groups do not have, is an error that says so. */
+ * train to the parameters of one rank on the whole batch; so do two
+ * tensor-parallel ranks (B and C replicated, ngroups 1, or split, ngroups 2)
+ * and 2 x 2 ranks of both; ZeRO-1 gives the same bits as plain data
+ * parallelism, optimizer state included; a sharded run (ZeRO-1 and tensor
+ * parallel) stopped and resumed ends bit for bit where an uninterrupted one
+ * does; resuming on another number of ranks, or a tensor-parallel size that
+ * the run's groups do not have, is an error that says so. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -37,35 +39,61 @@ static void *run_rank(void *arg)
     return NULL;
 }
 
-/* Runs cfg on dp data-parallel ranks (threads); every rank's result and
- * error in runs[]. True when every rank succeeded. */
-static bool train_ranks(const mt_train_config *cfg, int dp, const mt_train_options *base, rank_run *runs)
+/* Runs cfg on dp x tp ranks (threads; rank r = d * tp + t has tp rank t and
+ * dp rank d, as the launcher splits them); every rank's result and error in
+ * runs[]. True when every rank succeeded. */
+static bool train_grid(const mt_train_config *cfg, int dp, int tp, const mt_train_options *base, rank_run *runs)
 {
-    mt_comm *comms[MAX_RANKS];
-    mt_comm_cpu_group(dp, 60.0, comms);
+    const int world = dp * tp;
+    mt_comm *dp_comms[MAX_RANKS] = {0}, *tp_comms[MAX_RANKS] = {0}, *group[MAX_RANKS];
+    for (int t = 0; dp > 1 && t < tp; t++) {
+        mt_comm_cpu_group(dp, 60.0, group);
+        for (int d = 0; d < dp; d++)
+            dp_comms[d * tp + t] = group[d];
+    }
+    for (int d = 0; tp > 1 && d < dp; d++) {
+        mt_comm_cpu_group(tp, 60.0, group);
+        for (int t = 0; t < tp; t++)
+            tp_comms[d * tp + t] = group[t];
+    }
     pthread_t th[MAX_RANKS];
-    for (int r = 0; r < dp; r++) {
+    for (int r = 0; r < world; r++) {
         runs[r] = (rank_run){.cfg = cfg, .opt = *base};
-        runs[r].opt.dp = dp > 1 ? comms[r] : NULL;
+        runs[r].opt.dp = dp_comms[r];
+        runs[r].opt.tp = tp_comms[r];
         pthread_create(&th[r], NULL, run_rank, &runs[r]);
     }
     bool ok = true;
-    for (int r = 0; r < dp; r++) {
+    for (int r = 0; r < world; r++) {
         pthread_join(th[r], NULL);
         ok = ok && runs[r].ok;
     }
-    for (int r = 0; r < dp; r++)
-        comms[r]->destroy(comms[r]);
+    for (int r = 0; r < world; r++) {
+        if (dp_comms[r])
+            dp_comms[r]->destroy(dp_comms[r]);
+        if (tp_comms[r])
+            tp_comms[r]->destroy(tp_comms[r]);
+    }
     return ok;
+}
+
+static bool train_ranks(const mt_train_config *cfg, int dp, const mt_train_options *base, rank_run *runs)
+{
+    return train_grid(cfg, dp, 1, base, runs);
+}
+
+static void train_grid_or_fail(const mt_train_config *cfg, int dp, int tp, const mt_train_options *base)
+{
+    rank_run runs[MAX_RANKS];
+    if (!train_grid(cfg, dp, tp, base, runs))
+        for (int r = 0; r < dp * tp; r++)
+            if (!runs[r].ok)
+                fail_msg("rank %d: %s", r, runs[r].err);
 }
 
 static void train_ranks_or_fail(const mt_train_config *cfg, int dp, const mt_train_options *base)
 {
-    rank_run runs[MAX_RANKS];
-    if (!train_ranks(cfg, dp, base, runs))
-        for (int r = 0; r < dp; r++)
-            if (!runs[r].ok)
-                fail_msg("rank %d: %s", r, runs[r].err);
+    train_grid_or_fail(cfg, dp, 1, base);
 }
 
 /* The "loss" of every step in a run's metrics.jsonl, in order; returns the count. */
@@ -118,6 +146,94 @@ static void two_ranks_match_one(void **state)
     assert_true(d < 1e-6);
 }
 
+/* The largest relative difference of the step losses of two runs (n steps each). */
+static double loss_difference(const mt_train_config *a, const mt_train_config *b, int n)
+{
+    double la[16], lb[16];
+    assert_int_equal(read_losses(a->log.out_dir, la, 16), n);
+    assert_int_equal(read_losses(b->log.out_dir, lb, 16), n);
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs(la[i] - lb[i]) / fabs(la[i]));
+    return worst;
+}
+
+/* dp x tp ranks (per-rank batch 32 / dp) against one rank on batch 32, with
+ * the model's B/C groups set by sets[0]: 5 steps, losses and the
+ * checkpointed (whole) parameters. */
+static void grid_matches_one(const char *name, int dp, int tp, const char *groups)
+{
+    char batch[64];
+    snprintf(batch, sizeof batch, "data.batch_size=%d", 32 / dp);
+    const char *one[] = {"train.steps=5", "log.eval_every=0", "train.eps=1", "train.grad_clip=0", groups,
+                         "data.batch_size=32"};
+    char tp_set[64];
+    snprintf(tp_set, sizeof tp_set, "dist.tp_size=%d", tp);
+    const char *grid[] = {"train.steps=5", "log.eval_every=0", "train.eps=1", "train.grad_clip=0", groups, batch,
+                          tp_set};
+    char run_one[64], run_grid[64];
+    snprintf(run_one, sizeof run_one, "%s-one", name);
+    snprintf(run_grid, sizeof run_grid, "%s-grid", name);
+    mt_train_config a, b;
+    tl_tiny_config(&a, run_one, 6, one);
+    tl_tiny_config(&b, run_grid, 7, grid);
+    mt_train_options o = {0};
+    train_grid_or_fail(&a, 1, 1, &o);
+    train_grid_or_fail(&b, dp, tp, &o);
+    char pa[1200], pb[1200];
+    checkpoint_file(pa, sizeof pa, &a, 5, "model.safetensors");
+    checkpoint_file(pb, sizeof pb, &b, 5, "model.safetensors");
+    const double dl = loss_difference(&a, &b, 5), dpar = tl_model_difference(pa, pb);
+    printf("%s (dp %d x tp %d, %s) vs 1 rank: losses %.2e relative, parameters after 5 steps %.2e relative\n", name,
+           dp, tp, groups, dl, dpar);
+    assert_true(dl < 1e-6);
+    assert_true(dpar < 1e-7);
+}
+
+static void tp2_replicated_bc_matches_one(void **state)
+{
+    (void)state;
+    grid_matches_one("tp2-g1", 1, 2, "model.ngroups=1");
+}
+
+static void tp2_split_bc_matches_one(void **state)
+{
+    (void)state;
+    grid_matches_one("tp2-g2", 1, 2, "model.ngroups=2");
+}
+
+static void dp2_tp2_matches_one(void **state)
+{
+    (void)state;
+    grid_matches_one("dp2-tp2", 2, 2, "model.ngroups=1");
+}
+
+/* Fine-tuning released weights (the Mamba-2 test fixture, 4 heads, ngroups
+ * 1) on two tensor-parallel ranks: each loads its slice of them, and the
+ * run matches one rank. */
+static void tp2_from_released_weights(void **state)
+{
+    (void)state;
+    char from[600];
+    snprintf(from, sizeof from, "model.init_from=%s/tests/fixtures/mamba2-tiny-hf", MT_SOURCE_DIR);
+    const char *one[] = {"train.steps=3", "log.eval_every=0", "train.grad_clip=0", "train.eps=1", from};
+    const char *two[] = {"train.steps=3", "log.eval_every=0", "train.grad_clip=0", "train.eps=1", from,
+                         "dist.tp_size=2"};
+    mt_train_config a, b;
+    tl_tiny_config(&a, "released-one", 5, one);
+    tl_tiny_config(&b, "released-tp2", 6, two);
+    mt_train_options o = {0};
+    train_grid_or_fail(&a, 1, 1, &o);
+    train_grid_or_fail(&b, 1, 2, &o);
+    char pa[1200], pb[1200];
+    checkpoint_file(pa, sizeof pa, &a, 3, "model.safetensors");
+    checkpoint_file(pb, sizeof pb, &b, 3, "model.safetensors");
+    const double dl = loss_difference(&a, &b, 3), dpar = tl_model_difference(pa, pb);
+    printf("released weights, tp 2 vs 1 rank: losses %.2e, parameters after 3 steps %.2e relative\n", dl, dpar);
+    assert_true(dl < 1e-6);
+    assert_true(dpar < 1e-7);
+}
+
 static void zero1_is_bitwise_plain_dp(void **state)
 {
     (void)state;
@@ -143,31 +259,31 @@ static void sharded_resume_is_bitwise_exact(void **state)
 {
     (void)state;
     const char *sets[] = {"train.steps=8", "log.checkpoint_every=4", "log.eval_every=0", "log.keep_last=0",
-                          "data.batch_size=16", "dist.zero=1", "train.warmup_steps=3"};
+                          "data.batch_size=16", "dist.zero=1", "train.warmup_steps=3", "dist.tp_size=2"};
     mt_train_config whole, parts;
-    tl_tiny_config(&whole, "dp-whole", 7, sets);
-    tl_tiny_config(&parts, "dp-parts", 7, sets);
+    tl_tiny_config(&whole, "dp-whole", 8, sets);
+    tl_tiny_config(&parts, "dp-parts", 8, sets);
     mt_train_options o = {0};
-    train_ranks_or_fail(&whole, 2, &o);
+    train_grid_or_fail(&whole, 2, 2, &o);
     o.stop_at = 3;
-    train_ranks_or_fail(&parts, 2, &o);
+    train_grid_or_fail(&parts, 2, 2, &o);
     o = (mt_train_options){.resume = "auto"};
-    train_ranks_or_fail(&parts, 2, &o);
+    train_grid_or_fail(&parts, 2, 2, &o);
     static const char *files[] = {"model.safetensors", "optimizer.safetensors", "trainer.json"};
     for (int i = 0; i < 3; i++) {
         char pa[1200], pb[1200];
         checkpoint_file(pa, sizeof pa, &whole, 8, files[i]);
         checkpoint_file(pb, sizeof pb, &parts, 8, files[i]);
         if (!tl_same_file(pa, pb))
-            fail_msg("%s differs between the whole 2-rank run and the resumed one", files[i]);
+            fail_msg("%s differs between the whole 2 x 2 run and the resumed one", files[i]);
     }
 
-    /* The same checkpoint on one rank: refused, naming both counts. */
+    /* The same checkpoint on one data-parallel rank: refused, naming both counts. */
     rank_run runs[MAX_RANKS];
     char dir[1200];
     snprintf(dir, sizeof dir, "%s/step_000003", parts.log.out_dir);
     o = (mt_train_options){.resume = dir};
-    assert_false(train_ranks(&parts, 1, &o, runs));
+    assert_false(train_grid(&parts, 1, 2, &o, runs));
     printf("resume on 1 rank: %s\n", runs[0].err);
     assert_non_null(strstr(runs[0].err, "2 data-parallel ranks and this run has 1"));
 }
@@ -188,6 +304,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_ranks_match_one),
+        cmocka_unit_test(tp2_replicated_bc_matches_one),
+        cmocka_unit_test(tp2_split_bc_matches_one),
+        cmocka_unit_test(dp2_tp2_matches_one),
+        cmocka_unit_test(tp2_from_released_weights),
         cmocka_unit_test(zero1_is_bitwise_plain_dp),
         cmocka_unit_test(sharded_resume_is_bitwise_exact),
         cmocka_unit_test(tp_size_must_match_the_group),

@@ -191,6 +191,7 @@ typedef struct run_sums {
     mt_backend *be;
     int kind; /* of the open run: 0 sharded, 1 replicated, -1 none */
     size_t begin, end;
+    size_t lo, hi; /* the range summed */
     double sq[2];
 } run_sums;
 
@@ -204,10 +205,13 @@ static void run_flush(run_sums *s)
     s->sq[s->kind] += s->be->sumsq(s->be, &t);
 }
 
-/* Elements [begin, end) of the flat buffer are of kind. */
+/* Elements [begin, end) of the flat buffer, clipped to the range summed,
+ * are of kind. */
 static void run_add(run_sums *s, int kind, size_t begin, size_t end)
 {
-    if (begin == end)
+    begin = begin < s->lo ? s->lo : begin;
+    end = end > s->hi ? s->hi : end;
+    if (begin >= end)
         return;
     if (kind != s->kind) {
         run_flush(s);
@@ -217,9 +221,9 @@ static void run_add(run_sums *s, int kind, size_t begin, size_t end)
     s->end = end;
 }
 
-bool mt_tp_grad_norm(mt_comm *tp, mt_backend *be, const mt_params *local, double *norm, char *err, size_t errlen)
+void mt_tp_grad_sumsq(mt_backend *be, const mt_params *local, size_t begin, size_t end, double sq[2])
 {
-    run_sums s = {.p = local, .be = be, .kind = -1};
+    run_sums s = {.p = local, .be = be, .kind = -1, .lo = begin, .hi = end};
     for (int i = 0; i < local->n; i++) {
         const mt_param *q = local->items[i];
         int kind = (q->flags & MT_PARAM_TP_SHARDED) ? 0 : 1;
@@ -231,8 +235,16 @@ bool mt_tp_grad_norm(mt_comm *tp, mt_backend *be, const mt_params *local, double
         run_add(&s, kind, b + pe, b + n);
     }
     run_flush(&s);
-    if (tp && tp->world > 1 && !tp->all_reduce(tp, &s.sq[0], 1, MT_F64, err, errlen))
+    sq[0] += s.sq[0];
+    sq[1] += s.sq[1];
+}
+
+bool mt_tp_grad_norm(mt_comm *tp, mt_backend *be, const mt_params *local, double *norm, char *err, size_t errlen)
+{
+    double sq[2] = {0, 0};
+    mt_tp_grad_sumsq(be, local, 0, local->flat_size, sq);
+    if (tp && tp->world > 1 && !tp->all_reduce(tp, &sq[0], 1, MT_F64, err, errlen))
         return false;
-    *norm = sqrt(s.sq[0] + s.sq[1]);
+    *norm = sqrt(sq[0] + sq[1]);
     return true;
 }

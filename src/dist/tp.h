@@ -101,4 +101,10 @@ bool mt_tp_reduce_partial_grads(mt_comm *tp, mt_params *local, char *err, size_t
  * rank) once. The same value on every rank. */
 bool mt_tp_grad_norm(mt_comm *tp, mt_backend *be, const mt_params *local, double *norm, char *err, size_t errlen);
 
+/* The sums of squares of the gradient elements [begin, end) of the flat
+ * buffer, added to sq[0] (sharded elements) and sq[1] (replicated ones):
+ * the pieces of mt_tp_grad_norm for a rank that owns only part of the
+ * buffer (a ZeRO-1 shard). */
+void mt_tp_grad_sumsq(mt_backend *be, const mt_params *local, size_t begin, size_t end, double sq[2]);
+
 #endif

@@ -11,6 +11,16 @@ static void split(const mt_params *p, int world, size_t *shard, size_t *tail)
     *tail = *shard * (size_t)world;
 }
 
+void mt_zero1_ranges(const mt_params *p, int world, int rank, size_t begin[2], size_t count[2])
+{
+    size_t shard, tail;
+    split(p, world, &shard, &tail);
+    begin[0] = shard * (size_t)rank;
+    count[0] = shard;
+    begin[1] = tail;
+    count[1] = p->flat_size - tail;
+}
+
 static mt_tensor view(const mt_params *p, void *base, size_t begin, size_t count)
 {
     mt_tensor t;
@@ -19,14 +29,22 @@ static mt_tensor view(const mt_params *p, void *base, size_t begin, size_t count
     return t;
 }
 
-bool mt_zero1_reduce_grads(mt_comm *c, mt_backend *be, mt_params *p, double *norm, char *err, size_t errlen)
+bool mt_zero1_reduce_scatter(mt_comm *c, mt_params *p, char *err, size_t errlen)
 {
     size_t shard, tail;
     split(p, c->world, &shard, &tail);
     const size_t mine = shard * (size_t)c->rank, es = mt_dtype_size(p->dtype);
-    if ((shard && !c->reduce_scatter(c, p->grads, (char *)p->grads + mine * es, shard, p->dtype, err, errlen)) ||
-        (tail < p->flat_size &&
-         !c->all_reduce(c, (char *)p->grads + tail * es, p->flat_size - tail, p->dtype, err, errlen)))
+    return (!shard || c->reduce_scatter(c, p->grads, (char *)p->grads + mine * es, shard, p->dtype, err, errlen)) &&
+           (tail == p->flat_size ||
+            c->all_reduce(c, (char *)p->grads + tail * es, p->flat_size - tail, p->dtype, err, errlen));
+}
+
+bool mt_zero1_reduce_grads(mt_comm *c, mt_backend *be, mt_params *p, double *norm, char *err, size_t errlen)
+{
+    size_t shard, tail;
+    split(p, c->world, &shard, &tail);
+    const size_t mine = shard * (size_t)c->rank;
+    if (!mt_zero1_reduce_scatter(c, p, err, errlen))
         return false;
     mt_tensor own = view(p, p->grads, mine, shard), rest = view(p, p->grads, tail, p->flat_size - tail);
     double sq = shard ? be->sumsq(be, &own) : 0.0;

@@ -17,9 +17,16 @@
 #include "kernels/backend.h"
 #include "optim/adamw.h"
 
+/* The elements this rank owns: its shard (begin[0], count[0]) and the tail
+ * (begin[1], count[1]), which every rank owns. */
+void mt_zero1_ranges(const mt_params *p, int world, int rank, size_t begin[2], size_t count[2]);
+
 /* Reduces the gradients over the ranks: this rank's shard and the tail hold
- * the sums afterwards (the rest of its gradient buffer is stale). *norm gets
- * the L2 norm of the summed gradient (shard norms added in rank order). */
+ * the sums afterwards (the rest of its gradient buffer is stale). */
+bool mt_zero1_reduce_scatter(mt_comm *c, mt_params *p, char *err, size_t errlen);
+
+/* mt_zero1_reduce_scatter, and *norm, the L2 norm of the summed gradient
+ * (shard norms added in rank order, then the tail's). */
 bool mt_zero1_reduce_grads(mt_comm *c, mt_backend *be, mt_params *p, double *norm, char *err, size_t errlen);
 
 /* AdamW on this rank's shard and the tail, then the all-gather that gives

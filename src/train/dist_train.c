@@ -1,5 +1,12 @@
 #include "train/dist_train.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "dist/tp.h"
 #include "dist/zero.h"
 
 bool mt_group_sum(mt_comm *c, double *v, size_t n, char *err, size_t errlen)
@@ -17,8 +24,36 @@ bool mt_dist_barrier(const mt_dist *d, char *err, size_t errlen)
     return (!d->tp || d->tp->barrier(d->tp, err, errlen)) && (!d->dp || d->dp->barrier(d->dp, err, errlen));
 }
 
+/* Under tensor parallelism: the partial gradients summed over tp, then
+ * over dp, and the norm from this rank's owned elements, the sharded ones'
+ * squares summed over tp and the replicated ones' counted once. */
+static bool reduce_grads_tp(const mt_dist *d, mt_backend *be, mt_params *p, double *norm, char *err, size_t errlen)
+{
+    const int dp = mt_group_size(d->dp);
+    const bool zero = d->zero && dp > 1;
+    if (!mt_tp_reduce_partial_grads(d->tp, p, err, errlen) ||
+        (dp > 1 && !(zero ? mt_zero1_reduce_scatter(d->dp, p, err, errlen)
+                          : d->dp->all_reduce(d->dp, p->grads, p->flat_size, p->dtype, err, errlen))))
+        return false;
+    size_t begin[2] = {0, 0}, count[2] = {p->flat_size, 0};
+    if (zero)
+        mt_zero1_ranges(p, dp, d->dp->rank, begin, count);
+    double own[2] = {0, 0}, tail[2] = {0, 0};
+    mt_tp_grad_sumsq(be, p, begin[0], begin[0] + count[0], own);
+    if (zero && !d->dp->all_reduce(d->dp, own, 2, MT_F64, err, errlen))
+        return false;
+    mt_tp_grad_sumsq(be, p, begin[1], begin[1] + count[1], tail);
+    double sharded = own[0] + tail[0];
+    if (!d->tp->all_reduce(d->tp, &sharded, 1, MT_F64, err, errlen))
+        return false;
+    *norm = sqrt(sharded + own[1] + tail[1]);
+    return true;
+}
+
 bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double *norm, char *err, size_t errlen)
 {
+    if (mt_group_size(d->tp) > 1)
+        return reduce_grads_tp(d, be, p, norm, err, errlen);
     if (mt_group_size(d->dp) > 1) {
         if (d->zero)
             return mt_zero1_reduce_grads(d->dp, be, p, norm, err, errlen);
@@ -41,4 +76,61 @@ bool mt_dist_adamw_step(const mt_dist *d, mt_adamw *o, mt_backend *be, mt_params
 bool mt_dist_gather_state(const mt_dist *d, mt_params *p, char *err, size_t errlen)
 {
     return !d->zero || mt_group_size(d->dp) == 1 || mt_zero1_gather_moments(d->dp, p, err, errlen);
+}
+
+/* The flat buffers of a store that a checkpoint holds. */
+static void store_buffers(const mt_params *p, void *out[3])
+{
+    out[0] = p->values;
+    out[1] = p->adam_m;
+    out[2] = p->adam_v;
+}
+
+bool mt_tp_gather_store(mt_comm *tp, const mt_model *local, mt_params *full, char *err, size_t errlen)
+{
+    const mt_params *p = &local->params;
+    const int size = tp->world;
+    const size_t es = mt_dtype_size(p->dtype), bytes = p->flat_size * es;
+    void *gathered = mt_device_alloc(p->device, (size_t)size * bytes, "tensor-parallel checkpoint gather");
+    char *host = full ? malloc((size_t)size * bytes) : NULL;
+    if (full && !host)
+        mt_fatal("out of host memory gathering %d tensor-parallel slices of %zu bytes", size, bytes);
+    void *src[3], *dst[3] = {NULL, NULL, NULL};
+    store_buffers(p, src);
+    if (full)
+        store_buffers(full, dst);
+    bool ok = true;
+    for (int b = 0; ok && b < 3; b++) {
+        ok = tp->all_gather(tp, src[b], gathered, p->flat_size, p->dtype, err, errlen);
+        if (!ok || !full)
+            continue;
+        mt_device_copy(MT_CPU, host, p->device, gathered, (size_t)size * bytes);
+        for (int r = 0; ok && r < size; r++)
+            ok = mt_tp_unslice(&local->cfg, size, r, p, host + (size_t)r * bytes, full, dst[b], err, errlen);
+    }
+    mt_device_free(p->device, gathered);
+    free(host);
+    return ok;
+}
+
+bool mt_tp_scatter_store(const mt_model *local, const mt_params *full, bool with_moments, char *err,
+                         size_t errlen)
+{
+    const mt_params *p = &local->params;
+    const size_t bytes = p->flat_size * mt_dtype_size(p->dtype);
+    char *host = malloc(bytes);
+    if (!host)
+        mt_fatal("out of host memory for a tensor-parallel slice of %zu bytes", bytes);
+    void *src[3], *dst[3];
+    store_buffers(full, src);
+    store_buffers(p, dst);
+    bool ok = true;
+    for (int b = 0; ok && b < (with_moments ? 3 : 1); b++) {
+        memset(host, 0, bytes); /* the padding between slices */
+        ok = mt_tp_slice(&local->cfg, local->tp.size, local->tp.rank, full, src[b], p, host, err, errlen);
+        if (ok)
+            mt_device_copy(p->device, dst[b], MT_CPU, host, bytes);
+    }
+    free(host);
+    return ok;
 }

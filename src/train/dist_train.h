@@ -13,6 +13,7 @@
 
 #include "dist/comm.h"
 #include "kernels/backend.h"
+#include "layers/model.h"
 #include "optim/adamw.h"
 
 typedef struct mt_dist {
@@ -45,9 +46,10 @@ bool mt_dist_sum(const mt_dist *d, double *v, size_t n, char *err, size_t errlen
  * passes before the lead rank arrives. */
 bool mt_dist_barrier(const mt_dist *d, char *err, size_t errlen);
 
-/* After the micro-batches: the gradients summed over the dp ranks (an
- * all-reduce, or ZeRO-1's reduce-scatter) and *norm, the L2 norm of the
- * summed gradient. */
+/* After the micro-batches: the tensor-parallel partial gradients summed
+ * over the tp group, the gradients summed over the dp ranks (an all-reduce,
+ * or ZeRO-1's reduce-scatter) and *norm, the L2 norm of the whole model's
+ * summed gradient (the same on every rank). */
 bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double *norm, char *err,
                           size_t errlen);
 
@@ -59,5 +61,16 @@ bool mt_dist_adamw_step(const mt_dist *d, mt_adamw *o, mt_backend *be, mt_params
 /* Makes every rank's optimizer state whole before a checkpoint (ZeRO-1:
  * the moments' shards all-gathered; nothing otherwise). */
 bool mt_dist_gather_state(const mt_dist *d, mt_params *p, char *err, size_t errlen);
+
+/* Tensor parallelism: the whole model's store (values and moments) in full,
+ * a host store of the single-rank layout, from the slices of the tp group
+ * (every rank of it takes part; full may be NULL on ranks that do not
+ * write). */
+bool mt_tp_gather_store(mt_comm *tp, const mt_model *local, mt_params *full, char *err, size_t errlen);
+
+/* Tensor parallelism: this rank's slice of full (a host store of the
+ * single-rank layout; moments too when with_moments) into its model. */
+bool mt_tp_scatter_store(const mt_model *local, const mt_params *full, bool with_moments, char *err,
+                         size_t errlen);
 
 #endif

@@ -16,6 +16,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "data/loader.h"
+#include "dist/tp.h"
 #include "data/synthetic.h"
 #include "layers/config_json.h"
 #include "layers/model.h"
@@ -87,7 +88,7 @@ typedef struct run {
     bool own_backend;
     mt_dist dist;
     bool lead; /* logs, writes metrics and checkpoints */
-    int dp_rank, dp_size;
+    int dp_rank, dp_size, tp_size;
     mt_device dev;
     mt_dtype compute;
     mt_model model;
@@ -288,26 +289,69 @@ static json_t *trainer_state(run *r, char *err, size_t errlen)
                      "loader", json_array_get(loaders, 0), "dp_size", r->dp_size, "loaders", loaders);
 }
 
-/* Every rank takes part (the optimizer state and the cursors are gathered);
- * the lead rank writes. */
+/* Under tensor parallelism, the whole model's store in the single-rank
+ * layout on the host: what checkpoints and released weights hold. */
+static void build_full_model(const run *r, mt_model *full)
+{
+    mt_model_build(full, &r->cfg->model, MT_CPU, MT_F32);
+}
+
+/* Every rank takes part (the optimizer state, the tensor-parallel slices
+ * and the cursors are gathered); the lead rank writes. */
 static bool save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen)
 {
     if (!mt_dist_gather_state(&r->dist, &r->model.params, err, errlen))
         return false;
+    mt_model full = {0};
+    const mt_params *store = &r->model.params;
+    if (r->tp_size > 1 && r->dp_rank == 0) { /* one tp group gathers for the lead */
+        if (r->lead)
+            build_full_model(r, &full);
+        if (!mt_tp_gather_store(r->dist.tp, &r->model, r->lead ? &full.params : NULL, err, errlen))
+            return false;
+        store = &full.params;
+    }
     json_t *state = trainer_state(r, err, errlen);
-    if (!state)
-        return false;
-    bool ok = true;
-    if (r->lead) {
+    bool ok = state != NULL;
+    if (ok && r->lead) {
         json_t *model_cfg = mt_model_config_to_json(&r->model.cfg);
-        ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, &r->model.params, true, state, model_cfg,
-                                r->cfg->log.keep_last, res->checkpoint, sizeof res->checkpoint, err, errlen);
+        ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, store, true, state, model_cfg, r->cfg->log.keep_last,
+                                res->checkpoint, sizeof res->checkpoint, err, errlen);
         json_decref(model_cfg);
         if (ok)
             printf("checkpoint: %s\n", res->checkpoint);
     }
     json_decref(state);
+    if (full.layers)
+        mt_model_release(&full);
     return all_ok(r, ok, "writing the checkpoint", err, errlen);
+}
+
+/* A checkpoint's store into the model: whole, or this rank's slice of it. */
+static bool load_checkpoint(run *r, const char *dir, json_t **state, char *err, size_t errlen)
+{
+    if (r->tp_size == 1)
+        return mt_checkpoint_load(dir, &r->model.params, true, state, err, errlen);
+    mt_model full;
+    build_full_model(r, &full);
+    bool ok = mt_checkpoint_load(dir, &full.params, true, state, err, errlen) &&
+              mt_tp_scatter_store(&r->model, &full.params, true, err, errlen);
+    mt_model_release(&full);
+    return ok;
+}
+
+/* Released weights (model.init_from) into the model: whole, or this rank's
+ * slice of them. Nothing is re-initialized. */
+static bool load_released(run *r, char *err, size_t errlen)
+{
+    if (r->tp_size == 1)
+        return mt_pretrained_load(r->cfg->init_from, &r->model, err, errlen);
+    mt_model full;
+    build_full_model(r, &full);
+    bool ok = mt_pretrained_load(r->cfg->init_from, &full, err, errlen) &&
+              mt_tp_scatter_store(&r->model, &full.params, false, err, errlen);
+    mt_model_release(&full);
+    return ok;
 }
 
 static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
@@ -324,7 +368,7 @@ static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
         snprintf(dir, sizeof dir, "%s", resume);
     }
     json_t *state = NULL;
-    if (!mt_checkpoint_load(dir, &r->model.params, true, &state, err, errlen))
+    if (!load_checkpoint(r, dir, &state, err, errlen))
         return false;
     json_int_t step = 0, tokens = 0, adam_step = 0;
     int bad = 0, dp_size = 1;
@@ -416,13 +460,33 @@ static void write_metrics(run *r, json_t *j)
     json_decref(j);
 }
 
+/* The whole model's parameter count from this rank's store: a tensor-
+ * parallel rank holds 1/tp of each sharded parameter (but its replicated
+ * rows). */
+static double model_params(const run *r)
+{
+    double sharded = 0, whole = 0;
+    for (int i = 0; i < r->model.params.n; i++) {
+        const mt_param *q = r->model.params.items[i];
+        const double n = (double)mt_numel(&q->value);
+        const double replicated = q->flags & MT_PARAM_TP_PARTIAL_GRAD ? (double)q->partial_count : 0;
+        if (q->flags & MT_PARAM_TP_SHARDED) {
+            sharded += n - replicated;
+            whole += replicated;
+        } else {
+            whole += n;
+        }
+    }
+    return sharded * r->tp_size + whole;
+}
+
 static void log_step(run *r, double loss, double lr, double norm, double dt, double rate, bool skipped)
 {
     const mt_train_config *cfg = r->cfg;
     if (!r->lead)
         return;
-    const double params = (double)r->model.params.numel;
-    const double mfu = r->dev == MT_CUDA ? 6.0 * params * rate / (GEMM_PEAK_FLOPS * r->dp_size) : NAN;
+    const double gpus = (double)r->dp_size * r->tp_size;
+    const double mfu = r->dev == MT_CUDA ? 6.0 * model_params(r) * rate / (GEMM_PEAK_FLOPS * gpus) : NAN;
     write_metrics(r, json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:b}", "step", (json_int_t)r->step, "loss",
                                number(loss), "lr", number(lr), "grad_norm", number(norm), "tokens",
                                (json_int_t)r->tokens, "tokens_per_s", number(rate), "step_s", number(dt), "mfu",
@@ -475,12 +539,13 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
     r->lead = mt_dist_lead(&r->dist);
     r->dp_rank = mt_group_rank(opt->dp);
     r->dp_size = mt_group_size(opt->dp);
-    if (mt_group_size(opt->tp) != cfg->dist.tp_size)
+    r->tp_size = mt_group_size(opt->tp);
+    if (r->tp_size != cfg->dist.tp_size)
         return mt_errorf(err, errlen, "[dist] tp_size = %d but the run's tensor-parallel group has %d ranks",
-                         cfg->dist.tp_size, mt_group_size(opt->tp));
-    if (cfg->dist.tp_size > 1)
-        return mt_errorf(err, errlen, "[dist] tp_size = %d: tensor parallelism is not built into the trainer yet",
-                         cfg->dist.tp_size);
+                         cfg->dist.tp_size, r->tp_size);
+    char why[256];
+    if (!mt_tp_check(&cfg->model, r->tp_size, why, sizeof why))
+        return mt_errorf(err, errlen, "[dist] tp_size: %s", why);
     const bool want_cuda = strcmp(cfg->train.device, "cuda") == 0;
     const bool use_cuda = want_cuda || (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() > 0);
     if (opt->backend) {
@@ -489,7 +554,6 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
         r->compute = r->dev == MT_CUDA && strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
     } else if (use_cuda) {
         r->own_backend = true;
-        char why[256];
         r->be = mt_backend_cuda_create(0, why, sizeof why);
         if (!r->be)
             return mt_errorf(err, errlen, "[train] device = %s: no CUDA backend: %s", cfg->train.device, why);
@@ -506,13 +570,14 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
     if (r->lead && !write_run_files(r, err, errlen))
         return false;
 
-    mt_model_build(&r->model, &cfg->model, r->dev, MT_F32);
+    const mt_tp tp = {opt->tp, mt_group_rank(opt->tp), r->tp_size};
+    mt_model_build_tp(&r->model, &cfg->model, r->dev, MT_F32, &tp);
     r->model.recompute_blocks = strcmp(cfg->train.recompute, "block") == 0;
-    if (cfg->init_from[0]) { /* released weights, nothing re-initialized */
-        if (!mt_pretrained_load(cfg->init_from, &r->model, err, errlen))
+    if (cfg->init_from[0]) {
+        if (!load_released(r, err, errlen))
             return false;
     } else {
-        mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed);
+        mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed); /* a tp rank: its slice of the whole init */
     }
     mt_adamw_config oc = {cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
                           cfg->train.decay_embedding};
