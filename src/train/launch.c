@@ -35,8 +35,8 @@ static uint64_t config_hash(const mt_train_config *cfg)
     return h;
 }
 
-/* The world communicator from the NCCL id, split into this rank's tp and
- * dp groups. */
+/* The world communicator from the NCCL id as this rank's tp or dp group,
+ * or split into both (world then kept beside them). */
 static bool make_groups(const mt_rendezvous *rv, const mt_train_config *cfg, const uint8_t *id, mt_backend *be,
                         mt_comm **world, mt_comm **dp, mt_comm **tp, char *err, size_t errlen)
 {
@@ -45,12 +45,14 @@ static bool make_groups(const mt_rendezvous *rv, const mt_train_config *cfg, con
                                  cfg->dist.timeout_s, err, errlen);
     if (!*world)
         return false;
+    if (tp_size == 1 || tp_size == rv->world) { /* one kind of group: the world is it */
+        *(tp_size == 1 ? dp : tp) = *world;
+        *world = NULL;
+        return true;
+    }
     const int tp_rank = rv->rank % tp_size, dp_rank = rv->rank / tp_size;
-    if (tp_size > 1 && !(*tp = mt_comm_nccl_split(*world, dp_rank, tp_rank, err, errlen)))
-        return false;
-    if (rv->world / tp_size > 1 && !(*dp = mt_comm_nccl_split(*world, tp_rank, dp_rank, err, errlen)))
-        return false;
-    return true;
+    return (*tp = mt_comm_nccl_split(*world, dp_rank, tp_rank, err, errlen)) &&
+           (*dp = mt_comm_nccl_split(*world, tp_rank, dp_rank, err, errlen));
 }
 
 bool mt_launch_rank(const mt_rendezvous *rv, const mt_train_config *cfg, const mt_train_options *opt,
