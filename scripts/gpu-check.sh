@@ -6,18 +6,19 @@
 # profile of one step), export the transformers fixtures and check that
 # transformers and torch.load read them back; on a host with several GPUs,
 # the multi-GPU runs of bench/multi_gpu.sh; write logs to LOGDIR and print a
-# summary last. --multi-gpu-only builds and runs the gpu tests and the
-# multi-GPU runs alone (for a multi-GPU host lent for that).
+# summary last. --tests-only builds and runs the gpu tests, and the
+# multi-GPU runs where several GPUs are present, without the benchmarks and
+# the single-GPU training runs.
 #
-#   scripts/gpu-check.sh [--multi-gpu-only] LOGDIR [BUILDDIR]
+#   scripts/gpu-check.sh [--tests-only] LOGDIR [BUILDDIR]
 #
 # Libraries the GPU host lacks come as Debian packages in .gpu-debs/ (made by
 # scripts/fetch-gpu-debs.sh) and are unpacked under a prefix, never into /.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-multi_only=0
-[ "${1:-}" = "--multi-gpu-only" ] && { multi_only=1; shift; }
-logdir=${1:?usage: scripts/gpu-check.sh [--multi-gpu-only] LOGDIR [BUILDDIR]}
+tests_only=0
+[ "${1:-}" = "--tests-only" ] && { tests_only=1; shift; }
+logdir=${1:?usage: scripts/gpu-check.sh [--tests-only] LOGDIR [BUILDDIR]}
 build=${2:-/tmp/mt-gpu-build}
 mkdir -p "$logdir"
 logdir=$(cd "$logdir" && pwd)
@@ -42,18 +43,20 @@ if ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$
 fi
 
 (cd "$build" && ctest -L gpu --output-on-failure) >"$logdir/gpu-tests.log" 2>&1 || status=1
+grep -h -E '^(equiv|tiny LM)' "$build"/Testing/Temporary/LastTest*.log >"$logdir/equiv.txt"
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 2 ]; then
   echo "== multi-GPU ($gpus GPUs; mamba2-370m, same global batch as 1 GPU)"
   bench/multi_gpu.sh "$build" "$logdir" "$gpus" || status=1
   grep -h -E "^(rank|a rank|gpu_nccl)" "$build"/Testing/Temporary/LastTest*.log
 fi
-if [ $multi_only -eq 1 ]; then
+if [ $tests_only -eq 1 ]; then
+  echo "== CUDA vs CPU, and the parallel trainer on one GPU against one rank"
+  cat "$logdir/equiv.txt"
   grep -E "tests passed|tests failed|Skipped|Failed|Passed" "$logdir/gpu-tests.log" | tail -8
   [ $status -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $logdir)"
   exit $status
 fi
-grep -h -E '^(equiv|tiny LM)' "$build"/Testing/Temporary/LastTest*.log >"$logdir/equiv.txt"
 "$build/bench/bench_ops" >"$logdir/bench.log" 2>&1 || status=1
 "$build/bench/bench_mamba2" >"$logdir/bench-mamba2.log" 2>&1 || status=1
 "$build/bench/bench_mamba1" >"$logdir/bench-mamba1.log" 2>&1 || status=1

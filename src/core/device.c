@@ -99,6 +99,21 @@ void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void 
 #endif
 }
 
+mt_device mt_device_of(const void *p)
+{
+#ifdef MT_HAVE_CUDA
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError(); /* a plain host pointer on an older runtime */
+        return MT_CPU;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged ? MT_CUDA : MT_CPU;
+#else
+    (void)p;
+    return MT_CPU;
+#endif
+}
+
 void *mt_host_alloc(size_t bytes, bool *pinned, const char *what)
 {
     *pinned = false;

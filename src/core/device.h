@@ -17,6 +17,10 @@ void mt_device_zero(mt_device dev, void *p, size_t bytes);
 void mt_device_fill_bytes(mt_device dev, void *p, int byte, size_t bytes);
 void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void *src, size_t bytes);
 
+/* Where p points: MT_CUDA for device memory, else MT_CPU (always MT_CPU in
+ * a build without CUDA). */
+mt_device mt_device_of(const void *p);
+
 /* Host memory that copies to a GPU asynchronously: page-locked where a CUDA
  * device is present (*pinned set), plain aligned memory otherwise. */
 void *mt_host_alloc(size_t bytes, bool *pinned, const char *what);

@@ -38,7 +38,9 @@ struct mt_comm {
 };
 
 /* A group of `world` CPU ranks sharing this process: comms[r] is rank r's
- * communicator, to be used by one thread each. A rank waits at most
+ * communicator, to be used by one thread each. Buffers may be host memory
+ * or, for ranks that share one GPU in a test, device memory (copied
+ * through the host: slow, and synchronizing). A rank waits at most
  * timeout_s for the others at any collective. Destroy every comm (the
  * group's memory goes with the last). */
 void mt_comm_cpu_group(int world, double timeout_s, mt_comm **comms);

@@ -2,7 +2,8 @@
  * meet at a generation-counted barrier. Each collective publishes every
  * rank's buffer pointer, meets, lets each rank compute its own share of the
  * result reading the others' buffers in rank order, and meets again before
- * anyone reuses a buffer. */
+ * anyone reuses a buffer. GPU buffers (ranks sharing one GPU in a test) go
+ * through host copies. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "dist/comm.h"
 
@@ -152,7 +154,35 @@ static void sum_range(const group *g, const void *const *bufs, size_t base, size
     }
 }
 
-static bool cpu_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, char *err, size_t errlen)
+/* A host copy of a buffer that may live on the GPU: its host address, and
+ * where the result goes back (NULL: nothing to copy back). */
+typedef struct staged {
+    void *host, *device;
+    size_t bytes;
+} staged;
+
+static staged stage(const void *p, size_t bytes, bool copy_in)
+{
+    if (mt_device_of(p) == MT_CPU)
+        return (staged){.host = (void *)p};
+    staged s = {.host = mt_device_alloc(MT_CPU, bytes, "CPU communicator staging"), .device = (void *)p,
+                .bytes = bytes};
+    if (copy_in)
+        mt_device_copy(MT_CPU, s.host, MT_CUDA, p, bytes);
+    return s;
+}
+
+/* Copies the result back (when it should) and frees the host copy. */
+static void unstage(staged *s, bool copy_out)
+{
+    if (!s->device)
+        return;
+    if (copy_out)
+        mt_device_copy(MT_CUDA, s->device, MT_CPU, s->host, s->bytes);
+    mt_device_free(MT_CPU, s->host);
+}
+
+static bool host_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, char *err, size_t errlen)
 {
     group *g = ((rank_state *)c->state)->g;
     if (!float_dtype(dt, err, errlen))
@@ -176,8 +206,8 @@ static bool cpu_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, cha
     return ok;
 }
 
-static bool cpu_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
-                               size_t errlen)
+static bool host_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
+                                size_t errlen)
 {
     group *g = ((rank_state *)c->state)->g;
     if (!float_dtype(dt, err, errlen) || !publish(c, K_REDUCE_SCATTER, send, recv, count, err, errlen))
@@ -186,8 +216,8 @@ static bool cpu_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t 
     return meet(g, err, errlen);
 }
 
-static bool cpu_all_gather(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
-                           size_t errlen)
+static bool host_all_gather(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
+                            size_t errlen)
 {
     group *g = ((rank_state *)c->state)->g;
     if (!publish(c, K_ALL_GATHER, send, recv, count, err, errlen))
@@ -199,7 +229,7 @@ static bool cpu_all_gather(mt_comm *c, const void *send, void *recv, size_t coun
     return meet(g, err, errlen);
 }
 
-static bool cpu_broadcast(mt_comm *c, void *buf, size_t bytes, int root, char *err, size_t errlen)
+static bool host_broadcast(mt_comm *c, void *buf, size_t bytes, int root, char *err, size_t errlen)
 {
     group *g = ((rank_state *)c->state)->g;
     if (root < 0 || root >= g->world)
@@ -209,6 +239,44 @@ static bool cpu_broadcast(mt_comm *c, void *buf, size_t bytes, int root, char *e
     if (c->rank != root)
         memcpy(buf, g->sends[root], bytes);
     return meet(g, err, errlen);
+}
+
+static bool cpu_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, char *err, size_t errlen)
+{
+    staged b = stage(buf, count * mt_dtype_size(dt), true);
+    bool ok = host_all_reduce(c, b.host, count, dt, err, errlen);
+    unstage(&b, ok);
+    return ok;
+}
+
+static bool cpu_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
+                               size_t errlen)
+{
+    const size_t bytes = count * mt_dtype_size(dt);
+    staged s = stage(send, (size_t)c->world * bytes, true), r = stage(recv, bytes, false);
+    bool ok = host_reduce_scatter(c, s.host, r.host, count, dt, err, errlen);
+    unstage(&s, false);
+    unstage(&r, ok);
+    return ok;
+}
+
+static bool cpu_all_gather(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
+                           size_t errlen)
+{
+    const size_t bytes = count * mt_dtype_size(dt);
+    staged s = stage(send, bytes, true), r = stage(recv, (size_t)c->world * bytes, false);
+    bool ok = host_all_gather(c, s.host, r.host, count, dt, err, errlen);
+    unstage(&s, false);
+    unstage(&r, ok);
+    return ok;
+}
+
+static bool cpu_broadcast(mt_comm *c, void *buf, size_t bytes, int root, char *err, size_t errlen)
+{
+    staged b = stage(buf, bytes, true);
+    bool ok = host_broadcast(c, b.host, bytes, root, err, errlen);
+    unstage(&b, ok);
+    return ok;
 }
 
 static bool cpu_barrier(mt_comm *c, char *err, size_t errlen)
