@@ -11,7 +11,6 @@
  * needs one GPU per rank: gpu_nccl and bench/multi_gpu.sh cover it. Exits 77
  * (SKIPPED) without a GPU. */
 #include <math.h>
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,79 +26,7 @@
 #include "testlib_train.h"
 #include "train/trainer.h"
 
-enum { MAX_RANKS = 4, STEPS = 6 };
-
-typedef struct rank_run {
-    const mt_train_config *cfg;
-    mt_train_options opt;
-    mt_train_result res;
-    bool ok;
-    char err[1024];
-} rank_run;
-
-static void *run_rank(void *arg)
-{
-    rank_run *r = arg;
-    r->ok = mt_train(r->cfg, &r->opt, &r->res, r->err, sizeof r->err);
-    return NULL;
-}
-
-/* cfg on dp x tp threads (rank d * tp + t), each with its own CUDA backend;
- * fails the test when a rank fails. */
-static void train_grid(const mt_train_config *cfg, int dp, int tp)
-{
-    const int world = dp * tp;
-    mt_comm *dp_comms[MAX_RANKS] = {0}, *tp_comms[MAX_RANKS] = {0}, *group[MAX_RANKS];
-    for (int t = 0; dp > 1 && t < tp; t++) {
-        mt_comm_cpu_group(dp, 120.0, group);
-        for (int d = 0; d < dp; d++)
-            dp_comms[d * tp + t] = group[d];
-    }
-    for (int d = 0; tp > 1 && d < dp; d++) {
-        mt_comm_cpu_group(tp, 120.0, group);
-        for (int t = 0; t < tp; t++)
-            tp_comms[d * tp + t] = group[t];
-    }
-    rank_run runs[MAX_RANKS];
-    mt_backend *be[MAX_RANKS];
-    pthread_t th[MAX_RANKS];
-    for (int r = 0; r < world; r++) {
-        char why[256];
-        if (!(be[r] = mt_backend_cuda_create(0, why, sizeof why)))
-            fail_msg("rank %d: %s", r, why);
-        runs[r] = (rank_run){.cfg = cfg, .opt = {.backend = be[r], .dp = dp_comms[r], .tp = tp_comms[r]}};
-        pthread_create(&th[r], NULL, run_rank, &runs[r]);
-    }
-    for (int r = 0; r < world; r++)
-        pthread_join(th[r], NULL);
-    for (int r = 0; r < world; r++) {
-        if (dp_comms[r])
-            dp_comms[r]->destroy(dp_comms[r]);
-        if (tp_comms[r])
-            tp_comms[r]->destroy(tp_comms[r]);
-        be[r]->destroy(be[r]);
-    }
-    for (int r = 0; r < world; r++)
-        if (!runs[r].ok)
-            fail_msg("rank %d of dp %d x tp %d: %s", r, dp, tp, runs[r].err);
-}
-
-/* The step losses in a run's metrics.jsonl; returns how many. */
-static int read_losses(const char *out_dir, double *loss, int max)
-{
-    char path[1100], line[4096];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    int n = 0;
-    while (n < max && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"loss\":");
-        if (p && strstr(line, "\"grad_norm\""))
-            loss[n++] = strtod(p + 7, NULL);
-    }
-    fclose(f);
-    return n;
-}
+enum { STEPS = 6 };
 
 /* A small Mamba-2 (16 heads of 32, ngroups 1, 2 layers) on selective
  * copying, global batch 16 of 256 tokens, in precision, on dp x tp ranks. */
@@ -128,15 +55,11 @@ static void compare(const char *precision, int dp, int tp, int zero, double loss
     snprintf(pa, sizeof pa, "%s/step_%06d/model.safetensors", one.log.out_dir, STEPS);
     snprintf(pb, sizeof pb, "%s/step_%06d/model.safetensors", grid.log.out_dir, STEPS);
     if (access(pa, F_OK) != 0) /* the single-rank run, once per precision */
-        train_grid(&one, 1, 1);
-    train_grid(&grid, dp, tp);
-    double la[16], lb[16];
-    assert_int_equal(read_losses(one.log.out_dir, la, 16), STEPS);
-    assert_int_equal(read_losses(grid.log.out_dir, lb, 16), STEPS);
-    double worst = 0;
-    for (int i = 0; i < STEPS; i++)
-        worst = fmax(worst, fabs(la[i] - lb[i]) / fabs(la[i]));
-    const double d = tl_model_difference(pa, pb);
+        tl_train_grid_or_fail(&one, 1, 1, &(mt_train_options){0}, true);
+    tl_train_grid_or_fail(&grid, dp, tp, &(mt_train_options){0}, true);
+    double la[STEPS];
+    assert_int_equal(tl_read_losses(one.log.out_dir, la, STEPS), STEPS);
+    const double worst = tl_loss_difference(&one, &grid, STEPS), d = tl_model_difference(pa, pb);
     printf("equiv gpu %s dp %d x tp %d%s vs 1 rank: losses %.2e (%.3f -> %.3f), parameters after %d steps %.2e "
            "(bounds %.0e, %.0e)\n",
            precision, dp, tp, zero ? " ZeRO-1" : "", worst, la[0], la[STEPS - 1], STEPS, d, loss_bound, param_bound);

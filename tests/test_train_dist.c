@@ -8,7 +8,6 @@
  * does; resuming on another number of ranks, or a tensor-parallel size that
  * the run's groups do not have, is an error that says so. */
 #include <math.h>
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,95 +21,19 @@
 #include "testlib_train.h"
 #include "train/trainer.h"
 
-enum { MAX_RANKS = 4 };
-
-typedef struct rank_run {
-    const mt_train_config *cfg;
-    mt_train_options opt;
-    mt_train_result res;
-    bool ok;
-    char err[1024];
-} rank_run;
-
-static void *run_rank(void *arg)
+static bool train_ranks(const mt_train_config *cfg, int dp, const mt_train_options *base, tl_rank_run *runs)
 {
-    rank_run *r = arg;
-    r->ok = mt_train(r->cfg, &r->opt, &r->res, r->err, sizeof r->err);
-    return NULL;
-}
-
-/* Runs cfg on dp x tp ranks (threads; rank r = d * tp + t has tp rank t and
- * dp rank d, as the launcher splits them); every rank's result and error in
- * runs[]. True when every rank succeeded. */
-static bool train_grid(const mt_train_config *cfg, int dp, int tp, const mt_train_options *base, rank_run *runs)
-{
-    const int world = dp * tp;
-    mt_comm *dp_comms[MAX_RANKS] = {0}, *tp_comms[MAX_RANKS] = {0}, *group[MAX_RANKS];
-    for (int t = 0; dp > 1 && t < tp; t++) {
-        mt_comm_cpu_group(dp, 60.0, group);
-        for (int d = 0; d < dp; d++)
-            dp_comms[d * tp + t] = group[d];
-    }
-    for (int d = 0; tp > 1 && d < dp; d++) {
-        mt_comm_cpu_group(tp, 60.0, group);
-        for (int t = 0; t < tp; t++)
-            tp_comms[d * tp + t] = group[t];
-    }
-    pthread_t th[MAX_RANKS];
-    for (int r = 0; r < world; r++) {
-        runs[r] = (rank_run){.cfg = cfg, .opt = *base};
-        runs[r].opt.dp = dp_comms[r];
-        runs[r].opt.tp = tp_comms[r];
-        pthread_create(&th[r], NULL, run_rank, &runs[r]);
-    }
-    bool ok = true;
-    for (int r = 0; r < world; r++) {
-        pthread_join(th[r], NULL);
-        ok = ok && runs[r].ok;
-    }
-    for (int r = 0; r < world; r++) {
-        if (dp_comms[r])
-            dp_comms[r]->destroy(dp_comms[r]);
-        if (tp_comms[r])
-            tp_comms[r]->destroy(tp_comms[r]);
-    }
-    return ok;
-}
-
-static bool train_ranks(const mt_train_config *cfg, int dp, const mt_train_options *base, rank_run *runs)
-{
-    return train_grid(cfg, dp, 1, base, runs);
+    return tl_train_grid(cfg, dp, 1, base, false, runs);
 }
 
 static void train_grid_or_fail(const mt_train_config *cfg, int dp, int tp, const mt_train_options *base)
 {
-    rank_run runs[MAX_RANKS];
-    if (!train_grid(cfg, dp, tp, base, runs))
-        for (int r = 0; r < dp * tp; r++)
-            if (!runs[r].ok)
-                fail_msg("rank %d: %s", r, runs[r].err);
+    tl_train_grid_or_fail(cfg, dp, tp, base, false);
 }
 
 static void train_ranks_or_fail(const mt_train_config *cfg, int dp, const mt_train_options *base)
 {
-    train_grid_or_fail(cfg, dp, 1, base);
-}
-
-/* The "loss" of every step in a run's metrics.jsonl, in order; returns the count. */
-static int read_losses(const char *out_dir, double *loss, int max)
-{
-    char path[1100], line[4096];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    int n = 0;
-    while (n < max && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"loss\":");
-        if (p && strstr(line, "\"grad_norm\""))
-            loss[n++] = strtod(p + 7, NULL);
-    }
-    fclose(f);
-    return n;
+    tl_train_grid_or_fail(cfg, dp, 1, base, false);
 }
 
 static void checkpoint_file(char *out, size_t n, const mt_train_config *c, int step, const char *file)
@@ -118,49 +41,10 @@ static void checkpoint_file(char *out, size_t n, const mt_train_config *c, int s
     snprintf(out, n, "%s/step_%06d/%s", c->log.out_dir, step, file);
 }
 
-/* eps = 1 and no clipping make the update depend on the gradient's scale,
- * so a wrong 1 / dp would show. */
-static void two_ranks_match_one(void **state)
-{
-    (void)state;
-    const char *one[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=32", "train.eps=1", "train.grad_clip=0"};
-    const char *two[] = {"train.steps=5", "log.eval_every=0", "data.batch_size=16", "train.eps=1", "train.grad_clip=0"};
-    mt_train_config a, b;
-    tl_tiny_config(&a, "dp-one", 5, one);
-    tl_tiny_config(&b, "dp-two", 5, two);
-    mt_train_options o = {0};
-    train_ranks_or_fail(&a, 1, &o);
-    train_ranks_or_fail(&b, 2, &o);
-    double la[8], lb[8];
-    assert_int_equal(read_losses(a.log.out_dir, la, 8), 5);
-    assert_int_equal(read_losses(b.log.out_dir, lb, 8), 5);
-    double worst = 0;
-    for (int i = 0; i < 5; i++)
-        worst = fmax(worst, fabs(la[i] - lb[i]) / fabs(la[i]));
-    char pa[1200], pb[1200];
-    checkpoint_file(pa, sizeof pa, &a, 5, "model.safetensors");
-    checkpoint_file(pb, sizeof pb, &b, 5, "model.safetensors");
-    const double d = tl_model_difference(pa, pb);
-    printf("dp 2 vs 1 rank: losses %.2e relative, parameters after 5 steps %.2e relative\n", worst, d);
-    assert_true(worst < 1e-6);
-    assert_true(d < 1e-6);
-}
-
-/* The largest relative difference of the step losses of two runs (n steps each). */
-static double loss_difference(const mt_train_config *a, const mt_train_config *b, int n)
-{
-    double la[16], lb[16];
-    assert_int_equal(read_losses(a->log.out_dir, la, 16), n);
-    assert_int_equal(read_losses(b->log.out_dir, lb, 16), n);
-    double worst = 0;
-    for (int i = 0; i < n; i++)
-        worst = fmax(worst, fabs(la[i] - lb[i]) / fabs(la[i]));
-    return worst;
-}
-
 /* dp x tp ranks (per-rank batch 32 / dp) against one rank on batch 32, with
- * the model's B/C groups set by sets[0]: 5 steps, losses and the
- * checkpointed (whole) parameters. */
+ * the model's B/C groups set by `groups`: 5 steps, losses and the
+ * checkpointed (whole) parameters. eps = 1 and no clipping make the update
+ * depend on the gradient's scale, so a wrong 1 / dp would show. */
 static void grid_matches_one(const char *name, int dp, int tp, const char *groups)
 {
     char batch[64];
@@ -183,11 +67,17 @@ static void grid_matches_one(const char *name, int dp, int tp, const char *group
     char pa[1200], pb[1200];
     checkpoint_file(pa, sizeof pa, &a, 5, "model.safetensors");
     checkpoint_file(pb, sizeof pb, &b, 5, "model.safetensors");
-    const double dl = loss_difference(&a, &b, 5), dpar = tl_model_difference(pa, pb);
+    const double dl = tl_loss_difference(&a, &b, 5), dpar = tl_model_difference(pa, pb);
     printf("%s (dp %d x tp %d, %s) vs 1 rank: losses %.2e relative, parameters after 5 steps %.2e relative\n", name,
            dp, tp, groups, dl, dpar);
     assert_true(dl < 1e-6);
     assert_true(dpar < 1e-7);
+}
+
+static void dp2_matches_one(void **state)
+{
+    (void)state;
+    grid_matches_one("dp2", 2, 1, "model.ngroups=1");
 }
 
 static void tp2_replicated_bc_matches_one(void **state)
@@ -228,7 +118,7 @@ static void tp2_from_released_weights(void **state)
     char pa[1200], pb[1200];
     checkpoint_file(pa, sizeof pa, &a, 3, "model.safetensors");
     checkpoint_file(pb, sizeof pb, &b, 3, "model.safetensors");
-    const double dl = loss_difference(&a, &b, 3), dpar = tl_model_difference(pa, pb);
+    const double dl = tl_loss_difference(&a, &b, 3), dpar = tl_model_difference(pa, pb);
     printf("released weights, tp 2 vs 1 rank: losses %.2e, parameters after 3 steps %.2e relative\n", dl, dpar);
     assert_true(dl < 1e-6);
     assert_true(dpar < 1e-7);
@@ -279,11 +169,11 @@ static void sharded_resume_is_bitwise_exact(void **state)
     }
 
     /* The same checkpoint on one data-parallel rank: refused, naming both counts. */
-    rank_run runs[MAX_RANKS];
+    tl_rank_run runs[TL_MAX_RANKS];
     char dir[1200];
     snprintf(dir, sizeof dir, "%s/step_000003", parts.log.out_dir);
     o = (mt_train_options){.resume = dir};
-    assert_false(train_grid(&parts, 1, 2, &o, runs));
+    assert_false(tl_train_grid(&parts, 1, 2, &o, false, runs));
     printf("resume on 1 rank: %s\n", runs[0].err);
     assert_non_null(strstr(runs[0].err, "2 data-parallel ranks and this run has 1"));
 }
@@ -294,7 +184,7 @@ static void tp_size_must_match_the_group(void **state)
     const char *sets[] = {"train.steps=1", "log.eval_every=0", "dist.tp_size=2"};
     mt_train_config c;
     tl_tiny_config(&c, "tp-mismatch", 3, sets);
-    rank_run runs[MAX_RANKS];
+    tl_rank_run runs[TL_MAX_RANKS];
     mt_train_options o = {0};
     assert_false(train_ranks(&c, 1, &o, runs));
     assert_non_null(strstr(runs[0].err, "tp_size = 2 but the run's tensor-parallel group has 1 ranks"));
@@ -303,7 +193,7 @@ static void tp_size_must_match_the_group(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(two_ranks_match_one),
+        cmocka_unit_test(dp2_matches_one),
         cmocka_unit_test(tp2_replicated_bc_matches_one),
         cmocka_unit_test(tp2_split_bc_matches_one),
         cmocka_unit_test(dp2_tp2_matches_one),

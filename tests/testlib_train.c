@@ -1,12 +1,14 @@
 #include "testlib_train.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "io/safetensors.h"
@@ -73,4 +75,93 @@ double tl_model_difference(const char *a_path, const char *b_path)
     mt_safetensors_close(a);
     mt_safetensors_close(b);
     return sqrt(diff / norm);
+}
+
+static void *run_rank(void *arg)
+{
+    tl_rank_run *r = arg;
+    r->ok = mt_train(r->cfg, &r->opt, &r->res, r->err, sizeof r->err);
+    return NULL;
+}
+
+bool tl_train_grid(const mt_train_config *cfg, int dp, int tp, const mt_train_options *base, bool gpu,
+                   tl_rank_run *runs)
+{
+    const int world = dp * tp;
+    assert_true(world <= TL_MAX_RANKS);
+    mt_comm *dp_comms[TL_MAX_RANKS] = {0}, *tp_comms[TL_MAX_RANKS] = {0}, *group[TL_MAX_RANKS];
+    for (int t = 0; dp > 1 && t < tp; t++) {
+        mt_comm_cpu_group(dp, 120.0, group);
+        for (int d = 0; d < dp; d++)
+            dp_comms[d * tp + t] = group[d];
+    }
+    for (int d = 0; tp > 1 && d < dp; d++) {
+        mt_comm_cpu_group(tp, 120.0, group);
+        for (int t = 0; t < tp; t++)
+            tp_comms[d * tp + t] = group[t];
+    }
+    mt_backend *be[TL_MAX_RANKS] = {0};
+    pthread_t th[TL_MAX_RANKS];
+    for (int r = 0; r < world; r++) {
+        char why[256];
+        if (gpu && !(be[r] = mt_backend_cuda_create(0, why, sizeof why)))
+            fail_msg("rank %d: %s", r, why);
+        runs[r] = (tl_rank_run){.cfg = cfg, .opt = *base};
+        runs[r].opt.dp = dp_comms[r];
+        runs[r].opt.tp = tp_comms[r];
+        runs[r].opt.backend = be[r];
+        pthread_create(&th[r], NULL, run_rank, &runs[r]);
+    }
+    bool ok = true;
+    for (int r = 0; r < world; r++) {
+        pthread_join(th[r], NULL);
+        ok = ok && runs[r].ok;
+    }
+    for (int r = 0; r < world; r++) {
+        if (dp_comms[r])
+            dp_comms[r]->destroy(dp_comms[r]);
+        if (tp_comms[r])
+            tp_comms[r]->destroy(tp_comms[r]);
+        if (be[r])
+            be[r]->destroy(be[r]);
+    }
+    return ok;
+}
+
+void tl_train_grid_or_fail(const mt_train_config *cfg, int dp, int tp, const mt_train_options *base, bool gpu)
+{
+    tl_rank_run runs[TL_MAX_RANKS];
+    if (!tl_train_grid(cfg, dp, tp, base, gpu, runs))
+        for (int r = 0; r < dp * tp; r++)
+            if (!runs[r].ok)
+                fail_msg("rank %d of dp %d x tp %d: %s", r, dp, tp, runs[r].err);
+}
+
+int tl_read_losses(const char *out_dir, double *loss, int max)
+{
+    char path[1100], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("%s: cannot read", path);
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\":");
+        if (p && strstr(line, "\"grad_norm\""))
+            loss[n++] = strtod(p + 7, NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+double tl_loss_difference(const mt_train_config *a, const mt_train_config *b, int n)
+{
+    double la[64], lb[64];
+    assert_true(n <= 64);
+    assert_int_equal(tl_read_losses(a->log.out_dir, la, 64), n);
+    assert_int_equal(tl_read_losses(b->log.out_dir, lb, 64), n);
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs(la[i] - lb[i]) / fabs(la[i]));
+    return worst;
 }
