@@ -254,6 +254,9 @@ static void *dp_train(void *arg)
     mt_adamw opt;
     mt_adamw_config oc = {0.9, 0.95, 1e-8, 0.1, false};
     mt_adamw_init(&opt, &j->m.params, &oc);
+    mt_zero1 z;
+    if (j->zero)
+        mt_zero1_init(&z, j->comm, &j->m.params);
     mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){j->rows, SEQ});
     mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){j->rows * SEQ});
     mt_ctx c;
@@ -276,16 +279,22 @@ static void *dp_train(void *arg)
         double norm;
         if (j->comm)
             j->ok = j->comm->all_reduce(j->comm, &l, 1, MT_F32, j->err, sizeof j->err) &&
-                    (j->zero ? mt_zero1_reduce_grads(j->comm, cpu, &j->m.params, &norm, j->err, sizeof j->err)
+                    (j->zero ? mt_zero1_reduce_grads(&z, cpu, &j->m.params, &norm, j->err, sizeof j->err)
                              : j->comm->all_reduce(j->comm, j->m.params.grads, j->m.params.flat_size, MT_F32,
                                                    j->err, sizeof j->err));
         j->losses[s] = l / world;
         j->norms[s] = j->zero ? norm : mt_grad_norm(cpu, &j->m.params);
         if (j->zero)
-            j->ok = j->ok && mt_zero1_step(j->comm, &opt, cpu, &j->m.params, 1e-2, 1.0 / world, j->err, sizeof j->err);
+            j->ok = j->ok && mt_zero1_step(&z, &opt, cpu, &j->m.params, 1e-2, 1.0 / world, j->err, sizeof j->err);
         else
             mt_adamw_step(&opt, cpu, &j->m.params, 1e-2, 1.0 / world);
         mt_params_zero_grad(&j->m.params);
+    }
+    if (j->zero) {
+        /* Each rank holds only its shard's moments; gathered, they are plain
+         * data parallelism's. */
+        j->ok = j->ok && mt_zero1_gather_moments(&z, &j->m.params, j->err, sizeof j->err);
+        mt_zero1_release(&z, &j->m.params);
     }
     mt_ctx_release(&c);
     mt_tensor_free(ids);
@@ -340,9 +349,14 @@ static void test_data_parallel_matches_one_rank(void **state)
     assert_true(sqrt(num / den) < 1e-5);
     /* ZeRO-1 reduces in the same rank order and updates each element once:
      * the same bits as plain data parallelism, on both ranks. */
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < 2; r++) {
         assert_memory_equal(zero[r].m.params.values, ranks[0].m.params.values,
                             ranks[0].m.params.flat_size * sizeof(float));
+        assert_memory_equal(zero[r].m.params.adam_m, ranks[0].m.params.adam_m,
+                            ranks[0].m.params.flat_size * sizeof(float));
+        assert_memory_equal(zero[r].m.params.adam_v, ranks[0].m.params.adam_v,
+                            ranks[0].m.params.flat_size * sizeof(float));
+    }
     /* Its gradient norm adds the shards' sums of squares in another order. */
     for (int st = 0; st < STEPS; st++)
         assert_true(fabs(zero[0].norms[st] - ranks[0].norms[st]) <= 1e-12 * ranks[0].norms[st]);

@@ -40,8 +40,8 @@ void mt_adamw_release(mt_adamw *o)
     memset(o, 0, sizeof *o);
 }
 
-/* A flat optimizer buffer of the store as one 1-D tensor. */
-/* count elements of one of p's flat buffers, from data. */
+/* count elements of one of p's flat buffers (or moments), from data, as a
+ * 1-D tensor. */
 static mt_tensor flat(const mt_params *p, void *data, size_t count)
 {
     mt_tensor t;
@@ -51,7 +51,7 @@ static mt_tensor flat(const mt_params *p, void *data, size_t count)
 }
 
 void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale, int n,
-                          const size_t *begin, const size_t *count)
+                          const size_t *begin, const size_t *count, void *const *m, void *const *v)
 {
     if (be->device != p->device || o->device != p->device)
         mt_fatal("adamw: backend %s, decay mask on %s, parameters on %s", be->name, mt_device_name(o->device),
@@ -70,8 +70,8 @@ void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, 
         const size_t off = begin[i] * mt_dtype_size(p->dtype);
         mt_tensor values = flat(p, (char *)p->values + off, count[i]);
         mt_tensor grads = flat(p, (char *)p->grads + off, count[i]);
-        mt_tensor m = flat(p, (char *)p->adam_m + off, count[i]), v = flat(p, (char *)p->adam_v + off, count[i]);
-        be->adamw_step(be, &values, &grads, &m, &v, o->decay + begin[i], lr, o->cfg.beta1, o->cfg.beta2,
+        mt_tensor mi = flat(p, m[i], count[i]), vi = flat(p, v[i], count[i]);
+        be->adamw_step(be, &values, &grads, &mi, &vi, o->decay + begin[i], lr, o->cfg.beta1, o->cfg.beta2,
                        o->cfg.eps, o->cfg.weight_decay, bias_correction1, bias_correction2, grad_scale);
     }
 }
@@ -79,7 +79,8 @@ void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, 
 void mt_adamw_step(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale)
 {
     const size_t begin = 0, count = p->flat_size;
-    mt_adamw_step_ranges(o, be, p, lr, grad_scale, 1, &begin, &count);
+    void *m = p->adam_m, *v = p->adam_v;
+    mt_adamw_step_ranges(o, be, p, lr, grad_scale, 1, &begin, &count, &m, &v);
 }
 
 double mt_grad_norm(mt_backend *be, const mt_params *p)

@@ -49,9 +49,11 @@ void mt_adamw_step(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double 
 
 /* The same step (one step += 1) over n ranges of the flat buffers only,
  * range i being elements [begin[i], begin[i] + count[i]), each begin a
- * multiple of MT_PARAM_ALIGN: a ZeRO-1 rank's shards. */
+ * multiple of MT_PARAM_ALIGN, with that range's Adam moments at m[i] and
+ * v[i] (count[i] elements each, on the store's device): a ZeRO-1 rank's
+ * shards, whose moments it keeps apart. */
 void mt_adamw_step_ranges(mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale, int n,
-                          const size_t *begin, const size_t *count);
+                          const size_t *begin, const size_t *count, void *const *m, void *const *v);
 
 /* The L2 norm of every gradient in the store, summed in a fixed order (the
  * backend's sumsq over the flat gradient buffer, whose padding is zero).

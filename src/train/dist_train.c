@@ -9,6 +9,19 @@
 #include "dist/tp.h"
 #include "dist/zero.h"
 
+void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, mt_params *p)
+{
+    *d = (mt_dist){.dp = dp, .tp = tp, .zero = zero && mt_group_size(dp) > 1};
+    if (d->zero)
+        mt_zero1_init(&d->z, dp, p);
+}
+
+void mt_dist_release(mt_dist *d, const mt_params *p)
+{
+    if (d->zero)
+        mt_zero1_release(&d->z, p);
+}
+
 bool mt_group_sum(mt_comm *c, double *v, size_t n, char *err, size_t errlen)
 {
     return !c || c->world == 1 || c->all_reduce(c, v, n, MT_F64, err, errlen);
@@ -29,15 +42,15 @@ bool mt_dist_barrier(const mt_dist *d, char *err, size_t errlen)
  * squares summed over tp and the replicated ones' counted once. */
 static bool reduce_grads_tp(const mt_dist *d, mt_backend *be, mt_params *p, double *norm, char *err, size_t errlen)
 {
-    const int dp = mt_group_size(d->dp);
-    const bool zero = d->zero && dp > 1;
+    const bool zero = d->zero;
     if (!mt_tp_reduce_partial_grads(d->tp, p, err, errlen) ||
-        (dp > 1 && !(zero ? mt_zero1_reduce_scatter(d->dp, p, err, errlen)
-                          : d->dp->all_reduce(d->dp, p->grads, p->flat_size, p->dtype, err, errlen))))
+        (mt_group_size(d->dp) > 1 &&
+         !(zero ? mt_zero1_reduce_scatter(&d->z, p, err, errlen)
+                : d->dp->all_reduce(d->dp, p->grads, p->flat_size, p->dtype, err, errlen))))
         return false;
-    size_t begin[2] = {0, 0}, count[2] = {p->flat_size, 0};
-    if (zero)
-        mt_zero1_ranges(p, dp, d->dp->rank, begin, count);
+    /* The owned elements: the ZeRO-1 shard and tail, or all of them. */
+    const size_t all_begin[2] = {0, p->flat_size}, all_count[2] = {p->flat_size, 0};
+    const size_t *begin = zero ? d->z.begin : all_begin, *count = zero ? d->z.count : all_count;
     double own[2] = {0, 0}, tail[2] = {0, 0};
     mt_tp_grad_sumsq(be, p, begin[0], begin[0] + count[0], own);
     if (zero && !d->dp->all_reduce(d->dp, own, 2, MT_F64, err, errlen))
@@ -56,7 +69,7 @@ bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double
         return reduce_grads_tp(d, be, p, norm, err, errlen);
     if (mt_group_size(d->dp) > 1) {
         if (d->zero)
-            return mt_zero1_reduce_grads(d->dp, be, p, norm, err, errlen);
+            return mt_zero1_reduce_grads(&d->z, be, p, norm, err, errlen);
         if (!d->dp->all_reduce(d->dp, p->grads, p->flat_size, p->dtype, err, errlen))
             return false;
     }
@@ -67,15 +80,31 @@ bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double
 bool mt_dist_adamw_step(const mt_dist *d, mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale,
                         char *err, size_t errlen)
 {
-    if (d->zero && mt_group_size(d->dp) > 1)
-        return mt_zero1_step(d->dp, o, be, p, lr, grad_scale, err, errlen);
+    if (d->zero)
+        return mt_zero1_step(&d->z, o, be, p, lr, grad_scale, err, errlen);
     mt_adamw_step(o, be, p, lr, grad_scale);
     return true;
 }
 
 bool mt_dist_gather_state(const mt_dist *d, mt_params *p, char *err, size_t errlen)
 {
-    return !d->zero || mt_group_size(d->dp) == 1 || mt_zero1_gather_moments(d->dp, p, err, errlen);
+    return !d->zero || mt_zero1_gather_moments(&d->z, p, err, errlen);
+}
+
+void mt_dist_whole_state(const mt_dist *d, mt_params *p)
+{
+    if (d->zero)
+        mt_zero1_whole_moments(p);
+}
+
+void mt_dist_shard_state(const mt_dist *d, mt_params *p, bool keep_loaded)
+{
+    if (!d->zero)
+        return;
+    if (keep_loaded)
+        mt_zero1_keep_own(&d->z, p);
+    else
+        mt_zero1_drop_whole(p);
 }
 
 /* The flat buffers of a store that a checkpoint holds. */

@@ -12,13 +12,15 @@
 #include <stddef.h>
 
 #include "dist/comm.h"
+#include "dist/zero.h"
 #include "kernels/backend.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 
 typedef struct mt_dist {
     mt_comm *dp, *tp; /* borrowed; NULL: a group of one */
-    bool zero;        /* ZeRO-1 over dp */
+    bool zero;        /* ZeRO-1 over dp (more than one dp rank): z holds this rank's moments */
+    mt_zero1 z;
 } mt_dist;
 
 static inline int mt_group_rank(const mt_comm *c)
@@ -35,6 +37,11 @@ static inline bool mt_dist_lead(const mt_dist *d)
 {
     return mt_group_rank(d->dp) == 0 && mt_group_rank(d->tp) == 0;
 }
+
+/* Sets up ZeRO-1 when asked for and there are several dp ranks: the
+ * optimizer moments of p become this rank's shard's (mt_zero1_init). */
+void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, mt_params *p);
+void mt_dist_release(mt_dist *d, const mt_params *p);
 
 /* v (n host doubles) summed over group c in place (nothing for NULL). */
 bool mt_group_sum(mt_comm *c, double *v, size_t n, char *err, size_t errlen);
@@ -58,9 +65,13 @@ bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double
 bool mt_dist_adamw_step(const mt_dist *d, mt_adamw *o, mt_backend *be, mt_params *p, double lr, double grad_scale,
                         char *err, size_t errlen);
 
-/* Makes every rank's optimizer state whole before a checkpoint (ZeRO-1:
- * the moments' shards all-gathered; nothing otherwise). */
+/* Makes every rank's optimizer state whole in p before a checkpoint is
+ * written or read (ZeRO-1: whole moment buffers, gathered from the shards
+ * for writing; nothing otherwise), and afterwards goes back to the shards
+ * (after reading: each rank keeps its part). */
 bool mt_dist_gather_state(const mt_dist *d, mt_params *p, char *err, size_t errlen);
+void mt_dist_whole_state(const mt_dist *d, mt_params *p);
+void mt_dist_shard_state(const mt_dist *d, mt_params *p, bool keep_loaded);
 
 /* Tensor parallelism: the whole model's store (values and moments) in full,
  * a host store of the single-rank layout, from the slices of the tp group

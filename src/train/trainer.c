@@ -300,19 +300,17 @@ static void build_full_model(const run *r, mt_model *full)
  * and the cursors are gathered); the lead rank writes. */
 static bool save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen)
 {
-    if (!mt_dist_gather_state(&r->dist, &r->model.params, err, errlen))
-        return false;
     mt_model full = {0};
     const mt_params *store = &r->model.params;
-    if (r->tp_size > 1 && r->dp_rank == 0) { /* one tp group gathers for the lead */
+    bool ok = mt_dist_gather_state(&r->dist, &r->model.params, err, errlen);
+    if (ok && r->tp_size > 1 && r->dp_rank == 0) { /* one tp group gathers for the lead */
         if (r->lead)
             build_full_model(r, &full);
-        if (!mt_tp_gather_store(r->dist.tp, &r->model, r->lead ? &full.params : NULL, err, errlen))
-            return false;
+        ok = mt_tp_gather_store(r->dist.tp, &r->model, r->lead ? &full.params : NULL, err, errlen);
         store = &full.params;
     }
-    json_t *state = trainer_state(r, err, errlen);
-    bool ok = state != NULL;
+    json_t *state = ok ? trainer_state(r, err, errlen) : NULL;
+    ok = state != NULL;
     if (ok && r->lead) {
         json_t *model_cfg = mt_model_config_to_json(&r->model.cfg);
         ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, store, true, state, model_cfg, r->cfg->log.keep_last,
@@ -324,19 +322,25 @@ static bool save_checkpoint(run *r, mt_train_result *res, char *err, size_t errl
     json_decref(state);
     if (full.layers)
         mt_model_release(&full);
+    mt_dist_shard_state(&r->dist, &r->model.params, false);
     return all_ok(r, ok, "writing the checkpoint", err, errlen);
 }
 
 /* A checkpoint's store into the model: whole, or this rank's slice of it. */
 static bool load_checkpoint(run *r, const char *dir, json_t **state, char *err, size_t errlen)
 {
-    if (r->tp_size == 1)
-        return mt_checkpoint_load(dir, &r->model.params, true, state, err, errlen);
-    mt_model full;
-    build_full_model(r, &full);
-    bool ok = mt_checkpoint_load(dir, &full.params, true, state, err, errlen) &&
-              mt_tp_scatter_store(&r->model, &full.params, true, err, errlen);
-    mt_model_release(&full);
+    mt_dist_whole_state(&r->dist, &r->model.params);
+    bool ok;
+    if (r->tp_size == 1) {
+        ok = mt_checkpoint_load(dir, &r->model.params, true, state, err, errlen);
+    } else {
+        mt_model full;
+        build_full_model(r, &full);
+        ok = mt_checkpoint_load(dir, &full.params, true, state, err, errlen) &&
+             mt_tp_scatter_store(&r->model, &full.params, true, err, errlen);
+        mt_model_release(&full);
+    }
+    mt_dist_shard_state(&r->dist, &r->model.params, true);
     return ok;
 }
 
@@ -535,7 +539,7 @@ static bool write_run_files(run *r, char *err, size_t errlen)
 static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *opt, char *err, size_t errlen)
 {
     r->cfg = cfg;
-    r->dist = (mt_dist){.dp = opt->dp, .tp = opt->tp, .zero = cfg->dist.zero == 1};
+    r->dist = (mt_dist){.dp = opt->dp, .tp = opt->tp}; /* ZeRO-1 state once the model is built */
     r->lead = mt_dist_lead(&r->dist);
     r->dp_rank = mt_group_rank(opt->dp);
     r->dp_size = mt_group_size(opt->dp);
@@ -582,6 +586,7 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
     mt_adamw_config oc = {cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
                           cfg->train.decay_embedding};
     mt_adamw_init(&r->opt, &r->model.params, &oc);
+    mt_dist_init(&r->dist, opt->dp, opt->tp, cfg->dist.zero == 1, &r->model.params);
     r->sched = (mt_lr_schedule){.kind = strcmp(cfg->train.schedule, "wsd") == 0        ? MT_SCHEDULE_WSD
                                         : strcmp(cfg->train.schedule, "constant") == 0 ? MT_SCHEDULE_CONSTANT
                                                                                          : MT_SCHEDULE_COSINE,
@@ -609,6 +614,7 @@ static void teardown(run *r)
         mt_tensor_free(r->seq_idx);
         mt_tensor_free(r->targets);
         mt_adamw_release(&r->opt);
+        mt_dist_release(&r->dist, &r->model.params);
         mt_model_release(&r->model);
     }
     free(r->host_targets);
@@ -682,7 +688,9 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
         }
     }
     res->steps_done = r.step - first_step;
-    res->state_bytes = 4.0 * (double)r.model.params.flat_size * (double)mt_dtype_size(r.model.params.dtype);
+    const double flat = (double)r.model.params.flat_size, es = (double)mt_dtype_size(r.model.params.dtype);
+    const double moments = r.dist.zero ? (double)(r.dist.z.count[0] + r.dist.z.count[1]) : flat;
+    res->state_bytes = (2.0 * flat + 2.0 * moments) * es; /* values, gradients, this rank's Adam moments */
     res->arena_peak_bytes = (double)c.arena.peak + (c.recompute ? (double)c.recompute->arena.peak : 0.0);
     if (r.lead)
         printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step arena peak %.1f MiB\n",
