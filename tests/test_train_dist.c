@@ -124,6 +124,30 @@ static void tp2_from_released_weights(void **state)
     assert_true(dpar < 1e-7);
 }
 
+/* The gradient all-reduce in buckets during the backward gives the bits of
+ * one all-reduce after it, and most buckets do start during the backward. */
+static void buckets_overlap_the_backward(void **state)
+{
+    (void)state;
+    const char *after[] = {"train.steps=3", "log.eval_every=0", "data.batch_size=16", "dist.bucket_mb=0"};
+    const char *during[] = {"train.steps=3", "log.eval_every=0", "data.batch_size=16", "dist.bucket_mb=0.02"};
+    mt_train_config a, b;
+    tl_tiny_config(&a, "buckets-after", 4, after);
+    tl_tiny_config(&b, "buckets-during", 4, during);
+    tl_rank_run runs[TL_MAX_RANKS];
+    mt_train_options o = {0};
+    assert_true(train_ranks(&a, 2, &o, runs));
+    assert_int_equal(runs[0].res.buckets, 0);
+    assert_true(train_ranks(&b, 2, &o, runs));
+    printf("buckets: %d of %d started during the backward\n", runs[0].res.buckets_in_backward, runs[0].res.buckets);
+    assert_true(runs[0].res.buckets >= 4);
+    assert_true(runs[0].res.buckets_in_backward >= runs[0].res.buckets / 2);
+    char pa[1200], pb[1200];
+    checkpoint_file(pa, sizeof pa, &a, 3, "model.safetensors");
+    checkpoint_file(pb, sizeof pb, &b, 3, "model.safetensors");
+    assert_true(tl_same_file(pa, pb));
+}
+
 static void zero1_is_bitwise_plain_dp(void **state)
 {
     (void)state;
@@ -198,6 +222,7 @@ int main(void)
         cmocka_unit_test(tp2_split_bc_matches_one),
         cmocka_unit_test(dp2_tp2_matches_one),
         cmocka_unit_test(tp2_from_released_weights),
+        cmocka_unit_test(buckets_overlap_the_backward),
         cmocka_unit_test(zero1_is_bitwise_plain_dp),
         cmocka_unit_test(sharded_resume_is_bitwise_exact),
         cmocka_unit_test(tp_size_must_match_the_group),

@@ -173,6 +173,8 @@ static void run_backward(mt_ctx *c)
             n->backward(c, n);
             mt_profile_lap(c, "bwd", n->op);
         }
+        if (c->after_node)
+            c->after_node(c, i, c->after_node_arg);
     }
     c->n_nodes = 0;
 }

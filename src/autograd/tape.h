@@ -51,6 +51,11 @@ typedef struct mt_ctx {
     char error[512];
     struct mt_ctx *recompute; /* where recomputed blocks run (autograd/recompute.h); made on first use */
     struct mt_profile *profile; /* when set, ops are timed into it (autograd/profile.h); borrowed */
+    /* When set, called after the backward of each tape node with its index
+     * (decreasing): every node from there on is done, so the gradients
+     * only those nodes write are final (the data-parallel overlap). */
+    void (*after_node)(struct mt_ctx *c, int index, void *arg);
+    void *after_node_arg;
 } mt_ctx;
 
 /* be is borrowed, not owned. */

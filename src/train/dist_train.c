@@ -9,17 +9,33 @@
 #include "dist/tp.h"
 #include "dist/zero.h"
 
-void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, mt_params *p)
+void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, size_t bucket_bytes, mt_params *p)
 {
-    *d = (mt_dist){.dp = dp, .tp = tp, .zero = zero && mt_group_size(dp) > 1};
+    const bool several = mt_group_size(dp) > 1;
+    *d = (mt_dist){.dp = dp, .tp = tp, .zero = zero && several, .overlap = !zero && several && bucket_bytes > 0};
     if (d->zero)
         mt_zero1_init(&d->z, dp, p);
+    if (d->overlap)
+        mt_buckets_init(&d->buckets, dp, p, bucket_bytes);
 }
 
 void mt_dist_release(mt_dist *d, const mt_params *p)
 {
     if (d->zero)
         mt_zero1_release(&d->z, p);
+    if (d->overlap)
+        mt_buckets_release(&d->buckets);
+}
+
+void mt_dist_before_last_backward(mt_dist *d, mt_ctx *c)
+{
+    if (d->overlap)
+        mt_buckets_arm(&d->buckets, c);
+}
+
+bool mt_dist_after_last_backward(mt_dist *d, mt_ctx *c, char *err, size_t errlen)
+{
+    return !d->overlap || mt_buckets_finish(&d->buckets, c, err, errlen);
 }
 
 bool mt_group_sum(mt_comm *c, double *v, size_t n, char *err, size_t errlen)
@@ -44,7 +60,7 @@ static bool reduce_grads_tp(const mt_dist *d, mt_backend *be, mt_params *p, doub
 {
     const bool zero = d->zero;
     if (!mt_tp_reduce_partial_grads(d->tp, p, err, errlen) ||
-        (mt_group_size(d->dp) > 1 &&
+        (mt_group_size(d->dp) > 1 && !d->overlap &&
          !(zero ? mt_zero1_reduce_scatter(&d->z, p, err, errlen)
                 : d->dp->all_reduce(d->dp, p->grads, p->flat_size, p->dtype, err, errlen))))
         return false;
@@ -67,7 +83,7 @@ bool mt_dist_reduce_grads(const mt_dist *d, mt_backend *be, mt_params *p, double
 {
     if (mt_group_size(d->tp) > 1)
         return reduce_grads_tp(d, be, p, norm, err, errlen);
-    if (mt_group_size(d->dp) > 1) {
+    if (mt_group_size(d->dp) > 1 && !d->overlap) {
         if (d->zero)
             return mt_zero1_reduce_grads(&d->z, be, p, norm, err, errlen);
         if (!d->dp->all_reduce(d->dp, p->grads, p->flat_size, p->dtype, err, errlen))

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dist/buckets.h"
 #include "dist/comm.h"
 #include "dist/zero.h"
 #include "kernels/backend.h"
@@ -21,6 +22,8 @@ typedef struct mt_dist {
     mt_comm *dp, *tp; /* borrowed; NULL: a group of one */
     bool zero;        /* ZeRO-1 over dp (more than one dp rank): z holds this rank's moments */
     mt_zero1 z;
+    bool overlap;     /* plain data parallelism with buckets: the all-reduce runs during the backward */
+    mt_buckets buckets;
 } mt_dist;
 
 static inline int mt_group_rank(const mt_comm *c)
@@ -38,9 +41,10 @@ static inline bool mt_dist_lead(const mt_dist *d)
     return mt_group_rank(d->dp) == 0 && mt_group_rank(d->tp) == 0;
 }
 
-/* Sets up ZeRO-1 when asked for and there are several dp ranks: the
- * optimizer moments of p become this rank's shard's (mt_zero1_init). */
-void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, mt_params *p);
+/* With several dp ranks: ZeRO-1 when asked for (the optimizer moments of
+ * p become this rank's shard's, mt_zero1_init), else, for bucket_bytes >
+ * 0, the all-reduce in buckets during the backward (dist/buckets.h). */
+void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, size_t bucket_bytes, mt_params *p);
 void mt_dist_release(mt_dist *d, const mt_params *p);
 
 /* v (n host doubles) summed over group c in place (nothing for NULL). */
@@ -52,6 +56,11 @@ bool mt_dist_sum(const mt_dist *d, double *v, size_t n, char *err, size_t errlen
 /* Waits for every rank: the tp group, then the dp group, so that no rank
  * passes before the lead rank arrives. */
 bool mt_dist_barrier(const mt_dist *d, char *err, size_t errlen);
+
+/* Around the step's last backward on c: the bucketed all-reduce hooked in,
+ * and finished (a no-op without overlap). */
+void mt_dist_before_last_backward(mt_dist *d, mt_ctx *c);
+bool mt_dist_after_last_backward(mt_dist *d, mt_ctx *c, char *err, size_t errlen);
 
 /* After the micro-batches: the tensor-parallel partial gradients summed
  * over the tp group, the gradients summed over the dp ranks (an all-reduce,

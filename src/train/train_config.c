@@ -92,6 +92,9 @@ static const config_key KEYS[] = {
      "tensor-parallel ranks per model (mamba2; heads split); the data-parallel size is world / tp_size"},
     {"dist", "zero", K_INT, AT(dist.zero), NULL,
      "0: gradients all-reduced, AdamW on every rank; 1: ZeRO-1, each data-parallel rank updates its shard"},
+    {"dist", "bucket_mb", K_DOUBLE, AT(dist.bucket_mb), NULL,
+     "data parallel (zero = 0): gradients all-reduced in buckets of this many MiB during the backward "
+     "(0: one all-reduce after it)"},
     {"dist", "timeout_s", K_DOUBLE, AT(dist.timeout_s), NULL,
      "seconds a rank waits for the others (rendezvous, any collective) before the run fails"},
 
@@ -138,6 +141,7 @@ void mt_train_config_defaults(mt_train_config *c)
     c->train.max_bad_steps = 5;
     c->dist.tp_size = 1;
     c->dist.timeout_s = 300;
+    c->dist.bucket_mb = 25;
     snprintf(c->log.out_dir, MT_CONFIG_STR, "runs/default");
     c->log.log_every = 10;
     c->log.eval_every = 200;
@@ -303,6 +307,7 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
     CHECK(c->dist.tp_size >= 1, "[dist] tp_size must be at least 1");
     CHECK(c->dist.zero == 0 || c->dist.zero == 1, "[dist] zero must be 0 or 1 (ZeRO-1), got %d", c->dist.zero);
     CHECK(c->dist.timeout_s > 0, "[dist] timeout_s must be positive");
+    CHECK(c->dist.bucket_mb >= 0, "[dist] bucket_mb must not be negative");
     CHECK(c->log.out_dir[0], "[log] out_dir is empty");
     CHECK(c->log.log_every >= 1 && c->log.eval_every >= 0 && c->log.eval_batches >= 1 &&
               c->log.checkpoint_every >= 0 && c->log.keep_last >= 0 && c->log.profile_step >= 0,

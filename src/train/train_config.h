@@ -52,6 +52,7 @@ typedef struct mt_train_config {
     struct {
         int tp_size;      /* ranks sharing one model (tensor parallel) */
         int zero;         /* 0 or 1 (ZeRO-1) */
+        double bucket_mb; /* gradient all-reduce buckets overlapping the backward; 0: none */
         double timeout_s; /* rendezvous and collectives */
     } dist;
 

@@ -420,7 +420,12 @@ static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_o
         if (!loss)
             return false;
         loss_sum += tensor_scalar(loss);
+        const bool last = micro == cfg->train.micro_batches - 1;
+        if (last)
+            mt_dist_before_last_backward(&r->dist, c);
         mt_backward(c, loss);
+        if (last && !mt_dist_after_last_backward(&r->dist, c, err, errlen))
+            return false;
         mt_ctx_end_step(c);
         r->tokens += (int64_t)cfg->data.batch_size * cfg->data.seq_len * r->dp_size;
     }
@@ -586,7 +591,8 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
     mt_adamw_config oc = {cfg->train.beta1, cfg->train.beta2, cfg->train.eps, cfg->train.weight_decay,
                           cfg->train.decay_embedding};
     mt_adamw_init(&r->opt, &r->model.params, &oc);
-    mt_dist_init(&r->dist, opt->dp, opt->tp, cfg->dist.zero == 1, &r->model.params);
+    mt_dist_init(&r->dist, opt->dp, opt->tp, cfg->dist.zero == 1, (size_t)(cfg->dist.bucket_mb * (1 << 20)),
+                 &r->model.params);
     r->sched = (mt_lr_schedule){.kind = strcmp(cfg->train.schedule, "wsd") == 0        ? MT_SCHEDULE_WSD
                                         : strcmp(cfg->train.schedule, "constant") == 0 ? MT_SCHEDULE_CONSTANT
                                                                                          : MT_SCHEDULE_COSINE,
@@ -692,6 +698,13 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
     const double moments = r.dist.zero ? (double)(r.dist.z.count[0] + r.dist.z.count[1]) : flat;
     res->state_bytes = (2.0 * flat + 2.0 * moments) * es; /* values, gradients, this rank's Adam moments */
     res->arena_peak_bytes = (double)c.arena.peak + (c.recompute ? (double)c.recompute->arena.peak : 0.0);
+    if (r.dist.overlap) {
+        res->buckets = r.dist.buckets.n;
+        res->buckets_in_backward = r.dist.buckets.started_in_backward;
+        if (r.lead)
+            printf("data parallel: %d of %d gradient buckets all-reduced during the last backward\n",
+                   res->buckets_in_backward, res->buckets);
+    }
     if (r.lead)
         printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step arena peak %.1f MiB\n",
                r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20),

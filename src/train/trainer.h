@@ -29,6 +29,8 @@ typedef struct mt_train_result {
     int64_t skipped_steps;     /* updates skipped for a non-finite loss or gradient */
     double state_bytes;        /* parameters, gradients and AdamW moments (flat buffers) */
     double arena_peak_bytes;   /* the step arena's peak, recompute context included */
+    int buckets;               /* data-parallel gradient buckets (0: no bucketed all-reduce) */
+    int buckets_in_backward;   /* of those, started during the last step's backward */
     char checkpoint[1024];     /* the last checkpoint written, or empty */
 } mt_train_result;
 
