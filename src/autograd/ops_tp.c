@@ -1,7 +1,6 @@
 /* The tensor-parallel boundary ops and the gated norm across ranks. */
 #include "autograd/ops_tp.h"
 
-
 #include "autograd/op_checks.h"
 #include "core/device.h"
 
