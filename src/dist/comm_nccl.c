@@ -203,25 +203,38 @@ static bool wait_stream(mt_comm *c, const char *what, char *err, size_t errlen)
     }
 }
 
+/* An all-reduce (root < 0) or a broadcast from root of a host buffer of
+ * bytes: through the staging buffer, and waited for. The collective is
+ * recorded for the watchdog, since the copy back may block this thread
+ * until it is done. */
+static bool on_host(mt_comm *c, void *buf, size_t count, ncclDataType_t t, size_t bytes, int root, char *err,
+                    size_t errlen)
+{
+    nccl_state *s = c->state;
+    const char *what = root < 0 ? "all-reduce of a host buffer" : "broadcast of a host buffer";
+    if (!staging(s, bytes, err, errlen) ||
+        !cuda_ok(cudaMemcpyAsync(s->staging, buf, bytes, cudaMemcpyHostToDevice, s->stream), "copy to the GPU", err,
+                 errlen))
+        return false;
+    ncclResult_t r = root < 0 ? ncclAllReduce(s->staging, s->staging, count, t, ncclSum, s->comm, s->stream)
+                              : ncclBroadcast(s->staging, s->staging, bytes, ncclUint8, root, s->comm, s->stream);
+    return nccl_ok(r, s, root < 0 ? "ncclAllReduce" : "ncclBroadcast", err, errlen) &&
+           end(s, what, count, err, errlen) &&
+           cuda_ok(cudaMemcpyAsync(buf, s->staging, bytes, cudaMemcpyDeviceToHost, s->stream), "copy to the host",
+                   err, errlen) &&
+           wait_stream(c, what, err, errlen);
+}
+
 static bool nccl_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, char *err, size_t errlen)
 {
     nccl_state *s = c->state;
     ncclDataType_t t = ncclFloat32;
-    const size_t bytes = count * mt_dtype_size(dt);
     if (!nccl_type(dt, &t, err, errlen) || !begin(s, err, errlen))
         return false;
-    if (!is_host(buf))
-        return nccl_ok(ncclAllReduce(buf, buf, count, t, ncclSum, s->comm, s->stream), s, "ncclAllReduce", err,
-                       errlen) &&
-               end(s, "all-reduce", count, err, errlen);
-    return staging(s, bytes, err, errlen) &&
-           cuda_ok(cudaMemcpyAsync(s->staging, buf, bytes, cudaMemcpyHostToDevice, s->stream), "copy to the GPU", err,
-                   errlen) &&
-           nccl_ok(ncclAllReduce(s->staging, s->staging, count, t, ncclSum, s->comm, s->stream), s, "ncclAllReduce",
-                   err, errlen) &&
-           cuda_ok(cudaMemcpyAsync(buf, s->staging, bytes, cudaMemcpyDeviceToHost, s->stream), "copy to the host",
-                   err, errlen) &&
-           wait_stream(c, "all-reduce of a host buffer", err, errlen);
+    if (is_host(buf))
+        return on_host(c, buf, count, t, count * mt_dtype_size(dt), -1, err, errlen);
+    return nccl_ok(ncclAllReduce(buf, buf, count, t, ncclSum, s->comm, s->stream), s, "ncclAllReduce", err, errlen) &&
+           end(s, "all-reduce", count, err, errlen);
 }
 
 static bool nccl_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t count, mt_dtype dt, char *err,
@@ -252,18 +265,11 @@ static bool nccl_broadcast(mt_comm *c, void *buf, size_t bytes, int root, char *
         return mt_errorf(err, errlen, "NCCL communicator: broadcast root %d of %d ranks", root, c->world);
     if (!begin(s, err, errlen))
         return false;
-    if (!is_host(buf))
-        return nccl_ok(ncclBroadcast(buf, buf, bytes, ncclUint8, root, s->comm, s->stream), s, "ncclBroadcast", err,
-                       errlen) &&
-               end(s, "broadcast", bytes, err, errlen);
-    return staging(s, bytes, err, errlen) &&
-           cuda_ok(cudaMemcpyAsync(s->staging, buf, bytes, cudaMemcpyHostToDevice, s->stream), "copy to the GPU", err,
+    if (is_host(buf))
+        return on_host(c, buf, bytes, ncclUint8, bytes, root, err, errlen);
+    return nccl_ok(ncclBroadcast(buf, buf, bytes, ncclUint8, root, s->comm, s->stream), s, "ncclBroadcast", err,
                    errlen) &&
-           nccl_ok(ncclBroadcast(s->staging, s->staging, bytes, ncclUint8, root, s->comm, s->stream), s,
-                   "ncclBroadcast", err, errlen) &&
-           cuda_ok(cudaMemcpyAsync(buf, s->staging, bytes, cudaMemcpyDeviceToHost, s->stream), "copy to the host",
-                   err, errlen) &&
-           wait_stream(c, "broadcast of a host buffer", err, errlen);
+           end(s, "broadcast", bytes, err, errlen);
 }
 
 /* A one-element all-reduce, waited for: every rank has reached this point
