@@ -256,6 +256,12 @@ const tl_case tl_cases[] = {
     {"rmsnorm", 2,
      {FLOAT_IN("x", TL_FLOAT, 2, X(5, 6), X(257, 768), -2, 2), FLOAT_IN("weight", TL_ACCUM, 1, X(6), X(768), 0.5, 1.5)},
      run_rmsnorm},
+    /* Rows too wide for the backward's running dweight sums in shared
+     * memory (13000 f32 columns > 48 KiB): they stay in the partial rows. */
+    {"rmsnorm_wide", 2,
+     {FLOAT_IN("x", TL_FLOAT, 2, X(3, 8), X(5, 13000), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(13000), 0.5, 1.5)},
+     run_rmsnorm},
     {"cross_entropy", 2,
      {FLOAT_IN("logits", TL_FLOAT, 2, X(6, 10), X(257, 5003), -4, 4),
       IDS_IN("targets", TL_TARGETS, 1, X(6), X(257), 0, 1)},
@@ -306,6 +312,13 @@ const tl_case tl_cases[] = {
       FLOAT_IN("z", TL_FLOAT, 2, X(6, 8), X(300, 768), -2, 2),
       FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(768), 0.5, 1.5)},
      run_gated_rmsnorm_groups},
+    /* Rows too wide for the backward's running dweight sums in shared
+     * memory (13000 f32 columns > 48 KiB): they stay in the partial rows. */
+    {"gated_rmsnorm_wide", 3,
+     {FLOAT_IN("y", TL_FLOAT, 3, X(2, 3, 8), X(2, 5, 13000), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 3, X(2, 3, 8), X(2, 5, 13000), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(13000), 0.5, 1.5)},
+     run_gated_rmsnorm},
     {"gated_rmsnorm_tp", 3,
      {FLOAT_IN("y", TL_FLOAT, 3, X(3, 5, 8), X(3, 101, 384), -2, 2),
       FLOAT_IN("z", TL_FLOAT, 3, X(3, 5, 8), X(3, 101, 384), -2, 2),

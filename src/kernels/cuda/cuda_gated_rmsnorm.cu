@@ -19,7 +19,9 @@
  * columns [g*gs, (g+1)*gs) of partial row slot (nslots x E fp32 scratch; each
  * element owned by one thread, which zeroes it first); colsum_finish_kernel
  * then adds the nslots partial rows in index order. nslots depends only on
- * the shapes. */
+ * the shapes. The sub-row's running sums live in shared memory while it
+ * works through its rows (one read-modify-write per row there instead of in
+ * L2) and go to the partial row once at the end, when they fit. */
 #include <type_traits>
 
 #include "kernels/cuda/cuda_vector.cuh"
@@ -27,6 +29,9 @@
 #define GRMS_THREADS 256
 /* Backward: about this many threads in all (a constant, not the device's). */
 #define GRMS_BWD_TARGET_THREADS (1 << 18)
+/* Backward: the most shared memory a block's running dweight sums take
+ * (the default limit; beyond it they stay in the partial rows). */
+#define GRMS_BWD_SHARED_BYTES (48 << 10)
 
 /* Sum of v over the calling thread's sub-row (threadIdx.y), returned to each
  * of its threads. blockDim.x is a multiple of 32; every thread of the block
@@ -116,8 +121,10 @@ template <typename T, int V>
 __global__ void __launch_bounds__(GRMS_THREADS, 4)
     grms_bwd_kernel(T *dy, T *dz, float *partial, const T *dout, const T *y, const T *z, const float *w,
                     const float *rstd, const float *wdu, int64_t R, int G, int64_t gs, int64_t nslots, int64_t dyrs,
-                    int64_t dzrs, int64_t dors, int64_t yrs, int64_t zrs, int64_t rsrs, int64_t wdurs, float ncols)
+                    int64_t dzrs, int64_t dors, int64_t yrs, int64_t zrs, int64_t rsrs, int64_t wdurs, float ncols,
+                    bool shared_sums)
 {
+    extern __shared__ float sums_smem[]; /* blockDim.y * gs floats when shared_sums */
     const int64_t s = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = s < nslots * G;
     const int g = (int)(s % G);
@@ -125,7 +132,8 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
     const int64_t col0 = (int64_t)g * gs;
     const int64_t E = (int64_t)G * gs;
     const bool need_du = dy || dz;
-    float *part = partial && active ? partial + slot * E + col0 : NULL;
+    float *out_part = partial && active ? partial + slot * E + col0 : NULL;
+    float *part = out_part && shared_sums ? sums_smem + (int64_t)threadIdx.y * gs : out_part;
     if (part)
         for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V)
 #pragma unroll
@@ -179,6 +187,11 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
                 vec_accum<T, V>(dz + r * dzrs + col0 + c, ddz);
         }
     }
+    if (part && part != out_part) /* each thread moves the sums it owns */
+        for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V)
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                out_part[c + v] = part[c + v];
 }
 
 /* Per (row r, group g): sums[r, g] = the group's sum of u^2, or, when dout
@@ -371,17 +384,19 @@ static void grms_bwd(mt_backend *be, const char *op, mt_arena *scratch, mt_tenso
         nslots = 1;
     unsigned grid = grms_grid(op, nslots * G, block);
     float *partial = dweight ? (float *)mt_arena_alloc(scratch, (size_t)(nslots * E) * sizeof(float)) : NULL;
+    const size_t smem = dweight ? (size_t)block.y * (size_t)gs * sizeof(float) : 0;
+    const bool shared_sums = dweight && smem <= GRMS_BWD_SHARED_BYTES;
     cudaStream_t stream = cuda_stream(be);
     dispatch_float(y->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         grms_dispatch_vec(V, [&](auto vc) {
             constexpr int VV = decltype(vc)::value;
-            grms_bwd_kernel<T, VV><<<grid, block, 0, stream>>>(
+            grms_bwd_kernel<T, VV><<<grid, block, shared_sums ? smem : 0, stream>>>(
                 dy ? (T *)dy->data : NULL, dz ? (T *)dz->data : NULL, partial, (const T *)dout->data,
                 (const T *)y->data, (const T *)z->data, (const float *)weight->data, (const float *)rstd->data,
                 wdu ? (const float *)wdu->data : NULL, R, G, gs, nslots, dy ? mt_row_stride(dy) : 0,
                 dz ? mt_row_stride(dz) : 0, mt_row_stride(dout), mt_row_stride(y), mt_row_stride(z),
-                mt_row_stride(rstd), wdu ? mt_row_stride(wdu) : 0, (float)ncols);
+                mt_row_stride(rstd), wdu ? mt_row_stride(wdu) : 0, (float)ncols, shared_sums);
             LAUNCH_CHECK(op);
         });
     });
