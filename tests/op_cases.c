@@ -256,8 +256,7 @@ const tl_case tl_cases[] = {
     {"rmsnorm", 2,
      {FLOAT_IN("x", TL_FLOAT, 2, X(5, 6), X(257, 768), -2, 2), FLOAT_IN("weight", TL_ACCUM, 1, X(6), X(768), 0.5, 1.5)},
      run_rmsnorm},
-    /* Rows too wide for the backward's running dweight sums in shared
-     * memory (13000 f32 columns > 48 KiB): they stay in the partial rows. */
+    /* Wide rows: more columns than a block has threads, several times over. */
     {"rmsnorm_wide", 2,
      {FLOAT_IN("x", TL_FLOAT, 2, X(3, 8), X(5, 13000), -2, 2),
       FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(13000), 0.5, 1.5)},

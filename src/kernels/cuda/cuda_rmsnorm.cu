@@ -6,9 +6,6 @@
 
 /* Most blocks the backward uses: each owns a row of dweight partials. */
 #define RMS_BWD_MAX_BLOCKS 512
-/* The most shared memory a backward block's running dweight sums take (the
- * default limit; wider rows keep them in the partial row). */
-#define RMS_BWD_SHARED_BYTES (48 << 10)
 
 /* Per row n of x (rows, D):
  *   r = x + residual (residual may be NULL), written to residual_out if given
@@ -75,18 +72,13 @@ void cuda_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_
  * Block per row, grid-stride over rows with a fixed grid G: block b handles
  * rows b, b + G, ... in order and thread t owns columns t, t + blockDim, ...
  * of partial row b (zeroed first), so every partial is a fixed-order sum;
- * colsum_finish_kernel then adds the G partials in block order. While the
- * block works through its rows the running sums live in shared memory
- * (when shared_sums) and go to the partial row once at the end. */
+ * colsum_finish_kernel then adds the G partials in block order. */
 template <typename T>
 __global__ void rmsnorm_bwd_kernel(T *dx, float *dres, float *partial, const T *dy, const float *dres_out,
                                    const float *r, const float *rstd, const float *w, int64_t rows, int64_t D,
-                                   int64_t dxrs, int64_t drrs, int64_t dyrs, int64_t dors, int64_t rrs,
-                                   bool shared_sums)
+                                   int64_t dxrs, int64_t drrs, int64_t dyrs, int64_t dors, int64_t rrs)
 {
-    extern __shared__ float sums_smem[]; /* D floats when shared_sums */
-    float *out_part = partial ? partial + (int64_t)blockIdx.x * D : NULL;
-    float *part = out_part && shared_sums ? sums_smem : out_part;
+    float *part = partial ? partial + (int64_t)blockIdx.x * D : NULL;
     if (part)
         for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
             part[d] = 0.0f;
@@ -114,9 +106,6 @@ __global__ void rmsnorm_bwd_kernel(T *dx, float *dres, float *partial, const T *
                 dres[n * drrs + d] += g;
         }
     }
-    if (part && part != out_part) /* each thread moves the sums it owns */
-        for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
-            out_part[d] = part[d];
 }
 
 void cuda_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual, mt_tensor *dweight,
@@ -149,19 +138,17 @@ void cuda_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tenso
     int threads = row_threads(D, 512);
     int64_t G = rows < RMS_BWD_MAX_BLOCKS ? rows : RMS_BWD_MAX_BLOCKS;
     float *partial = dweight ? (float *)mt_arena_alloc(scratch, (size_t)(G * D) * sizeof(float)) : NULL;
-    const size_t smem = (size_t)D * sizeof(float);
-    const bool shared_sums = dweight && smem <= RMS_BWD_SHARED_BYTES;
     cudaStream_t stream = cuda_stream(be);
     /* x's dtype: dx's, or dy's (the pair shares it); f32 when neither is given. */
     mt_dtype dt = dx ? dx->dtype : dy ? dy->dtype : MT_F32;
     dispatch_float(dt, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        rmsnorm_bwd_kernel<T><<<(unsigned)G, threads, shared_sums ? smem : 0, stream>>>(
+        rmsnorm_bwd_kernel<T><<<(unsigned)G, threads, 0, stream>>>(
             dx ? (T *)dx->data : NULL, dresidual ? (float *)dresidual->data : NULL, partial,
             dy ? (const T *)dy->data : NULL, dresidual_out ? (const float *)dresidual_out->data : NULL,
             (const float *)residual_out->data, (const float *)rstd->data, (const float *)weight->data, rows, D,
             dx ? mt_row_stride(dx) : 0, dresidual ? mt_row_stride(dresidual) : 0, dy ? mt_row_stride(dy) : 0,
-            dresidual_out ? mt_row_stride(dresidual_out) : 0, mt_row_stride(residual_out), shared_sums);
+            dresidual_out ? mt_row_stride(dresidual_out) : 0, mt_row_stride(residual_out));
         LAUNCH_CHECK(op);
     });
     if (dweight) {
