@@ -191,15 +191,45 @@ static void sharded_resume_is_bitwise_exact(void **state)
         if (!tl_same_file(pa, pb))
             fail_msg("%s differs between the whole 2 x 2 run and the resumed one", files[i]);
     }
+}
 
-    /* The same checkpoint on one data-parallel rank: refused, naming both counts. */
+/* A 2-rank checkpoint resumed on one rank (with the same global batch)
+ * carries the data position over: it ends where the uninterrupted 2-rank
+ * run does, within fp32 rounding of the sums' order. A position that does
+ * not split over the new count is refused, saying why. */
+static void resume_on_another_rank_count(void **state)
+{
+    (void)state;
+    const char *two[] = {"train.steps=6", "log.checkpoint_every=3", "log.eval_every=0", "log.keep_last=0",
+                         "data.batch_size=16", "dist.zero=1"};
+    const char *one[] = {"train.steps=6", "log.checkpoint_every=3", "log.eval_every=0", "log.keep_last=0",
+                         "data.batch_size=32"};
+    mt_train_config whole, parts, rest;
+    tl_tiny_config(&whole, "reshard-whole", 6, two);
+    tl_tiny_config(&parts, "reshard-parts", 6, two);
+    tl_tiny_config(&rest, "reshard-parts", 5, one); /* the same run directory */
+    mt_train_options o = {0};
+    train_ranks_or_fail(&whole, 2, &o);
+    o.stop_at = 3;
+    train_ranks_or_fail(&parts, 2, &o);
+    o = (mt_train_options){.resume = "auto"};
+    train_ranks_or_fail(&rest, 1, &o);
+    char pa[1200], pb[1200];
+    checkpoint_file(pa, sizeof pa, &whole, 6, "model.safetensors");
+    checkpoint_file(pb, sizeof pb, &rest, 6, "model.safetensors");
+    const double d = tl_model_difference(pa, pb);
+    printf("2 ranks resumed on 1: parameters after 6 steps %.2e relative to the 2-rank run\n", d);
+    assert_true(d < 1e-6);
+
+    const char *odd[] = {"train.steps=1", "log.eval_every=0", "data.batch_size=3"};
+    mt_train_config three;
+    tl_tiny_config(&three, "reshard-odd", 3, odd);
+    train_ranks_or_fail(&three, 2, &(mt_train_options){0}); /* 2 x 3 samples visited */
     tl_rank_run runs[TL_MAX_RANKS];
-    char dir[1200];
-    snprintf(dir, sizeof dir, "%s/step_000003", parts.log.out_dir);
-    o = (mt_train_options){.resume = dir};
-    assert_false(tl_train_grid(&parts, 1, 2, &o, false, runs));
-    printf("resume on 1 rank: %s\n", runs[0].err);
-    assert_non_null(strstr(runs[0].err, "2 data-parallel ranks and this run has 1"));
+    o = (mt_train_options){.resume = "auto"};
+    assert_false(train_ranks(&three, 4, &o, runs));
+    printf("resume on 4 ranks: %s\n", runs[0].err);
+    assert_non_null(strstr(runs[0].err, "the 6 samples its ranks visited do not split over 4 ranks"));
 }
 
 static void tp_size_must_match_the_group(void **state)
@@ -225,6 +255,7 @@ int main(void)
         cmocka_unit_test(buckets_overlap_the_backward),
         cmocka_unit_test(zero1_is_bitwise_plain_dp),
         cmocka_unit_test(sharded_resume_is_bitwise_exact),
+        cmocka_unit_test(resume_on_another_rank_count),
         cmocka_unit_test(tp_size_must_match_the_group),
     };
     return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);

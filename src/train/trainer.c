@@ -358,6 +358,45 @@ static bool load_released(run *r, char *err, size_t errlen)
     return ok;
 }
 
+/* This rank's loader cursor from a checkpoint written by saved_dp data-
+ * parallel ranks (cursors: their cursors, or NULL with cursor rank 0's).
+ * On the same rank count each rank takes its own. On another count the
+ * data position reshards when every rank stopped at the same place in its
+ * stream (epoch e, index i): the ranks together had then visited positions
+ * [0, i * saved_dp) of epoch e's order, which this run's ranks reach at
+ * index i * saved_dp / dp when that divides. */
+static bool resume_cursor(const run *r, const char *dir, int saved_dp, json_t *cursor, json_t *cursors,
+                          mt_loader_cursor *out, char *err, size_t errlen)
+{
+    if (saved_dp == r->dp_size) {
+        if (cursors && !(cursor = json_array_get(cursors, (size_t)r->dp_rank)))
+            return mt_errorf(err, errlen, "%s/trainer.json: no loader cursor for rank %d", dir, r->dp_rank);
+        return mt_loader_cursor_from_json(cursor, out, err, errlen);
+    }
+    mt_loader_cursor first, each;
+    bool same = cursors ? json_array_size(cursors) == (size_t)saved_dp : saved_dp == 1;
+    same = same && mt_loader_cursor_from_json(cursors ? json_array_get(cursors, 0) : cursor, &first, err, errlen);
+    for (int i = 1; same && i < saved_dp; i++)
+        same = mt_loader_cursor_from_json(json_array_get(cursors, (size_t)i), &each, err, errlen) &&
+               each.seed == first.seed && each.epoch == first.epoch && each.index == first.index;
+    const int64_t visited = same ? first.index * saved_dp : -1;
+    char why[160];
+    if (!same)
+        snprintf(why, sizeof why, "its ranks stopped at different places in the data (at an epoch boundary)");
+    else
+        snprintf(why, sizeof why, "the %lld samples its ranks visited do not split over %d ranks", (long long)visited,
+                 r->dp_size);
+    if (!same || visited % r->dp_size != 0)
+        return mt_errorf(err, errlen, "%s was written by a run of %d data-parallel ranks and this run has %d: %s, so "
+                         "the data position cannot be carried over (resume on %d ranks, or start a new run from its "
+                         "weights with model.init_from = %s)", dir, saved_dp, r->dp_size, why, saved_dp, dir);
+    *out = (mt_loader_cursor){first.seed, first.epoch, visited / r->dp_size};
+    if (r->lead)
+        printf("resume: the data position of %d data-parallel ranks carried over to %d (epoch %lld, %lld samples "
+               "visited)\n", saved_dp, r->dp_size, (long long)first.epoch, (long long)visited);
+    return true;
+}
+
 static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
 {
     char dir[1024];
@@ -382,18 +421,10 @@ static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
                              "adam_step", &adam_step, "bad_steps", &bad, "loader", &cursor, "dp_size", &dp_size,
                              "loaders", &cursors) == 0;
     mt_loader_cursor c;
-    if (!ok) {
+    if (!ok)
         mt_errorf(err, errlen, "%s/trainer.json: %s", dir, je.text);
-    } else if (dp_size != r->dp_size) {
-        /* The model and optimizer would load anywhere; the data order would not. */
-        ok = mt_errorf(err, errlen, "%s was written by a run of %d data-parallel ranks and this run has %d: the "
-                       "data order depends on the rank count, so it resumes only on %d (use model.init_from = %s "
-                       "to start a new run from its weights)", dir, dp_size, r->dp_size, dp_size, dir);
-    } else {
-        if (cursors && !(cursor = json_array_get(cursors, (size_t)r->dp_rank)))
-            ok = mt_errorf(err, errlen, "%s/trainer.json: no loader cursor for rank %d", dir, r->dp_rank);
-        ok = ok && mt_loader_cursor_from_json(cursor, &c, err, errlen) && mt_loader_seek(r->train, c, err, errlen);
-    }
+    ok = ok && resume_cursor(r, dir, dp_size, cursor, cursors, &c, err, errlen) &&
+         mt_loader_seek(r->train, c, err, errlen);
     json_decref(state);
     if (!ok)
         return false;

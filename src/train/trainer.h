@@ -8,9 +8,11 @@
  * every rank reads its own part of each global batch, the gradients are
  * summed over the data-parallel ranks, and only the lead rank logs and
  * writes. A checkpoint holds the whole model and optimizer state (ZeRO-1
- * shards gathered first) and every data-parallel rank's loader cursor: it
- * resumes on the same number of data-parallel ranks, and loads anywhere as
- * a model (export, init). */
+ * shards and tensor-parallel slices gathered first) and every data-parallel
+ * rank's loader cursor: it resumes on any number of ranks (the data
+ * position reshards unless the ranks stopped at different places, at an
+ * epoch boundary, or their samples do not split over the new count), and
+ * loads anywhere as a model (export, init). */
 #ifndef MT_TRAINER_H
 #define MT_TRAINER_H
 
