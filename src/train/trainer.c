@@ -16,15 +16,13 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "data/loader.h"
-#include "dist/tp.h"
 #include "data/synthetic.h"
-#include "layers/config_json.h"
+#include "dist/tp.h"
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
-#include "train/checkpoint.h"
 #include "train/dist_train.h"
-#include "train/pretrained.h"
+#include "train/run.h"
 
 enum { IGNORE_TARGET = -100, MAX_PATHS = 64 };
 
@@ -81,26 +79,6 @@ static double tensor_scalar(const mt_tensor *t)
     return mt_get(&h, 0);
 }
 
-/* Everything a run holds. */
-typedef struct run {
-    const mt_train_config *cfg;
-    mt_backend *be;
-    bool own_backend;
-    mt_dist dist;
-    bool lead; /* logs, writes metrics and checkpoints */
-    int dp_rank, dp_size, tp_size;
-    mt_device dev;
-    mt_dtype compute;
-    mt_model model;
-    mt_adamw opt;
-    mt_lr_schedule sched;
-    mt_loader *train, *val;
-    mt_tensor *ids, *targets, *seq_idx; /* device copies of a micro-batch */
-    int32_t *host_targets;
-    FILE *metrics;
-    int64_t step, tokens;
-    int bad_steps;
-} run;
 
 /* Generates the synthetic task's shards (train and a separate val) into
  * out_dir/data once; a later run (or a resume) reuses them. */
@@ -133,9 +111,7 @@ static bool synthetic_shards(const mt_train_config *cfg, bool write, char *train
     return true;
 }
 
-/* Whether ok holds on every rank. A rank where it does not has its own
- * message in err already; the others are told which step failed elsewhere. */
-static bool all_ok(run *r, bool ok, const char *what, char *err, size_t errlen)
+bool mt_run_all_ok(run *r, bool ok, const char *what, char *err, size_t errlen)
 {
     double failed = !ok;
     char why[512];
@@ -155,7 +131,7 @@ static bool open_data(run *r, char *err, size_t errlen)
     bool separate_val;
     if (strcmp(cfg->data.synthetic, "none") != 0) {
         /* The lead rank generates; the others wait for the files. */
-        if (!all_ok(r, synthetic_shards(cfg, r->lead, train_list, val_list, sizeof train_list, err, errlen),
+        if (!mt_run_all_ok(r, synthetic_shards(cfg, r->lead, train_list, val_list, sizeof train_list, err, errlen),
                     "generating the synthetic shards", err, errlen))
             return false;
         train_paths[0] = train_list;
@@ -257,184 +233,10 @@ static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char 
     mt_tensor_free(host);
     /* Each data-parallel rank evaluated its own part of the validation set. */
     double sums[4] = {loss_sum, (double)batches, (double)right, (double)scored};
-    ok = all_ok(r, ok, "evaluation", err, errlen) && mt_group_sum(r->dist.dp, sums, 4, err, errlen);
+    ok = mt_run_all_ok(r, ok, "evaluation", err, errlen) && mt_group_sum(r->dist.dp, sums, 4, err, errlen);
     *loss_out = sums[1] > 0 ? sums[0] / sums[1] : NAN;
     *acc_out = sums[3] > 0 ? sums[2] / sums[3] : NAN;
     return ok;
-}
-
-/* The trainer's state with every data-parallel rank's loader cursor
- * ("loader" is rank 0's, "loaders" all of them in rank order); NULL when
- * gathering the cursors fails. */
-static json_t *trainer_state(run *r, char *err, size_t errlen)
-{
-    /* Gathered as a sum: each rank fills its own (epoch, index) slot. */
-    const mt_loader_cursor mine = mt_loader_tell(r->train);
-    double *slots = calloc(2 * (size_t)r->dp_size, sizeof *slots);
-    if (!slots)
-        mt_fatal("out of host memory for %d loader cursors", r->dp_size);
-    slots[2 * r->dp_rank] = (double)mine.epoch;
-    slots[2 * r->dp_rank + 1] = (double)mine.index;
-    if (!mt_group_sum(r->dist.dp, slots, 2 * (size_t)r->dp_size, err, errlen)) {
-        free(slots);
-        return NULL;
-    }
-    json_t *loaders = json_array();
-    for (int i = 0; i < r->dp_size; i++)
-        json_array_append_new(loaders, mt_loader_cursor_to_json((mt_loader_cursor){
-                                           mine.seed, (int64_t)slots[2 * i], (int64_t)slots[2 * i + 1]}));
-    free(slots);
-    return json_pack("{s:I, s:I, s:I, s:i, s:O, s:i, s:o}", "step", (json_int_t)r->step, "tokens",
-                     (json_int_t)r->tokens, "adam_step", (json_int_t)r->opt.step, "bad_steps", r->bad_steps,
-                     "loader", json_array_get(loaders, 0), "dp_size", r->dp_size, "loaders", loaders);
-}
-
-/* Under tensor parallelism, the whole model's store in the single-rank
- * layout on the host: what checkpoints and released weights hold. */
-static void build_full_model(const run *r, mt_model *full)
-{
-    mt_model_build(full, &r->cfg->model, MT_CPU, MT_F32);
-}
-
-/* Every rank takes part (the optimizer state, the tensor-parallel slices
- * and the cursors are gathered); the lead rank writes. */
-static bool save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen)
-{
-    mt_model full = {0};
-    const mt_params *store = &r->model.params;
-    bool ok = mt_dist_gather_state(&r->dist, &r->model.params, err, errlen);
-    if (ok && r->tp_size > 1 && r->dp_rank == 0) { /* one tp group gathers for the lead */
-        if (r->lead)
-            build_full_model(r, &full);
-        ok = mt_tp_gather_store(r->dist.tp, &r->model, r->lead ? &full.params : NULL, err, errlen);
-        store = &full.params;
-    }
-    json_t *state = ok ? trainer_state(r, err, errlen) : NULL;
-    ok = state != NULL;
-    if (ok && r->lead) {
-        json_t *model_cfg = mt_model_config_to_json(&r->model.cfg);
-        ok = mt_checkpoint_save(r->cfg->log.out_dir, r->step, store, true, state, model_cfg, r->cfg->log.keep_last,
-                                res->checkpoint, sizeof res->checkpoint, err, errlen);
-        json_decref(model_cfg);
-        if (ok)
-            printf("checkpoint: %s\n", res->checkpoint);
-    }
-    json_decref(state);
-    if (full.layers)
-        mt_model_release(&full);
-    mt_dist_shard_state(&r->dist, &r->model.params, false);
-    return all_ok(r, ok, "writing the checkpoint", err, errlen);
-}
-
-/* A checkpoint's store into the model: whole, or this rank's slice of it. */
-static bool load_checkpoint(run *r, const char *dir, json_t **state, char *err, size_t errlen)
-{
-    mt_dist_whole_state(&r->dist, &r->model.params);
-    bool ok;
-    if (r->tp_size == 1) {
-        ok = mt_checkpoint_load(dir, &r->model.params, true, state, err, errlen);
-    } else {
-        mt_model full;
-        build_full_model(r, &full);
-        ok = mt_checkpoint_load(dir, &full.params, true, state, err, errlen) &&
-             mt_tp_scatter_store(&r->model, &full.params, true, err, errlen);
-        mt_model_release(&full);
-    }
-    mt_dist_shard_state(&r->dist, &r->model.params, true);
-    return ok;
-}
-
-/* Released weights (model.init_from) into the model: whole, or this rank's
- * slice of them. Nothing is re-initialized. */
-static bool load_released(run *r, char *err, size_t errlen)
-{
-    if (r->tp_size == 1)
-        return mt_pretrained_load(r->cfg->init_from, &r->model, err, errlen);
-    mt_model full;
-    build_full_model(r, &full);
-    bool ok = mt_pretrained_load(r->cfg->init_from, &full, err, errlen) &&
-              mt_tp_scatter_store(&r->model, &full.params, false, err, errlen);
-    mt_model_release(&full);
-    return ok;
-}
-
-/* This rank's loader cursor from a checkpoint written by saved_dp data-
- * parallel ranks (cursors: their cursors, or NULL with cursor rank 0's).
- * On the same rank count each rank takes its own. On another count the
- * data position reshards when every rank stopped at the same place in its
- * stream (epoch e, index i): the ranks together had then visited positions
- * [0, i * saved_dp) of epoch e's order, which this run's ranks reach at
- * index i * saved_dp / dp when that divides. */
-static bool resume_cursor(const run *r, const char *dir, int saved_dp, json_t *cursor, json_t *cursors,
-                          mt_loader_cursor *out, char *err, size_t errlen)
-{
-    if (saved_dp == r->dp_size) {
-        if (cursors && !(cursor = json_array_get(cursors, (size_t)r->dp_rank)))
-            return mt_errorf(err, errlen, "%s/trainer.json: no loader cursor for rank %d", dir, r->dp_rank);
-        return mt_loader_cursor_from_json(cursor, out, err, errlen);
-    }
-    mt_loader_cursor first, each;
-    bool same = cursors ? json_array_size(cursors) == (size_t)saved_dp : saved_dp == 1;
-    same = same && mt_loader_cursor_from_json(cursors ? json_array_get(cursors, 0) : cursor, &first, err, errlen);
-    for (int i = 1; same && i < saved_dp; i++)
-        same = mt_loader_cursor_from_json(json_array_get(cursors, (size_t)i), &each, err, errlen) &&
-               each.seed == first.seed && each.epoch == first.epoch && each.index == first.index;
-    const int64_t visited = same ? first.index * saved_dp : -1;
-    char why[160];
-    if (!same)
-        snprintf(why, sizeof why, "its ranks stopped at different places in the data (at an epoch boundary)");
-    else
-        snprintf(why, sizeof why, "the %lld samples its ranks visited do not split over %d ranks", (long long)visited,
-                 r->dp_size);
-    if (!same || visited % r->dp_size != 0)
-        return mt_errorf(err, errlen, "%s was written by a run of %d data-parallel ranks and this run has %d: %s, so "
-                         "the data position cannot be carried over (resume on %d ranks, or start a new run from its "
-                         "weights with model.init_from = %s)", dir, saved_dp, r->dp_size, why, saved_dp, dir);
-    *out = (mt_loader_cursor){first.seed, first.epoch, visited / r->dp_size};
-    if (r->lead)
-        printf("resume: the data position of %d data-parallel ranks carried over to %d (epoch %lld, %lld samples "
-               "visited)\n", saved_dp, r->dp_size, (long long)first.epoch, (long long)visited);
-    return true;
-}
-
-static bool resume_from(run *r, const char *resume, char *err, size_t errlen)
-{
-    char dir[1024];
-    if (strcmp(resume, "auto") == 0) {
-        char why[512];
-        if (!mt_checkpoint_latest(r->cfg->log.out_dir, dir, sizeof dir, why, sizeof why)) {
-            if (r->lead)
-                printf("resume auto: no checkpoint in %s (%s): starting fresh\n", r->cfg->log.out_dir, why);
-            return true;
-        }
-    } else {
-        snprintf(dir, sizeof dir, "%s", resume);
-    }
-    json_t *state = NULL;
-    if (!load_checkpoint(r, dir, &state, err, errlen))
-        return false;
-    json_int_t step = 0, tokens = 0, adam_step = 0;
-    int bad = 0, dp_size = 1;
-    json_t *cursor = NULL, *cursors = NULL;
-    json_error_t je;
-    bool ok = json_unpack_ex(state, &je, 0, "{s:I, s:I, s:I, s:i, s:o, s?i, s?o}", "step", &step, "tokens", &tokens,
-                             "adam_step", &adam_step, "bad_steps", &bad, "loader", &cursor, "dp_size", &dp_size,
-                             "loaders", &cursors) == 0;
-    mt_loader_cursor c;
-    if (!ok)
-        mt_errorf(err, errlen, "%s/trainer.json: %s", dir, je.text);
-    ok = ok && resume_cursor(r, dir, dp_size, cursor, cursors, &c, err, errlen) &&
-         mt_loader_seek(r->train, c, err, errlen);
-    json_decref(state);
-    if (!ok)
-        return false;
-    r->step = step;
-    r->tokens = tokens;
-    r->opt.step = adam_step;
-    r->bad_steps = bad;
-    if (r->lead)
-        printf("resumed from %s at step %lld\n", dir, (long long)step);
-    return true;
 }
 
 /* One optimizer step: micro-batches forward and backward, the gradients
@@ -614,7 +416,7 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
     mt_model_build_tp(&r->model, &cfg->model, r->dev, MT_F32, &tp);
     r->model.recompute_blocks = strcmp(cfg->train.recompute, "block") == 0;
     if (cfg->init_from[0]) {
-        if (!load_released(r, err, errlen))
+        if (!mt_run_load_released(r, err, errlen))
             return false;
     } else {
         mt_model_init(&r->model, r->be, (uint64_t)cfg->train.seed); /* a tp rank: its slice of the whole init */
@@ -666,7 +468,7 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
     stop_requested = 0;
     void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
     run r = {0};
-    bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || resume_from(&r, opt->resume, err, errlen));
+    bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || mt_run_resume(&r, opt->resume, err, errlen));
     if (!ok) {
         signal(SIGINT, old_int);
         signal(SIGTERM, old_term);
@@ -717,7 +519,7 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
             break;
         const bool stop = signalled > 0 || r.step == opt->stop_at;
         if (periodic || r.step == cfg->train.steps || stop)
-            ok = save_checkpoint(&r, res, err, errlen);
+            ok = mt_run_save_checkpoint(&r, res, err, errlen);
         if (stop) {
             if (r.lead)
                 printf("stopping at step %lld%s\n", (long long)r.step, signalled > 0 ? " on a signal" : "");
