@@ -17,7 +17,7 @@
 #include "train/trainer.h"
 
 /* Everything a run holds. */
-typedef struct run {
+typedef struct mt_run {
     const mt_train_config *cfg;
     mt_backend *be;
     bool own_backend;
@@ -35,22 +35,22 @@ typedef struct run {
     FILE *metrics;
     int64_t step, tokens;
     int bad_steps;
-} run;
+} mt_run;
 
 /* Whether ok holds on every rank. A rank where it does not has its own
  * message in err already; the others are told which step failed elsewhere. */
-bool mt_run_all_ok(run *r, bool ok, const char *what, char *err, size_t errlen);
+bool mt_run_all_ok(mt_run *r, bool ok, const char *what, char *err, size_t errlen);
 
 /* A checkpoint of the run at its step: every rank takes part, the lead
  * rank writes (its path into res->checkpoint). */
-bool mt_run_save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen);
+bool mt_run_save_checkpoint(mt_run *r, mt_train_result *res, char *err, size_t errlen);
 
 /* Continues from resume: a checkpoint directory, or "auto" (the newest in
  * out_dir; none: a fresh start). */
-bool mt_run_resume(run *r, const char *resume, char *err, size_t errlen);
+bool mt_run_resume(mt_run *r, const char *resume, char *err, size_t errlen);
 
 /* The released weights of model.init_from into the model (nothing
  * re-initialized). */
-bool mt_run_load_released(run *r, char *err, size_t errlen);
+bool mt_run_load_released(mt_run *r, char *err, size_t errlen);
 
 #endif

@@ -16,7 +16,7 @@
 /* The trainer's state with every data-parallel rank's loader cursor
  * ("loader" is rank 0's, "loaders" all of them in rank order); NULL when
  * gathering the cursors fails. */
-static json_t *trainer_state(run *r, char *err, size_t errlen)
+static json_t *trainer_state(mt_run *r, char *err, size_t errlen)
 {
     /* Gathered as a sum: each rank fills its own (epoch, index) slot. */
     const mt_loader_cursor mine = mt_loader_tell(r->train);
@@ -41,14 +41,14 @@ static json_t *trainer_state(run *r, char *err, size_t errlen)
 
 /* Under tensor parallelism, the whole model's store in the single-rank
  * layout on the host: what checkpoints and released weights hold. */
-static void build_full_model(const run *r, mt_model *full)
+static void build_full_model(const mt_run *r, mt_model *full)
 {
     mt_model_build(full, &r->cfg->model, MT_CPU, MT_F32);
 }
 
 /* Every rank takes part (the optimizer state, the tensor-parallel slices
  * and the cursors are gathered); the lead rank writes. */
-bool mt_run_save_checkpoint(run *r, mt_train_result *res, char *err, size_t errlen)
+bool mt_run_save_checkpoint(mt_run *r, mt_train_result *res, char *err, size_t errlen)
 {
     mt_model full = {0};
     const mt_params *store = &r->model.params;
@@ -77,7 +77,7 @@ bool mt_run_save_checkpoint(run *r, mt_train_result *res, char *err, size_t errl
 }
 
 /* A checkpoint's store into the model: whole, or this rank's slice of it. */
-static bool load_checkpoint(run *r, const char *dir, json_t **state, char *err, size_t errlen)
+static bool load_checkpoint(mt_run *r, const char *dir, json_t **state, char *err, size_t errlen)
 {
     mt_dist_whole_state(&r->dist, &r->model.params);
     bool ok;
@@ -96,7 +96,7 @@ static bool load_checkpoint(run *r, const char *dir, json_t **state, char *err, 
 
 /* Released weights (model.init_from) into the model: whole, or this rank's
  * slice of them. Nothing is re-initialized. */
-bool mt_run_load_released(run *r, char *err, size_t errlen)
+bool mt_run_load_released(mt_run *r, char *err, size_t errlen)
 {
     if (r->tp_size == 1)
         return mt_pretrained_load(r->cfg->init_from, &r->model, err, errlen);
@@ -115,7 +115,7 @@ bool mt_run_load_released(run *r, char *err, size_t errlen)
  * stream (epoch e, index i): the ranks together had then visited positions
  * [0, i * saved_dp) of epoch e's order, which this run's ranks reach at
  * index i * saved_dp / dp when that divides. */
-static bool resume_cursor(const run *r, const char *dir, int saved_dp, json_t *cursor, json_t *cursors,
+static bool resume_cursor(const mt_run *r, const char *dir, int saved_dp, json_t *cursor, json_t *cursors,
                           mt_loader_cursor *out, char *err, size_t errlen)
 {
     if (saved_dp == r->dp_size) {
@@ -147,7 +147,7 @@ static bool resume_cursor(const run *r, const char *dir, int saved_dp, json_t *c
     return true;
 }
 
-bool mt_run_resume(run *r, const char *resume, char *err, size_t errlen)
+bool mt_run_resume(mt_run *r, const char *resume, char *err, size_t errlen)
 {
     char dir[1024];
     if (strcmp(resume, "auto") == 0) {

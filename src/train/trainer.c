@@ -111,7 +111,7 @@ static bool synthetic_shards(const mt_train_config *cfg, bool write, char *train
     return true;
 }
 
-bool mt_run_all_ok(run *r, bool ok, const char *what, char *err, size_t errlen)
+bool mt_run_all_ok(mt_run *r, bool ok, const char *what, char *err, size_t errlen)
 {
     double failed = !ok;
     char why[512];
@@ -122,7 +122,7 @@ bool mt_run_all_ok(run *r, bool ok, const char *what, char *err, size_t errlen)
     return ok;
 }
 
-static bool open_data(run *r, char *err, size_t errlen)
+static bool open_data(mt_run *r, char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
     char train_list[1100], val_list[1100]; /* the loaders read the paths only while opening */
@@ -168,7 +168,7 @@ static bool open_data(run *r, char *err, size_t errlen)
 
 /* Copies a micro-batch to the device; targets outside the answer mask are
  * ignored when the loss is on answers only. */
-static void batch_to_device(run *r, const mt_batch *bt)
+static void batch_to_device(mt_run *r, const mt_batch *bt)
 {
     const int64_t n = (int64_t)bt->batch_size * bt->seq_len;
     const bool answers = strcmp(r->cfg->data.loss_on, "answers") == 0;
@@ -181,7 +181,7 @@ static void batch_to_device(run *r, const mt_batch *bt)
 
 /* The next micro-batch of ld on the device, its logits and its loss (NULL
  * on a loader error). */
-static mt_tensor *batch_loss(run *r, mt_ctx *c, mt_loader *ld, mt_tensor **logits, char *err, size_t errlen)
+static mt_tensor *batch_loss(mt_run *r, mt_ctx *c, mt_loader *ld, mt_tensor **logits, char *err, size_t errlen)
 {
     const mt_batch *bt = mt_loader_next(ld, err, errlen);
     if (!bt)
@@ -194,7 +194,7 @@ static mt_tensor *batch_loss(run *r, mt_ctx *c, mt_loader *ld, mt_tensor **logit
 
 /* Mean loss over the validation batches, and the share of scored targets
  * whose argmax is right (when the loss is on answers). */
-static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char *err, size_t errlen)
+static bool evaluate(mt_run *r, mt_ctx *c, double *loss_out, double *acc_out, char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
     if (!mt_loader_seek(r->val, (mt_loader_cursor){(uint64_t)cfg->train.seed, 0, 0}, err, errlen))
@@ -243,7 +243,7 @@ static bool evaluate(run *r, mt_ctx *c, double *loss_out, double *acc_out, char 
  * summed over the data-parallel ranks, then the guarded update. *loss_out is
  * the mean loss over the global batch; *norm_out the gradient norm before
  * clipping. */
-static bool train_step(run *r, mt_ctx *c, double lr, bool poison, double *loss_out, double *norm_out, bool *skipped,
+static bool train_step(mt_run *r, mt_ctx *c, double lr, bool poison, double *loss_out, double *norm_out, bool *skipped,
                        char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
@@ -294,7 +294,7 @@ static json_t *number(double v)
     return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void write_metrics(run *r, json_t *j)
+static void write_metrics(mt_run *r, json_t *j)
 {
     json_dumpf(j, r->metrics, JSON_COMPACT);
     fputc('\n', r->metrics);
@@ -305,7 +305,7 @@ static void write_metrics(run *r, json_t *j)
 /* The whole model's parameter count from this rank's store: a tensor-
  * parallel rank holds 1/tp of each sharded parameter (but its replicated
  * rows). */
-static double model_params(const run *r)
+static double model_params(const mt_run *r)
 {
     double sharded = 0, whole = 0;
     for (int i = 0; i < r->model.params.n; i++) {
@@ -322,7 +322,7 @@ static double model_params(const run *r)
     return sharded * r->tp_size + whole;
 }
 
-static void log_step(run *r, double loss, double lr, double norm, double dt, double rate, bool skipped)
+static void log_step(mt_run *r, double loss, double lr, double norm, double dt, double rate, bool skipped)
 {
     const mt_train_config *cfg = r->cfg;
     if (!r->lead)
@@ -344,7 +344,7 @@ static void log_step(run *r, double loss, double lr, double norm, double dt, dou
     }
 }
 
-static void log_eval(run *r, double loss, double acc)
+static void log_eval(mt_run *r, double loss, double acc)
 {
     if (!r->lead)
         return;
@@ -357,7 +357,7 @@ static void log_eval(run *r, double loss, double acc)
 }
 
 /* config.ini and the metrics log, written by the lead rank. */
-static bool write_run_files(run *r, char *err, size_t errlen)
+static bool write_run_files(mt_run *r, char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
     char path[1100];
@@ -374,7 +374,7 @@ static bool write_run_files(run *r, char *err, size_t errlen)
     return true;
 }
 
-static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *opt, char *err, size_t errlen)
+static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options *opt, char *err, size_t errlen)
 {
     r->cfg = cfg;
     r->dist = (mt_dist){.dp = opt->dp, .tp = opt->tp}; /* ZeRO-1 state once the model is built */
@@ -442,7 +442,7 @@ static bool setup(run *r, const mt_train_config *cfg, const mt_train_options *op
     return r->host_targets ? true : mt_errorf(err, errlen, "out of memory");
 }
 
-static void teardown(run *r)
+static void teardown(mt_run *r)
 {
     if (r->metrics)
         fclose(r->metrics);
@@ -467,7 +467,7 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
     *res = (mt_train_result){.last_loss = NAN, .eval_loss = NAN, .eval_accuracy = NAN};
     stop_requested = 0;
     void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
-    run r = {0};
+    mt_run r = {0};
     bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || mt_run_resume(&r, opt->resume, err, errlen));
     if (!ok) {
         signal(SIGINT, old_int);
