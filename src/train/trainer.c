@@ -383,8 +383,9 @@ static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options 
     r->dp_size = mt_group_size(opt->dp);
     r->tp_size = mt_group_size(opt->tp);
     if (r->tp_size != cfg->dist.tp_size)
-        return mt_errorf(err, errlen, "[dist] tp_size = %d but the run's tensor-parallel group has %d ranks",
-                         cfg->dist.tp_size, r->tp_size);
+        return mt_errorf(err, errlen, "[dist] tp_size = %d but the run's tensor-parallel group has %d ranks "
+                         "(start a multiple of %d ranks: --gpus N, or a launcher)", cfg->dist.tp_size, r->tp_size,
+                         cfg->dist.tp_size);
     char why[256];
     if (!mt_tp_check(&cfg->model, r->tp_size, why, sizeof why))
         return mt_errorf(err, errlen, "[dist] tp_size: %s", why);
