@@ -12,7 +12,13 @@
 void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, size_t bucket_bytes, mt_params *p)
 {
     const bool several = mt_group_size(dp) > 1;
-    *d = (mt_dist){.dp = dp, .tp = tp, .zero = zero && several, .overlap = !zero && several && bucket_bytes > 0};
+    /* No overlap beside tensor parallelism: its collectives run during the
+     * backward on the other communicator, and NCCL kernels of two
+     * communicators that run at once can wait on each other across ranks. */
+    *d = (mt_dist){.dp = dp,
+                   .tp = tp,
+                   .zero = zero && several,
+                   .overlap = !zero && several && bucket_bytes > 0 && mt_group_size(tp) == 1};
     if (d->zero)
         mt_zero1_init(&d->z, dp, p);
     if (d->overlap)

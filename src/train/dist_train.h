@@ -43,7 +43,8 @@ static inline bool mt_dist_lead(const mt_dist *d)
 
 /* With several dp ranks: ZeRO-1 when asked for (the optimizer moments of
  * p become this rank's shard's, mt_zero1_init), else, for bucket_bytes >
- * 0, the all-reduce in buckets during the backward (dist/buckets.h). */
+ * 0 and no tensor parallelism, the all-reduce in buckets during the
+ * backward (dist/buckets.h). */
 void mt_dist_init(mt_dist *d, mt_comm *dp, mt_comm *tp, bool zero, size_t bucket_bytes, mt_params *p);
 void mt_dist_release(mt_dist *d, const mt_params *p);
 

@@ -93,8 +93,8 @@ static const config_key KEYS[] = {
     {"dist", "zero", K_INT, AT(dist.zero), NULL,
      "0: gradients all-reduced, AdamW on every rank; 1: ZeRO-1, each data-parallel rank updates its shard"},
     {"dist", "bucket_mb", K_DOUBLE, AT(dist.bucket_mb), NULL,
-     "data parallel (zero = 0): gradients all-reduced in buckets of this many MiB during the backward "
-     "(0: one all-reduce after it)"},
+     "data parallel (zero = 0, tp_size = 1): gradients all-reduced in buckets of this many MiB during the "
+     "backward (0: one all-reduce after it)"},
     {"dist", "timeout_s", K_DOUBLE, AT(dist.timeout_s), NULL,
      "seconds a rank waits for the others (rendezvous, any collective) before the run fails"},
 
