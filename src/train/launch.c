@@ -14,6 +14,8 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/device.h"
+#include "dist/comm_mpi.h"
 #include "dist/comm_nccl.h"
 #include "dist/rendezvous.h"
 #include "train/dist_train.h"
@@ -55,17 +57,43 @@ static bool make_groups(const mt_rendezvous *rv, const mt_train_config *cfg, con
            (*dp = mt_comm_nccl_split(*world, tp_rank, dp_rank, err, errlen));
 }
 
+/* CPU ranks under mpirun: the groups are MPI communicators. */
+static bool train_on_cpu(const mt_rendezvous *rv, const mt_train_config *cfg, const mt_train_options *opt,
+                         mt_train_result *res, char *err, size_t errlen)
+{
+    if (!rv->mpi)
+        return mt_errorf(err, errlen, "a run of %d ranks on the CPU needs mpirun in a build with MPI (the CPU "
+                         "ranks talk through MPI; NCCL needs a GPU per rank)", rv->world);
+    const int tp_size = cfg->dist.tp_size, tp_rank = rv->rank % tp_size, dp_rank = rv->rank / tp_size;
+    if (!mt_rendezvous_exchange(rv, config_hash(cfg), NULL, 0, cfg->dist.timeout_s, err, errlen))
+        return false;
+    mt_comm *tp = NULL, *dp = NULL;
+    bool ok = (tp_size == 1 || (tp = mt_comm_mpi_split(dp_rank, tp_rank, err, errlen))) &&
+              (rv->world == tp_size || (dp = mt_comm_mpi_split(tp_rank, dp_rank, err, errlen)));
+    if (ok) {
+        mt_train_options o = *opt;
+        o.dp = dp;
+        o.tp = tp;
+        ok = mt_train(cfg, &o, res, err, errlen);
+    }
+    if (tp)
+        tp->destroy(tp);
+    if (dp)
+        dp->destroy(dp);
+    return ok;
+}
+
 bool mt_launch_rank(const mt_rendezvous *rv, const mt_train_config *cfg, const mt_train_options *opt,
                     mt_train_result *res, char *err, size_t errlen)
 {
     if (rv->world == 1)
         return mt_train(cfg, opt, res, err, errlen);
-    if (strcmp(cfg->train.device, "cpu") == 0)
-        return mt_errorf(err, errlen, "[train] device = cpu: a run of %d ranks (WORLD_SIZE) needs GPUs and NCCL",
-                         rv->world);
     if (rv->world % cfg->dist.tp_size != 0)
         return mt_errorf(err, errlen, "[dist] tp_size = %d does not divide the %d ranks", cfg->dist.tp_size,
                          rv->world);
+    if (strcmp(cfg->train.device, "cpu") == 0 ||
+        (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() == 0))
+        return train_on_cpu(rv, cfg, opt, res, err, errlen);
     /* The ranks meet before taking a GPU: another configuration is named
      * first, and no rank holds a GPU while waiting for a late one. */
     uint8_t id[MT_NCCL_ID_BYTES] = {0};

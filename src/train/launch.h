@@ -7,7 +7,9 @@
  * runs the same effective configuration), builds the NCCL communicator
  * and splits it into its tensor-parallel group (tp_size consecutive ranks)
  * and its data-parallel group (the ranks with its tp rank), then trains.
- * Without launcher variables it is the single rank. */
+ * Ranks on the CPU (train.device = cpu, or no GPU) need mpirun in a build
+ * with MPI, whose communicator carries their collectives. Without launcher
+ * variables it is the single rank. */
 #ifndef MT_LAUNCH_H
 #define MT_LAUNCH_H
 
