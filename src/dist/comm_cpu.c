@@ -97,12 +97,7 @@ static double load(const void *p, size_t i, mt_dtype dt)
     switch (dt) {
     case MT_F64: return ((const double *)p)[i];
     case MT_F32: return ((const float *)p)[i];
-    case MT_BF16: {
-        uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
+    case MT_BF16: return mt_bf16_to_f32(((const uint16_t *)p)[i]);
     default: return 0;
     }
 }
@@ -113,17 +108,7 @@ static void store(void *p, size_t i, mt_dtype dt, double v)
     switch (dt) {
     case MT_F64: ((double *)p)[i] = v; break;
     case MT_F32: ((float *)p)[i] = (float)v; break;
-    case MT_BF16: {
-        float f = (float)v;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u)
-            u |= 0x00400000u; /* quiet NaN */
-        else
-            u += 0x7fffu + ((u >> 16) & 1u);
-        ((uint16_t *)p)[i] = (uint16_t)(u >> 16);
-        break;
-    }
+    case MT_BF16: ((uint16_t *)p)[i] = mt_f32_to_bf16((float)v); break;
     default: break;
     }
 }

@@ -45,36 +45,22 @@ static MPI_Datatype mpi_type(mt_dtype dt)
     return dt == MT_F64 ? MPI_DOUBLE : MPI_FLOAT;
 }
 
-/* n bf16 values from/to an f32 buffer (round to nearest even). */
-static void bf16_to_f32(float *out, const uint16_t *in, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)in[i] << 16;
-        memcpy(&out[i], &u, 4);
-    }
-}
-
-static void f32_to_bf16(uint16_t *out, const float *in, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &in[i], 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u)
-            u |= 0x00400000u; /* quiet NaN */
-        else
-            u += 0x7fffu + ((u >> 16) & 1u);
-        out[i] = (uint16_t)(u >> 16);
-    }
-}
-
-static float *f32_copy(const void *bf16, size_t n)
+/* An f32 copy of n bf16 values (uninitialized when bf16 is NULL). */
+static float *f32_copy(const uint16_t *bf16, size_t n)
 {
     float *f = malloc(n ? n * sizeof *f : 1);
     if (!f)
         mt_fatal("MPI communicator: out of host memory for %zu elements", n);
-    if (bf16)
-        bf16_to_f32(f, bf16, n);
+    for (size_t i = 0; bf16 && i < n; i++)
+        f[i] = mt_bf16_to_f32(bf16[i]);
     return f;
+}
+
+/* n f32 values rounded into bf16 (to nearest even, as the cast op does). */
+static void to_bf16(uint16_t *out, const float *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = mt_f32_to_bf16(in[i]);
 }
 
 static bool float_dtype(mt_dtype dt, char *err, size_t errlen)
@@ -94,7 +80,7 @@ static bool mpi_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, cha
     bool ok = mpi_ok(MPI_Allreduce(MPI_IN_PLACE, f, (int)count, MPI_FLOAT, MPI_SUM, comm_of(c)), "MPI_Allreduce",
                      err, errlen);
     if (ok)
-        f32_to_bf16(buf, f, count);
+        to_bf16(buf, f, count);
     free(f);
     return ok;
 }
@@ -120,7 +106,7 @@ static bool mpi_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t 
     bool ok = mpi_ok(MPI_Reduce_scatter_block(in, out, (int)count, MPI_FLOAT, MPI_SUM, comm_of(c)),
                      "MPI_Reduce_scatter_block", err, errlen);
     if (ok)
-        f32_to_bf16(recv, out, count);
+        to_bf16(recv, out, count);
     free(in);
     free(out);
     return ok;
