@@ -146,6 +146,33 @@ static void sumsq_matches_the_cpu(void **state)
         }
 }
 
+/* sumsq_ranges gives each range the bits of sumsq over that range's view
+ * (aligned and unaligned starts, an empty range, the whole buffer). */
+static void sumsq_ranges_match_sumsq(void **state)
+{
+    (void)state;
+    int64_t n = 1000003;
+    mt_tensor *h = mt_tensor_new(MT_CPU, MT_F32, 1, &n);
+    cpu->fill_normal(cpu, h, 91, 0.0, 2.0);
+    mt_tensor *d = tl_to_device(h, MT_CUDA);
+    const size_t begin[] = {0, 64, 65, 4096, 500000, 1000000, 0};
+    const size_t count[] = {64, 1, 4031, 0, 499999, 3, 1000003};
+    enum { N = sizeof begin / sizeof begin[0] };
+    double got[N], cpu_got[N];
+    gpu->sumsq_ranges(gpu, d, N, begin, count, got);
+    cpu->sumsq_ranges(cpu, h, N, begin, count, cpu_got);
+    for (int i = 0; i < N; i++) {
+        mt_tensor v = view_from(d, (int64_t)begin[i], (int64_t)count[i]);
+        double one = gpu->sumsq(gpu, &v);
+        print_message("range %zu + %zu: %.17g (one range %.17g, cpu %.17g)\n", begin[i], count[i], got[i], one,
+                      cpu_got[i]);
+        assert_memory_equal(&got[i], &one, sizeof one);
+        assert_true(fabs(got[i] - cpu_got[i]) <= 1e-6 * cpu_got[i]);
+    }
+    mt_tensor_free(h);
+    mt_tensor_free(d);
+}
+
 /* A store with an embedding, a decayed weight and a NO_DECAY parameter, on
  * each device from the same values and gradients: two mt_adamw_step calls
  * agree within 1e-6, and so does mt_grad_norm. */
@@ -193,6 +220,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(adamw_matches_the_cpu),
         cmocka_unit_test(sumsq_matches_the_cpu),
+        cmocka_unit_test(sumsq_ranges_match_sumsq),
         cmocka_unit_test(adamw_store_matches_the_cpu),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

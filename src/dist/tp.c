@@ -1,6 +1,7 @@
 #include "dist/tp.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/device.h"
@@ -185,45 +186,43 @@ bool mt_tp_reduce_partial_grads(mt_comm *tp, mt_params *local, char *err, size_t
 }
 
 /* Runs of the flat gradient buffer of one kind, sharded or replicated,
- * alignment padding (zero) included: fewer sumsq calls, each a device sync. */
-typedef struct run_sums {
-    const mt_params *p;
-    mt_backend *be;
-    int kind; /* of the open run: 0 sharded, 1 replicated, -1 none */
-    size_t begin, end;
+ * alignment padding (zero) included, collected and then summed in one
+ * backend call (one device wait for all of them). */
+typedef struct runs {
+    int n, cap;
+    size_t *begin, *count;
+    int *kind;     /* 0 sharded, 1 replicated */
     size_t lo, hi; /* the range summed */
-    double sq[2];
-} run_sums;
-
-static void run_flush(run_sums *s)
-{
-    if (s->kind < 0 || s->end == s->begin)
-        return;
-    mt_tensor t;
-    mt_tensor_init(&t, s->p->dtype, s->p->device, 1, (int64_t[]){(int64_t)(s->end - s->begin)});
-    t.data = (char *)s->p->grads + s->begin * mt_dtype_size(s->p->dtype);
-    s->sq[s->kind] += s->be->sumsq(s->be, &t);
-}
+} runs;
 
 /* Elements [begin, end) of the flat buffer, clipped to the range summed,
- * are of kind. */
-static void run_add(run_sums *s, int kind, size_t begin, size_t end)
+ * are of kind: the open run grows, or a new one starts. */
+static void run_add(runs *s, int kind, size_t begin, size_t end)
 {
     begin = begin < s->lo ? s->lo : begin;
     end = end > s->hi ? s->hi : end;
     if (begin >= end)
         return;
-    if (kind != s->kind) {
-        run_flush(s);
-        s->kind = kind;
-        s->begin = begin;
+    if (s->n && s->kind[s->n - 1] == kind) {
+        s->count[s->n - 1] = end - s->begin[s->n - 1];
+        return;
     }
-    s->end = end;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->begin = realloc(s->begin, (size_t)s->cap * sizeof *s->begin);
+        s->count = realloc(s->count, (size_t)s->cap * sizeof *s->count);
+        s->kind = realloc(s->kind, (size_t)s->cap * sizeof *s->kind);
+        if (!s->begin || !s->count || !s->kind)
+            mt_fatal("tensor parallel gradient norm: out of host memory for %d runs", s->cap);
+    }
+    s->begin[s->n] = begin;
+    s->count[s->n] = end - begin;
+    s->kind[s->n++] = kind;
 }
 
 void mt_tp_grad_sumsq(mt_backend *be, const mt_params *local, size_t begin, size_t end, double sq[2])
 {
-    run_sums s = {.p = local, .be = be, .kind = -1, .lo = begin, .hi = end};
+    runs s = {.lo = begin, .hi = end};
     for (int i = 0; i < local->n; i++) {
         const mt_param *q = local->items[i];
         int kind = (q->flags & MT_PARAM_TP_SHARDED) ? 0 : 1;
@@ -234,9 +233,17 @@ void mt_tp_grad_sumsq(mt_backend *be, const mt_params *local, size_t begin, size
         run_add(&s, 1, b + pb, b + pe);
         run_add(&s, kind, b + pe, b + n);
     }
-    run_flush(&s);
-    sq[0] += s.sq[0];
-    sq[1] += s.sq[1];
+    double *sums = malloc((size_t)(s.n ? s.n : 1) * sizeof *sums);
+    if (!sums)
+        mt_fatal("tensor parallel gradient norm: out of host memory for %d runs", s.n);
+    mt_tensor flat = mt_params_flat_grads(local);
+    be->sumsq_ranges(be, &flat, s.n, s.begin, s.count, sums);
+    for (int i = 0; i < s.n; i++) /* in buffer order, as one sum per kind */
+        sq[s.kind[i]] += sums[i];
+    free(sums);
+    free(s.begin);
+    free(s.count);
+    free(s.kind);
 }
 
 bool mt_tp_grad_norm(mt_comm *tp, mt_backend *be, const mt_params *local, double *norm, char *err, size_t errlen)

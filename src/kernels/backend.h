@@ -250,6 +250,12 @@ struct mt_backend {
      * order fixed by its size alone; returned to the host (so it waits for
      * the device). f32 on CUDA (summed in double); any float dtype on the CPU. */
     double (*sumsq)(mt_backend *be, const mt_tensor *x);
+    /* out[i] = sumsq of elements [begin[i], begin[i] + count[i]) of the
+     * contiguous 1-D x, the same bits as sumsq over each range's view, with
+     * one wait for the device instead of n (a tensor-parallel gradient
+     * norm's many runs). out is on the host. */
+    void (*sumsq_ranges)(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
+                         double *out);
 };
 
 mt_backend *mt_backend_cpu_create(void);

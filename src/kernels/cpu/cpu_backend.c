@@ -87,6 +87,7 @@ mt_backend *mt_backend_cpu_create(void)
         .axpy = mt_cpu_axpy,
         .adamw_step = mt_cpu_adamw_step,
         .sumsq = mt_cpu_sumsq,
+        .sumsq_ranges = mt_cpu_sumsq_ranges,
     };
     return be;
 }

@@ -127,6 +127,8 @@ void mt_cpu_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads
                        const uint8_t *decay, double lr, double beta1, double beta2, double eps,
                        double weight_decay, double bias_correction1, double bias_correction2, double grad_scale);
 double mt_cpu_sumsq(mt_backend *be, const mt_tensor *x);
+void mt_cpu_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
+                         double *out);
 
 void mt_cpu_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
                         const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);

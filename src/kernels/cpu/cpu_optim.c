@@ -29,6 +29,17 @@ void mt_cpu_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads
     }
 }
 
+void mt_cpu_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
+                         double *out)
+{
+    for (int i = 0; i < n; i++) {
+        mt_tensor r;
+        mt_tensor_init(&r, x->dtype, x->device, 1, (int64_t[]){(int64_t)count[i]});
+        r.data = (char *)x->data + begin[i] * mt_dtype_size(x->dtype);
+        out[i] = mt_cpu_sumsq(be, &r);
+    }
+}
+
 double mt_cpu_sumsq(mt_backend *be, const mt_tensor *x)
 {
     (void)be;

@@ -71,6 +71,8 @@ void cuda_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads, 
                      const uint8_t *decay, double lr, double beta1, double beta2, double eps, double weight_decay,
                      double bias_correction1, double bias_correction2, double grad_scale);
 double cuda_sumsq(mt_backend *be, const mt_tensor *x);
+void cuda_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
+                       double *out);
 
 /* ------------------------------------------------------------------------ */
 /* Lifetime. */
@@ -217,6 +219,7 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->axpy = cuda_axpy;
     be->adamw_step = cuda_adamw_step;
     be->sumsq = cuda_sumsq;
+    be->sumsq_ranges = cuda_sumsq_ranges;
     return be;
 
 fail:

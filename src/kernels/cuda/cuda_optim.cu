@@ -173,6 +173,28 @@ __global__ void sumsq_finish_kernel(double *out, const double *partial, int npar
         *out = s;
 }
 
+/* The sum of squares of the n floats at x into *out (device), through the
+ * backend's reduce buffer for the partials; queued, not waited for. */
+static void sumsq_queue(mt_backend *be, const float *x, int64_t n, double *out)
+{
+    cudaStream_t st = cuda_stream(be);
+    if (n == 0) {
+        CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof *out, st));
+        return;
+    }
+    int V = aligned_to(x, 16) ? 4 : 1;
+    int64_t want = (n / V + MT_CUDA_THREADS - 1) / MT_CUDA_THREADS;
+    int blocks = (int)(want < 1 ? 1 : want > MT_CUDA_REDUCE_BLOCKS ? MT_CUDA_REDUCE_BLOCKS : want);
+    double *buf = cuda_state(be)->reduce;
+    if (V == 4)
+        sumsq_partial_kernel<4><<<blocks, MT_CUDA_THREADS, 0, st>>>(buf, x, n);
+    else
+        sumsq_partial_kernel<1><<<blocks, MT_CUDA_THREADS, 0, st>>>(buf, x, n);
+    LAUNCH_CHECK("sumsq (partials)");
+    sumsq_finish_kernel<<<1, MT_CUDA_REDUCE_BLOCKS, 0, st>>>(out, buf, blocks);
+    LAUNCH_CHECK("sumsq (finish)");
+}
+
 double cuda_sumsq(mt_backend *be, const mt_tensor *x)
 {
     require_dtype(x, MT_F32, "sumsq", "x");
@@ -180,20 +202,26 @@ double cuda_sumsq(mt_backend *be, const mt_tensor *x)
     if (n == 0)
         return 0.0;
     cudaStream_t st = cuda_stream(be);
-    int V = aligned_to(x->data, 16) ? 4 : 1;
-    int64_t want = (n / V + MT_CUDA_THREADS - 1) / MT_CUDA_THREADS;
-    int blocks = (int)(want < 1 ? 1 : want > MT_CUDA_REDUCE_BLOCKS ? MT_CUDA_REDUCE_BLOCKS : want);
-    /* partials, then the result, in the backend's reduce buffer */
-    double *buf = cuda_state(be)->reduce;
-    if (V == 4)
-        sumsq_partial_kernel<4><<<blocks, MT_CUDA_THREADS, 0, st>>>(buf, (const float *)x->data, n);
-    else
-        sumsq_partial_kernel<1><<<blocks, MT_CUDA_THREADS, 0, st>>>(buf, (const float *)x->data, n);
-    LAUNCH_CHECK("sumsq (partials)");
-    sumsq_finish_kernel<<<1, MT_CUDA_REDUCE_BLOCKS, 0, st>>>(buf + blocks, buf, blocks);
-    LAUNCH_CHECK("sumsq (finish)");
+    double *result = cuda_state(be)->reduce + MT_CUDA_REDUCE_BLOCKS; /* after the partials */
+    sumsq_queue(be, (const float *)x->data, n, result);
     double total = 0.0;
-    CUDA_CHECK(cudaMemcpyAsync(&total, buf + blocks, sizeof total, cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaMemcpyAsync(&total, result, sizeof total, cudaMemcpyDeviceToHost, st));
     CUDA_CHECK(cudaStreamSynchronize(st));
     return total;
+}
+
+void cuda_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
+                       double *out)
+{
+    require_dtype(x, MT_F32, "sumsq_ranges", "x");
+    if (n <= 0)
+        return;
+    cudaStream_t st = cuda_stream(be);
+    double *results = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&results, (size_t)n * sizeof *results, st));
+    for (int i = 0; i < n; i++)
+        sumsq_queue(be, (const float *)x->data + begin[i], (int64_t)count[i], results + i);
+    CUDA_CHECK(cudaMemcpyAsync(out, results, (size_t)n * sizeof *out, cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaFreeAsync(results, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
 }
