@@ -10,14 +10,13 @@
  *
  * Prints ms, GB/s, the step arena's peak, and the ratio to the reference's
  * selective_scan_fn timings on an H100 (shared/reference/peer-baseline.md). */
-#include <cuda_runtime_api.h>
 #include <stdio.h>
 
 #include "core/device.h"
 #include "core/error.h"
 #include "layers/model.h"
 
-enum { WARMUP = 3, REPS = 20 };
+#include "bench_layer.h"
 
 /* The reference's medians (ms) for the scan: forward, forward+backward. */
 static const double REF_SCAN[2] = {0.452, 2.455};
@@ -29,61 +28,15 @@ typedef struct bench {
     bool layer;
 } bench;
 
-static mt_tensor *run(mt_ctx *c, const bench *b)
+static mt_tensor *run(mt_ctx *c, const void *arg)
 {
+    const bench *b = arg;
     const mt_model_config *cfg = &b->m->cfg;
     const mt_mamba1 *mix = &b->m->layers[0].mamba1;
     if (b->layer)
         return mt_mamba1_forward(c, mix, cfg, b->u);
     mt_scan_config sc = {1, true};
     return mt_selective_scan(c, b->x, b->delta, mix->A_log, b->bm, b->cm, mix->D, b->z, mix->dt_bias, &sc);
-}
-
-static void check(cudaError_t e, const char *what)
-{
-    if (e != cudaSuccess)
-        mt_fatal("bench_mamba1: %s: %s", what, cudaGetErrorString(e));
-}
-
-static float time_ms(mt_ctx *c, bench *b, bool backward)
-{
-    cudaEvent_t start, stop;
-    float ms[REPS];
-    check(cudaEventCreate(&start), "cudaEventCreate");
-    check(cudaEventCreate(&stop), "cudaEventCreate");
-    mt_tensor *inputs[] = {b->u, b->x, b->delta, b->bm, b->cm, b->z};
-    c->grad_enabled = backward;
-    for (int r = -WARMUP; r < REPS; r++) {
-        check(cudaEventRecord(start, 0), "cudaEventRecord");
-        mt_tensor *y = run(c, b);
-        if (!y)
-            mt_fatal("bench_mamba1: %s", mt_ctx_error(c));
-        if (backward)
-            mt_backward_seeded(c, 1, &y, b->layer ? &b->seed_layer : &b->seed_scan);
-        check(cudaEventRecord(stop, 0), "cudaEventRecord");
-        check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-        if (r >= 0)
-            check(cudaEventElapsedTime(&ms[r], start, stop), "cudaEventElapsedTime");
-        for (int i = 0; i < 6; i++)
-            inputs[i]->grad = NULL;
-        mt_params_zero_grad(&b->m->params);
-        mt_ctx_end_step(c);
-    }
-    for (int i = 1; i < REPS; i++)
-        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
-            float t = ms[j]; ms[j] = ms[j - 1]; ms[j - 1] = t;
-        }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    return ms[REPS / 2];
-}
-
-static mt_tensor *random_tensor(mt_backend *be, int64_t b, int64_t l, int64_t cols, uint64_t seed, double lo,
-                                double hi)
-{
-    mt_tensor *t = mt_tensor_new(MT_CUDA, MT_BF16, 3, (int64_t[]){b, l, cols});
-    be->fill_uniform(be, t, seed, lo, hi);
-    return t;
 }
 
 int main(void)
@@ -110,34 +63,37 @@ int main(void)
 
     const int64_t B = 8, L = 2048, D = cfg.d_inner, N = cfg.d_state;
     bench b = {.m = &m};
-    b.u = random_tensor(be, B, L, cfg.d_model, 1, -1, 1);
+    b.u = bench_random_bf16(be, B, L, cfg.d_model, 1, -1, 1);
     b.u->requires_grad = true;
-    b.x = random_tensor(be, B, L, D, 2, -1, 1);
-    b.delta = random_tensor(be, B, L, D, 3, -4, 1);
-    b.bm = random_tensor(be, B, L, N, 4, -1, 1);
-    b.cm = random_tensor(be, B, L, N, 5, -1, 1);
-    b.z = random_tensor(be, B, L, D, 6, -2, 2);
+    b.x = bench_random_bf16(be, B, L, D, 2, -1, 1);
+    b.delta = bench_random_bf16(be, B, L, D, 3, -4, 1);
+    b.bm = bench_random_bf16(be, B, L, N, 4, -1, 1);
+    b.cm = bench_random_bf16(be, B, L, N, 5, -1, 1);
+    b.z = bench_random_bf16(be, B, L, D, 6, -2, 2);
     mt_tensor *differentiable[] = {b.x, b.delta, b.bm, b.cm, b.z};
     for (int i = 0; i < 5; i++)
         differentiable[i]->requires_grad = true;
-    b.seed_scan = random_tensor(be, B, L, D, 7, -1, 1);
-    b.seed_layer = random_tensor(be, B, L, cfg.d_model, 8, -1, 1);
+    b.seed_scan = bench_random_bf16(be, B, L, D, 7, -1, 1);
+    b.seed_layer = bench_random_bf16(be, B, L, cfg.d_model, 8, -1, 1);
 
     const double act = 2.0 * B * L * D, bc = 2.0 * 2.0 * B * L * N;
     const double fwd_bytes = 4 * act + bc, both_bytes = fwd_bytes + 7 * act + 2 * bc;
 
     mt_ctx c;
     mt_ctx_init(&c, be, (size_t)4 << 30);
+    mt_tensor *inputs[] = {b.u, b.x, b.delta, b.bm, b.cm, b.z};
+    bench_case k = {"bench_mamba1", run, &b, b.seed_scan, inputs, 6, &m.params};
     b.layer = false;
-    float fwd = time_ms(&c, &b, false), both = time_ms(&c, &b, true);
+    float fwd = bench_time_ms(&c, &k, false), both = bench_time_ms(&c, &k, true);
     printf("bench selective_scan fwd %7.3f ms (%6.1f GB/s of a %.0f MB floor, ref %.3f, speedup %.2fx)  "
            "fwd+bwd %7.3f ms (%6.1f GB/s of a %.0f MB floor, ref %.3f, speedup %.2fx)  arena peak %.0f MiB\n",
            fwd, fwd_bytes / (fwd * 1e-3) / 1e9, fwd_bytes / 1e6, REF_SCAN[0], REF_SCAN[0] / fwd, both,
            both_bytes / (both * 1e-3) / 1e9, both_bytes / 1e6, REF_SCAN[1], REF_SCAN[1] / both,
            c.arena.peak / 1048576.0);
     b.layer = true;
-    fwd = time_ms(&c, &b, false);
-    both = time_ms(&c, &b, true);
+    k.seed = b.seed_layer;
+    fwd = bench_time_ms(&c, &k, false);
+    both = bench_time_ms(&c, &k, true);
     printf("bench mamba1_layer   fwd %7.3f ms  fwd+bwd %7.3f ms  (%.0f tokens/s fwd+bwd; no reference figure "
            "for one layer)  arena peak %.0f MiB\n", fwd, both, B * L / (both * 1e-3), c.arena.peak / 1048576.0);
     printf("tokens per step %lld, d_inner %lld, d_state %lld\n", (long long)(B * L), (long long)D, (long long)N);

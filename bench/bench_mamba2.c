@@ -9,7 +9,6 @@
  *
  * Prints ms, TFLOP/s, the step arena's peak, and the ratio to the reference's
  * timings on an H100 (shared/reference/peer-baseline.md). */
-#include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -17,7 +16,7 @@
 #include "core/error.h"
 #include "layers/model.h"
 
-enum { WARMUP = 3, REPS = 20 };
+#include "bench_layer.h"
 
 /* The reference's medians (ms): SSD without z, SSD with z, one layer. */
 static const double REF_SSD[2] = {0.500, 3.266}, REF_SSD_Z[2] = {0.769, 3.356}, REF_LAYER[2] = {1.115, 6.299};
@@ -29,8 +28,9 @@ typedef struct bench {
     bool layer, gate;
 } bench;
 
-static mt_tensor *run(mt_ctx *c, const bench *b)
+static mt_tensor *run(mt_ctx *c, const void *arg)
 {
+    const bench *b = arg;
     const mt_model_config *cfg = &b->m->cfg;
     mt_mamba2 *mix = &b->m->layers[0].mixer;
     if (b->layer)
@@ -38,53 +38,6 @@ static mt_tensor *run(mt_ctx *c, const bench *b)
     mt_ssd_config sc = {cfg->headdim, cfg->ngroups, cfg->chunk_size, 0, INFINITY};
     return mt_ssd(c, b->x, b->dt, mix->A_log, b->bm, b->cm, mix->D, b->gate ? b->z : NULL, mix->dt_bias, NULL,
                   NULL, &sc, NULL);
-}
-
-static void check(cudaError_t e, const char *what)
-{
-    if (e != cudaSuccess)
-        mt_fatal("bench_mamba2: %s: %s", what, cudaGetErrorString(e));
-}
-
-static float time_ms(mt_ctx *c, bench *b, bool backward)
-{
-    cudaEvent_t start, stop;
-    float ms[REPS];
-    check(cudaEventCreate(&start), "cudaEventCreate");
-    check(cudaEventCreate(&stop), "cudaEventCreate");
-    mt_tensor *inputs[] = {b->u, b->x, b->dt, b->bm, b->cm, b->z};
-    c->grad_enabled = backward;
-    for (int r = -WARMUP; r < REPS; r++) {
-        check(cudaEventRecord(start, 0), "cudaEventRecord");
-        mt_tensor *y = run(c, b);
-        if (!y)
-            mt_fatal("bench_mamba2: %s", mt_ctx_error(c));
-        if (backward)
-            mt_backward_seeded(c, 1, &y, b->layer ? &b->seed_layer : &b->seed_ssd);
-        check(cudaEventRecord(stop, 0), "cudaEventRecord");
-        check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-        if (r >= 0)
-            check(cudaEventElapsedTime(&ms[r], start, stop), "cudaEventElapsedTime");
-        for (int i = 0; i < 6; i++)
-            inputs[i]->grad = NULL;
-        mt_params_zero_grad(&b->m->params);
-        mt_ctx_end_step(c);
-    }
-    for (int i = 1; i < REPS; i++)
-        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
-            float t = ms[j]; ms[j] = ms[j - 1]; ms[j - 1] = t;
-        }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    return ms[REPS / 2];
-}
-
-static mt_tensor *random_tensor(mt_backend *be, int64_t b, int64_t l, int64_t cols, uint64_t seed, double lo,
-                                double hi)
-{
-    mt_tensor *t = mt_tensor_new(MT_CUDA, MT_BF16, 3, (int64_t[]){b, l, cols});
-    be->fill_uniform(be, t, seed, lo, hi);
-    return t;
 }
 
 int main(void)
@@ -111,18 +64,18 @@ int main(void)
     const int64_t B = 8, L = 2048, H = cfg.nheads, P = cfg.headdim, N = cfg.d_state, Q = cfg.chunk_size;
     const int64_t HP = H * P, GN = cfg.ngroups * N;
     bench b = {.m = &m};
-    b.u = random_tensor(be, B, L, cfg.d_model, 1, -1, 1);
+    b.u = bench_random_bf16(be, B, L, cfg.d_model, 1, -1, 1);
     b.u->requires_grad = true;
-    b.x = random_tensor(be, B, L, HP, 2, -1, 1);
-    b.dt = random_tensor(be, B, L, H, 3, -4, 1);
-    b.bm = random_tensor(be, B, L, GN, 4, -1, 1);
-    b.cm = random_tensor(be, B, L, GN, 5, -1, 1);
-    b.z = random_tensor(be, B, L, HP, 6, -2, 2);
+    b.x = bench_random_bf16(be, B, L, HP, 2, -1, 1);
+    b.dt = bench_random_bf16(be, B, L, H, 3, -4, 1);
+    b.bm = bench_random_bf16(be, B, L, GN, 4, -1, 1);
+    b.cm = bench_random_bf16(be, B, L, GN, 5, -1, 1);
+    b.z = bench_random_bf16(be, B, L, HP, 6, -2, 2);
     mt_tensor *differentiable[] = {b.x, b.dt, b.bm, b.cm, b.z};
     for (int i = 0; i < 5; i++)
         differentiable[i]->requires_grad = true;
-    b.seed_ssd = random_tensor(be, B, L, HP, 7, -1, 1);
-    b.seed_layer = random_tensor(be, B, L, cfg.d_model, 8, -1, 1);
+    b.seed_ssd = bench_random_bf16(be, B, L, HP, 7, -1, 1);
+    b.seed_layer = bench_random_bf16(be, B, L, cfg.d_model, 8, -1, 1);
 
     double chunks = (double)B * (double)((L + Q - 1) / Q);
     double ssd_flops = chunks * (2.0 * Q * Q * N * cfg.ngroups + H * (2.0 * Q * Q * P + 4.0 * Q * N * P));
@@ -135,10 +88,13 @@ int main(void)
         {"ssd_z", false, true, ssd_flops, REF_SSD_Z},
         {"mamba2_layer", true, false, ssd_flops + gemm_flops, REF_LAYER},
     };
+    mt_tensor *inputs[] = {b.u, b.x, b.dt, b.bm, b.cm, b.z};
+    bench_case k = {"bench_mamba2", run, &b, NULL, inputs, 6, &m.params};
     for (int r = 0; r < 3; r++) {
         b.layer = rows[r].layer;
         b.gate = rows[r].gate;
-        float fwd = time_ms(&c, &b, false), both = time_ms(&c, &b, true);
+        k.seed = b.layer ? b.seed_layer : b.seed_ssd;
+        float fwd = bench_time_ms(&c, &k, false), both = bench_time_ms(&c, &k, true);
         printf("bench %-13s fwd %7.3f ms (%6.1f TFLOP/s, ref %.3f, speedup %.2fx)  fwd+bwd %7.3f ms "
                "(%6.1f TFLOP/s, ref %.3f, speedup %.2fx)  arena peak %.0f MiB\n",
                rows[r].name, fwd, rows[r].flops / (fwd * 1e-3) / 1e12, rows[r].ref[0], rows[r].ref[0] / fwd, both,

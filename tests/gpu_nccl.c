@@ -9,12 +9,10 @@
  * The program starts itself once per rank and scenario (fresh processes:
  * CUDA does not survive a fork). Exits 77 (SKIPPED) without a GPU. */
 #include <math.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -187,22 +185,13 @@ static int rank_main(const char *scenario)
     return 0;
 }
 
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(s, (struct sockaddr *)&a, &len) != 0)
-        exit(1);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 /* Runs both ranks of a scenario; their exit codes in codes[], and the
  * seconds until the last ended. */
 static double run_scenario(const char *self, const char *scenario, int world, int *codes)
 {
-    const int port = free_port();
+    const int port = mt_rendezvous_free_port();
+    if (port < 0)
+        exit(1);
     pid_t pids[MAX_WORLD];
     const double t0 = mt_clock_s();
     fflush(stdout);

@@ -12,10 +12,9 @@
 #include <cmocka.h>
 
 #include "io/safetensors.h"
+#include "layers/model.h"
 #include "testlib.h"
-#include "train/pretrained.h"
 
-#define FIXTURES MT_SOURCE_DIR "/tests/fixtures"
 #define BF16_BOUND 1e-2 /* logits and loss, relative, as the other bf16 comparisons */
 /* Gradients pass back through every layer's bf16 activations (the reference
  * is fp32 throughout): twice the per-op bound. Measured on an H100: 1.2e-2
@@ -26,19 +25,10 @@ static mt_backend *gpu;
 
 static void check_kind(const char *kind)
 {
-    char dir[512], path[512], err[512];
-    snprintf(dir, sizeof dir, "%s/%s-tiny-hf", FIXTURES, kind);
-    snprintf(path, sizeof path, "%s/%s-tiny-expected.safetensors", FIXTURES, kind);
-    mt_model_config cfg;
-    if (!mt_pretrained_config(dir, &cfg, err, sizeof err))
-        fail_msg("%s", err);
     mt_model m;
-    mt_model_build(&m, &cfg, MT_CUDA, MT_F32);
-    if (!mt_pretrained_load(dir, &m, err, sizeof err))
-        fail_msg("%s", err);
-    mt_st_file *ef = mt_safetensors_open(path, err, sizeof err);
-    assert_non_null(ef);
-    mt_tensor *tokens = tl_read_st(ef, "tokens"), *ref_logits = tl_read_st(ef, "logits"), *ref_loss = tl_read_st(ef, "loss");
+    mt_st_file *ef = tl_load_fixture(&m, kind, "hf", MT_CUDA, MT_F32);
+    mt_tensor *tokens = tl_read_st(ef, "tokens"), *ref_logits = tl_read_st(ef, "logits");
+    mt_tensor *ref_loss = tl_read_st(ef, "loss");
     mt_tensor *targets = tl_next_token_targets(tokens);
     mt_tensor *ids_d = tl_to_device(tokens, MT_CUDA), *targets_d = tl_to_device(targets, MT_CUDA);
 

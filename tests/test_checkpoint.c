@@ -25,21 +25,6 @@
 
 static char err[1024];
 
-static const char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", tl_temp_dir(), name);
-    return p;
-}
-
-static void expect_error(const char *phrase1, const char *phrase2)
-{
-    if (!strstr(err, phrase1) || (phrase2 && !strstr(err, phrase2)))
-        fail_msg("error \"%s\" should say \"%s\" and \"%s\"", err, phrase1, phrase2 ? phrase2 : "");
-}
-
 static bool exists(const char *path)
 {
     struct stat st;
@@ -82,7 +67,7 @@ static void safetensors_round_trip(void **state)
         {"empty", MT_ST_F32, 0, NULL, f32}, /* a 0-d tensor: one element */
     };
     json_t *meta = json_pack("{s:s, s:s}", "format", "pt", "note", "hello");
-    const char *p = tmp_path("rt.safetensors");
+    const char *p = tl_temp_path("rt.safetensors");
     assert_true(mt_safetensors_write(p, entries, 5, meta, err, sizeof err));
     json_decref(meta);
 
@@ -113,7 +98,7 @@ static void safetensors_round_trip(void **state)
     assert_int_equal(mt_safetensors_find(f, "empty")->end - mt_safetensors_find(f, "empty")->begin, 4);
     assert_null(mt_safetensors_find(f, "nope"));
     assert_false(mt_safetensors_read(f, t, got_bf16, 2, err, sizeof err));
-    expect_error(p, "b.bf16");
+    tl_expect_error(err, p, "b.bf16");
     mt_safetensors_close(f);
 
     /* The file by the format's rules alone: little-endian length, a JSON
@@ -145,7 +130,7 @@ static void safetensors_round_trip(void **state)
 static void safetensors_bad_files(void **state)
 {
     (void)state;
-    const char *p = tmp_path("bad.safetensors");
+    const char *p = tl_temp_path("bad.safetensors");
     const char *ok_header = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
 
     write_raw(p, ok_header, strlen(ok_header), 8);
@@ -156,44 +141,44 @@ static void safetensors_bad_files(void **state)
 
     write_raw(p, ok_header, strlen(ok_header), 5); /* data cut short */
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "truncated");
+    tl_expect_error(err, p, "truncated");
 
     write_bytes(p, "\x10\x00\x00", 3); /* not even the length */
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "truncated");
+    tl_expect_error(err, p, "truncated");
 
     write_raw(p, ok_header, 1000, 8); /* length past the end */
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "header length 1000");
+    tl_expect_error(err, p, "header length 1000");
 
     write_raw(p, ok_header, (uint64_t)1 << 40, 8);
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "header length");
+    tl_expect_error(err, p, "header length");
 
     const char *bad_json = "{\"a\":{\"dtype\":\"F32\",";
     write_raw(p, bad_json, strlen(bad_json), 8);
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "JSON");
+    tl_expect_error(err, p, "JSON");
 
     const char *overlap = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                           "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}";
     write_raw(p, overlap, strlen(overlap), 8);
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "overlap");
+    tl_expect_error(err, p, "overlap");
 
     const char *unknown = "{\"a\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     write_raw(p, unknown, strlen(unknown), 8);
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "unknown dtype \"F33\"");
-    expect_error("\"a\"", NULL);
+    tl_expect_error(err, p, "unknown dtype \"F33\"");
+    tl_expect_error(err, "\"a\"", NULL);
 
     const char *wrong_size = "{\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     write_raw(p, wrong_size, strlen(wrong_size), 8);
     assert_null(mt_safetensors_open(p, err, sizeof err));
-    expect_error(p, "need 16");
+    tl_expect_error(err, p, "need 16");
 
-    assert_null(mt_safetensors_open(tmp_path("absent.safetensors"), err, sizeof err));
-    expect_error("absent.safetensors", NULL);
+    assert_null(mt_safetensors_open(tl_temp_path("absent.safetensors"), err, sizeof err));
+    tl_expect_error(err, "absent.safetensors", NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -248,13 +233,13 @@ static void save(const char *out, int64_t step, const mt_params *p, int keep_las
 static void checkpoint_round_trip(void **state)
 {
     (void)state;
-    const char *out = tmp_path("run-rt");
+    const char *out = tl_temp_path("run-rt");
     mt_params a, b;
     make_params(&a, 1, false, false);
     json_t *tr = trainer_json(120), *cfg = json_pack("{s:i}", "d_model", 8);
     char path[512];
     assert_true(mt_checkpoint_save(out, 120, &a, true, tr, cfg, 0, path, sizeof path, err, sizeof err));
-    assert_string_equal(path, tmp_path("run-rt/step_000120"));
+    assert_string_equal(path, tl_temp_path("run-rt/step_000120"));
     const char *files[] = {"model.safetensors", "optimizer.safetensors", "trainer.json", "config.json",
                            "manifest.json"};
     for (int i = 0; i < 5; i++) {
@@ -273,15 +258,15 @@ static void checkpoint_round_trip(void **state)
 
     /* Saving the same step again replaces it safely. */
     assert_true(mt_checkpoint_save(out, 120, &a, false, tr, cfg, 0, path, sizeof path, err, sizeof err));
-    assert_false(exists(tmp_path("run-rt/step_000120.old")));
-    assert_false(exists(tmp_path("run-rt/step_000120/optimizer.safetensors")));
+    assert_false(exists(tl_temp_path("run-rt/step_000120.old")));
+    assert_false(exists(tl_temp_path("run-rt/step_000120/optimizer.safetensors")));
     assert_false(mt_checkpoint_load(path, &b, true, NULL, err, sizeof err));
-    expect_error("optimizer.safetensors", NULL);
+    tl_expect_error(err, "optimizer.safetensors", NULL);
     assert_true(mt_checkpoint_load(path, &b, false, NULL, err, sizeof err));
 
     /* An unwritable out_dir is named. */
-    assert_false(mt_checkpoint_save(tmp_path("no/such/dir"), 1, &a, true, tr, cfg, 0, NULL, 0, err, sizeof err));
-    expect_error(tmp_path("no/such/dir"), NULL);
+    assert_false(mt_checkpoint_save(tl_temp_path("no/such/dir"), 1, &a, true, tr, cfg, 0, NULL, 0, err, sizeof err));
+    tl_expect_error(err, tl_temp_path("no/such/dir"), NULL);
     json_decref(tr);
     json_decref(cfg);
     mt_params_release(&a);
@@ -302,27 +287,27 @@ static void flip_byte(const char *path, long at)
 static void checkpoint_damage_detected(void **state)
 {
     (void)state;
-    const char *out = tmp_path("run-crc");
+    const char *out = tl_temp_path("run-crc");
     mt_params a, b;
     make_params(&a, 2, false, false);
     make_params(&b, 0, false, false);
     save(out, 10, &a, 0);
     save(out, 20, &a, 0);
-    const char *model20 = tmp_path("run-crc/step_000020/model.safetensors");
+    const char *model20 = tl_temp_path("run-crc/step_000020/model.safetensors");
     flip_byte(model20, -3); /* in the data: the safetensors header still parses */
 
-    assert_false(mt_checkpoint_load(tmp_path("run-crc/step_000020"), &b, true, NULL, err, sizeof err));
-    expect_error(model20, "CRC-32");
+    assert_false(mt_checkpoint_load(tl_temp_path("run-crc/step_000020"), &b, true, NULL, err, sizeof err));
+    tl_expect_error(err, model20, "CRC-32");
     char path[512];
     assert_true(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
-    assert_string_equal(path, tmp_path("run-crc/step_000010"));
+    assert_string_equal(path, tl_temp_path("run-crc/step_000010"));
 
     /* A truncated file is caught by its size. */
-    assert_int_equal(truncate(tmp_path("run-crc/step_000010/optimizer.safetensors"), 100), 0);
+    assert_int_equal(truncate(tl_temp_path("run-crc/step_000010/optimizer.safetensors"), 100), 0);
     assert_false(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
-    expect_error(out, "no valid checkpoint");
-    assert_false(mt_checkpoint_latest(tmp_path("nowhere"), path, sizeof path, err, sizeof err));
-    expect_error("nowhere", NULL);
+    tl_expect_error(err, out, "no valid checkpoint");
+    assert_false(mt_checkpoint_latest(tl_temp_path("nowhere"), path, sizeof path, err, sizeof err));
+    tl_expect_error(err, "nowhere", NULL);
     mt_params_release(&a);
     mt_params_release(&b);
 }
@@ -330,21 +315,21 @@ static void checkpoint_damage_detected(void **state)
 static void checkpoint_key_errors(void **state)
 {
     (void)state;
-    const char *out = tmp_path("run-keys");
+    const char *out = tl_temp_path("run-keys");
     mt_params a, wide, extra, fewer;
     make_params(&a, 3, true, false);
     save(out, 1, &a, 0);
-    const char *ck = tmp_path("run-keys/step_000001");
+    const char *ck = tl_temp_path("run-keys/step_000001");
 
     make_params(&wide, 0, true, true);
     assert_false(mt_checkpoint_load(ck, &wide, false, NULL, err, sizeof err));
-    expect_error("\"b\"", "checkpoint shape (4, 3), model shape (5, 3)");
-    expect_error("model.safetensors", NULL);
+    tl_expect_error(err, "\"b\"", "checkpoint shape (4, 3), model shape (5, 3)");
+    tl_expect_error(err, "model.safetensors", NULL);
 
     /* The checkpoint lacks nothing the smaller model has, but holds "extra". */
     make_params(&fewer, 0, false, false);
     assert_false(mt_checkpoint_load(ck, &fewer, false, NULL, err, sizeof err));
-    expect_error("unexpected key \"extra\"", NULL);
+    tl_expect_error(err, "unexpected key \"extra\"", NULL);
     for (size_t i = 0; i < fewer.flat_size; i++) /* nothing loaded before the keys were checked */
         assert_true(((float *)fewer.values)[i] == 0.0f);
 
@@ -353,8 +338,8 @@ static void checkpoint_key_errors(void **state)
     make_params(&a, 3, false, false);
     save(out, 2, &a, 0);
     make_params(&extra, 0, true, false);
-    assert_false(mt_checkpoint_load(tmp_path("run-keys/step_000002"), &extra, true, NULL, err, sizeof err));
-    expect_error("missing key \"extra\"", NULL);
+    assert_false(mt_checkpoint_load(tl_temp_path("run-keys/step_000002"), &extra, true, NULL, err, sizeof err));
+    tl_expect_error(err, "missing key \"extra\"", NULL);
     mt_params_release(&a);
     mt_params_release(&wide);
     mt_params_release(&extra);
@@ -364,27 +349,27 @@ static void checkpoint_key_errors(void **state)
 static void checkpoint_keep_last_and_crash(void **state)
 {
     (void)state;
-    const char *out = tmp_path("run-keep");
+    const char *out = tl_temp_path("run-keep");
     mt_params a;
     make_params(&a, 4, false, false);
     for (int64_t s = 100; s <= 500; s += 100)
         save(out, s, &a, 2);
-    assert_false(exists(tmp_path("run-keep/step_000300")));
-    assert_true(exists(tmp_path("run-keep/step_000400")));
-    assert_true(exists(tmp_path("run-keep/step_000500")));
+    assert_false(exists(tl_temp_path("run-keep/step_000300")));
+    assert_true(exists(tl_temp_path("run-keep/step_000400")));
+    assert_true(exists(tl_temp_path("run-keep/step_000500")));
 
     /* A save that died mid-way: a newer .tmp with partial files. */
-    const char *crashed = tmp_path("run-keep/step_000600.tmp");
+    const char *crashed = tl_temp_path("run-keep/step_000600.tmp");
     assert_int_equal(mkdir(crashed, 0755), 0);
-    write_bytes(tmp_path("run-keep/step_000600.tmp/model.safetensors"), "\x08\x00", 2);
+    write_bytes(tl_temp_path("run-keep/step_000600.tmp/model.safetensors"), "\x08\x00", 2);
     char path[512];
     assert_true(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
-    assert_string_equal(path, tmp_path("run-keep/step_000500"));
+    assert_string_equal(path, tl_temp_path("run-keep/step_000500"));
     save(out, 700, &a, 0);
     assert_false(exists(crashed));
-    assert_true(exists(tmp_path("run-keep/step_000400"))); /* keep_last 0 keeps all */
+    assert_true(exists(tl_temp_path("run-keep/step_000400"))); /* keep_last 0 keeps all */
     assert_true(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
-    assert_string_equal(path, tmp_path("run-keep/step_000700"));
+    assert_string_equal(path, tl_temp_path("run-keep/step_000700"));
     mt_params_release(&a);
 }
 
@@ -459,7 +444,7 @@ static void config_json_round_trip(void **state)
         json_t *target = bad[i].set ? json_object_get(k, bad[i].set) : k;
         json_object_set_new(target, bad[i].path, json_loads(bad[i].value, JSON_DECODE_ANY, NULL));
         assert_false(mt_model_config_from_json(k, &back, err, sizeof err));
-        expect_error(bad[i].says, NULL);
+        tl_expect_error(err, bad[i].says, NULL);
         json_decref(k);
     }
     /* Without ssm_cfg the reference builds Mamba-1 blocks. */

@@ -21,15 +21,6 @@
 
 static char err[512];
 
-static const char *tmp_path(const char *name)
-{
-    static char buf[8][256];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 256, "%s/%s", tl_temp_dir(), name);
-    return p;
-}
-
 /* token t of a synthetic stream, below vocab */
 static int32_t token_at(int64_t t, int64_t vocab)
 {
@@ -52,17 +43,11 @@ static void write_shard(const char *path, int64_t n, int64_t vocab, const int64_
     assert_true(mt_shard_writer_close(w, chunk, compress, err, sizeof err));
 }
 
-static void expect_error(const char *got_err, const char *path, const char *phrase)
-{
-    if (!strstr(got_err, path) || !strstr(got_err, phrase))
-        fail_msg("error \"%s\" should name %s and say \"%s\"", got_err, path, phrase);
-}
-
 /* ------------------------------------------------------------------------ */
 
 static void round_trip(int64_t vocab, int64_t chunk, bool compress)
 {
-    const char *p = tmp_path("round.h5");
+    const char *p = tl_temp_path("round.h5");
     const int64_t n = 5000, docs[] = {0, 17, 1000, 4999};
     write_shard(p, n, vocab, docs, 4, chunk, compress);
     mt_shard *s = mt_shard_open(p, err, sizeof err);
@@ -110,8 +95,8 @@ static mt_loader_config loader_config(const char *const *paths, int n_paths)
 static const char *const *two_shards(void)
 {
     static const char *paths[2];
-    paths[0] = tmp_path("a.h5");
-    paths[1] = tmp_path("b.h5");
+    paths[0] = tl_temp_path("a.h5");
+    paths[1] = tl_temp_path("b.h5");
     write_shard(paths[0], 50 * (L + 1) + 3, VOCAB, NULL, 0, 0, false);
     write_shard(paths[1], 37 * (L + 1), VOCAB, NULL, 0, 64, true);
     return paths;
@@ -272,7 +257,7 @@ static void cursor_json_round_trip(void **state)
 static void loader_seq_idx(void **state)
 {
     (void)state;
-    const char *p = tmp_path("docs.h5");
+    const char *p = tl_temp_path("docs.h5");
     const int64_t docs[] = {0, 3, 8, 12, 13, 30};
     write_shard(p, 5 * (L + 1), VOCAB, docs, 6, 0, false);
     const char *paths[] = {p};
@@ -354,21 +339,21 @@ static void expect_open_error(const char *path, const char *phrase)
 {
     mt_shard *s = mt_shard_open(path, err, sizeof err);
     assert_null(s);
-    expect_error(err, path, phrase);
+    tl_expect_error(err, path, phrase);
 }
 
 static void bad_inputs(void **state)
 {
     (void)state;
-    expect_open_error(tmp_path("absent.h5"), "cannot open");
+    expect_open_error(tl_temp_path("absent.h5"), "cannot open");
 
-    const char *text = tmp_path("text.h5");
+    const char *text = tl_temp_path("text.h5");
     FILE *f = fopen(text, "w");
     fputs("not a shard\n", f);
     fclose(f);
     expect_open_error(text, "not an HDF5 file");
 
-    const char *cut = tmp_path("cut.h5");
+    const char *cut = tl_temp_path("cut.h5");
     write_shard(cut, 20000, VOCAB, NULL, 0, 0, false);
     assert_int_equal(truncate(cut, 20000), 0);
     expect_open_error(cut, "truncated");
@@ -377,47 +362,47 @@ static void bad_inputs(void **state)
     for (int i = 0; i < 64; i++)
         ids[i] = (uint16_t)i;
     hsize_t n1[1] = {64}, n2[2] = {8, 8};
-    const char *notok = tmp_path("notokens.h5");
+    const char *notok = tl_temp_path("notokens.h5");
     write_raw(notok, "ids", H5T_STD_U16LE, 1, n1, ids, H5T_NATIVE_UINT16, VOCAB);
     expect_open_error(notok, "no /tokens");
 
     float fl[64] = {0};
-    const char *fty = tmp_path("float.h5");
+    const char *fty = tl_temp_path("float.h5");
     write_raw(fty, "tokens", H5T_IEEE_F32LE, 1, n1, fl, H5T_NATIVE_FLOAT, VOCAB);
     expect_open_error(fty, "uint16 or uint32");
 
-    const char *rank2 = tmp_path("rank2.h5");
+    const char *rank2 = tl_temp_path("rank2.h5");
     write_raw(rank2, "tokens", H5T_STD_U16LE, 2, n2, ids, H5T_NATIVE_UINT16, VOCAB);
     expect_open_error(rank2, "1-D");
 
-    const char *big = tmp_path("bigid.h5"); /* ids up to 63 with vocab_size 40 */
+    const char *big = tl_temp_path("bigid.h5"); /* ids up to 63 with vocab_size 40 */
     write_raw(big, "tokens", H5T_STD_U16LE, 1, n1, ids, H5T_NATIVE_UINT16, 40);
     mt_shard *s = mt_shard_open(big, err, sizeof err);
     assert_non_null(s);
     assert_string_equal(mt_shard_get_info(s)->tokenizer, "test");
     int32_t out[64];
     assert_false(mt_shard_read_tokens(s, 0, 64, out, err, sizeof err));
-    expect_error(err, big, "offset 40");
+    tl_expect_error(err, big, "offset 40");
     mt_shard_close(s);
 
     const char *const *paths = two_shards();
     mt_loader_config c = loader_config(paths, 2);
     c.vocab_size = 512;
     assert_null(mt_loader_open(&c, err, sizeof err));
-    expect_error(err, paths[0], "the model's vocab_size is 512");
+    tl_expect_error(err, paths[0], "the model's vocab_size is 512");
 
-    const char *tiny = tmp_path("tiny.h5");
+    const char *tiny = tl_temp_path("tiny.h5");
     write_shard(tiny, L, VOCAB, NULL, 0, 0, false);
     const char *tp[] = {tiny};
     c = loader_config(tp, 1);
     assert_null(mt_loader_open(&c, err, sizeof err));
-    expect_error(err, tiny, "shorter than one sample");
+    tl_expect_error(err, tiny, "shorter than one sample");
 
-    const char *pattern = tmp_path("nothing-*.h5");
+    const char *pattern = tl_temp_path("nothing-*.h5");
     const char *pp[] = {pattern};
     c = loader_config(pp, 1);
     assert_null(mt_loader_open(&c, err, sizeof err));
-    expect_error(err, pattern, "matches no");
+    tl_expect_error(err, pattern, "matches no");
 
     const char *bp[] = {big}; /* the loader finds bad ids as it reads */
     c = loader_config(bp, 1);
@@ -429,15 +414,15 @@ static void bad_inputs(void **state)
     for (int i = 0; i < 5; i++) /* samples 0..4 hold ids below 40 */
         assert_non_null(mt_loader_next(ld, err, sizeof err));
     assert_null(mt_loader_next(ld, err, sizeof err));
-    expect_error(err, big, "offset 40");
+    tl_expect_error(err, big, "offset 40");
     mt_loader_close(ld);
 
-    assert_null(mt_shard_writer_open(tmp_path("x.h5"), 10, 10, "t", false, err, sizeof err));
-    mt_shard_writer *w = mt_shard_writer_open(tmp_path("no-such-dir/x.h5"), 10, 0, "t", false, err, sizeof err);
+    assert_null(mt_shard_writer_open(tl_temp_path("x.h5"), 10, 10, "t", false, err, sizeof err));
+    mt_shard_writer *w = mt_shard_writer_open(tl_temp_path("no-such-dir/x.h5"), 10, 0, "t", false, err, sizeof err);
     int32_t one = 1;
     assert_true(mt_shard_writer_append(w, &one, NULL, 1, true, err, sizeof err));
     assert_false(mt_shard_writer_close(w, 0, false, err, sizeof err));
-    expect_error(err, "no-such-dir", "cannot write");
+    tl_expect_error(err, "no-such-dir", "cannot write");
 }
 
 int main(void)

@@ -29,22 +29,12 @@
 /* Loads kind-tiny-<scheme> in f64, runs the fixture's batch and compares. */
 static void check_fixture(const char *kind, const char *scheme)
 {
-    char dir[512], path[512], err[512];
-    snprintf(dir, sizeof dir, "%s/%s-tiny-%s", FIXTURES, kind, scheme);
-    snprintf(path, sizeof path, "%s/%s-tiny-expected.safetensors", FIXTURES, kind);
-    mt_model_config cfg;
-    if (!mt_pretrained_config(dir, &cfg, err, sizeof err))
-        fail_msg("%s", err);
     mt_model m;
-    mt_model_build(&m, &cfg, MT_CPU, MT_F64);
-    if (!mt_pretrained_load(dir, &m, err, sizeof err))
-        fail_msg("%s", err);
-
-    mt_st_file *ef = mt_safetensors_open(path, err, sizeof err);
-    assert_non_null(ef);
-    mt_tensor *tokens = tl_read_st(ef, "tokens"), *ref_logits = tl_read_st(ef, "logits"), *ref_loss = tl_read_st(ef, "loss");
+    mt_st_file *ef = tl_load_fixture(&m, kind, scheme, MT_CPU, MT_F64);
+    mt_tensor *tokens = tl_read_st(ef, "tokens"), *ref_logits = tl_read_st(ef, "logits");
+    mt_tensor *ref_loss = tl_read_st(ef, "loss");
     const int64_t V = ref_logits->shape[2];
-    assert_int_equal(V, cfg.vocab_padded);
+    assert_int_equal(V, m.cfg.vocab_padded);
     mt_tensor *targets = tl_next_token_targets(tokens);
 
     mt_backend *cpu = mt_backend_cpu_create();

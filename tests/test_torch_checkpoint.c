@@ -20,21 +20,6 @@
 
 static char err[1024];
 
-static const char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", tl_temp_dir(), name);
-    return p;
-}
-
-static void expect_error(const char *phrase1, const char *phrase2)
-{
-    if (!strstr(err, phrase1) || (phrase2 && !strstr(err, phrase2)))
-        fail_msg("error \"%s\" should say \"%s\" and \"%s\"", err, phrase1, phrase2 ? phrase2 : "");
-}
-
 /* ------------------------------------------------------------------------ */
 /* A pickle assembler */
 
@@ -140,7 +125,7 @@ static void one_tensor(pk *p, const char *name, int numel, int ndim, const int *
 static const char *make_archive(const char *file, const pk *p, const char *byteorder, const void *storage0,
                                 size_t storage0_bytes, bool stored)
 {
-    const char *path = tmp_path(file);
+    const char *path = tl_temp_path(file);
     int code = 0;
     zip_t *z = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &code);
     assert_non_null(z);
@@ -200,9 +185,9 @@ static void expect_open_error(const char *path, const char *phrase1, const char 
         mt_torch_close(f);
         fail_msg("%s opened; expected an error saying \"%s\"", path, phrase1);
     }
-    expect_error(path, phrase1);
+    tl_expect_error(err, path, phrase1);
     if (phrase2)
-        expect_error(phrase2, NULL);
+        tl_expect_error(err, phrase2, NULL);
     printf("  ok: %s\n", err);
 }
 
@@ -279,7 +264,7 @@ static void fixture_matches(const char *kind)
     /* a wrong buffer size is refused */
     float one;
     assert_false(mt_torch_read(tf, emb, &one, sizeof one, err, sizeof err));
-    expect_error("backbone.embedding.weight", "buffer");
+    tl_expect_error(err, "backbone.embedding.weight", "buffer");
     printf("%s: %d tensors equal to %s\n", bin, mt_torch_count(tf), st);
     mt_safetensors_close(sf);
     mt_torch_close(tf);
@@ -373,17 +358,17 @@ static void bad_archives(void **state)
     snprintf(bin, sizeof bin, "%s/tests/fixtures/mamba-tiny-ref/pytorch_model.bin", MT_SOURCE_DIR);
     size_t n;
     unsigned char *bytes = read_file(bin, &n);
-    const char *path = tmp_path("truncated.bin");
+    const char *path = tl_temp_path("truncated.bin");
     write_bytes(path, bytes, n / 2);
     expect_open_error(path, "not a readable zip archive", "truncated");
     write_bytes(path, bytes, n - 10); /* only the end-of-directory record cut */
     expect_open_error(path, "not a readable zip archive", NULL);
     free(bytes);
 
-    path = tmp_path("text.bin");
+    path = tl_temp_path("text.bin");
     write_bytes(path, "not a checkpoint\n", 17);
     expect_open_error(path, "not a readable zip archive", NULL);
-    expect_open_error(tmp_path("missing.bin"), "cannot open", NULL);
+    expect_open_error(tl_temp_path("missing.bin"), "cannot open", NULL);
 
     float storage[6] = {0};
     const int size[2] = {2, 3}, stride[2] = {3, 1};

@@ -270,8 +270,9 @@ static void check_tp(int ngroups, int size, bool recompute)
     double param_err = unsliced_err(&cfg, &single, single.m.params.values, ranks, size, values_of);
     printf("TP %d%s, ngroups %d (B/C %s, norm %s): logits rel err %.1e, losses %.1e, grad norms %.1e "
            "(%.3f %.3f %.3f), step-0 gradients unsliced %.1e, parameters after %d clipped AdamW steps %.1e\n",
-           size, recompute ? " with recompute" : "", ngroups, replicated ? "replicated" : "sharded", replicated ? "across ranks" : "local", logit_err,
-           loss_err, norm_err, single.norms[0], single.norms[1], single.norms[2], grad_err, STEPS, param_err);
+           size, recompute ? " with recompute" : "", ngroups, replicated ? "replicated" : "sharded",
+           replicated ? "across ranks" : "local", logit_err, loss_err, norm_err, single.norms[0], single.norms[1],
+           single.norms[2], grad_err, STEPS, param_err);
     assert_true(single.norms[0] > MAX_NORM); /* the clipping path runs */
     assert_true(logit_err < LOGITS_BOUND);
     assert_true(loss_err < LOGITS_BOUND);

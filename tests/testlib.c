@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
+#include "train/pretrained.h"
 
 static mt_dtype input_dtype(tl_kind kind, mt_dtype dt)
 {
@@ -383,6 +384,22 @@ const char *tl_temp_dir(void)
     return temp_dir;
 }
 
+const char *tl_temp_path(const char *name)
+{
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", tl_temp_dir(), name);
+    return p;
+}
+
+void tl_expect_error(const char *err, const char *phrase1, const char *phrase2)
+{
+    if (!strstr(err, phrase1) || (phrase2 && !strstr(err, phrase2)))
+        fail_msg("error \"%s\" should say \"%s\"%s%s%s", err, phrase1, phrase2 ? " and \"" : "",
+                 phrase2 ? phrase2 : "", phrase2 ? "\"" : "");
+}
+
 double tl_train_sequence_lm(mt_backend *be, mt_model *m, const char *label, int steps, double *first)
 {
     enum { B = 4, L = 24 };
@@ -474,4 +491,21 @@ mt_tensor *tl_next_token_targets(const mt_tensor *ids)
         for (int64_t t = 0; t < L; t++)
             mt_set(targets, b * L + t, t + 1 < L ? mt_get(ids, b * L + t + 1) : TL_IGNORE);
     return targets;
+}
+
+mt_st_file *tl_load_fixture(mt_model *m, const char *kind, const char *scheme, mt_device dev, mt_dtype dt)
+{
+    char dir[512], path[512], err[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s-tiny-%s", MT_SOURCE_DIR, kind, scheme);
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s-tiny-expected.safetensors", MT_SOURCE_DIR, kind);
+    mt_model_config cfg;
+    if (!mt_pretrained_config(dir, &cfg, err, sizeof err))
+        fail_msg("%s", err);
+    mt_model_build(m, &cfg, dev, dt);
+    if (!mt_pretrained_load(dir, m, err, sizeof err))
+        fail_msg("%s", err);
+    mt_st_file *expected = mt_safetensors_open(path, err, sizeof err);
+    if (!expected)
+        fail_msg("%s", err);
+    return expected;
 }

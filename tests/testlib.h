@@ -101,6 +101,12 @@ int tl_temp_dir_setup(void **state);
 int tl_temp_dir_teardown(void **state);
 const char *tl_temp_dir(void);
 
+/* tl_temp_dir()/name, in one of 8 rotating buffers (valid until 8 more calls). */
+const char *tl_temp_path(const char *name);
+
+/* Fails the current test unless err says phrase1 and (when not NULL) phrase2. */
+void tl_expect_error(const char *err, const char *phrase1, const char *phrase2);
+
 /* tl_compare_backend, failing the current cmocka test unless every output
  * was written, bits repeat, and outputs and gradients are within bound.
  * Prints one line: case, dtype, errors. */
@@ -110,6 +116,13 @@ void tl_assert_backend_matches(mt_backend *be, const tl_case *k, mt_dtype dt, do
  * dtype; fails the current test when it is missing or unreadable. */
 struct mt_st_file;
 mt_tensor *tl_read_st(const struct mt_st_file *f, const char *name);
+
+/* The tiny released-model fixture tests/fixtures/<kind>-tiny-<scheme>
+ * (scheme hf or ref) built on dev with dt parameters and loaded into m;
+ * returns its expected values (<kind>-tiny-expected.safetensors: tokens,
+ * logits, loss, gradients). Fails the current test on an error. */
+struct mt_st_file *tl_load_fixture(struct mt_model *m, const char *kind, const char *scheme, mt_device dev,
+                                   mt_dtype dt);
 
 /* The next-token targets of ids (B, L) i32: (B * L) i32, row b's step t the
  * token at t + 1, each row's last step TL_IGNORE. */

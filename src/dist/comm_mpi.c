@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "dist/rendezvous_mpi.h"
 
 #ifdef MT_HAVE_MPI
 #include <mpi.h>
@@ -17,16 +18,6 @@
 typedef struct mpi_state {
     MPI_Comm comm;
 } mpi_state;
-
-static bool mpi_ok(int rc, const char *what, char *err, size_t errlen)
-{
-    if (rc == MPI_SUCCESS)
-        return true;
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    return mt_errorf(err, errlen, "MPI communicator: %s: %s", what, msg);
-}
 
 static MPI_Comm comm_of(const mt_comm *c)
 {
@@ -74,10 +65,10 @@ static bool mpi_all_reduce(mt_comm *c, void *buf, size_t count, mt_dtype dt, cha
     if (!float_dtype(dt, err, errlen) || !count_ok(count, err, errlen))
         return false;
     if (dt != MT_BF16)
-        return mpi_ok(MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, mpi_type(dt), MPI_SUM, comm_of(c)),
+        return mt_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, mpi_type(dt), MPI_SUM, comm_of(c)),
                       "MPI_Allreduce", err, errlen);
     float *f = f32_copy(buf, count);
-    bool ok = mpi_ok(MPI_Allreduce(MPI_IN_PLACE, f, (int)count, MPI_FLOAT, MPI_SUM, comm_of(c)), "MPI_Allreduce",
+    bool ok = mt_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, f, (int)count, MPI_FLOAT, MPI_SUM, comm_of(c)), "MPI_Allreduce",
                      err, errlen);
     if (ok)
         to_bf16(buf, f, count);
@@ -97,13 +88,13 @@ static bool mpi_reduce_scatter(mt_comm *c, const void *send, void *recv, size_t 
         if (!in)
             mt_fatal("MPI communicator: out of host memory for %zu elements", all);
         memcpy(in, send, all * mt_dtype_size(dt));
-        bool ok = mpi_ok(MPI_Reduce_scatter_block(in, recv, (int)count, mpi_type(dt), MPI_SUM, comm_of(c)),
+        bool ok = mt_mpi_ok(MPI_Reduce_scatter_block(in, recv, (int)count, mpi_type(dt), MPI_SUM, comm_of(c)),
                          "MPI_Reduce_scatter_block", err, errlen);
         free(in);
         return ok;
     }
     float *in = f32_copy(send, all), *out = f32_copy(NULL, count);
-    bool ok = mpi_ok(MPI_Reduce_scatter_block(in, out, (int)count, MPI_FLOAT, MPI_SUM, comm_of(c)),
+    bool ok = mt_mpi_ok(MPI_Reduce_scatter_block(in, out, (int)count, MPI_FLOAT, MPI_SUM, comm_of(c)),
                      "MPI_Reduce_scatter_block", err, errlen);
     if (ok)
         to_bf16(recv, out, count);
@@ -119,7 +110,7 @@ static bool mpi_all_gather(mt_comm *c, const void *send, void *recv, size_t coun
     if (!count_ok(bytes * (size_t)c->world, err, errlen))
         return false;
     const bool in_place = (const char *)send == (char *)recv + (size_t)c->rank * bytes;
-    return mpi_ok(MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE,
+    return mt_mpi_ok(MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE,
                                 comm_of(c)),
                   "MPI_Allgather", err, errlen);
 }
@@ -129,12 +120,12 @@ static bool mpi_broadcast(mt_comm *c, void *buf, size_t bytes, int root, char *e
     if (root < 0 || root >= c->world)
         return mt_errorf(err, errlen, "MPI communicator: broadcast root %d of %d ranks", root, c->world);
     return count_ok(bytes, err, errlen) &&
-           mpi_ok(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, comm_of(c)), "MPI_Bcast", err, errlen);
+           mt_mpi_ok(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, comm_of(c)), "MPI_Bcast", err, errlen);
 }
 
 static bool mpi_barrier(mt_comm *c, char *err, size_t errlen)
 {
-    return mpi_ok(MPI_Barrier(comm_of(c)), "MPI_Barrier", err, errlen);
+    return mt_mpi_ok(MPI_Barrier(comm_of(c)), "MPI_Barrier", err, errlen);
 }
 
 static void mpi_destroy(mt_comm *c)
@@ -149,8 +140,8 @@ static void mpi_destroy(mt_comm *c)
 static mt_comm *wrap(MPI_Comm comm, char *err, size_t errlen)
 {
     int rank, world;
-    if (!mpi_ok(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank", err, errlen) ||
-        !mpi_ok(MPI_Comm_size(comm, &world), "MPI_Comm_size", err, errlen))
+    if (!mt_mpi_ok(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank", err, errlen) ||
+        !mt_mpi_ok(MPI_Comm_size(comm, &world), "MPI_Comm_size", err, errlen))
         return NULL;
     mpi_state *s = calloc(1, sizeof *s);
     mt_comm *c = calloc(1, sizeof *c);
@@ -166,7 +157,7 @@ static mt_comm *wrap(MPI_Comm comm, char *err, size_t errlen)
 mt_comm *mt_comm_mpi_split(int color, int key, char *err, size_t errlen)
 {
     MPI_Comm comm;
-    if (!mpi_ok(MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm), "MPI_Comm_split", err, errlen))
+    if (!mt_mpi_ok(MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm), "MPI_Comm_split", err, errlen))
         return NULL;
     return wrap(comm, err, errlen);
 }

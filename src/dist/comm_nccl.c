@@ -65,8 +65,8 @@ static bool nccl_ok(ncclResult_t r, nccl_state *s, const char *what, char *err, 
     if (r == ncclSuccess)
         return true;
     const char *last = s && s->comm ? ncclGetLastError(s->comm) : ncclGetLastError(NULL);
-    return mt_errorf(err, errlen, "NCCL communicator: %s: %s%s%s", what, ncclGetErrorString(r), last && *last ? ": " : "",
-                     last ? last : "");
+    return mt_errorf(err, errlen, "NCCL communicator: %s: %s%s%s", what, ncclGetErrorString(r),
+                     last && *last ? ": " : "", last ? last : "");
 }
 
 static bool nccl_type(mt_dtype dt, ncclDataType_t *t, char *err, size_t errlen)

@@ -34,6 +34,10 @@ bool mt_rendezvous_from_env(mt_rendezvous *r, char *err, size_t errlen);
 bool mt_rendezvous_exchange(const mt_rendezvous *r, uint64_t config_hash, void *blob, size_t n, double timeout_s,
                             char *err, size_t errlen);
 
+/* A TCP port on the loopback interface that was free a moment ago (for
+ * ranks started on this machine), or -1. */
+int mt_rendezvous_free_port(void);
+
 /* Ends what the rendezvous started (MPI), after the last collective; ok
  * false (this rank failed) ends the other ranks too. */
 void mt_rendezvous_finish(const mt_rendezvous *r, bool ok);

@@ -13,7 +13,7 @@ bool mt_mpi_launched(void)
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
 }
 
-static bool mpi_ok(int rc, const char *what, char *err, size_t errlen)
+bool mt_mpi_ok(int rc, const char *what, char *err, size_t errlen)
 {
     if (rc == MPI_SUCCESS)
         return true;
@@ -26,26 +26,26 @@ static bool mpi_ok(int rc, const char *what, char *err, size_t errlen)
 bool mt_mpi_init(int *rank, int *world, int *local_rank, char *err, size_t errlen)
 {
     MPI_Comm node;
-    return mpi_ok(MPI_Init(NULL, NULL), "MPI_Init", err, errlen) &&
-           mpi_ok(MPI_Comm_rank(MPI_COMM_WORLD, rank), "MPI_Comm_rank", err, errlen) &&
-           mpi_ok(MPI_Comm_size(MPI_COMM_WORLD, world), "MPI_Comm_size", err, errlen) &&
-           mpi_ok(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, *rank, MPI_INFO_NULL, &node),
+    return mt_mpi_ok(MPI_Init(NULL, NULL), "MPI_Init", err, errlen) &&
+           mt_mpi_ok(MPI_Comm_rank(MPI_COMM_WORLD, rank), "MPI_Comm_rank", err, errlen) &&
+           mt_mpi_ok(MPI_Comm_size(MPI_COMM_WORLD, world), "MPI_Comm_size", err, errlen) &&
+           mt_mpi_ok(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, *rank, MPI_INFO_NULL, &node),
                   "MPI_Comm_split_type", err, errlen) &&
-           mpi_ok(MPI_Comm_rank(node, local_rank), "MPI_Comm_rank", err, errlen) &&
-           mpi_ok(MPI_Comm_free(&node), "MPI_Comm_free", err, errlen);
+           mt_mpi_ok(MPI_Comm_rank(node, local_rank), "MPI_Comm_rank", err, errlen) &&
+           mt_mpi_ok(MPI_Comm_free(&node), "MPI_Comm_free", err, errlen);
 }
 
 bool mt_mpi_exchange(uint64_t config_hash, void *blob, size_t n, char *err, size_t errlen)
 {
     int world;
-    if (!mpi_ok(MPI_Comm_size(MPI_COMM_WORLD, &world), "MPI_Comm_size", err, errlen))
+    if (!mt_mpi_ok(MPI_Comm_size(MPI_COMM_WORLD, &world), "MPI_Comm_size", err, errlen))
         return false;
     uint64_t *hashes = calloc((size_t)world, sizeof *hashes);
     if (!hashes)
         mt_fatal("MPI: out of host memory for %d hashes", world);
-    bool ok = mpi_ok(MPI_Allgather(&config_hash, 1, MPI_UINT64_T, hashes, 1, MPI_UINT64_T, MPI_COMM_WORLD),
+    bool ok = mt_mpi_ok(MPI_Allgather(&config_hash, 1, MPI_UINT64_T, hashes, 1, MPI_UINT64_T, MPI_COMM_WORLD),
                      "MPI_Allgather of the config hashes", err, errlen) &&
-              mpi_ok(MPI_Bcast(blob, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast", err, errlen);
+              mt_mpi_ok(MPI_Bcast(blob, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast", err, errlen);
     for (int r = 1; ok && r < world; r++)
         if (hashes[r] != hashes[0])
             ok = mt_errorf(err, errlen, "rendezvous (MPI): rank %d runs another configuration than rank 0", r);

@@ -10,6 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* true for MPI_SUCCESS, else false with MPI's message for rc after what in
+ * err (MPI builds only). */
+bool mt_mpi_ok(int rc, const char *what, char *err, size_t errlen);
+
 /* Whether this build has MPI and the process was started by mpirun. */
 bool mt_mpi_launched(void);
 

@@ -1,13 +1,11 @@
 #include "train/launch.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,20 +128,6 @@ static void on_signal(int sig)
     forwarded_signal = sig;
 }
 
-/* A TCP port that was free a moment ago. */
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (s >= 0)
-        close(s);
-    return port;
-}
-
 static void signal_all(const pid_t *pids, int n, int sig)
 {
     for (int i = 0; i < n; i++)
@@ -153,7 +137,7 @@ static void signal_all(const pid_t *pids, int n, int sig)
 
 int mt_launch_local(int n, char **argv)
 {
-    const int port = free_port();
+    const int port = mt_rendezvous_free_port();
     if (port < 0) {
         fprintf(stderr, "mamba-train --gpus %d: no free TCP port for the rendezvous: %s\n", n, strerror(errno));
         return 1;

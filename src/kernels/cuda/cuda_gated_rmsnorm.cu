@@ -278,6 +278,22 @@ static void grms_check_sums(const char *op, const char *what, const mt_tensor *t
                  ngroups);
 }
 
+/* The launch of a kernel with one (row, group) per sub-row over y (R, E) in
+ * G groups of gs columns read V at a time. */
+typedef struct grms_shape {
+    int64_t R, gs;
+    int G, V;
+    dim3 block;
+    unsigned grid;
+} grms_shape;
+
+static grms_shape grms_shape_of(const char *op, const mt_tensor *y, int ngroups, int V)
+{
+    grms_shape s = {mt_rows(y), mt_cols(y) / ngroups, ngroups, V, grms_block(mt_cols(y) / ngroups, V), 0};
+    s.grid = grms_grid(op, s.R * s.G, s.block);
+    return s;
+}
+
 /* The forward, with the group sums of squares over ncols columns taken
  * from sumsq when given, else computed over the E/G local columns. */
 static void grms_fwd(mt_backend *be, const char *op, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
@@ -289,22 +305,16 @@ static void grms_fwd(mt_backend *be, const char *op, mt_tensor *out, mt_tensor *
         require_dtype(rstd, MT_F32, op, "rstd");
     if (sumsq)
         grms_check_sums(op, "sumsq", sumsq, y, ngroups);
-    int64_t R = mt_rows(y), E = mt_cols(y);
-    if (R == 0 || E == 0)
+    if (mt_rows(y) == 0 || mt_cols(y) == 0)
         return;
-    int G = ngroups;
-    int64_t gs = E / G;
-    int V = vec_pick_width(gs, y, z, out);
-    dim3 block = grms_block(gs, V);
-    int64_t nslots = R; /* one (row, group) per sub-row */
-    unsigned grid = grms_grid(op, nslots * G, block);
+    const grms_shape s = grms_shape_of(op, y, ngroups, vec_pick_width(mt_cols(y) / ngroups, y, z, out));
     dispatch_float(y->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        grms_dispatch_vec(V, [&](auto vc) {
+        grms_dispatch_vec(s.V, [&](auto vc) {
             constexpr int VV = decltype(vc)::value;
-            grms_fwd_kernel<T, VV><<<grid, block, 0, cuda_stream(be)>>>(
+            grms_fwd_kernel<T, VV><<<s.grid, s.block, 0, cuda_stream(be)>>>(
                 (T *)out->data, rstd ? (float *)rstd->data : NULL, (const T *)y->data, (const T *)z->data,
-                (const float *)weight->data, sumsq ? (const float *)sumsq->data : NULL, R, G, gs, nslots,
+                (const float *)weight->data, sumsq ? (const float *)sumsq->data : NULL, s.R, s.G, s.gs, s.R,
                 mt_row_stride(out), rstd ? mt_row_stride(rstd) : 0, mt_row_stride(y), mt_row_stride(z),
                 sumsq ? mt_row_stride(sumsq) : 0, (float)ncols, (float)eps);
             LAUNCH_CHECK(op);
@@ -332,22 +342,16 @@ void cuda_gated_rmsnorm_sums(mt_backend *be, mt_tensor *sums, const mt_tensor *y
     const char *op = "gated_rmsnorm_sums";
     grms_check(op, y, weight, ngroups);
     grms_check_sums(op, "sums", sums, y, ngroups);
-    int64_t R = mt_rows(y), E = mt_cols(y);
-    if (R == 0 || E == 0)
+    if (mt_rows(y) == 0 || mt_cols(y) == 0)
         return;
-    int G = ngroups;
-    int64_t gs = E / G;
-    int V = vec_pick_width(gs, y, z, dout);
-    dim3 block = grms_block(gs, V);
-    int64_t nslots = R; /* one (row, group) per sub-row */
-    unsigned grid = grms_grid(op, nslots * G, block);
+    const grms_shape s = grms_shape_of(op, y, ngroups, vec_pick_width(mt_cols(y) / ngroups, y, z, dout));
     dispatch_float(y->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        grms_dispatch_vec(V, [&](auto vc) {
+        grms_dispatch_vec(s.V, [&](auto vc) {
             constexpr int VV = decltype(vc)::value;
-            grms_sums_kernel<T, VV><<<grid, block, 0, cuda_stream(be)>>>(
+            grms_sums_kernel<T, VV><<<s.grid, s.block, 0, cuda_stream(be)>>>(
                 (float *)sums->data, dout ? (const T *)dout->data : NULL, (const T *)y->data, (const T *)z->data,
-                (const float *)weight->data, R, G, gs, nslots, mt_row_stride(sums), dout ? mt_row_stride(dout) : 0,
+                (const float *)weight->data, s.R, s.G, s.gs, s.R, mt_row_stride(sums), dout ? mt_row_stride(dout) : 0,
                 mt_row_stride(y), mt_row_stride(z));
             LAUNCH_CHECK(op);
         });
