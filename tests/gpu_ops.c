@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <cmocka.h>
+#include <math.h>
 
 #include "testlib.h"
 
@@ -52,6 +53,63 @@ static void fills_match_the_cpu(void **state)
     cpu->destroy(cpu);
 }
 
+/* tl_sliced_cross_entropy (3 slices) of host logits and targets on be: the
+ * slices' losses and the logits' gradient, on the host. */
+static mt_tensor *sliced_cross_entropy_on(mt_backend *be, const mt_tensor *logits_h, const mt_tensor *targets_h,
+                                          double *losses)
+{
+    mt_ctx c;
+    mt_ctx_init(&c, be, 0);
+    mt_tensor *logits = tl_to_device(logits_h, be->device), *targets = tl_to_device(targets_h, be->device);
+    logits->requires_grad = true;
+    mt_backward(&c, tl_sliced_cross_entropy(&c, logits, targets, 3, losses));
+    mt_tensor *grad = tl_to_device(mt_grad_of(&c, logits), MT_CPU);
+    mt_ctx_release(&c);
+    mt_tensor_free(logits);
+    mt_tensor_free(targets);
+    return grad;
+}
+
+/* The vocab-parallel cross-entropy's pieces (row statistics of column
+ * slices from a column offset, their combination over several slices, the
+ * backward's offset one-hot) on CUDA against the CPU. */
+static void cross_entropy_slices(mt_dtype dt, double bound)
+{
+    enum { N = 257, COLS = 3 * 1001 };
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_tensor *logits = mt_tensor_new(MT_CPU, dt, 2, (int64_t[]){N, COLS});
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){N});
+    cpu->fill_normal(cpu, logits, 17, 0.0, 4.0);
+    for (int n = 0; n < N; n++)
+        mt_set(targets, n, n % 5 == 2 ? TL_IGNORE : (n * 611) % COLS);
+    double ref[3], got[3];
+    mt_tensor *ref_grad = sliced_cross_entropy_on(cpu, logits, targets, ref);
+    mt_tensor *grad = sliced_cross_entropy_on(gpu, logits, targets, got);
+    double loss_err = 0;
+    for (int k = 0; k < 3; k++)
+        loss_err = fmax(loss_err, fabs(got[k] - ref[k]) / fabs(ref[k]));
+    double grad_err = tl_rel_err(grad, ref_grad);
+    printf("cross_entropy_slices %s: loss %.3g grad %.3g\n", mt_dtype_name(dt), loss_err, grad_err);
+    assert_true(loss_err < bound && grad_err < bound);
+    mt_tensor_free(grad);
+    mt_tensor_free(ref_grad);
+    mt_tensor_free(logits);
+    mt_tensor_free(targets);
+    cpu->destroy(cpu);
+}
+
+static void cross_entropy_slices_f32(void **state)
+{
+    (void)state;
+    cross_entropy_slices(MT_F32, 1e-5);
+}
+
+static void cross_entropy_slices_bf16(void **state)
+{
+    (void)state;
+    cross_entropy_slices(MT_BF16, 1e-2);
+}
+
 int main(void)
 {
     gpu = tl_cuda_backend_or_exit();
@@ -59,6 +117,8 @@ int main(void)
     static char names[128][64];
     size_t n = 0;
     tests[n++] = (struct CMUnitTest){"fills_match_the_cpu", fills_match_the_cpu, NULL, NULL, NULL};
+    tests[n++] = (struct CMUnitTest){"cross_entropy_slices f32", cross_entropy_slices_f32, NULL, NULL, NULL};
+    tests[n++] = (struct CMUnitTest){"cross_entropy_slices bf16", cross_entropy_slices_bf16, NULL, NULL, NULL};
     for (int i = 0; i < tl_n_cases; i++) {
         snprintf(names[n], sizeof names[n], "%s f32", tl_cases[i].name);
         tests[n] = (struct CMUnitTest){names[n], case_f32, NULL, NULL, (void *)&tl_cases[i]};

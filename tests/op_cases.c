@@ -30,6 +30,21 @@ static int run_embedding_skewed(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 1;
 }
 
+/* weight (V, D) as the middle slice of a vocab-parallel table of 3V rows
+ * (rows [V, 2V)): the drawn ids in [0, V) moved to slice e % 3, so that a
+ * third of them are its rows and the others look up zeros. */
+static int run_embedding_slice(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    int64_t V = in[0]->shape[0];
+    mt_tensor *host = tl_to_device(in[1], MT_CPU), *ids = mt_ctx_tensor(c, MT_I32, in[1]->ndim, in[1]->shape);
+    for (int64_t e = 0; e < mt_numel(host); e++)
+        mt_set(host, e, mt_get(host, e) + (double)(e % 3 * V));
+    mt_tensor_copy(ids, host);
+    mt_tensor_free(host);
+    out[0] = mt_embedding_slice(c, in[0], ids, V, 3 * V);
+    return 1;
+}
+
 static int run_linear(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 {
     out[0] = mt_linear(c, in[0], in[1], in[2]);
@@ -228,6 +243,10 @@ const tl_case tl_cases[] = {
      {FLOAT_IN("weight", TL_FLOAT, 2, X(11, 6), X(4000, 130), -1, 1),
       IDS_IN("ids", TL_IDS, 2, X(2, 5), X(4, 1111), 0, 0)},
      run_embedding_skewed},
+    {"embedding_slice", 2,
+     {FLOAT_IN("weight", TL_FLOAT, 2, X(11, 6), X(1000, 96), -1, 1),
+      IDS_IN("ids", TL_IDS, 2, X(2, 7), X(4, 777), 0, 0)},
+     run_embedding_slice},
     {"linear", 3,
      {FLOAT_IN("x", TL_FLOAT, 3, X(2, 3, 5), X(3, 67, 96), -1, 1),
       FLOAT_IN("w", TL_FLOAT, 2, X(4, 5), X(80, 96), -1, 1),

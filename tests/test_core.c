@@ -1,6 +1,8 @@
 /* Tensors, views, bf16 rounding, the RNG, the arena, the parameter store and
- * the tape's bookkeeping: accumulation, no-grad mode, views, op errors. */
+ * the tape's bookkeeping: accumulation, no-grad mode, views, op errors;
+ * the vocab-parallel cross-entropy's pieces against the whole. */
 #include <math.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -234,6 +236,41 @@ static void test_op_errors_name_the_op_and_shapes(void **state)
     mt_ctx_release(&c);
 }
 
+/* The vocab-parallel cross-entropy's pieces (each column slice's row
+ * statistics, combined) give every slice the whole loss, and their
+ * gradients together the whole one, in f64 to rounding; rows with ignored
+ * targets and targets in every slice included. */
+static void test_cross_entropy_slices_equal_the_whole(void **state)
+{
+    (void)state;
+    enum { N = 37, SLICES = 3, COLS = 11 };
+    mt_ctx c;
+    mt_ctx_init(&c, cpu, 0);
+    mt_tensor *logits = mt_tensor_new(MT_CPU, MT_F64, 2, (int64_t[]){N, SLICES * COLS});
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){N});
+    cpu->fill_normal(cpu, logits, 5, 0.0, 3.0);
+    for (int n = 0; n < N; n++)
+        mt_set(targets, n, n % 7 == 3 ? TL_IGNORE : (n * 13) % (SLICES * COLS));
+    logits->requires_grad = true;
+    mt_tensor *whole = mt_cross_entropy(&c, logits, targets, TL_IGNORE);
+    double ref = mt_get(whole, 0);
+    mt_backward(&c, whole);
+    mt_tensor *sliced = tl_to_device(logits, MT_CPU); /* its own gradient */
+    sliced->requires_grad = true;
+    double losses[SLICES];
+    mt_backward(&c, tl_sliced_cross_entropy(&c, sliced, targets, SLICES, losses));
+    for (int k = 0; k < SLICES; k++)
+        if (fabs(losses[k] - ref) > 1e-14 * fabs(ref))
+            fail_msg("slice %d: loss %.17g, the whole %.17g", k, losses[k], ref);
+    double err = tl_rel_err(mt_grad_of(&c, sliced), mt_grad_of(&c, logits));
+    printf("cross-entropy over %d slices: loss %.17g, gradient error %.3g\n", SLICES, ref, err);
+    assert_true(err < 1e-14);
+    mt_tensor_free(sliced);
+    mt_tensor_free(logits);
+    mt_tensor_free(targets);
+    mt_ctx_release(&c);
+}
+
 /* The CPU backend against itself: every output written, bits repeat. */
 static void test_cpu_backend_writes_outputs_and_repeats(void **state)
 {
@@ -258,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_no_grad_records_nothing),
         cmocka_unit_test(test_view_gradients_reach_the_parent),
         cmocka_unit_test(test_op_errors_name_the_op_and_shapes),
+        cmocka_unit_test(test_cross_entropy_slices_equal_the_whole),
         cmocka_unit_test(test_cpu_backend_writes_outputs_and_repeats),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,7 +35,14 @@ enum { BATCH = 2, SEQ = 24, STEPS = 3, MAX_TP = 4 };
 #define GRAD_BOUND 1e-10
 #define PARAM_BOUND 1e-10
 
-static void tiny_config(mt_model_config *cfg, int ngroups)
+/* What a run varies: the groups of B and C, activation checkpointing of
+ * every block, an lm_head of its own (else tied to the embedding). */
+typedef struct tp_variant {
+    int ngroups;
+    bool recompute, untied;
+} tp_variant;
+
+static void tiny_config(mt_model_config *cfg, tp_variant v)
 {
     mt_model_config_defaults(cfg);
     cfg->d_model = 32;
@@ -43,7 +50,8 @@ static void tiny_config(mt_model_config *cfg, int ngroups)
     cfg->vocab_size = 40;
     cfg->d_state = 8;
     cfg->headdim = 8; /* d_inner 64: 8 heads */
-    cfg->ngroups = ngroups;
+    cfg->ngroups = v.ngroups;
+    cfg->tie_embeddings = !v.untied;
     cfg->chunk_size = 16;
     char err[256];
     if (!mt_model_config_finalize(cfg, err, sizeof err))
@@ -52,8 +60,8 @@ static void tiny_config(mt_model_config *cfg, int ngroups)
 
 /* One rank (or the single-rank model: comm NULL, size 1) and what it saw. */
 typedef struct tp_job {
-    int ngroups, size, rank;
-    bool recompute; /* activation checkpointing of every block */
+    tp_variant v;
+    int size, rank;
     mt_comm *comm;
     mt_model m;
     void *init_values;       /* flat values after mt_model_init */
@@ -79,11 +87,11 @@ static void *tp_train(void *arg)
 {
     tp_job *j = arg;
     mt_model_config cfg;
-    tiny_config(&cfg, j->ngroups);
+    tiny_config(&cfg, j->v);
     mt_backend *cpu = mt_backend_cpu_create();
     mt_tp tp = {.comm = j->comm, .rank = j->rank, .size = j->size};
     mt_model_build_tp(&j->m, &cfg, MT_CPU, MT_F64, &tp);
-    j->m.recompute_blocks = j->recompute;
+    j->m.recompute_blocks = j->v.recompute;
     mt_model_init(&j->m, cpu, SEED);
     j->init_values = copy_flat(&j->m.params, j->m.params.values);
     mt_adamw opt;
@@ -98,7 +106,7 @@ static void *tp_train(void *arg)
     j->ok = true;
     for (int s = 0; j->ok && s < STEPS; s++) {
         mt_tensor *logits = mt_model_logits(&c, &j->m, ids, NULL, MT_F64);
-        mt_tensor *loss = mt_cross_entropy(&c, logits, targets, TL_IGNORE);
+        mt_tensor *loss = mt_model_loss(&c, &j->m, logits, targets, TL_IGNORE);
         j->losses[s] = mt_get(loss, 0);
         if (s == 0)
             j->logits0 = tl_to_device(logits, MT_CPU);
@@ -128,12 +136,12 @@ static void job_release(tp_job *j)
 }
 
 /* Runs `size` ranks as threads; fails the test if any rank failed. */
-static void run_ranks(int ngroups, int size, bool recompute, tp_job *jobs, mt_comm **comms)
+static void run_ranks(tp_variant v, int size, tp_job *jobs, mt_comm **comms)
 {
     mt_comm_cpu_group(size, 60.0, comms);
     pthread_t th[MAX_TP];
     for (int r = 0; r < size; r++) {
-        jobs[r] = (tp_job){.ngroups = ngroups, .size = size, .rank = r, .recompute = recompute, .comm = comms[r]};
+        jobs[r] = (tp_job){.v = v, .size = size, .rank = r, .comm = comms[r]};
         pthread_create(&th[r], NULL, tp_train, &jobs[r]);
     }
     for (int r = 0; r < size; r++)
@@ -224,43 +232,59 @@ static void check_init_and_round_trip(const mt_model_config *cfg, const tp_job *
     free(back);
 }
 
-/* The flags a trainer relies on: sharded mixer parameters, partial
- * gradients exactly on the replicated B and C rows, nothing else flagged. */
+/* The flags a trainer relies on: sharded mixer and vocabulary parameters,
+ * partial gradients exactly on the replicated B and C rows, nothing else
+ * flagged. */
 static void check_flags(const tp_job *rank0, bool bc_replicated)
 {
     int sharded = 0, partial = 0;
     const mt_params *p = &rank0->m.params;
     for (int k = 0; k < p->n; k++) {
         const mt_param *q = p->items[k];
-        bool mixer = strstr(q->name, ".mixer.") != NULL;
-        assert_true(mixer == ((q->flags & MT_PARAM_TP_SHARDED) != 0));
-        sharded += mixer;
+        bool split = strstr(q->name, ".mixer.") || strcmp(q->name, "backbone.embedding.weight") == 0 ||
+                     strcmp(q->name, "lm_head.weight") == 0;
+        assert_true(split == ((q->flags & MT_PARAM_TP_SHARDED) != 0));
+        sharded += split;
         if (q->flags & MT_PARAM_TP_PARTIAL_GRAD) {
             partial++;
             assert_true(strstr(q->name, "in_proj") || strstr(q->name, "conv1d"));
         }
     }
-    assert_int_equal(sharded, 2 * 8);
+    assert_int_equal(sharded, 2 * 8 + (rank0->v.untied ? 2 : 1));
     assert_int_equal(partial, bc_replicated ? 2 * 3 : 0);
 }
 
-static void check_tp(int ngroups, int size, bool recompute)
+/* Columns [first, first + n) of the host matrix t, as a new host tensor. */
+static mt_tensor *columns(const mt_tensor *t, int64_t first, int64_t n)
+{
+    int64_t rows = mt_rows(t), cols = mt_cols(t);
+    mt_tensor *out = mt_tensor_new(MT_CPU, t->dtype, 2, (int64_t[]){rows, n});
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < n; j++)
+            mt_set(out, i * n + j, mt_get(t, i * cols + first + j));
+    return out;
+}
+
+static void check_tp(tp_variant v, int size)
 {
     mt_model_config cfg;
-    tiny_config(&cfg, ngroups);
-    tp_job single = {.ngroups = ngroups, .size = 1};
+    tiny_config(&cfg, v);
+    tp_job single = {.v = v, .size = 1};
     tp_train(&single);
     assert_true(single.ok);
     tp_job ranks[MAX_TP];
     mt_comm *comms[MAX_TP];
-    run_ranks(ngroups, size, recompute, ranks, comms);
-    bool replicated = ngroups % size != 0;
+    run_ranks(v, size, ranks, comms);
+    bool replicated = v.ngroups % size != 0;
     check_flags(&ranks[0], replicated);
     check_init_and_round_trip(&cfg, &single, ranks, size);
 
     double logit_err = 0, loss_err = 0, norm_err = 0;
     for (int r = 0; r < size; r++) {
-        logit_err = fmax(logit_err, tl_rel_err(ranks[r].logits0, single.logits0));
+        int64_t cols = mt_cols(ranks[r].logits0); /* rank r's vocabulary columns */
+        mt_tensor *ref = columns(single.logits0, r * cols, cols);
+        logit_err = fmax(logit_err, tl_rel_err(ranks[r].logits0, ref));
+        mt_tensor_free(ref);
         for (int s = 0; s < STEPS; s++) {
             loss_err = fmax(loss_err, fabs(ranks[r].losses[s] - single.losses[s]) / single.losses[s]);
             norm_err = fmax(norm_err, fabs(ranks[r].norms[s] - single.norms[s]) / single.norms[s]);
@@ -268,9 +292,9 @@ static void check_tp(int ngroups, int size, bool recompute)
     }
     double grad_err = unsliced_err(&cfg, &single, single.grads0, ranks, size, grads0_of);
     double param_err = unsliced_err(&cfg, &single, single.m.params.values, ranks, size, values_of);
-    printf("TP %d%s, ngroups %d (B/C %s, norm %s): logits rel err %.1e, losses %.1e, grad norms %.1e "
+    printf("TP %d%s%s, ngroups %d (B/C %s, norm %s): logits rel err %.1e, losses %.1e, grad norms %.1e "
            "(%.3f %.3f %.3f), step-0 gradients unsliced %.1e, parameters after %d clipped AdamW steps %.1e\n",
-           size, recompute ? " with recompute" : "", ngroups, replicated ? "replicated" : "sharded",
+           size, v.recompute ? " with recompute" : "", v.untied ? " untied lm_head" : "", v.ngroups, replicated ? "replicated" : "sharded",
            replicated ? "across ranks" : "local", logit_err, loss_err, norm_err, single.norms[0], single.norms[1],
            single.norms[2], grad_err, STEPS, param_err);
     assert_true(single.norms[0] > MAX_NORM); /* the clipping path runs */
@@ -295,19 +319,19 @@ static void check_tp(int ngroups, int size, bool recompute)
 static void test_tp2_bc_replicated_norm_across_ranks(void **state)
 {
     (void)state;
-    check_tp(1, 2, false);
+    check_tp((tp_variant){.ngroups = 1}, 2);
 }
 
 static void test_tp2_bc_sharded_norm_local(void **state)
 {
     (void)state;
-    check_tp(2, 2, false);
+    check_tp((tp_variant){.ngroups = 2}, 2);
 }
 
 static void test_tp4_bc_replicated(void **state)
 {
     (void)state;
-    check_tp(1, 4, false);
+    check_tp((tp_variant){.ngroups = 1}, 4);
 }
 
 /* ngroups 2 over 4 ranks: B and C replicated, ranks 0-1 read group 0 and
@@ -315,13 +339,20 @@ static void test_tp4_bc_replicated(void **state)
 static void test_tp4_two_groups_replicated(void **state)
 {
     (void)state;
-    check_tp(2, 4, false);
+    check_tp((tp_variant){.ngroups = 2}, 4);
 }
 
 static void test_tp2_recompute(void **state)
 {
     (void)state;
-    check_tp(1, 2, true);
+    check_tp((tp_variant){.ngroups = 1, .recompute = true}, 2);
+}
+
+/* The lm_head a parameter of its own: split by rows like the embedding. */
+static void test_tp2_untied_lm_head(void **state)
+{
+    (void)state;
+    check_tp((tp_variant){.ngroups = 1, .untied = true}, 2);
 }
 
 static void expect_check_error(const mt_model_config *cfg, int tp, const char *needle)
@@ -337,10 +368,15 @@ static void test_check_names_the_setting(void **state)
     (void)state;
     mt_model_config cfg;
     char err[256];
-    tiny_config(&cfg, 1);
+    tiny_config(&cfg, (tp_variant){.ngroups = 1});
     assert_true(mt_tp_check(&cfg, 1, err, sizeof err));
     assert_true(mt_tp_check(&cfg, 8, err, sizeof err));
     expect_check_error(&cfg, 3, "nheads 8");
+    cfg.vocab_size = 36; /* padded to 40 by 8: fine for 8 ranks; by 4: 36, not */
+    cfg.pad_vocab_size_multiple = 4;
+    if (!mt_model_config_finalize(&cfg, err, sizeof err))
+        fail_msg("%s", err);
+    expect_check_error(&cfg, 8, "padded vocabulary 36");
     expect_check_error(&cfg, 0, "size 0");
     mt_model_config_defaults(&cfg);
     cfg.d_model = 48; /* d_inner 96: 12 heads of 8 */
@@ -381,6 +417,14 @@ static void test_comm_failure_is_an_op_error(void **state)
     assert_null(mt_gated_rmsnorm_tp(&c, x, x, w, 0, 1, 8, 1e-5, comms[0]));
     printf("  %s\n", mt_ctx_error(&c));
     assert_non_null(strstr(mt_ctx_error(&c), "mt_gated_rmsnorm_tp"));
+    mt_ctx_clear_error(&c);
+    mt_tensor *targets = mt_ctx_tensor(&c, MT_I32, 1, (int64_t[]){3});
+    for (int i = 0; i < 3; i++)
+        ((int32_t *)targets->data)[i] = i;
+    assert_null(mt_cross_entropy_tp(&c, x, targets, TL_IGNORE, comms[0]));
+    printf("  %s\n", mt_ctx_error(&c));
+    assert_non_null(strstr(mt_ctx_error(&c), "mt_cross_entropy_tp"));
+    assert_non_null(strstr(mt_ctx_error(&c), "all-gather"));
     mt_ctx_release(&c);
     cpu->destroy(cpu);
     for (int r = 0; r < 2; r++)
@@ -395,6 +439,7 @@ int main(void)
         cmocka_unit_test(test_tp4_bc_replicated),
         cmocka_unit_test(test_tp4_two_groups_replicated),
         cmocka_unit_test(test_tp2_recompute),
+        cmocka_unit_test(test_tp2_untied_lm_head),
         cmocka_unit_test(test_check_names_the_setting),
         cmocka_unit_test(test_comm_failure_is_an_op_error),
     };

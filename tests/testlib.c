@@ -493,6 +493,29 @@ mt_tensor *tl_next_token_targets(const mt_tensor *ids)
     return targets;
 }
 
+mt_tensor *tl_sliced_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int slices, double *losses)
+{
+    const int64_t n = mt_rows(logits), cols = mt_cols(logits) / slices;
+    const mt_dtype acc = mt_accum_dtype(logits->dtype);
+    mt_tensor *stats = mt_ctx_tensor(c, acc, 3, (int64_t[]){slices, n, 3}), *sum = NULL;
+    for (int k = 0; k < slices; k++) {
+        mt_tensor slot;
+        mt_tensor_init(&slot, acc, c->device, 2, (int64_t[]){n, 3});
+        slot.data = (char *)stats->data + (size_t)(k * n * 3) * mt_dtype_size(acc);
+        c->be->cross_entropy_stats(c->be, &slot, mt_ctx_view_cols(c, logits, k * cols, cols), targets, k * cols,
+                                   TL_IGNORE);
+    }
+    for (int k = 0; k < slices; k++) {
+        mt_tensor *view = mt_ctx_view_cols(c, logits, k * cols, cols);
+        mt_tensor *loss = mt_cross_entropy_of_slice(c, view, targets, stats, k * cols, slices * cols, TL_IGNORE);
+        mt_tensor *host = tl_to_device(loss, MT_CPU);
+        losses[k] = mt_get(host, 0);
+        mt_tensor_free(host);
+        sum = sum ? mt_add(c, sum, loss) : loss;
+    }
+    return sum;
+}
+
 mt_st_file *tl_load_fixture(mt_model *m, const char *kind, const char *scheme, mt_device dev, mt_dtype dt)
 {
     char dir[512], path[512], err[512];

@@ -128,4 +128,12 @@ struct mt_st_file *tl_load_fixture(struct mt_model *m, const char *kind, const c
  * token at t + 1, each row's last step TL_IGNORE. */
 mt_tensor *tl_next_token_targets(const mt_tensor *ids);
 
+/* The cross-entropy of logits (N, V) split into `slices` equal column
+ * slices, as the ranks of a vocab-parallel model compute it, on one ctx:
+ * every slice's row statistics into one (slices, N, 3) tensor, then each
+ * slice's loss (into losses[k]: each is the whole loss). Returns their sum,
+ * whose backward gives every slice's logits their gradient, once. Targets
+ * equal to TL_IGNORE are skipped. */
+mt_tensor *tl_sliced_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int slices, double *losses);
+
 #endif

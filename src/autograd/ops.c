@@ -8,10 +8,10 @@ static void embedding_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *dweight = op_grad_if_needed(c, n->in[0]);
     if (dweight)
-        c->be->embedding_bwd(c->be, &c->arena, dweight, n->out[0]->grad, n->in[1]);
+        c->be->embedding_bwd(c->be, &c->arena, dweight, n->out[0]->grad, n->in[1], n->attr_i[0], n->attr_i[1]);
 }
 
-mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
+mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int64_t first_id, int64_t vocab)
 {
     const char *op = "mt_embedding";
     char s[96];
@@ -19,6 +19,9 @@ mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
         return NULL;
     if (weight->ndim != 2)
         return mt_op_error(c, "%s: weight %s must be (vocab, dim)", op, mt_shape_str(weight, s, sizeof s));
+    if (first_id < 0 || first_id + weight->shape[0] > vocab || vocab > INT32_MAX)
+        return mt_op_error(c, "%s: weight %s as rows from %lld does not fit a table of %lld rows", op,
+                           mt_shape_str(weight, s, sizeof s), (long long)first_id, (long long)vocab);
     if (ids->ndim >= MT_MAX_DIMS)
         return mt_op_error(c, "%s: ids %s have too many dims for an added embedding dim", op,
                            mt_shape_str(ids, s, sizeof s));
@@ -27,9 +30,18 @@ mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
         shape[i] = ids->shape[i];
     shape[ids->ndim] = weight->shape[1];
     mt_tensor *out = mt_ctx_tensor(c, weight->dtype, ids->ndim + 1, shape);
-    c->be->embedding_fwd(c->be, out, weight, ids);
-    mt_tape_record(c, op, embedding_backward, 2, (mt_tensor *[]){weight, ids}, 1, &out);
+    c->be->embedding_fwd(c->be, out, weight, ids, first_id, vocab);
+    mt_node *n = mt_tape_record(c, op, embedding_backward, 2, (mt_tensor *[]){weight, ids}, 1, &out);
+    if (n) {
+        n->attr_i[0] = (int)first_id; /* ids are i32, so are the table's rows */
+        n->attr_i[1] = (int)vocab;
+    }
     return out;
+}
+
+mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
+{
+    return mt_embedding_slice(c, weight, ids, 0, weight && weight->ndim == 2 ? weight->shape[0] : 0);
 }
 
 /* ---- linear ---- */
@@ -174,28 +186,58 @@ static void cross_entropy_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *logits = n->in[0];
     c->be->cross_entropy_bwd(c->be, &c->arena, mt_grad_of(c, logits), n->out[0]->grad, logits, n->saved[0],
-                             n->in[1], n->attr_i[0]);
+                             n->in[1], n->attr_i[1], n->attr_i[2], n->attr_i[0]);
 }
 
-mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+static bool check_cross_entropy(mt_ctx *c, const char *op, const mt_tensor *logits, const mt_tensor *targets)
 {
-    const char *op = "mt_cross_entropy";
     char s[96], t[96];
     if (!op_check_float(c, op, "logits", logits) || !op_check_ids(c, op, "targets", targets))
+        return false;
+    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0]) {
+        mt_op_error(c, "%s: logits %s must be (N, vocab) and targets %s (N)", op, mt_shape_str(logits, s, sizeof s),
+                    mt_shape_str(targets, t, sizeof t));
+        return false;
+    }
+    return true;
+}
+
+mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, mt_tensor *stats,
+                                     int64_t first_col, int64_t vocab, int ignore_index)
+{
+    const char *op = "mt_cross_entropy";
+    char s[96];
+    if (!check_cross_entropy(c, op, logits, targets) || !op_check_tensor(c, op, "stats", stats))
         return NULL;
-    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
-        return mt_op_error(c, "%s: logits %s must be (N, vocab) and targets %s (N)", op,
-                           mt_shape_str(logits, s, sizeof s), mt_shape_str(targets, t, sizeof t));
     mt_dtype acc = mt_accum_dtype(logits->dtype);
+    int64_t rows = logits->shape[0];
+    if (stats->dtype != acc || !mt_is_contiguous(stats) || stats->ndim != 3 || stats->shape[1] != rows ||
+        stats->shape[2] != 3)
+        return mt_op_error(c, "%s: stats %s must be contiguous (slices, %lld, 3) in %s", op,
+                           mt_shape_str(stats, s, sizeof s), (long long)rows, mt_dtype_name(acc));
+    if (first_col < 0 || first_col + logits->shape[1] > vocab || vocab > INT32_MAX)
+        return mt_op_error(c, "%s: %lld logit columns from %lld do not fit a vocabulary of %lld", op,
+                           (long long)logits->shape[1], (long long)first_col, (long long)vocab);
     mt_tensor *loss = mt_ctx_tensor(c, acc, 1, (int64_t[]){1});
-    mt_tensor *lse = mt_ctx_tensor(c, acc, 1, (int64_t[]){logits->shape[0]});
-    c->be->cross_entropy_fwd(c->be, &c->arena, loss, lse, logits, targets, ignore_index);
+    mt_tensor *lse = mt_ctx_tensor(c, acc, 1, &rows);
+    c->be->cross_entropy_combine(c->be, &c->arena, loss, lse, stats, targets, vocab, ignore_index);
     mt_node *n = mt_tape_record(c, op, cross_entropy_backward, 2, (mt_tensor *[]){logits, targets}, 1, &loss);
     if (n) {
         n->saved[0] = lse;
         n->attr_i[0] = ignore_index;
+        n->attr_i[1] = (int)first_col; /* targets are i32, so is the vocabulary */
+        n->attr_i[2] = (int)vocab;
     }
     return loss;
+}
+
+mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+{
+    if (!check_cross_entropy(c, "mt_cross_entropy", logits, targets))
+        return NULL;
+    mt_tensor *stats = mt_ctx_tensor(c, mt_accum_dtype(logits->dtype), 3, (int64_t[]){1, logits->shape[0], 3});
+    c->be->cross_entropy_stats(c->be, stats, logits, targets, 0, ignore_index);
+    return mt_cross_entropy_of_slice(c, logits, targets, stats, 0, logits->shape[1], ignore_index);
 }
 
 /* ---- cast ---- */

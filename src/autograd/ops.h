@@ -11,6 +11,11 @@
 /* weight (V, D), ids i32 of any shape S -> (S..., D). */
 mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids);
 
+/* mt_embedding of one slice of a table of `vocab` rows, weight (V, D)
+ * holding rows [first_id, first_id + V) (a rank's of a vocab-parallel
+ * embedding): ids of other rows give zero rows and no gradient. */
+mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int64_t first_id, int64_t vocab);
+
 /* x (..., K), w (N, K), b (N) or NULL -> (..., N). x and w share a dtype. */
 mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b);
 
@@ -29,6 +34,14 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
 /* Mean cross-entropy of logits (N, V) against targets (N) i32, skipping
  * targets equal to ignore_index. A 1-element tensor in the accumulation dtype. */
 mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index);
+
+/* The same loss when logits (N, V) are columns [first_col, first_col + V)
+ * of a vocabulary of `vocab` split into column slices (one per rank), given
+ * stats (S, N, 3): every slice's row statistics in order (the backend's
+ * cross_entropy_stats of each, gathered). The gradient goes to this slice's
+ * logits only. autograd/ops_tp.h gathers the stats over a TP group. */
+mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, mt_tensor *stats,
+                                     int64_t first_col, int64_t vocab, int ignore_index);
 
 /* x converted to dtype (f32, bf16, or f64 on the CPU). */
 mt_tensor *mt_cast(mt_ctx *c, mt_tensor *x, mt_dtype dtype);

@@ -1,7 +1,9 @@
-/* The tensor-parallel boundary ops and the gated norm across ranks. */
+/* The tensor-parallel boundary ops, the vocab-parallel embedding and
+ * cross-entropy, and the gated norm across ranks. */
 #include "autograd/ops_tp.h"
 
 #include "autograd/op_checks.h"
+#include "autograd/ops.h"
 #include "core/device.h"
 
 /* buf (numel of t, contiguous) summed over comm in place; false after an op
@@ -71,6 +73,36 @@ mt_tensor *mt_tp_reduce_from(mt_ctx *c, mt_tensor *x, mt_comm *comm)
         return NULL;
     mt_tape_record(c, op, reduce_from_backward, 1, &x, 1, &out);
     return out;
+}
+
+/* ---- vocab-parallel embedding and cross-entropy ---- */
+
+mt_tensor *mt_tp_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, mt_comm *comm)
+{
+    if (!weight || weight->ndim != 2)
+        return mt_embedding(c, weight, ids); /* its error */
+    int64_t rows = weight->shape[0];
+    mt_tensor *mine = mt_embedding_slice(c, weight, ids, comm->rank * rows, comm->world * rows);
+    return mine ? mt_tp_reduce_from(c, mine, comm) : NULL;
+}
+
+mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, mt_comm *comm)
+{
+    const char *op = "mt_cross_entropy_tp";
+    char s[96], err[256];
+    if (!op_check_float(c, op, "logits", logits) || !op_check_ids(c, op, "targets", targets))
+        return NULL;
+    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
+        return mt_op_error(c, "%s: logits %s must be (N, this rank's vocabulary) and targets (N)", op,
+                           mt_shape_str(logits, s, sizeof s));
+    int64_t rows = logits->shape[0], cols = logits->shape[1];
+    mt_dtype acc = mt_accum_dtype(logits->dtype);
+    mt_tensor *mine = mt_ctx_tensor(c, acc, 3, (int64_t[]){1, rows, 3});
+    mt_tensor *all = mt_ctx_tensor(c, acc, 3, (int64_t[]){comm->world, rows, 3});
+    c->be->cross_entropy_stats(c->be, mine, logits, targets, comm->rank * cols, ignore_index);
+    if (!comm->all_gather(comm, mine->data, all->data, (size_t)mt_numel(mine), acc, err, sizeof err))
+        return mt_op_error(c, "%s: all-gather of the row statistics over the TP group failed: %s", op, err);
+    return mt_cross_entropy_of_slice(c, logits, targets, all, comm->rank * cols, comm->world * cols, ignore_index);
 }
 
 /* ---- gated RMSNorm across ranks ---- */

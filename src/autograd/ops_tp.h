@@ -22,6 +22,22 @@ mt_tensor *mt_tp_copy_to(mt_ctx *c, mt_tensor *x, mt_comm *comm);
  * backward identity. */
 mt_tensor *mt_tp_reduce_from(mt_ctx *c, mt_tensor *x, mt_comm *comm);
 
+/* A vocab-parallel embedding: weight (V, D) is this rank's slice of a
+ * table of V * comm->world rows, rows [rank * V, (rank + 1) * V); ids (any
+ * shape S) -> (S..., D), every rank's lookups summed over comm (an id's row
+ * comes from the rank that holds it, the others add zeros, so the sum is
+ * exact). The backward needs no collective: the output's gradient is the
+ * same on every rank, and each scatters it into its own rows. */
+mt_tensor *mt_tp_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, mt_comm *comm);
+
+/* The vocab-parallel cross-entropy: logits (N, V) are this rank's columns
+ * [rank * V, (rank + 1) * V) of a vocabulary of V * comm->world; targets (N)
+ * index the whole vocabulary. Each rank's row statistics (max, sum of
+ * exponentials, its target logit) are gathered over comm and combined in
+ * rank order, so every rank gets the same loss and the same lse; the
+ * backward is local (this rank's columns of softmax - onehot). */
+mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, mt_comm *comm);
+
 /* Mamba-2's gated norm, RMSNorm(y * SiLU(z)) * weight, on a TP rank whose
  * columns y, z (..., E) all lie in norm group `group` of the full model's
  * ngroups, a group of group_cols (>= E) columns spread over several ranks.

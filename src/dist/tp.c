@@ -24,6 +24,11 @@ bool mt_tp_check(const mt_model_config *cfg, int tp_size, char *err, size_t errl
                          "ngroups %d must be divisible by the tensor parallel size %d (B and C split by groups) "
                          "or divide it (B and C replicated, each rank's heads in one group)",
                          cfg->ngroups, tp_size);
+    if (cfg->vocab_padded % tp_size != 0)
+        return mt_errorf(err, errlen,
+                         "the padded vocabulary %d (vocab_size %d rounded up to pad_vocab_size_multiple %d) is not "
+                         "divisible by the tensor parallel size %d: the embedding and lm_head are split by rows",
+                         cfg->vocab_padded, cfg->vocab_size, cfg->pad_vocab_size_multiple, tp_size);
     return true;
 }
 
@@ -70,8 +75,16 @@ static void xbc_segments(mt_tp_layout *l, const mt_model_config *cfg, const mt_t
 
 bool mt_tp_layout_of(const mt_model_config *cfg, int size, int rank, const char *name, mt_tp_layout *l)
 {
+    if (size <= 1 || cfg->layer != MT_LAYER_MAMBA2)
+        return false;
+    if (strcmp(name, "backbone.embedding.weight") == 0 || strcmp(name, "lm_head.weight") == 0) {
+        int64_t rows = (int64_t)(cfg->vocab_padded / size) * cfg->d_model; /* its vocabulary rows, as one run */
+        *l = (mt_tp_layout){.rows = 1, .local_row = rows, .full_row = rows * size};
+        add_segment(l, 0, rank * rows, rows);
+        return true;
+    }
     const char *key = mixer_key(name);
-    if (size <= 1 || !key || cfg->layer != MT_LAYER_MAMBA2)
+    if (!key)
         return false;
     mt_tp_dims d = mt_tp_dims_of(cfg, size, rank);
     int64_t di = cfg->d_inner, gn = (int64_t)cfg->ngroups * cfg->d_state, D = cfg->d_model, W = cfg->d_conv;

@@ -8,9 +8,12 @@
  *   conv1d weight and bias: the rows of its x, B and C channels, alike;
  *   dt_bias, A_log, D, norm.weight: its heads' and channels' slices;
  *   out_proj (row-parallel): its d_inner/size input columns,
- * under the full model's parameter names with local shapes. The embedding,
- * the block norms, norm_f and the lm_head are replicated on every rank
- * (vocab-parallel embedding and head are not done). With B and C
+ * under the full model's parameter names with local shapes. The embedding
+ * and the lm_head (tied or not) are vocab-parallel: rank r holds rows
+ * [r * V/size, (r + 1) * V/size) of the padded vocabulary V, each rank's
+ * lookups are summed and the cross-entropy combines the ranks' row
+ * statistics (autograd/ops_tp.h), so no rank computes the whole logits. The
+ * block norms and norm_f are replicated on every rank. With B and C
  * replicated, size must be a multiple of ngroups so that each rank's heads
  * read one group (group rank * ngroups / size); their gradients on a rank
  * are only its heads' part (MT_PARAM_TP_PARTIAL_GRAD) and the gated norm's

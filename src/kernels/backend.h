@@ -40,13 +40,19 @@ struct mt_backend {
     void (*fill_uniform)(mt_backend *be, mt_tensor *t, uint64_t seed, double lo, double hi);
     void (*fill_normal)(mt_backend *be, mt_tensor *t, uint64_t seed, double mean, double std);
 
-    /* out (N, D) = weight (V, D) [ids (N)]; ids are i32 in [0, V). The CPU
-     * fails naming an id outside it; CUDA, which cannot stop, writes a NaN row
-     * (the data loader validates ids before they reach the device). */
-    void (*embedding_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids);
-    /* dweight[ids[n], :] += dout[n, :], summed in a fixed order per row. */
+    /* A table of `vocab` rows of which weight (V, D) holds rows [first_id,
+     * first_id + V): the whole table for first_id 0 and V = vocab, else one
+     * rank's slice of a vocab-parallel embedding. ids (N) are i32 in [0, vocab).
+     * out (N, D) [n] = weight [ids[n] - first_id] for an id in the slice,
+     * zeros for another id of the table. The CPU fails naming an id outside
+     * [0, vocab); CUDA, which cannot stop, writes a NaN row (the data loader
+     * validates ids before they reach the device). */
+    void (*embedding_fwd)(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
+                          int64_t first_id, int64_t vocab);
+    /* dweight [ids[n] - first_id] += dout [n] for the ids in the slice,
+     * summed in a fixed order per row; other ids add nothing. */
     void (*embedding_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                          const mt_tensor *ids);
+                          const mt_tensor *ids, int64_t first_id, int64_t vocab);
 
     /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL. x, w, y share a dtype. */
     void (*linear_fwd)(mt_backend *be, mt_tensor *y, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
@@ -85,18 +91,33 @@ struct mt_backend {
                         mt_tensor *dweight, const mt_tensor *dy, const mt_tensor *dresidual_out,
                         const mt_tensor *residual_out, const mt_tensor *rstd, const mt_tensor *weight);
 
-    /* Cross-entropy with a fused softmax over logits (N, V), targets (N) i32.
-     * Rows whose target equals ignore_index contribute nothing. For the others
-     * lse[n] = logsumexp(logits[n]) (accumulation dtype, (N)), and
-     *   loss (a 1-element tensor, accumulation dtype) = sum(lse[n] - logits[n, t_n]) / count,
-     * count being the number of non-ignored rows; loss = 0 when count = 0. */
-    void (*cross_entropy_fwd)(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
-                              const mt_tensor *logits, const mt_tensor *targets, int ignore_index);
-    /* dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v == t_n]) / count;
-     * ignored rows get nothing. dloss is a 1-element tensor. */
+    /* Cross-entropy with a fused softmax, in two steps so that the vocabulary
+     * may be split over ranks. logits (N, V) are columns [first_col,
+     * first_col + V) of a vocabulary of `vocab` columns (the whole for
+     * first_col 0 and V = vocab); targets (N) i32; rows whose target equals
+     * ignore_index contribute nothing. Per row n, into stats (N, 3) in the
+     * accumulation dtype:
+     *   stats[n] = (m, s, x): m = max_v logits[n, v], s = sum_v exp(logits[n, v] - m),
+     *              x = logits[n, t_n - first_col] if t_n lies in the columns, else 0;
+     * ignored rows get (0, 0, 0). */
+    void (*cross_entropy_stats)(mt_backend *be, mt_tensor *stats, const mt_tensor *logits,
+                                const mt_tensor *targets, int64_t first_col, int ignore_index);
+    /* stats (S, N, 3): the stats of S column slices that together make the
+     * vocabulary (rank order). lse (N) = M + log(sum_r s_r exp(m_r - M)),
+     * M = max_r m_r, 0 for ignored rows; loss (a 1-element tensor, the
+     * accumulation dtype) = sum over non-ignored rows of (lse[n] - sum_r x_r)
+     * / count, count being the non-ignored rows; 0 when count = 0. A target
+     * outside [0, vocab) that is not ignore_index: the CPU fails naming it,
+     * CUDA gives a NaN loss. */
+    void (*cross_entropy_combine)(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
+                                  const mt_tensor *stats, const mt_tensor *targets, int64_t vocab,
+                                  int ignore_index);
+    /* dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v + first_col == t_n]) / count;
+     * ignored rows get nothing. dloss is a 1-element tensor; logits, vocab
+     * and first_col as in cross_entropy_stats. */
     void (*cross_entropy_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                               const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
-                              int ignore_index);
+                              int64_t first_col, int64_t vocab, int ignore_index);
 
     /* out = x converted to out's dtype (round to nearest even into bf16);
      * cast_bwd: dx += dout converted to dx's dtype. */

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "autograd/ops_tp.h"
 #include "autograd/recompute.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -13,9 +15,9 @@ void mt_model_build(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_d
     mt_model_build_tp(m, cfg, dev, param_dtype, NULL);
 }
 
-/* Under TP only the mixers are split: the embedding, the block norms, norm_f
- * and the lm_head are replicated on every rank (their gradients then agree
- * on every rank); a vocab-parallel embedding and head are not done. */
+/* Under TP the mixers are split by heads and the embedding and lm_head by
+ * vocabulary rows; the block norms and norm_f are replicated (their
+ * gradients agree on every rank). */
 void mt_model_build_tp(mt_model *m, const mt_model_config *cfg, mt_device dev, mt_dtype param_dtype,
                        const mt_tp *tp)
 {
@@ -30,8 +32,9 @@ void mt_model_build_tp(mt_model *m, const mt_model_config *cfg, mt_device dev, m
     m->recompute_blocks = false;
     mt_params_init(&m->params, dev, param_dtype);
     mt_params *p = &m->params;
-    int64_t d = cfg->d_model, v = cfg->vocab_padded;
-    m->embedding = mt_params_add(p, "backbone.embedding.weight", 2, (int64_t[]){v, d}, 0);
+    int64_t d = cfg->d_model, v = cfg->vocab_padded / m->tp.size;
+    unsigned vocab_flags = split ? MT_PARAM_TP_SHARDED : 0;
+    m->embedding = mt_params_add(p, "backbone.embedding.weight", 2, (int64_t[]){v, d}, vocab_flags);
     m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
     if (!m->layers)
         mt_fatal("out of host memory for %d layers", cfg->n_layer);
@@ -49,7 +52,8 @@ void mt_model_build_tp(mt_model *m, const mt_model_config *cfg, mt_device dev, m
             mt_mamba2_declare(&m->layers[i].mixer, p, cfg, name);
     }
     m->norm_f = mt_params_add(p, "backbone.norm_f.weight", 1, &d, MT_PARAM_NO_DECAY);
-    m->lm_head = cfg->tie_embeddings ? m->embedding : mt_params_add(p, "lm_head.weight", 2, (int64_t[]){v, d}, 0);
+    m->lm_head = cfg->tie_embeddings ? m->embedding
+                                     : mt_params_add(p, "lm_head.weight", 2, (int64_t[]){v, d}, vocab_flags);
     mt_params_alloc(p);
 }
 
@@ -234,6 +238,21 @@ static void init_out_proj_tp(mt_backend *be, const mt_model *m, mt_tensor *local
     mt_tensor_free(full);
 }
 
+/* The embedding (N(0, 0.02)) or an untied lm_head (the Linear default)
+ * drawn whole, then this rank's vocabulary rows kept. */
+static void init_vocab_rows(mt_backend *be, const mt_model *m, mt_tensor *local, uint64_t seed, bool embedding)
+{
+    mt_tensor *full =
+        mt_tensor_new(local->device, local->dtype, 2, (int64_t[]){m->cfg.vocab_padded, m->cfg.d_model});
+    full->name = local->name;
+    if (embedding)
+        be->fill_normal(be, full, seed, 0.0, 0.02);
+    else
+        init_linear_default(be, full, seed, 1.0);
+    keep_slice(m, local, full);
+    mt_tensor_free(full);
+}
+
 static mt_tensor *out_proj_of(mt_model_layer *l)
 {
     return l->cfg->layer == MT_LAYER_MAMBA1 ? l->mamba1.out_proj : l->mixer.out_proj;
@@ -254,11 +273,17 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
             init_mamba2(be, &l->mixer, cfg, seed, &k);
     }
     fill_constant(m->norm_f, 1.0);
-    if (m->lm_head != m->embedding)
+    const bool vocab_split = m->tp.size > 1;
+    if (m->lm_head != m->embedding && vocab_split)
+        init_vocab_rows(be, m, m->lm_head, param_seed(seed, k++), false);
+    else if (m->lm_head != m->embedding)
         init_linear_default(be, m->lm_head, param_seed(seed, k++), 1.0);
 
     /* The model-wide pass. */
-    be->fill_normal(be, m->embedding, param_seed(seed, k++), 0.0, 0.02);
+    if (vocab_split)
+        init_vocab_rows(be, m, m->embedding, param_seed(seed, k++), true);
+    else
+        be->fill_normal(be, m->embedding, param_seed(seed, k++), 0.0, 0.02);
     double prenorm_scale = 1.0 / sqrt((double)cfg->n_layer);
     for (int i = 0; i < cfg->n_layer; i++) {
         if (cfg->layer == MT_LAYER_MAMBA2 && m->layers[i].mixer.tp)
@@ -285,7 +310,8 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
     if (!ids || ids->ndim != 2)
         return mt_op_error(c, "mt_model_logits: ids %s must be (batch, seqlen) i32",
                            ids ? mt_shape_str(ids, s, sizeof s) : "NULL");
-    mt_tensor *h = mt_embedding(c, m->embedding, ids); /* in the accumulation dtype, like the residual */
+    /* In the accumulation dtype, like the residual. */
+    mt_tensor *h = m->tp.size > 1 ? mt_tp_embedding(c, m->embedding, ids, m->tp.comm) : mt_embedding(c, m->embedding, ids);
     mt_tensor *residual = NULL;
     for (int i = 0; i < cfg->n_layer && h; i++) {
         mt_tensor *x = mt_rmsnorm(c, h, residual, m->layers[i].norm_w, cfg->norm_eps, &residual);
@@ -297,8 +323,49 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
     mt_tensor *out = mt_rmsnorm(c, h, residual, m->norm_f, cfg->norm_eps, &residual);
     if (out && out->dtype != compute)
         out = mt_cast(c, out, compute);
+    if (out && m->tp.size > 1) /* each rank's vocabulary rows add their part of out's gradient */
+        out = mt_tp_copy_to(c, out, m->tp.comm);
     mt_tensor *head = m->lm_head->dtype == compute ? m->lm_head : mt_cast(c, m->lm_head, compute);
     mt_tensor *logits = mt_linear(c, out, head, NULL);
     int64_t rows = ids->shape[0] * ids->shape[1];
-    return logits ? mt_ctx_reshape(c, logits, 2, (int64_t[]){rows, cfg->vocab_padded}) : NULL;
+    return logits ? mt_ctx_reshape(c, logits, 2, (int64_t[]){rows, m->lm_head->shape[0]}) : NULL;
+}
+
+mt_tensor *mt_model_loss(mt_ctx *c, const mt_model *m, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+{
+    if (m->tp.size > 1)
+        return mt_cross_entropy_tp(c, logits, targets, ignore_index, m->tp.comm);
+    return mt_cross_entropy(c, logits, targets, ignore_index);
+}
+
+bool mt_model_argmax(const mt_model *m, const mt_tensor *logits, int64_t *best, char *err, size_t errlen)
+{
+    const int64_t rows = mt_rows(logits), cols = mt_cols(logits), ranks = m->tp.size;
+    mt_tensor *host = mt_tensor_new(MT_CPU, logits->dtype, 2, (int64_t[]){rows, cols});
+    mt_device_copy(MT_CPU, host->data, logits->device, logits->data, mt_nbytes(host));
+    /* Each rank's (value, id) per row in its slot, zeros in the others', so
+     * that a sum over the group is every rank's exactly. */
+    double *cand = calloc((size_t)(ranks * rows * 2), sizeof *cand);
+    if (!cand)
+        mt_fatal("argmax: out of host memory for %lld rows", (long long)rows);
+    const int64_t first = m->tp.size > 1 ? m->tp.rank * cols : 0, mine = m->tp.size > 1 ? m->tp.rank : 0;
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t b = 0;
+        for (int64_t v = 1; v < cols; v++)
+            if (mt_get(host, i * cols + v) > mt_get(host, i * cols + b))
+                b = v;
+        cand[(mine * rows + i) * 2] = mt_get(host, i * cols + b);
+        cand[(mine * rows + i) * 2 + 1] = (double)(first + b);
+    }
+    mt_tensor_free(host);
+    bool ok = ranks == 1 || m->tp.comm->all_reduce(m->tp.comm, cand, (size_t)(ranks * rows * 2), MT_F64, err, errlen);
+    for (int64_t i = 0; ok && i < rows; i++) {
+        int64_t b = 0; /* ranks in order: a tie goes to the lowest id */
+        for (int64_t r = 1; r < ranks; r++)
+            if (cand[(r * rows + i) * 2] > cand[(b * rows + i) * 2])
+                b = r;
+        best[i] = (int64_t)cand[(b * rows + i) * 2 + 1];
+    }
+    free(cand);
+    return ok;
 }

@@ -4,7 +4,7 @@
  * Every block's mixer is the Mamba-2 or the Mamba-1 block (cfg.layer).
  * Parameter names are the reference checkpoint's keys. A tensor-parallel
  * rank's model (mt_model_build_tp) holds its slice of every Mamba-2 mixer
- * and the rest whole (dist/tp.h). */
+ * and of the vocabulary rows, and the norms whole (dist/tp.h). */
 #ifndef MT_MODEL_H
 #define MT_MODEL_H
 
@@ -25,9 +25,9 @@ typedef struct mt_model_layer {
 typedef struct mt_model {
     mt_model_config cfg;
     mt_params params;
-    mt_tensor *embedding; /* (vocab_padded, d_model) */
+    mt_tensor *embedding; /* (vocab_padded, d_model); a TP rank's: (vocab_padded / tp.size, d_model) */
     mt_tensor *norm_f;    /* (d_model) */
-    mt_tensor *lm_head;   /* the embedding when tied, else its own (vocab_padded, d_model) */
+    mt_tensor *lm_head;   /* the embedding when tied, else its own, shaped alike */
     mt_model_layer *layers;
     bool recompute_blocks; /* activation checkpointing: each mixer's activations recomputed in backward */
     mt_tp tp;              /* the TP group this rank's model is a slice for; size 1: the whole model */
@@ -50,9 +50,21 @@ void mt_model_release(mt_model *m);
 void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed);
 
 /* ids (B, L) i32 -> logits (B*L, vocab_padded) in the compute dtype (f32 or
- * bf16; f64 for gradient checks). seq_idx (B, L) i32 or NULL: Mamba-2 blocks
- * reset their state at its document boundaries, Mamba-1 blocks (like the
- * reference's) do not. */
+ * bf16; f64 for gradient checks); a TP rank's are its columns of them,
+ * (B*L, vocab_padded / tp.size) from column rank * vocab_padded / tp.size.
+ * seq_idx (B, L) i32 or NULL: Mamba-2 blocks reset their state at its
+ * document boundaries, Mamba-1 blocks (like the reference's) do not. */
 mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute);
+
+/* The mean cross-entropy of mt_model_logits' logits against targets (B*L)
+ * i32 over the whole vocabulary (under TP, combined over the group: the
+ * same on every rank). */
+mt_tensor *mt_model_loss(mt_ctx *c, const mt_model *m, mt_tensor *logits, mt_tensor *targets, int ignore_index);
+
+/* best (rows) = each row's most likely token over the whole vocabulary,
+ * the lowest id among equals, from mt_model_logits' logits (under TP every
+ * rank of the group calls it and gets the same). False, with err, when the
+ * group's all-reduce fails. */
+bool mt_model_argmax(const mt_model *m, const mt_tensor *logits, int64_t *best, char *err, size_t errlen);
 
 #endif

@@ -189,7 +189,7 @@ static mt_tensor *batch_loss(mt_run *r, mt_ctx *c, mt_loader *ld, mt_tensor **lo
     batch_to_device(r, bt);
     mt_profile_lap(c, "step", "next batch to the device");
     *logits = mt_model_logits(c, &r->model, r->ids, r->seq_idx, r->compute);
-    return mt_cross_entropy(c, *logits, r->targets, IGNORE_TARGET);
+    return mt_model_loss(c, &r->model, *logits, r->targets, IGNORE_TARGET);
 }
 
 /* Mean loss over the validation batches, and the share of scored targets
@@ -200,11 +200,13 @@ static bool evaluate(mt_run *r, mt_ctx *c, double *loss_out, double *acc_out, ch
     if (!mt_loader_seek(r->val, (mt_loader_cursor){(uint64_t)cfg->train.seed, 0, 0}, err, errlen))
         return false;
     const bool answers = strcmp(cfg->data.loss_on, "answers") == 0;
-    const int64_t n = (int64_t)cfg->data.batch_size * cfg->data.seq_len, V = r->model.cfg.vocab_padded;
+    const int64_t n = (int64_t)cfg->data.batch_size * cfg->data.seq_len;
     double loss_sum = 0;
     int64_t right = 0, scored = 0, batches = 0;
     bool saved = c->grad_enabled, ok = true;
-    mt_tensor *host = NULL; /* the logits on the host, for the argmax */
+    int64_t *best = answers ? malloc((size_t)n * sizeof *best) : NULL;
+    if (answers && !best)
+        mt_fatal("evaluation: out of host memory for %lld predictions", (long long)n);
     c->grad_enabled = false;
     for (int64_t b = 0; ok && b < cfg->log.eval_batches; b++) {
         mt_tensor *logits, *loss = batch_loss(r, c, r->val, &logits, err, errlen);
@@ -212,25 +214,18 @@ static bool evaluate(mt_run *r, mt_ctx *c, double *loss_out, double *acc_out, ch
             break;
         loss_sum += tensor_scalar(loss);
         batches++;
-        if (answers) {
-            if (!host)
-                host = mt_tensor_new(MT_CPU, logits->dtype, 2, (int64_t[]){n, V});
-            mt_device_copy(MT_CPU, host->data, logits->device, logits->data, mt_nbytes(host));
-            for (int64_t i = 0; i < n; i++) {
-                if (r->host_targets[i] == IGNORE_TARGET)
-                    continue;
-                int64_t best = 0;
-                for (int64_t v = 1; v < V; v++)
-                    if (mt_get(host, i * V + v) > mt_get(host, i * V + best))
-                        best = v;
-                right += best == r->host_targets[i];
-                scored++;
-            }
+        if (answers && !(ok = mt_model_argmax(&r->model, logits, best, err, errlen)))
+            break;
+        for (int64_t i = 0; answers && i < n; i++) {
+            if (r->host_targets[i] == IGNORE_TARGET)
+                continue;
+            right += best[i] == r->host_targets[i];
+            scored++;
         }
         mt_ctx_end_step(c);
     }
     c->grad_enabled = saved;
-    mt_tensor_free(host);
+    free(best);
     /* Each data-parallel rank evaluated its own part of the validation set. */
     double sums[4] = {loss_sum, (double)batches, (double)right, (double)scored};
     ok = mt_run_all_ok(r, ok, "evaluation", err, errlen) && mt_group_sum(r->dist.dp, sums, 4, err, errlen);

@@ -15,18 +15,27 @@ static void check_ids(const mt_tensor *ids, int64_t vocab, const char *kernel)
     }
 }
 
-/* out (N, D) = weight (V, D) [ids (N)]: row n of out is row ids[n] of weight. */
-void mt_cpu_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids)
+/* Whether id is one of weight's rows [first_id, first_id + rows). */
+static bool in_slice(int32_t id, int64_t first_id, int64_t rows)
+{
+    return id >= first_id && id - first_id < rows;
+}
+
+/* out (N, D): row n is row ids[n] - first_id of weight (V, D) when that is
+ * one of its rows, else zeros. */
+void mt_cpu_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
+                          int64_t first_id, int64_t vocab)
 {
     (void)be;
-    int64_t n_ids = mt_numel(ids), dim = mt_cols(weight);
-    check_ids(ids, mt_rows(weight), "embedding_fwd");
+    int64_t n_ids = mt_numel(ids), dim = mt_cols(weight), rows = mt_rows(weight);
+    check_ids(ids, vocab, "embedding_fwd");
 #pragma omp parallel for
     for (int64_t n = 0; n < n_ids; n++) {
-        const void *src = cpu_row(weight, cpu_index(ids, n));
+        int32_t id = cpu_index(ids, n);
+        const void *src = in_slice(id, first_id, rows) ? cpu_row(weight, id - first_id) : NULL;
         void *dst = cpu_row(out, n);
         for (int64_t d = 0; d < dim; d++)
-            cpu_store(out->dtype, dst, d, cpu_load(weight->dtype, src, d));
+            cpu_store(out->dtype, dst, d, src ? cpu_load(weight->dtype, src, d) : 0.0);
     }
 }
 
@@ -43,29 +52,34 @@ static int by_id_then_position(const void *pa, const void *pb)
     return (a->n > b->n) - (a->n < b->n);
 }
 
-/* dweight (V, D) [ids[n], :] += dout (N, D) [n, :].
+/* dweight (V, D) [ids[n] - first_id, :] += dout (N, D) [n, :] for the ids
+ * among dweight's rows.
  * Positions are grouped by id so that each touched row of dweight adds its dout
  * rows in order of n, in double, and is rounded once; groups are independent,
  * so they run in parallel without changing any sum. */
 void mt_cpu_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                          const mt_tensor *ids)
+                          const mt_tensor *ids, int64_t first_id, int64_t vocab)
 {
     (void)be;
-    int64_t n_ids = mt_numel(ids), dim = mt_cols(dweight);
-    check_ids(ids, mt_rows(dweight), "embedding_bwd");
+    int64_t n_ids = mt_numel(ids), dim = mt_cols(dweight), rows = mt_rows(dweight);
+    check_ids(ids, vocab, "embedding_bwd");
     if (n_ids == 0)
         return;
 
     id_position *order = cpu_temp_alloc(scratch, (size_t)n_ids * sizeof *order);
     int64_t *group_start = cpu_temp_alloc(scratch, (size_t)(n_ids + 1) * sizeof *group_start);
-    for (int64_t n = 0; n < n_ids; n++)
-        order[n] = (id_position){cpu_index(ids, n), n};
-    qsort(order, (size_t)n_ids, sizeof *order, by_id_then_position);
+    int64_t n_mine = 0;
+    for (int64_t n = 0; n < n_ids; n++) {
+        int32_t id = cpu_index(ids, n);
+        if (in_slice(id, first_id, rows))
+            order[n_mine++] = (id_position){(int32_t)(id - first_id), n};
+    }
+    qsort(order, (size_t)n_mine, sizeof *order, by_id_then_position);
     int64_t n_groups = 0;
-    for (int64_t i = 0; i < n_ids; i++)
+    for (int64_t i = 0; i < n_mine; i++)
         if (i == 0 || order[i].id != order[i - 1].id)
             group_start[n_groups++] = i;
-    group_start[n_groups] = n_ids;
+    group_start[n_groups] = n_mine;
 
 #pragma omp parallel for
     for (int64_t g = 0; g < n_groups; g++) {

@@ -102,9 +102,10 @@ static inline void cpu_temp_free(mt_arena *scratch, void *p)
         free(p);
 }
 
-void mt_cpu_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids);
+void mt_cpu_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
+                          int64_t first_id, int64_t vocab);
 void mt_cpu_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                          const mt_tensor *ids);
+                          const mt_tensor *ids, int64_t first_id, int64_t vocab);
 
 void mt_cpu_linear_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
 void mt_cpu_linear_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dw, mt_tensor *db,
@@ -136,11 +137,13 @@ void mt_cpu_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_ten
                         mt_tensor *dweight, const mt_tensor *dy, const mt_tensor *dresidual_out,
                         const mt_tensor *residual_out, const mt_tensor *rstd, const mt_tensor *weight);
 
-void mt_cpu_cross_entropy_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
-                              const mt_tensor *logits, const mt_tensor *targets, int ignore_index);
+void mt_cpu_cross_entropy_stats(mt_backend *be, mt_tensor *stats, const mt_tensor *logits, const mt_tensor *targets,
+                                int64_t first_col, int ignore_index);
+void mt_cpu_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
+                                  const mt_tensor *stats, const mt_tensor *targets, int64_t vocab, int ignore_index);
 void mt_cpu_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                               const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
-                              int ignore_index);
+                              int64_t first_col, int64_t vocab, int ignore_index);
 
 void mt_cpu_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
                        const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);

@@ -200,7 +200,8 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->softplus_bwd = cuda_softplus_bwd;
     be->rmsnorm_fwd = cuda_rmsnorm_fwd;
     be->rmsnorm_bwd = cuda_rmsnorm_bwd;
-    be->cross_entropy_fwd = cuda_cross_entropy_fwd;
+    be->cross_entropy_stats = cuda_cross_entropy_stats;
+    be->cross_entropy_combine = cuda_cross_entropy_combine;
     be->cross_entropy_bwd = cuda_cross_entropy_bwd;
     be->cast_fwd = cuda_cast_fwd;
     be->cast_bwd = cuda_cast_bwd;

@@ -212,9 +212,10 @@ __global__ void colsum_finish_kernel(TO *out, const float *partial, int nparts, 
 /* ------------------------------------------------------------------------ */
 /* The ops, one file per family; cuda_backend.cu puts them in the vtable.    */
 
-void cuda_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids);
+void cuda_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
+                        int64_t first_id, int64_t vocab);
 void cuda_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                        const mt_tensor *ids);
+                        const mt_tensor *ids, int64_t first_id, int64_t vocab);
 void cuda_linear_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
 void cuda_linear_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dw, mt_tensor *db,
                      const mt_tensor *dy, const mt_tensor *x, const mt_tensor *w);
@@ -235,11 +236,13 @@ void cuda_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_
 void cuda_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual, mt_tensor *dweight,
                       const mt_tensor *dy, const mt_tensor *dresidual_out, const mt_tensor *residual_out,
                       const mt_tensor *rstd, const mt_tensor *weight);
-void cuda_cross_entropy_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
-                            const mt_tensor *logits, const mt_tensor *targets, int ignore_index);
+void cuda_cross_entropy_stats(mt_backend *be, mt_tensor *stats, const mt_tensor *logits,
+                              const mt_tensor *targets, int64_t first_col, int ignore_index);
+void cuda_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
+                                const mt_tensor *stats, const mt_tensor *targets, int64_t vocab, int ignore_index);
 void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                             const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
-                            int ignore_index);
+                            int64_t first_col, int64_t vocab, int ignore_index);
 void cuda_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
                      const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
 void cuda_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,

@@ -1,28 +1,30 @@
-/* Cross-entropy with a fused softmax over logits (N, V) in T, targets (N)
- * i32, lse (N) f32, loss (1) f32, and its backward. Rows whose target is
+/* Cross-entropy with a fused softmax, in two steps so that the vocabulary may
+ * be split over ranks: the row statistics of each rank's columns (logits
+ * (N, V) in T, targets (N) i32, stats (N, 3) f32), then their combination
+ * into lse (N) f32 and loss (1) f32; and the backward. Rows whose target is
  * ignore_index contribute nothing; count (the rows that are not ignored) is
  * computed on the device in both passes, so nothing waits on the host.
- * All sums are fixed-order (block_sum, then single-block reductions). */
+ * All sums are fixed-order (block_sum, rank order, single-block reductions). */
 #include "kernels/cuda/cuda_common.cuh"
 
 #define CE_REDUCE_THREADS 1024
 
-/* Per row n (block per row, grid-stride over rows), two passes over the row:
- *   mx = max_v logits[n, v];  lse[n] = mx + log(sum_v exp(logits[n, v] - mx))
- *   row_loss[n] = lse[n] - logits[n, t_n]
- * Ignored rows get lse = 0 and row_loss = 0. A target outside [0, V) that is
- * not ignore_index gives row_loss = NaN, so the loss shows it. */
+/* Per row n of logits (N, V), columns [first_col, first_col + V) of the
+ * vocabulary (block per row, grid-stride over rows), two passes over the row:
+ *   stats[n] = (m, s, x): m = max_v logits[n, v], s = sum_v exp(logits[n, v] - m),
+ *   x = logits[n, t_n - first_col] when that column is here, else 0.
+ * Ignored rows get (0, 0, 0). A row whose max is -inf (all -inf, or V = 0)
+ * gets s = 0 rather than exp(-inf - -inf) = NaN: the combine skips it. */
 template <typename T>
-__global__ void ce_fwd_rows_kernel(float *lse, float *row_loss, const T *logits, const int32_t *targets, int64_t N,
-                                   int64_t V, int64_t rs, int ignore_index)
+__global__ void ce_stats_kernel(float *stats, const T *logits, const int32_t *targets, int64_t N, int64_t V,
+                                int64_t rs, int64_t first_col, int ignore_index)
 {
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+        float *st = stats + 3 * n;
         int t = targets[n];
         if (t == ignore_index) { /* uniform over the block: no block_sum skipped by some threads only */
-            if (threadIdx.x == 0) {
-                lse[n] = 0.0f;
-                row_loss[n] = 0.0f;
-            }
+            if (threadIdx.x == 0)
+                st[0] = st[1] = st[2] = 0.0f;
             continue;
         }
         const T *row = logits + n * rs;
@@ -31,14 +33,50 @@ __global__ void ce_fwd_rows_kernel(float *lse, float *row_loss, const T *logits,
             mx = fmaxf(mx, load_f<T>(row, v));
         mx = block_max(mx);
         float s = 0.0f;
-        for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
-            s += expf(load_f<T>(row, v) - mx);
-        s = block_sum(s);
-        if (threadIdx.x == 0) {
-            float l = mx + logf(s);
-            lse[n] = l;
-            row_loss[n] = (t >= 0 && (int64_t)t < V) ? l - load_f<T>(row, t) : NAN;
+        if (mx != -INFINITY) { /* block_max gave every thread the same mx */
+            for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
+                s += expf(load_f<T>(row, v) - mx);
+            s = block_sum(s);
         }
+        if (threadIdx.x == 0) {
+            int64_t c = (int64_t)t - first_col;
+            st[0] = mx;
+            st[1] = s;
+            st[2] = c >= 0 && c < V ? load_f<T>(row, c) : 0.0f;
+        }
+    }
+}
+
+/* Per row n (thread per row, grid-stride over rows) of stats (S, N, 3), the
+ * (m, s, x) of S column slices in rank order, summing in rank order:
+ *   M = max_r m_r;  lse[n] = M + log(sum_r s_r exp(m_r - M));  row_loss[n] = lse[n] - sum_r x_r
+ * A slice with s_r = 0 (no finite logit) is skipped, so no -inf - -inf
+ * arises. For S = 1 these are the bits of a single pass, mx + log(s) (s *
+ * exp(0) = s). Ignored rows get lse = 0 and row_loss = 0. A target outside
+ * [0, vocab) that is not ignore_index gives row_loss = NaN, so the loss shows it. */
+__global__ void ce_combine_kernel(float *lse, float *row_loss, const float *stats, const int32_t *targets,
+                                  int64_t N, int64_t S, int64_t vocab, int ignore_index)
+{
+    for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
+        int t = targets[n];
+        if (t == ignore_index) {
+            lse[n] = 0.0f;
+            row_loss[n] = 0.0f;
+            continue;
+        }
+        float M = -INFINITY;
+        for (int64_t r = 0; r < S; r++)
+            M = fmaxf(M, stats[3 * (r * N + n)]);
+        float total = 0.0f, x = 0.0f;
+        for (int64_t r = 0; r < S; r++) {
+            const float *st = stats + 3 * (r * N + n);
+            if (st[1] != 0.0f)
+                total += st[1] * expf(st[0] - M);
+            x += st[2];
+        }
+        float l = M + logf(total);
+        lse[n] = l;
+        row_loss[n] = t >= 0 && (int64_t)t < vocab ? l - x : NAN;
     }
 }
 
@@ -75,39 +113,58 @@ __global__ void ce_reduce_kernel(float *loss, int *count_out, const float *row_l
     }
 }
 
-void cuda_cross_entropy_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
-                            const mt_tensor *logits, const mt_tensor *targets, int ignore_index)
+void cuda_cross_entropy_stats(mt_backend *be, mt_tensor *stats, const mt_tensor *logits,
+                              const mt_tensor *targets, int64_t first_col, int ignore_index)
 {
-    const char *op = "cross_entropy_fwd";
-    require_dtype(loss, MT_F32, op, "loss");
-    require_dtype(lse, MT_F32, op, "lse");
+    const char *op = "cross_entropy_stats";
+    require_dtype(stats, MT_F32, op, "stats");
     require_dtype(targets, MT_I32, op, "targets");
     int64_t N = mt_rows(logits), V = mt_cols(logits);
+    if (N == 0)
+        return;
+    int threads = row_threads(V, 1024);
+    unsigned blocks = (unsigned)(N < (int64_t)INT32_MAX ? N : INT32_MAX);
+    dispatch_float(logits->dtype, op, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        ce_stats_kernel<T><<<blocks, threads, 0, cuda_stream(be)>>>((float *)stats->data, (const T *)logits->data,
+                                                                    (const int32_t *)targets->data, N, V,
+                                                                    mt_row_stride(logits), first_col, ignore_index);
+        LAUNCH_CHECK(op);
+    });
+}
+
+void cuda_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
+                                const mt_tensor *stats, const mt_tensor *targets, int64_t vocab, int ignore_index)
+{
+    const char *op = "cross_entropy_combine";
+    require_dtype(loss, MT_F32, op, "loss");
+    require_dtype(lse, MT_F32, op, "lse");
+    require_dtype(stats, MT_F32, op, "stats");
+    require_dtype(targets, MT_I32, op, "targets");
+    int64_t N = mt_numel(targets), S = N > 0 ? mt_numel(stats) / (3 * N) : 0;
+    if (N > 0 && (S < 1 || S * 3 * N != mt_numel(stats)))
+        mt_fatal("%s: %lld stats for %lld targets: not (S, N, 3)", op, (long long)mt_numel(stats), (long long)N);
     cudaStream_t stream = cuda_stream(be);
     float *row_loss = (float *)mt_arena_alloc(scratch, (size_t)(N > 0 ? N : 1) * sizeof(float));
     if (N > 0) {
-        int threads = row_threads(V, 1024);
-        unsigned blocks = (unsigned)(N < (int64_t)INT32_MAX ? N : INT32_MAX);
-        dispatch_float(logits->dtype, op, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            ce_fwd_rows_kernel<T><<<blocks, threads, 0, stream>>>((float *)lse->data, row_loss,
-                                                                  (const T *)logits->data,
-                                                                  (const int32_t *)targets->data, N, V,
-                                                                  mt_row_stride(logits), ignore_index);
-            LAUNCH_CHECK(op);
-        });
+        ce_combine_kernel<<<grid_for(N, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
+            (float *)lse->data, row_loss, (const float *)stats->data, (const int32_t *)targets->data, N, S, vocab,
+            ignore_index);
+        LAUNCH_CHECK(op);
     }
     ce_reduce_kernel<<<1, CE_REDUCE_THREADS, 0, stream>>>((float *)loss->data, NULL, row_loss,
                                                           (const int32_t *)targets->data, N, ignore_index);
-    LAUNCH_CHECK("cross_entropy_fwd (loss)");
+    LAUNCH_CHECK("cross_entropy_combine (loss)");
 }
 
-/* Per row n not ignored (block per row, grid-stride over rows):
- *   dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v == t_n]) / count
+/* Per row n not ignored (block per row, grid-stride over rows) of logits
+ * (N, V), columns [first_col, first_col + V) of the vocabulary:
+ *   dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v + first_col == t_n]) / count
  * count comes from ce_reduce_kernel (it is > 0 whenever a row is not ignored). */
 template <typename T>
 __global__ void ce_bwd_kernel(T *dlogits, const float *dloss, const int *count, const T *logits, const float *lse,
-                              const int32_t *targets, int64_t N, int64_t V, int64_t drs, int64_t lrs, int ignore_index)
+                              const int32_t *targets, int64_t N, int64_t V, int64_t drs, int64_t lrs,
+                              int64_t first_col, int ignore_index)
 {
     float g = dloss[0];
     float cnt = (float)*count;
@@ -116,17 +173,19 @@ __global__ void ce_bwd_kernel(T *dlogits, const float *dloss, const int *count, 
         if (t == ignore_index)
             continue;
         float l = lse[n];
+        int64_t c = (int64_t)t - first_col; /* the target's column here, if it is one */
         const T *row = logits + n * lrs;
         for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
             float p = expf(load_f<T>(row, v) - l);
-            accum_f<T>(dlogits, n * drs + v, g * (p - (v == t ? 1.0f : 0.0f)) / cnt);
+            accum_f<T>(dlogits, n * drs + v, g * (p - (v == c ? 1.0f : 0.0f)) / cnt);
         }
     }
 }
 
+/* vocab is not needed here: a target outside it has already made the loss NaN. */
 void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                             const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
-                            int ignore_index)
+                            int64_t first_col, int64_t vocab, int ignore_index)
 {
     const char *op = "cross_entropy_bwd";
     if (!dlogits)
@@ -149,7 +208,8 @@ void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogit
         ce_bwd_kernel<T><<<blocks, threads, 0, stream>>>((T *)dlogits->data, (const float *)dloss->data, count,
                                                          (const T *)logits->data, (const float *)lse->data,
                                                          (const int32_t *)targets->data, N, V,
-                                                         mt_row_stride(dlogits), mt_row_stride(logits), ignore_index);
+                                                         mt_row_stride(dlogits), mt_row_stride(logits), first_col,
+                                                         ignore_index);
         LAUNCH_CHECK(op);
     });
 }

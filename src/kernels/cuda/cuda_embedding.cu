@@ -1,4 +1,5 @@
-/* Embedding lookup and its deterministic scatter-add backward. */
+/* Embedding lookup, of the whole table or one rank's row slice, and its
+ * deterministic scatter-add backward. */
 #include <type_traits>
 
 #include <cub/device/device_radix_sort.cuh>
@@ -17,33 +18,37 @@ template <typename F> static void emb_dispatch_vec(int V, F f)
     }
 }
 
-/* out (N, D) [n, :] = weight (V, D) [ids[n], :]. ids (N) i32, contiguous.
- * Block (tx, ty): each of its ty rows of threads copies one token row at a
- * time (grid-stride over N), thread x owning the VEC-wide column vectors x,
- * x + tx, ...; row strides ors, wrs. An id outside [0, V) gives a NaN row
- * rather than a read out of bounds, so the loss shows it. */
+/* out (N, D) [n, :] = weight (V, D) [ids[n] - first_id, :] for an id in the
+ * slice [first_id, first_id + V) of a table of `vocab` rows, zeros for
+ * another id in [0, vocab) (another rank's row: the all-reduce adds it). ids
+ * (N) i32, contiguous. Block (tx, ty): each of its ty rows of threads copies
+ * one token row at a time (grid-stride over N), thread x owning the VEC-wide
+ * column vectors x, x + tx, ...; row strides ors, wrs. An id outside
+ * [0, vocab) gives a NaN row rather than a read out of bounds, so the loss
+ * shows it. */
 template <typename T, int VEC>
 __global__ void embedding_fwd_kernel(T *out, const T *weight, const int32_t *ids, int64_t N, int64_t D, int64_t V,
-                                     int64_t ors, int64_t wrs)
+                                     int64_t first_id, int64_t vocab, int64_t ors, int64_t wrs)
 {
     for (int64_t n = blockIdx.x * (int64_t)blockDim.y + threadIdx.y; n < N; n += (int64_t)gridDim.x * blockDim.y) {
-        int64_t id = ids[n];
-        bool ok = id >= 0 && id < V;
+        int64_t id = ids[n], row = id - first_id;
+        bool valid = id >= 0 && id < vocab, mine = valid && row >= 0 && row < V;
         for (int64_t c = threadIdx.x * (int64_t)VEC; c < D; c += (int64_t)blockDim.x * VEC) {
             float v[VEC];
-            if (ok) {
-                vec_load<T, VEC>(v, weight + id * wrs + c);
+            if (mine) {
+                vec_load<T, VEC>(v, weight + row * wrs + c);
             } else {
 #pragma unroll
                 for (int i = 0; i < VEC; i++)
-                    v[i] = __int_as_float(0x7fc00000);
+                    v[i] = valid ? 0.0f : __int_as_float(0x7fc00000);
             }
             vec_store<T, VEC>(out + n * ors + c, v);
         }
     }
 }
 
-void cuda_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids)
+void cuda_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
+                        int64_t first_id, int64_t vocab)
 {
     const char *op = "embedding_fwd";
     require_dtype(ids, MT_I32, op, "ids");
@@ -60,36 +65,37 @@ void cuda_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight,
             constexpr int VV = decltype(vc)::value;
             embedding_fwd_kernel<T, VV><<<grid, block, 0, cuda_stream(be)>>>(
                 (T *)out->data, (const T *)weight->data, (const int32_t *)ids->data, N, D, mt_rows(weight),
-                mt_row_stride(out), mt_row_stride(weight));
+                first_id, vocab, mt_row_stride(out), mt_row_stride(weight));
             LAUNCH_CHECK(op);
         });
     });
 }
 
-/* Sort keys and values for the backward: keys[n] = ids[n] (as unsigned), or
- * `invalid` (> every id in [0, V)) for an id outside [0, V), so that those
- * sort to the end as one run and never split a valid id's run; vals[n] = n.
- * Grid-stride over N. */
+/* Sort keys and values for the backward: keys[n] = ids[n] - first_id (as
+ * unsigned), the row of dweight (V, D), for an id of [0, vocab) in the slice
+ * [first_id, first_id + V); else `invalid` (> every row), so that the ids
+ * that add nothing sort to the end as one run and never split a row's run;
+ * vals[n] = n. Grid-stride over N. */
 __global__ void embedding_keys_kernel(uint32_t *keys, int32_t *vals, const int32_t *ids, int64_t N, int64_t V,
-                                      uint32_t invalid)
+                                      int64_t first_id, int64_t vocab, uint32_t invalid)
 {
     for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
-        int32_t id = ids[n];
-        keys[n] = id >= 0 && id < V ? (uint32_t)id : invalid;
+        int64_t id = ids[n], row = id - first_id;
+        keys[n] = id >= 0 && id < vocab && row >= 0 && row < V ? (uint32_t)row : invalid;
         vals[n] = (int32_t)n;
     }
 }
 
 /* Flags of a sorted index in its segment: the last index of its run there (a
- * piece end) and, for an id in [0, V), where the piece's sum goes. */
+ * piece end) and, for a key in [0, V), where the piece's sum goes. */
 #define EMB_PIECE_END 1
 #define EMB_TO_WEIGHT 2 /* the run lies wholly in the segment: into dweight */
 #define EMB_TO_FIRST 4  /* the run began in an earlier segment: first_part */
 #define EMB_TO_LAST 8   /* the run starts here and goes on: last_part */
 
-/* Pass 1 of dweight (V, D) [id, :] += the rows of dout (N, D) at the
- * positions with that id. skeys/spos (N): the (id, position) pairs stably
- * sorted by id, so each id's positions are one ascending run, cut into nseg
+/* Pass 1 of dweight (V, D) [key, :] += the rows of dout (N, D) at the
+ * positions with that key. skeys/spos (N): the (key, position) pairs stably
+ * sorted by key, so each key's positions are one ascending run, cut into nseg
  * segments of EMB_SEG; one block per segment j (grid-stride), thread x owning
  * the VEC-wide column vectors x, x + blockDim, .... The block sums each piece
  * (a run's part in the segment) in sorted order in fp32: a whole run goes into
@@ -182,8 +188,8 @@ __global__ void embedding_bwd_carry_kernel(T *dweight, const float *first_part, 
             continue; /* the last segment: nothing goes on past it */
         uint32_t id = skeys[e - 1];
         if (skeys[e] != id || (b > 0 && skeys[b - 1] == id) || id >= V)
-            continue; /* not a run that starts here and goes on (or an invalid id) */
-        /* Ids are sorted, so the segments starting inside the run are the
+            continue; /* not a run that starts here and goes on (or the invalid key) */
+        /* Keys are sorted, so the segments starting inside the run are the
          * consecutive ones whose first key is id: count them, blockDim at a time. */
         int64_t k_end = j;
         for (;;) {
@@ -209,7 +215,7 @@ __global__ void embedding_bwd_carry_kernel(T *dweight, const float *first_part, 
 }
 
 void cuda_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                        const mt_tensor *ids)
+                        const mt_tensor *ids, int64_t first_id, int64_t vocab)
 {
     const char *op = "embedding_bwd";
     if (!dweight)
@@ -229,11 +235,11 @@ void cuda_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, c
 
     uint32_t invalid = (uint32_t)(V < (int64_t)UINT32_MAX ? V : (int64_t)UINT32_MAX);
     embedding_keys_kernel<<<grid_for(N, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
-        keys, vals, (const int32_t *)ids->data, N, V, invalid);
+        keys, vals, (const int32_t *)ids->data, N, V, first_id, vocab, invalid);
     LAUNCH_CHECK("embedding_bwd (sort keys)");
 
     /* Only the bits that keys in [0, invalid] use take part in the sort. LSD
-     * radix sort is stable: equal ids keep ascending positions. */
+     * radix sort is stable: equal keys keep ascending positions. */
     int end_bit = 1;
     while (end_bit < 32 && ((uint64_t)1 << end_bit) <= (uint64_t)invalid)
         end_bit++;
