@@ -2,9 +2,11 @@
  * processes that meet through the env rendezvous: all-reduce, reduce-scatter, all-gather and broadcast of
  * random device buffers against the sums computed on the host (f32 exact:
  * two addends; bf16 within its rounding), host buffers staged through the
- * GPU, a split into one-rank groups, and a barrier. Then a rank that never
- * comes: the other's collective must end its process with the watchdog's
- * message within the timeout, not hang (two GPUs only).
+ * GPU, a split into one-rank groups, and a barrier. Then a rank whose peer
+ * never starts: its ncclCommInitRank must end the process with the setup
+ * guard's message within the timeout, not hang (one GPU is enough); and a
+ * rank that stops calling after setup: the other's collective must end its
+ * process with the watchdog's message within the timeout (two GPUs only).
  *
  * The program starts itself once per rank and scenario (fresh processes:
  * CUDA does not survive a fork). Exits 77 (SKIPPED) without a GPU. */
@@ -145,6 +147,14 @@ static int rank_main(const char *scenario)
     CHECK(be, "%s", why);
     uint8_t id[MT_NCCL_ID_BYTES] = {0};
     CHECK(rank != 0 || mt_comm_nccl_unique_id(id, sizeof id, err, sizeof err), "%s", err);
+    if (!strcmp(scenario, "alone")) { /* rank 0 of 2, whose peer never starts */
+        const double t0 = mt_clock_s();
+        mt_comm *c = mt_comm_nccl_create(id, 0, 2, rv.local_rank, mt_backend_cuda_stream(be), TIMEOUT_S, err,
+                                         sizeof err);
+        fprintf(stderr, "rank 0: ncclCommInitRank without its peer returned after %.1f s: %s\n", mt_clock_s() - t0,
+                c ? "a communicator" : err);
+        return 1;
+    }
     CHECK(mt_rendezvous_exchange(&rv, 42, id, sizeof id, 60, err, sizeof err), "%s", err);
     mt_comm *c = mt_comm_nccl_create(id, rank, rv.world, rv.local_rank, mt_backend_cuda_stream(be), TIMEOUT_S, err,
                                      sizeof err);
@@ -234,12 +244,19 @@ int main(int argc, char **argv)
         printf("FAILED: collectives on %d rank(s): the ranks exited with %d and %d\n", world, codes[0], codes[1]);
         return 1;
     }
+    double seconds = run_scenario(argv[0], "alone", 1, codes);
+    printf("rank 0 of 2 whose peer never starts: exited with %d after %.1f s in ncclCommInitRank (timeout %d s)\n",
+           codes[0], seconds, TIMEOUT_S);
+    if (codes[0] != MT_NCCL_EXIT_WATCHDOG || seconds > TIMEOUT_S + 20) {
+        printf("FAILED: expected exit %d from the setup guard within %d s\n", MT_NCCL_EXIT_WATCHDOG, TIMEOUT_S + 20);
+        return 1;
+    }
     if (world < 2) {
-        printf("one GPU: the collectives ran on one rank; a missing rank needs two GPUs (not checked)\n");
+        printf("one GPU: the collectives ran on one rank; a rank dying after setup needs two GPUs (not checked)\n");
         printf("gpu_nccl: all passed\n");
         return 0;
     }
-    const double seconds = run_scenario(argv[0], "dead", world, codes);
+    seconds = run_scenario(argv[0], "dead", world, codes);
     printf("a rank that never comes: rank 0 exited with %d after %.1f s (timeout %d s)\n", codes[0], seconds,
            TIMEOUT_S);
     if (codes[0] != MT_NCCL_EXIT_WATCHDOG || seconds > 3 * TIMEOUT_S + 10) {

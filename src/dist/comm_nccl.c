@@ -10,7 +10,9 @@
  * watchdog thread per communicator therefore polls NCCL's asynchronous
  * error and the completion of every collective in flight; an error, or a
  * collective not finished within the timeout, aborts the communicator and
- * ends the process with a message naming the rank and the collective. */
+ * ends the process with a message naming the rank and the collective; a
+ * guard thread does the same for the setup calls (init, split), which wait
+ * for every rank. */
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <pthread.h>
@@ -311,6 +313,67 @@ bool mt_comm_nccl_unique_id(void *id, size_t n, char *err, size_t errlen)
     return true;
 }
 
+/* A blocking NCCL setup call (ncclCommInitRank, ncclCommSplit) waits for
+ * every rank of the group; a rank that died after the rendezvous would
+ * leave it waiting for ever. A guard thread ends the process, as the
+ * watchdog does, when the call has not returned within the timeout. */
+typedef struct setup_guard {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t returned_cv;
+    bool returned;
+    double timeout_s;
+    const char *what;
+    int rank, world;
+} setup_guard;
+
+static void *setup_guard_main(void *arg)
+{
+    setup_guard *g = arg;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += (time_t)g->timeout_s;
+    deadline.tv_nsec += (long)((g->timeout_s - (double)(time_t)g->timeout_s) * 1e9);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&g->lock);
+    while (!g->returned && pthread_cond_timedwait(&g->returned_cv, &g->lock, &deadline) == 0)
+        ;
+    if (!g->returned) {
+        fprintf(stderr,
+                "rank %d of %d: NCCL communicator: %s did not return within %g s (dist.timeout_s): another rank "
+                "never joined; exiting\n",
+                g->rank, g->world, g->what, g->timeout_s);
+        fflush(stderr);
+        fflush(stdout);
+        _exit(MT_NCCL_EXIT_WATCHDOG);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+static void setup_guard_start(setup_guard *g, const char *what, int rank, int world, double timeout_s)
+{
+    *g = (setup_guard){.timeout_s = timeout_s, .what = what, .rank = rank, .world = world};
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->returned_cv, NULL);
+    if (pthread_create(&g->thread, NULL, setup_guard_main, g) != 0)
+        mt_fatal("NCCL communicator: cannot start the guard thread of %s", what);
+}
+
+static void setup_guard_end(setup_guard *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->returned = true;
+    pthread_cond_signal(&g->returned_cv);
+    pthread_mutex_unlock(&g->lock);
+    pthread_join(g->thread, NULL);
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->returned_cv);
+}
+
 /* The comm around an initialized ncclComm_t: stream, events, watchdog. */
 static mt_comm *wrap(ncclComm_t comm, int rank, int world, int device, void *compute_stream, double timeout_s,
                      char *err, size_t errlen)
@@ -350,8 +413,13 @@ mt_comm *mt_comm_nccl_create(const void *id, int rank, int world, int device, vo
     ncclUniqueId u;
     memcpy(&u, id, sizeof u);
     ncclComm_t comm;
-    if (!cuda_ok(cudaSetDevice(device), "cudaSetDevice", err, errlen) ||
-        !nccl_ok(ncclCommInitRank(&comm, world, u, rank), NULL, "ncclCommInitRank", err, errlen))
+    if (!cuda_ok(cudaSetDevice(device), "cudaSetDevice", err, errlen))
+        return NULL;
+    setup_guard g;
+    setup_guard_start(&g, "ncclCommInitRank", rank, world, timeout_s);
+    ncclResult_t r = ncclCommInitRank(&comm, world, u, rank);
+    setup_guard_end(&g);
+    if (!nccl_ok(r, NULL, "ncclCommInitRank", err, errlen))
         return NULL;
     return wrap(comm, rank, world, device, compute_stream, timeout_s, err, errlen);
 }
@@ -361,8 +429,13 @@ mt_comm *mt_comm_nccl_split(mt_comm *parent, int color, int key, char *err, size
     nccl_state *p = parent->state;
     ncclComm_t comm;
     int rank, world;
-    if (!cuda_ok(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize", err, errlen) ||
-        !nccl_ok(ncclCommSplit(p->comm, color, key, &comm, NULL), p, "ncclCommSplit", err, errlen) ||
+    if (!cuda_ok(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize", err, errlen))
+        return NULL;
+    setup_guard g;
+    setup_guard_start(&g, "ncclCommSplit", parent->rank, parent->world, p->timeout_s);
+    ncclResult_t r = ncclCommSplit(p->comm, color, key, &comm, NULL);
+    setup_guard_end(&g);
+    if (!nccl_ok(r, p, "ncclCommSplit", err, errlen) ||
         !nccl_ok(ncclCommUserRank(comm, &rank), p, "ncclCommUserRank", err, errlen) ||
         !nccl_ok(ncclCommCount(comm, &world), p, "ncclCommCount", err, errlen))
         return NULL;
