@@ -144,7 +144,7 @@ int main(void)
         for (int i = 0; i < b->n_in; i++)
             mt_tensor_free(in[i]);
     }
-    printf("bench arena peak %.1f MiB\n", c.arena.peak / 1048576.0);
+    printf("bench step memory %.1f MiB\n", mt_ctx_memory_of(&c).total / 1048576.0);
     mt_ctx_release(&c);
     be->destroy(be);
     return 0;

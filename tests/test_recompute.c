@@ -1,6 +1,8 @@
-/* Activation checkpointing: a Mamba-2 LM with each mixer recomputed in the
- * backward gives bitwise the same loss and parameter gradients as the plain
- * model (packed documents included) and holds less in the step arena. */
+/* Step memory. Activation checkpointing: a Mamba-2 LM with each mixer
+ * recomputed in the backward gives bitwise the same loss and parameter
+ * gradients as the plain model (packed documents included) and holds less.
+ * Activation gradients go back to the pool during the backward: the pool
+ * holds the same for 8 layers as for 2. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,9 +17,9 @@
 
 enum { B = 2, L = 40, LAYERS = 3 };
 
-/* Loss, every parameter gradient (flat, copied out) and the arena peak. */
+/* Loss, every parameter gradient (flat, copied out) and the step memory. */
 static void loss_and_grads(mt_backend *be, mt_model *m, bool recompute, double *loss_out, float *grads,
-                           size_t *peak)
+                           mt_ctx_memory *mem)
 {
     mt_ctx c;
     mt_ctx_init(&c, be, 0);
@@ -36,7 +38,7 @@ static void loss_and_grads(mt_backend *be, mt_model *m, bool recompute, double *
     assert_non_null(loss);
     *loss_out = mt_get(loss, 0);
     mt_backward(&c, loss);
-    *peak = c.arena.peak;
+    *mem = mt_ctx_memory_of(&c);
     memcpy(grads, m->params.grads, m->params.flat_size * sizeof(float));
     mt_tensor_free(ids);
     mt_tensor_free(targets);
@@ -44,19 +46,24 @@ static void loss_and_grads(mt_backend *be, mt_model *m, bool recompute, double *
     mt_ctx_release(&c);
 }
 
+static void tiny_config(mt_model_config *cfg, int layers)
+{
+    mt_model_config_defaults(cfg);
+    cfg->d_model = 32;
+    cfg->n_layer = layers;
+    cfg->vocab_size = 50;
+    cfg->d_state = 8;
+    cfg->headdim = 8;
+    cfg->chunk_size = 16;
+    char err[256];
+    assert_true(mt_model_config_finalize(cfg, err, sizeof err));
+}
+
 static void recompute_matches_plain(void **state)
 {
     (void)state;
     mt_model_config cfg;
-    mt_model_config_defaults(&cfg);
-    cfg.d_model = 32;
-    cfg.n_layer = LAYERS;
-    cfg.vocab_size = 50;
-    cfg.d_state = 8;
-    cfg.headdim = 8;
-    cfg.chunk_size = 16;
-    char err[256];
-    assert_true(mt_model_config_finalize(&cfg, err, sizeof err));
+    tiny_config(&cfg, LAYERS);
     mt_backend *cpu = mt_backend_cpu_create();
     mt_model m;
     mt_model_build(&m, &cfg, MT_CPU, MT_F32);
@@ -64,26 +71,57 @@ static void recompute_matches_plain(void **state)
     const size_t n = m.params.flat_size;
     float *plain = malloc(n * sizeof *plain), *again = malloc(n * sizeof *again);
     double loss_plain, loss_again;
-    size_t peak_plain, peak_again;
-    loss_and_grads(cpu, &m, false, &loss_plain, plain, &peak_plain);
-    loss_and_grads(cpu, &m, true, &loss_again, again, &peak_again);
-    printf("recompute: loss %.9g vs %.9g; step arena peak %zu -> %zu bytes\n", loss_plain, loss_again, peak_plain,
-           peak_again);
+    mt_ctx_memory plain_mem, again_mem;
+    loss_and_grads(cpu, &m, false, &loss_plain, plain, &plain_mem);
+    loss_and_grads(cpu, &m, true, &loss_again, again, &again_mem);
+    printf("recompute: loss %.9g vs %.9g; step memory %zu -> %zu bytes\n", loss_plain, loss_again, plain_mem.total,
+           again_mem.total);
     assert_true(loss_plain == loss_again);
     double norm = 0;
     for (size_t i = 0; i < n; i++)
         norm += (double)plain[i] * plain[i];
     assert_true(norm > 0);
     assert_memory_equal(plain, again, n * sizeof *plain);
-    assert_true(peak_again < peak_plain);
+    assert_true(again_mem.total < plain_mem.total);
     free(plain);
     free(again);
     mt_model_release(&m);
     cpu->destroy(cpu);
 }
 
+/* The step memory of a plain model of `layers` layers. */
+static mt_ctx_memory memory_of(mt_backend *cpu, int layers)
+{
+    mt_model_config cfg;
+    tiny_config(&cfg, layers);
+    mt_model m;
+    mt_model_build(&m, &cfg, MT_CPU, MT_F32);
+    mt_model_init(&m, cpu, 5);
+    float *grads = malloc(m.params.flat_size * sizeof *grads);
+    double loss;
+    mt_ctx_memory mem;
+    loss_and_grads(cpu, &m, false, &loss, grads, &mem);
+    free(grads);
+    mt_model_release(&m);
+    return mem;
+}
+
+static void gradients_do_not_grow_with_depth(void **state)
+{
+    (void)state;
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_ctx_memory two = memory_of(cpu, 2), eight = memory_of(cpu, 8);
+    printf("2 layers: activations %zu, their gradients %zu bytes; 8 layers: %zu, %zu bytes\n", two.activations,
+           two.gradients, eight.activations, eight.gradients);
+    assert_true(eight.activations > 3 * two.activations); /* the model did grow */
+    assert_true(two.gradients > 0);
+    assert_true(eight.gradients == two.gradients);
+    cpu->destroy(cpu);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(recompute_matches_plain)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(recompute_matches_plain),
+                                       cmocka_unit_test(gradients_do_not_grow_with_depth)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

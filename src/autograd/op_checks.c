@@ -86,3 +86,9 @@ mt_tensor *op_grad_if_needed(mt_ctx *c, mt_tensor *t)
 {
     return t && t->requires_grad ? mt_grad_of(c, t) : NULL;
 }
+
+mt_arena *op_scratch(mt_ctx *c)
+{
+    mt_arena_reset(&c->scratch);
+    return &c->scratch;
+}

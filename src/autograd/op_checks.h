@@ -21,4 +21,8 @@ mt_tensor *op_like_with_cols(mt_ctx *c, const mt_tensor *x, int64_t cols, mt_dty
 /* t's gradient when t takes part in backward, else NULL. */
 mt_tensor *op_grad_if_needed(mt_ctx *c, mt_tensor *t);
 
+/* The scratch arena for one kernel call, emptied: what the previous call
+ * left there is dead, since kernels run in stream order. */
+mt_arena *op_scratch(mt_ctx *c);
+
 #endif

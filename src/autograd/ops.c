@@ -8,7 +8,7 @@ static void embedding_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *dweight = op_grad_if_needed(c, n->in[0]);
     if (dweight)
-        c->be->embedding_bwd(c->be, &c->arena, dweight, n->out[0]->grad, n->in[1], n->attr_i[0], n->attr_i[1]);
+        c->be->embedding_bwd(c->be, op_scratch(c), dweight, n->out[0]->grad, n->in[1], n->attr_i[0], n->attr_i[1]);
 }
 
 mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int64_t first_id, int64_t vocab)
@@ -49,7 +49,7 @@ mt_tensor *mt_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids)
 static void linear_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-    c->be->linear_bwd(c->be, &c->arena, op_grad_if_needed(c, x), op_grad_if_needed(c, w), op_grad_if_needed(c, b),
+    c->be->linear_bwd(c->be, op_scratch(c), op_grad_if_needed(c, x), op_grad_if_needed(c, w), op_grad_if_needed(c, b),
                       n->out[0]->grad, x, w);
 }
 
@@ -141,7 +141,7 @@ mt_tensor *mt_softplus(mt_ctx *c, mt_tensor *x)
 static void rmsnorm_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *x = n->in[0], *residual = n->in[1], *weight = n->in[2];
-    c->be->rmsnorm_bwd(c->be, &c->arena, op_grad_if_needed(c, x), op_grad_if_needed(c, residual),
+    c->be->rmsnorm_bwd(c->be, op_scratch(c), op_grad_if_needed(c, x), op_grad_if_needed(c, residual),
                        op_grad_if_needed(c, weight), n->out[0]->grad, n->out[1]->grad, n->out[1], n->saved[0],
                        weight);
 }
@@ -185,7 +185,7 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
 static void cross_entropy_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *logits = n->in[0];
-    c->be->cross_entropy_bwd(c->be, &c->arena, mt_grad_of(c, logits), n->out[0]->grad, logits, n->saved[0],
+    c->be->cross_entropy_bwd(c->be, op_scratch(c), mt_grad_of(c, logits), n->out[0]->grad, logits, n->saved[0],
                              n->in[1], n->attr_i[1], n->attr_i[2], n->attr_i[0]);
 }
 
@@ -220,7 +220,7 @@ mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *ta
                            (long long)logits->shape[1], (long long)first_col, (long long)vocab);
     mt_tensor *loss = mt_ctx_tensor(c, acc, 1, (int64_t[]){1});
     mt_tensor *lse = mt_ctx_tensor(c, acc, 1, &rows);
-    c->be->cross_entropy_combine(c->be, &c->arena, loss, lse, stats, targets, vocab, ignore_index);
+    c->be->cross_entropy_combine(c->be, op_scratch(c), loss, lse, stats, targets, vocab, ignore_index);
     mt_node *n = mt_tape_record(c, op, cross_entropy_backward, 2, (mt_tensor *[]){logits, targets}, 1, &loss);
     if (n) {
         n->saved[0] = lse;

@@ -9,7 +9,7 @@
 static void conv1d_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *state = n->in[3];
-    c->be->conv1d_bwd(c->be, &c->arena, op_grad_if_needed(c, x), op_grad_if_needed(c, w),
+    c->be->conv1d_bwd(c->be, op_scratch(c), op_grad_if_needed(c, x), op_grad_if_needed(c, w),
                       op_grad_if_needed(c, b), op_grad_if_needed(c, state), n->out[0]->grad, x, w, b, state,
                       n->in[4]);
 }
@@ -64,7 +64,7 @@ static void ssd_backward(mt_ctx *c, mt_node *n)
     for (int i = 0; i < SSD_N_IN; i++)
         dgrad[i] = op_grad_if_needed(c, in[i]);
     mt_tensor *dfinal = n->n_out > 1 ? n->out[1]->grad : NULL;
-    c->be->ssd_bwd(c->be, &c->arena, dgrad[SSD_X], dgrad[SSD_DT], dgrad[SSD_A_LOG], dgrad[SSD_B], dgrad[SSD_C],
+    c->be->ssd_bwd(c->be, op_scratch(c), dgrad[SSD_X], dgrad[SSD_DT], dgrad[SSD_A_LOG], dgrad[SSD_B], dgrad[SSD_C],
                    dgrad[SSD_D], dgrad[SSD_Z], dgrad[SSD_DT_BIAS], dgrad[SSD_INIT], n->out[0]->grad, dfinal,
                    in[SSD_X], in[SSD_DT], in[SSD_A_LOG], in[SSD_B], in[SSD_C], in[SSD_D], in[SSD_Z],
                    in[SSD_DT_BIAS], in[SSD_INIT], in[SSD_SEQ_IDX], n->attr_i[0], n->attr_i[1], n->attr_f[0],
@@ -144,7 +144,7 @@ mt_tensor *mt_ssd(mt_ctx *c, mt_tensor *x, mt_tensor *dt, mt_tensor *A_log, mt_t
     mt_tensor *last = NULL;
     if (final_state)
         last = mt_ctx_tensor(c, acc, 4, (int64_t[]){x->shape[0], H, P, GN / G});
-    c->be->ssd_fwd(c->be, &c->arena, y, last, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx,
+    c->be->ssd_fwd(c->be, op_scratch(c), y, last, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx,
                    cfg->headdim, cfg->ngroups, cfg->dt_min, cfg->dt_max, cfg->chunk_size);
     mt_node *n = mt_tape_record(c, op, ssd_backward, SSD_N_IN,
                                 (mt_tensor *[]){x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx},
@@ -166,7 +166,7 @@ mt_tensor *mt_ssd(mt_ctx *c, mt_tensor *x, mt_tensor *dt, mt_tensor *A_log, mt_t
 static void gated_rmsnorm_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *y = n->in[0], *z = n->in[1], *w = n->in[2];
-    c->be->gated_rmsnorm_bwd(c->be, &c->arena, op_grad_if_needed(c, y), op_grad_if_needed(c, z),
+    c->be->gated_rmsnorm_bwd(c->be, op_scratch(c), op_grad_if_needed(c, y), op_grad_if_needed(c, z),
                              op_grad_if_needed(c, w), n->out[0]->grad, y, z, w, n->saved[0], n->attr_i[0]);
 }
 

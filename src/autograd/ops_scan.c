@@ -9,7 +9,7 @@ static void selective_scan_backward(mt_ctx *c, mt_node *n)
     mt_tensor **in = n->in, *dgrad[SCAN_N_IN];
     for (int i = 0; i < SCAN_N_IN; i++)
         dgrad[i] = op_grad_if_needed(c, in[i]);
-    c->be->selective_scan_bwd(c->be, &c->arena, dgrad[SCAN_U], dgrad[SCAN_DELTA], dgrad[SCAN_A_LOG], dgrad[SCAN_B],
+    c->be->selective_scan_bwd(c->be, op_scratch(c), dgrad[SCAN_U], dgrad[SCAN_DELTA], dgrad[SCAN_A_LOG], dgrad[SCAN_B],
                               dgrad[SCAN_C], dgrad[SCAN_D], dgrad[SCAN_Z], dgrad[SCAN_DELTA_BIAS],
                               n->out[0]->grad, n->saved[0], in[SCAN_U], in[SCAN_DELTA], in[SCAN_A_LOG], in[SCAN_B], in[SCAN_C],
                               in[SCAN_D], in[SCAN_Z], in[SCAN_DELTA_BIAS], n->attr_i[0], n->attr_i[1] != 0);
@@ -80,7 +80,7 @@ mt_tensor *mt_selective_scan(mt_ctx *c, mt_tensor *u, mt_tensor *delta, mt_tenso
         if (size > 0)
             checkpoint = mt_ctx_tensor(c, MT_F32, 1, &size);
     }
-    c->be->selective_scan_fwd(c->be, &c->arena, y, checkpoint, u, delta, A_log, Bm, Cm, D, z, delta_bias,
+    c->be->selective_scan_fwd(c->be, op_scratch(c), y, checkpoint, u, delta, A_log, Bm, Cm, D, z, delta_bias,
                               cfg->ngroups, cfg->delta_softplus);
     mt_node *n = mt_tape_record(c, op, selective_scan_backward, SCAN_N_IN, in, 1, &y);
     if (n) {

@@ -132,7 +132,7 @@ static void gated_rmsnorm_tp_backward(mt_ctx *c, mt_node *n)
     /* Every rank reduces, whatever its inputs need: the collective must match. */
     if (!reduce_sums(c, op, n->ptr[0], sums))
         return;
-    c->be->gated_rmsnorm_bwd_sums(c->be, &c->arena, op_grad_if_needed(c, y), op_grad_if_needed(c, z),
+    c->be->gated_rmsnorm_bwd_sums(c->be, op_scratch(c), op_grad_if_needed(c, y), op_grad_if_needed(c, z),
                                   op_grad_if_needed(c, w), dout, y, z, w, n->saved[0], &col, 1,
                                   (int64_t)n->attr_f[0]);
 }

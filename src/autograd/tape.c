@@ -15,6 +15,8 @@ void mt_ctx_init(mt_ctx *c, mt_backend *be, size_t arena_bytes)
     c->be = be;
     c->device = be->device;
     mt_arena_init(&c->arena, be->device, arena_bytes, "step arena");
+    mt_pool_init(&c->grads, be->device, "gradient pool");
+    mt_arena_init(&c->scratch, be->device, 0, "kernel scratch");
     mt_arena_init(&c->headers, MT_CPU, 64 * 1024, "tensor headers");
     c->grad_enabled = true;
     c->abort_on_error = true;
@@ -27,6 +29,8 @@ void mt_ctx_release(mt_ctx *c)
         free(c->recompute);
     }
     mt_arena_release(&c->arena);
+    mt_pool_release(&c->grads);
+    mt_arena_release(&c->scratch);
     mt_arena_release(&c->headers);
     free(c->nodes);
     memset(c, 0, sizeof *c);
@@ -36,7 +40,22 @@ void mt_ctx_end_step(mt_ctx *c)
 {
     c->n_nodes = 0;
     mt_arena_reset(&c->arena);
+    mt_pool_free_all(&c->grads);
+    mt_arena_reset(&c->scratch);
     mt_arena_reset(&c->headers);
+}
+
+mt_ctx_memory mt_ctx_memory_of(const mt_ctx *c)
+{
+    mt_ctx_memory m = {c->arena.peak, c->grads.held, c->scratch.peak, 0};
+    if (c->recompute) {
+        mt_ctx_memory r = mt_ctx_memory_of(c->recompute);
+        m.activations += r.activations;
+        m.gradients += r.gradients;
+        m.scratch += r.scratch;
+    }
+    m.total = m.activations + m.gradients + m.scratch;
+    return m;
 }
 
 const char *mt_ctx_error(const mt_ctx *c)
@@ -121,7 +140,9 @@ mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t)
         t->grad = g;
         return g;
     }
-    mt_tensor *g = mt_ctx_tensor(c, t->dtype, t->ndim, t->shape);
+    mt_tensor *g = new_header(c);
+    mt_tensor_init(g, t->dtype, c->device, t->ndim, t->shape);
+    g->data = mt_pool_alloc(&c->grads, mt_nbytes(g));
     mt_device_zero(c->device, g->data, mt_nbytes(g));
     t->grad = g;
     return g;
@@ -175,6 +196,16 @@ static void run_backward(mt_ctx *c)
         }
         if (c->after_node)
             c->after_node(c, i, c->after_node_arg);
+        /* Every op that read these outputs came later on the tape, so their
+         * gradients are complete and now spent. A view's gradient is a view
+         * of its base's, which goes with the base. */
+        for (int k = 0; k < n->n_out; k++) {
+            mt_tensor *o = n->out[k];
+            if (o->grad && !o->base) {
+                mt_pool_free(&c->grads, o->grad->data);
+                o->grad = NULL;
+            }
+        }
     }
     c->n_nodes = 0;
 }

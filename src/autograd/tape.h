@@ -1,11 +1,14 @@
 /* The execution context and the tape.
  *
- * An mt_ctx owns a backend, the step arena (activations, activation
- * gradients, kernel temporaries) and the tape. Ops (ops.h) compute on the
- * ctx's device and, when an input requires grad and grad mode is on, append a
- * node. mt_backward walks the nodes in reverse. mt_ctx_end_step drops the tape
- * and resets the arena; parameter gradients live in the parameter store and
- * persist until zeroed there.
+ * An mt_ctx owns a backend, the step arena (activations), the gradient pool
+ * (activation gradients), the scratch arena (kernel temporaries) and the
+ * tape. Ops (ops.h) compute on the ctx's device and, when an input requires
+ * grad and grad mode is on, append a node. mt_backward walks the nodes in
+ * reverse; once a node's backward has run, the gradients of its outputs are
+ * spent and go back to the pool, so the backward holds only the gradients
+ * of the ops it is between. mt_ctx_end_step drops the tape and resets the
+ * arenas; parameter gradients live in the parameter store and persist until
+ * zeroed there.
  *
  * Op errors (wrong shapes, dtypes, devices) are reported through the ctx:
  * by default the message is printed and the program exits; with
@@ -16,6 +19,7 @@
 #include <stdbool.h>
 
 #include "core/arena.h"
+#include "core/pool.h"
 #include "core/tensor.h"
 #include "kernels/backend.h"
 
@@ -42,7 +46,9 @@ typedef struct mt_node {
 typedef struct mt_ctx {
     mt_backend *be;
     mt_device device;
-    mt_arena arena;      /* step memory on the device */
+    mt_arena arena;      /* step memory on the device: activations */
+    mt_pool grads;       /* activation gradients, handed back during the backward */
+    mt_arena scratch;    /* kernel temporaries: one kernel call's (op_scratch) */
     mt_arena headers;    /* step memory on the host: tensor headers */
     mt_node *nodes;      /* the tape, in execution order */
     int n_nodes, cap_nodes;
@@ -66,6 +72,14 @@ void mt_ctx_release(mt_ctx *c);
  * the last call is gone. */
 void mt_ctx_end_step(mt_ctx *c);
 
+/* The device memory a ctx holds for its steps, recompute context included:
+ * the step arena's peak (activations), the gradient pool's buffers and the
+ * scratch arena's peak. */
+typedef struct mt_ctx_memory {
+    size_t activations, gradients, scratch, total;
+} mt_ctx_memory;
+mt_ctx_memory mt_ctx_memory_of(const mt_ctx *c);
+
 /* The first op error since the last clear, or NULL. */
 const char *mt_ctx_error(const mt_ctx *c);
 void mt_ctx_clear_error(mt_ctx *c);
@@ -81,7 +95,9 @@ mt_tensor *mt_ctx_view_cols(mt_ctx *c, mt_tensor *t, int64_t start, int64_t len)
  * gradient is t's gradient seen the same way. NULL after an op error. */
 mt_tensor *mt_ctx_reshape(mt_ctx *c, mt_tensor *t, int ndim, const int64_t *shape);
 
-/* t's gradient, allocated and zeroed on first use. It has t's strides. */
+/* t's gradient, allocated and zeroed on first use. It has t's strides. The
+ * gradient of an op's output is gone once that op's backward has run (read
+ * gradients of leaves: inputs and parameters). */
 mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t);
 
 /* Seeds d(loss) = 1 for a one-element loss and runs the tape backward; the

@@ -37,24 +37,34 @@ int mt_cuda_device_count(void)
 #endif
 }
 
-void *mt_device_alloc(mt_device dev, size_t bytes, const char *what)
+void *mt_device_try_alloc(mt_device dev, size_t bytes)
 {
     void *p = NULL;
     if (bytes == 0)
         bytes = 1;
-    if (dev == MT_CPU) {
-        if (posix_memalign(&p, 64, bytes) != 0)
-            mt_fatal("%s: out of host memory allocating %zu bytes", what, bytes);
-        return p;
-    }
+    if (dev == MT_CPU)
+        return posix_memalign(&p, 64, bytes) == 0 ? p : NULL;
 #ifdef MT_HAVE_CUDA
-    cudaError_t err = cudaMalloc(&p, bytes);
-    if (err != cudaSuccess)
-        mt_fatal("%s: cudaMalloc of %zu bytes failed: %s", what, bytes, cudaGetErrorString(err));
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError(); /* an out-of-memory error is not sticky: clear it */
+        return NULL;
+    }
     return p;
 #else
-    mt_fatal("%s: this build has no CUDA (configured with MT_CUDA=OFF)", what);
+    return NULL;
 #endif
+}
+
+void *mt_device_alloc(mt_device dev, size_t bytes, const char *what)
+{
+#ifndef MT_HAVE_CUDA
+    if (dev == MT_CUDA)
+        mt_fatal("%s: this build has no CUDA (configured with MT_CUDA=OFF)", what);
+#endif
+    void *p = mt_device_try_alloc(dev, bytes);
+    if (!p)
+        mt_fatal("%s: out of %s memory allocating %zu bytes", what, dev == MT_CPU ? "host" : "GPU", bytes);
+    return p;
 }
 
 void mt_device_free(mt_device dev, void *p)

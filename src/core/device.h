@@ -12,6 +12,8 @@
 int mt_cuda_device_count(void);
 
 void *mt_device_alloc(mt_device dev, size_t bytes, const char *what);
+/* mt_device_alloc that returns NULL when the memory is not there. */
+void *mt_device_try_alloc(mt_device dev, size_t bytes);
 void mt_device_free(mt_device dev, void *p);
 void mt_device_zero(mt_device dev, void *p, size_t bytes);
 void mt_device_fill_bytes(mt_device dev, void *p, int byte, size_t bytes);

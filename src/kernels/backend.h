@@ -17,7 +17,8 @@
  *   states) it is the accumulation dtype: f64 when the op runs in f64.
  * - Kernels are deterministic: the same inputs give the same bits on the same
  *   device (fixed reduction order, no float atomics).
- * - scratch is the step arena, for temporaries that live until the kernel returns.
+ * - scratch is the ctx's scratch arena, for temporaries that live until the kernel
+ *   returns (the next call reuses them: kernels run in stream order).
  */
 #ifndef MT_BACKEND_H
 #define MT_BACKEND_H

@@ -526,7 +526,8 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
     const double flat = (double)r.model.params.flat_size, es = (double)mt_dtype_size(r.model.params.dtype);
     const double moments = r.dist.zero ? (double)(r.dist.z.count[0] + r.dist.z.count[1]) : flat;
     res->state_bytes = (2.0 * flat + 2.0 * moments) * es; /* values, gradients, this rank's Adam moments */
-    res->arena_peak_bytes = (double)c.arena.peak + (c.recompute ? (double)c.recompute->arena.peak : 0.0);
+    const mt_ctx_memory mem = mt_ctx_memory_of(&c);
+    res->step_bytes = (double)mem.total;
     if (r.dist.overlap) {
         res->buckets = r.dist.buckets.n;
         res->buckets_in_backward = r.dist.buckets.started_in_backward;
@@ -535,9 +536,11 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
                    res->buckets_in_backward, res->buckets);
     }
     if (r.lead)
-        printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step arena peak %.1f MiB\n",
-               r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20),
-               res->arena_peak_bytes / (1 << 20));
+        printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step memory %.1f MiB "
+               "(activations %.1f, their gradients %.1f, kernel scratch %.1f)\n",
+               r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20), res->step_bytes / (1 << 20),
+               (double)mem.activations / (1 << 20), (double)mem.gradients / (1 << 20),
+               (double)mem.scratch / (1 << 20));
     signal(SIGINT, old_int);
     signal(SIGTERM, old_term);
     mt_ctx_release(&c);

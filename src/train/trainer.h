@@ -30,7 +30,7 @@ typedef struct mt_train_result {
     double eval_accuracy;      /* share of scored targets predicted (answers only); NAN when none */
     int64_t skipped_steps;     /* updates skipped for a non-finite loss or gradient */
     double state_bytes;        /* parameters, gradients and AdamW moments (flat buffers) */
-    double arena_peak_bytes;   /* the step arena's peak, recompute context included */
+    double step_bytes;         /* the step's device memory at its peak (mt_ctx_memory_of, summed) */
     int buckets;               /* data-parallel gradient buckets (0: no bucketed all-reduce) */
     int buckets_in_backward;   /* of those, started during the last step's backward */
     char checkpoint[1024];     /* the last checkpoint written, or empty */

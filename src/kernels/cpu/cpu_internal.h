@@ -84,7 +84,7 @@ static inline double cpu_softplus(double x)
     return fmax(x, 0.0) + log1p(exp(-fabs(x)));
 }
 
-/* Kernel temporaries come from the step arena when the caller passes one and
+/* Kernel temporaries come from the scratch arena when the caller passes one and
  * from the heap otherwise (forward kernels get no arena). */
 static inline void *cpu_temp_alloc(mt_arena *scratch, size_t bytes)
 {
