@@ -284,6 +284,11 @@ const tl_case tl_cases[] = {
      {FLOAT_IN("logits", TL_FLOAT, 2, X(6, 10), X(257, 5003), -4, 4),
       IDS_IN("targets", TL_TARGETS, 1, X(6), X(257), 0, 1)},
      run_cross_entropy},
+    /* Rows whose length and alignment allow the widest vector loads. */
+    {"cross_entropy_aligned", 2,
+     {FLOAT_IN("logits", TL_FLOAT, 2, X(5, 16), X(300, 8192), -6, 6),
+      IDS_IN("targets", TL_TARGETS, 1, X(5), X(300), 0, 1)},
+     run_cross_entropy},
     {"cast", 1, {FLOAT_IN("x", TL_FLOAT, 2, X(3, 5), X(77, 1001), -3, 3)}, run_cast},
     {"conv1d", 3,
      {FLOAT_IN("x", TL_FLOAT, 3, X(2, 7, 5), X(2, 300, 130), -1, 1),

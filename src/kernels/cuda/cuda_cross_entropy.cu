@@ -4,43 +4,108 @@
  * into lse (N) f32 and loss (1) f32; and the backward. Rows whose target is
  * ignore_index contribute nothing; count (the rows that are not ignored) is
  * computed on the device in both passes, so nothing waits on the host.
- * All sums are fixed-order (block_sum, rank order, single-block reductions). */
-#include "kernels/cuda/cuda_common.cuh"
+ * All sums are fixed-order (butterflies, warp order, rank order,
+ * single-block reductions).
+ *
+ * The row kernels are bound by memory (a 50k-column row of bf16 is 100 KB):
+ * they move CE_VEC elements per load (16 bytes of bf16 where the row's
+ * alignment allows) and the statistics take one pass, an online maximum
+ * with the sum of exponentials rescaled as the maximum grows. */
+#include <type_traits>
+
+#include "kernels/cuda/cuda_vector.cuh"
 
 #define CE_REDUCE_THREADS 1024
+#define CE_ROW_THREADS 512
+
+/* (m, s) and (m2, s2), each a maximum and a sum of exp(x - maximum), as one
+ * pair over both sets. Commutative bit for bit (max and + are), so a xor
+ * butterfly leaves the same pair in every lane. An empty set is (-inf, 0). */
+static __device__ __forceinline__ void ce_merge(float &m, float &s, float m2, float s2)
+{
+    float M = fmaxf(m, m2);
+    s = M == -INFINITY ? 0.0f : s * expf(m - M) + s2 * expf(m2 - M);
+    m = M;
+}
+
+/* The (max, sum) pair over the block, returned to every thread. */
+static __device__ __forceinline__ void ce_block_merge(float &m, float &s)
+{
+    __shared__ float shm_m[32], shm_s[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        ce_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    __syncthreads(); /* the previous row's readers are done with shm */
+    if (lane == 0) {
+        shm_m[warp] = m;
+        shm_s[warp] = s;
+    }
+    __syncthreads();
+    m = lane < nwarps ? shm_m[lane] : -INFINITY;
+    s = lane < nwarps ? shm_s[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        ce_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+}
+
+/* f(integral_constant<VEC>) for the widest of 16 bytes, 8, ... 1 element
+ * that divides the columns and that every tensor's alignment allows. */
+template <typename F> static void ce_dispatch_vec(int64_t cols, size_t es, const mt_tensor *a, const mt_tensor *b,
+                                                  F f)
+{
+    int vec = (int)(16 / es);
+    while (vec > 1 && !(cols % vec == 0 && vec_ok(a, vec) && vec_ok(b, vec)))
+        vec /= 2;
+    switch (vec) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    default: f(std::integral_constant<int, 1>{}); break;
+    }
+}
 
 /* Per row n of logits (N, V), columns [first_col, first_col + V) of the
- * vocabulary (block per row, grid-stride over rows), two passes over the row:
+ * vocabulary (block per row, grid-stride over rows; thread x takes the
+ * VEC-wide column vectors x, x + blockDim, ... in order), one pass:
  *   stats[n] = (m, s, x): m = max_v logits[n, v], s = sum_v exp(logits[n, v] - m),
  *   x = logits[n, t_n - first_col] when that column is here, else 0.
- * Ignored rows get (0, 0, 0). A row whose max is -inf (all -inf, or V = 0)
- * gets s = 0 rather than exp(-inf - -inf) = NaN: the combine skips it. */
-template <typename T>
-__global__ void ce_stats_kernel(float *stats, const T *logits, const int32_t *targets, int64_t N, int64_t V,
-                                int64_t rs, int64_t first_col, int ignore_index)
+ * Ignored rows get (0, 0, 0); a row of -inf (or V = 0) gets s = 0, which the
+ * combine skips. */
+template <typename T, int VEC>
+__global__ void __launch_bounds__(CE_ROW_THREADS)
+    ce_stats_kernel(float *stats, const T *logits, const int32_t *targets, int64_t N, int64_t V, int64_t rs,
+                    int64_t first_col, int ignore_index)
 {
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         float *st = stats + 3 * n;
         int t = targets[n];
-        if (t == ignore_index) { /* uniform over the block: no block_sum skipped by some threads only */
+        if (t == ignore_index) { /* uniform over the block: no reduction skipped by some threads only */
             if (threadIdx.x == 0)
                 st[0] = st[1] = st[2] = 0.0f;
             continue;
         }
         const T *row = logits + n * rs;
-        float mx = -INFINITY;
-        for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
-            mx = fmaxf(mx, load_f<T>(row, v));
-        mx = block_max(mx);
-        float s = 0.0f;
-        if (mx != -INFINITY) { /* block_max gave every thread the same mx */
-            for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
-                s += expf(load_f<T>(row, v) - mx);
-            s = block_sum(s);
+        float m = -INFINITY, s = 0.0f;
+#pragma unroll 4
+        for (int64_t v = threadIdx.x * (int64_t)VEC; v < V; v += (int64_t)blockDim.x * VEC) {
+            float x[VEC];
+            vec_load<T, VEC>(x, row + v);
+            float vm = x[0];
+#pragma unroll
+            for (int i = 1; i < VEC; i++)
+                vm = fmaxf(vm, x[i]);
+            float M = fmaxf(m, vm), add = 0.0f;
+            if (M != -INFINITY) {
+#pragma unroll
+                for (int i = 0; i < VEC; i++)
+                    add += expf(x[i] - M);
+            }
+            s = M == -INFINITY ? 0.0f : s * expf(m - M) + add;
+            m = M;
         }
+        ce_block_merge(m, s);
         if (threadIdx.x == 0) {
             int64_t c = (int64_t)t - first_col;
-            st[0] = mx;
+            st[0] = m;
             st[1] = s;
             st[2] = c >= 0 && c < V ? load_f<T>(row, c) : 0.0f;
         }
@@ -122,14 +187,16 @@ void cuda_cross_entropy_stats(mt_backend *be, mt_tensor *stats, const mt_tensor 
     int64_t N = mt_rows(logits), V = mt_cols(logits);
     if (N == 0)
         return;
-    int threads = row_threads(V, 1024);
     unsigned blocks = (unsigned)(N < (int64_t)INT32_MAX ? N : INT32_MAX);
     dispatch_float(logits->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        ce_stats_kernel<T><<<blocks, threads, 0, cuda_stream(be)>>>((float *)stats->data, (const T *)logits->data,
-                                                                    (const int32_t *)targets->data, N, V,
-                                                                    mt_row_stride(logits), first_col, ignore_index);
-        LAUNCH_CHECK(op);
+        ce_dispatch_vec(V, sizeof(T), logits, NULL, [&](auto vc) {
+            constexpr int VEC = decltype(vc)::value;
+            ce_stats_kernel<T, VEC><<<blocks, row_threads((V + VEC - 1) / VEC, CE_ROW_THREADS), 0, cuda_stream(be)>>>(
+                (float *)stats->data, (const T *)logits->data, (const int32_t *)targets->data, N, V,
+                mt_row_stride(logits), first_col, ignore_index);
+            LAUNCH_CHECK(op);
+        });
     });
 }
 
@@ -157,27 +224,34 @@ void cuda_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *lo
     LAUNCH_CHECK("cross_entropy_combine (loss)");
 }
 
-/* Per row n not ignored (block per row, grid-stride over rows) of logits
- * (N, V), columns [first_col, first_col + V) of the vocabulary:
+/* Per row n not ignored (block per row, grid-stride over rows; VEC-wide
+ * column vectors as in ce_stats_kernel) of logits (N, V), columns
+ * [first_col, first_col + V) of the vocabulary:
  *   dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v + first_col == t_n]) / count
  * count comes from ce_reduce_kernel (it is > 0 whenever a row is not ignored). */
-template <typename T>
-__global__ void ce_bwd_kernel(T *dlogits, const float *dloss, const int *count, const T *logits, const float *lse,
-                              const int32_t *targets, int64_t N, int64_t V, int64_t drs, int64_t lrs,
-                              int64_t first_col, int ignore_index)
+template <typename T, int VEC>
+__global__ void __launch_bounds__(CE_ROW_THREADS)
+    ce_bwd_kernel(T *dlogits, const float *dloss, const int *count, const T *logits, const float *lse,
+                  const int32_t *targets, int64_t N, int64_t V, int64_t drs, int64_t lrs, int64_t first_col,
+                  int ignore_index)
 {
-    float g = dloss[0];
-    float cnt = (float)*count;
+    const float scale = dloss[0] / (float)*count;
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         int t = targets[n];
         if (t == ignore_index)
             continue;
-        float l = lse[n];
-        int64_t c = (int64_t)t - first_col; /* the target's column here, if it is one */
+        const float l = lse[n];
+        const int64_t c = (int64_t)t - first_col; /* the target's column here, if it is one */
         const T *row = logits + n * lrs;
-        for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-            float p = expf(load_f<T>(row, v) - l);
-            accum_f<T>(dlogits, n * drs + v, g * (p - (v == c ? 1.0f : 0.0f)) / cnt);
+        T *drow = dlogits + n * drs;
+#pragma unroll 4
+        for (int64_t v = threadIdx.x * (int64_t)VEC; v < V; v += (int64_t)blockDim.x * VEC) {
+            float x[VEC], g[VEC];
+            vec_load<T, VEC>(x, row + v);
+#pragma unroll
+            for (int i = 0; i < VEC; i++)
+                g[i] = scale * (expf(x[i] - l) - (v + i == c ? 1.0f : 0.0f));
+            vec_accum<T, VEC>(drow + v, g);
         }
     }
 }
@@ -201,15 +275,16 @@ void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogit
     ce_reduce_kernel<<<1, CE_REDUCE_THREADS, 0, stream>>>(NULL, count, NULL, (const int32_t *)targets->data, N,
                                                           ignore_index);
     LAUNCH_CHECK("cross_entropy_bwd (count)");
-    int threads = row_threads(V, 1024);
     unsigned blocks = (unsigned)(N < (int64_t)INT32_MAX ? N : INT32_MAX);
     dispatch_float(dlogits->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        ce_bwd_kernel<T><<<blocks, threads, 0, stream>>>((T *)dlogits->data, (const float *)dloss->data, count,
-                                                         (const T *)logits->data, (const float *)lse->data,
-                                                         (const int32_t *)targets->data, N, V,
-                                                         mt_row_stride(dlogits), mt_row_stride(logits), first_col,
-                                                         ignore_index);
-        LAUNCH_CHECK(op);
+        ce_dispatch_vec(V, sizeof(T), logits, dlogits, [&](auto vc) {
+            constexpr int VEC = decltype(vc)::value;
+            ce_bwd_kernel<T, VEC><<<blocks, row_threads((V + VEC - 1) / VEC, CE_ROW_THREADS), 0, stream>>>(
+                (T *)dlogits->data, (const float *)dloss->data, count, (const T *)logits->data,
+                (const float *)lse->data, (const int32_t *)targets->data, N, V, mt_row_stride(dlogits),
+                mt_row_stride(logits), first_col, ignore_index);
+            LAUNCH_CHECK(op);
+        });
     });
 }
