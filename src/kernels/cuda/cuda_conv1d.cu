@@ -178,6 +178,42 @@ static __device__ __forceinline__ void conv1d_flush_input(T *dx, float *dinit, c
     }
 }
 
+/* dx at input time tp when the thread owns it (tp in [ts0, ts1)), else
+ * zeros: loaded with the chunk's other loads, so that the flush of tp need
+ * not wait for it. */
+template <typename T, int V>
+static __device__ __forceinline__ void conv1d_load_dx(float (&o)[V], const T *dx, int64_t tp, int64_t ts0,
+                                                      int64_t ts1, int64_t b, int64_t L, int64_t c0, int64_t dxrs)
+{
+#pragma unroll
+    for (int v = 0; v < V; v++)
+        o[v] = 0.0f;
+    if (dx && tp >= ts0 && tp < ts1)
+        vec_load<T, V>(o, dx + (b * L + tp) * dxrs + c0);
+}
+
+/* conv1d_flush_input with dx at tp already loaded (conv1d_load_dx): dx = old + g. */
+template <typename T, int V, int W>
+static __device__ __forceinline__ void conv1d_flush_loaded(T *dx, float *dinit, const float (&g)[V],
+                                                           const float (&old)[V], int64_t tp, int64_t ts0,
+                                                           int64_t ts1, int64_t b, int64_t L, int64_t C, int64_t c0,
+                                                           int64_t dxrs)
+{
+    if (tp >= ts0 && tp < ts1) {
+        if (dx) {
+            float sum[V];
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                sum[v] = old[v] + g[v];
+            vec_store<T, V>(dx + (b * L + tp) * dxrs + c0, sum);
+        }
+    } else if (tp < 0 && dinit) {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            dinit[(b * C + c0 + v) * (W - 1) + (tp + W - 1)] += g[v];
+    }
+}
+
 /* out[b, t, c] = silu(bias[c] + sum_k weight[c, k] * tap_k), tap_k the
  * (masked) input at t - (W-1) + k. Grid (ceil(C / (CONV_TX*V)),
  * ceil(L / (CONV_FWD_TY*CONV_FWD_TS)), B), block (CONV_TX, CONV_FWD_TY). */
@@ -241,7 +277,9 @@ static __device__ __forceinline__ float conv1d_block_sum(const float (&red)[CONV
  * and for dx the thread walks on to tend = min(ts1 + W-1, L) (only da is
  * needed there): pend[j] collects dx for input time t - (W-1) + j; after
  * output t, input time t - (W-1) has all its W contributions (outputs
- * t-(W-1) .. t) and is flushed: into dx when inside [ts0, ts1), into
+ * t-(W-1) .. t) and is flushed (its dx loaded with the chunk's x and dout,
+ * so that the thread does not wait for a load at every step): into dx when
+ * inside [ts0, ts1), into
  * dinit_state[b, c, t] when negative (only possible when ts0 == 0, where
  * every output from 0 on has been seen). Partials: pw (P, C*W) and pb (P, C)
  * with P = B * gridDim.y, row b * gridDim.y + blockIdx.y, every element
@@ -273,12 +311,13 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
         float pend[W][V] = {};
 
         for (int64_t t = ts0; t < tend; t += CONV_BWD_CHUNK) {
-            float xc[CONV_BWD_CHUNK][V], gc[CONV_BWD_CHUNK][V];
+            float xc[CONV_BWD_CHUNK][V], gc[CONV_BWD_CHUNK][V], dxc[CONV_BWD_CHUNK][V];
             int sc[CONV_BWD_CHUNK];
 #pragma unroll
             for (int i = 0; i < CONV_BWD_CHUNK; i++) {
                 conv1d_load_step<T, V, true>(xc[i], &gc[i], sc[i], x, dout, sq, b, L, c0, xrs, dors, t, i,
                                              t + i < tend);
+                conv1d_load_dx<T, V>(dxc[i], dx, t + i - (W - 1), ts0, t + i < tend ? ts1 : ts0, b, L, c0, dxrs);
             }
 #pragma unroll
             for (int i = 0; i < CONV_BWD_CHUNK; i++) {
@@ -309,7 +348,8 @@ __global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
                             for (int v = 0; v < V; v++)
                                 pend[k][v] += wk[k][v] * da[v];
                     /* input time tt - (W-1) is complete */
-                    conv1d_flush_input<T, V, W>(dx, dinit, pend[0], tt - (W - 1), ts0, ts1, b, L, C, c0, dxrs);
+                    conv1d_flush_loaded<T, V, W>(dx, dinit, pend[0], dxc[i], tt - (W - 1), ts0, ts1, b, L, C, c0,
+                                                 dxrs);
 #pragma unroll
                     for (int k = 0; k + 1 < W; k++)
 #pragma unroll

@@ -166,25 +166,31 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
         if (!on)
             continue;
         for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
-            float gv[V], yv[V], zv[V], ddy[V], ddz[V];
+            /* dy and dz are loaded with the inputs (not after the math), so
+             * their adds do not wait for loads of their own. */
+            float gv[V], yv[V], zv[V], ddy[V] = {}, ddz[V] = {};
             vec_load<T, V>(gv, dout + r * dors + col0 + c);
             vec_load<T, V>(yv, y + r * yrs + col0 + c);
             vec_load<T, V>(zv, z + r * zrs + col0 + c);
+            if (dy)
+                vec_load<T, V>(ddy, dy + r * dyrs + col0 + c);
+            if (dz)
+                vec_load<T, V>(ddz, dz + r * dzrs + col0 + c);
 #pragma unroll
             for (int v = 0; v < V; v++) {
                 const float sg = sigmoid_f(zv[v]);
                 const float sz = zv[v] * sg; /* silu(z) */
                 const float u = yv[v] * sz;
                 const float du = rs * (w[col0 + c + v] * gv[v] - u * rs * rs * m);
-                ddy[v] = du * sz;
-                ddz[v] = du * yv[v] * sg * (1.0f + zv[v] * (1.0f - sg));
+                ddy[v] += du * sz;
+                ddz[v] += du * yv[v] * sg * (1.0f + zv[v] * (1.0f - sg));
                 if (part)
                     part[c + v] += gv[v] * u * rs;
             }
             if (dy)
-                vec_accum<T, V>(dy + r * dyrs + col0 + c, ddy);
+                vec_store<T, V>(dy + r * dyrs + col0 + c, ddy);
             if (dz)
-                vec_accum<T, V>(dz + r * dzrs + col0 + c, ddz);
+                vec_store<T, V>(dz + r * dzrs + col0 + c, ddz);
         }
     }
     if (part && part != out_part) /* each thread moves the sums it owns */

@@ -92,18 +92,22 @@ __global__ void rmsnorm_bwd_kernel(T *dx, float *dres, float *partial, const T *
             m = block_sum(acc) / (float)D;
         }
         for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-            float rv = r[n * rrs + d];
+            /* Every load first (dx and dres too), so that the adds wait for
+             * one round trip, not three. */
+            const float rv = r[n * rrs + d];
             float g = dres_out ? dres_out[n * dors + d] : 0.0f;
+            const float gy = dy ? load_f<T>(dy, n * dyrs + d) : 0.0f;
+            const float old_dx = dx ? load_f<T>(dx, n * dxrs + d) : 0.0f;
+            const float old_dres = dres ? dres[n * drrs + d] : 0.0f;
             if (dy) {
-                float gy = load_f<T>(dy, n * dyrs + d);
                 g += s * (w[d] * gy - rv * s * s * m);
                 if (part)
                     part[d] += gy * rv * s;
             }
             if (dx)
-                accum_f<T>(dx, n * dxrs + d, g);
+                store_f<T>(dx, n * dxrs + d, old_dx + g);
             if (dres)
-                dres[n * drrs + d] += g;
+                dres[n * drrs + d] = old_dres + g;
         }
     }
 }
