@@ -95,7 +95,8 @@ int main(void)
     fwd = bench_time_ms(&c, &k, false);
     both = bench_time_ms(&c, &k, true);
     printf("bench mamba1_layer   fwd %7.3f ms  fwd+bwd %7.3f ms  (%.0f tokens/s fwd+bwd; no reference figure "
-           "for one layer)  step memory %.0f MiB\n", fwd, both, B * L / (both * 1e-3), mt_ctx_memory_of(&c).total / 1048576.0);
+           "for one layer)  step memory %.0f MiB\n",
+           fwd, both, B * L / (both * 1e-3), mt_ctx_memory_of(&c).total / 1048576.0);
     printf("tokens per step %lld, d_inner %lld, d_state %lld\n", (long long)(B * L), (long long)D, (long long)N);
     mt_ctx_release(&c);
     mt_tensor *all[] = {b.u, b.x, b.delta, b.bm, b.cm, b.z, b.seed_scan, b.seed_layer};

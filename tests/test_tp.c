@@ -5,9 +5,12 @@
  * gives the single-rank model's logits and loss, its gradients (every rank's
  * local gradients, unsliced) and, over 3 clipped AdamW steps, its
  * parameters, also with the ranks' blocks recomputed in the backward
- * (activation checkpointing runs the collectives again). Also: each rank's init is its slice of the single-rank init,
- * slicing round-trips exactly, bad settings are named, and a failed
- * collective inside an op is an op error carrying the comm's message. */
+ * (activation checkpointing runs the collectives again) and with an lm_head
+ * of its own. The embedding and lm_head are vocab-parallel: each rank's
+ * logits are its columns of the single-rank ones. Also: each rank's init is
+ * its slice of the single-rank init, slicing round-trips exactly, bad
+ * settings are named, and a failed collective inside an op is an op error
+ * carrying the comm's message. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -294,9 +297,9 @@ static void check_tp(tp_variant v, int size)
     double param_err = unsliced_err(&cfg, &single, single.m.params.values, ranks, size, values_of);
     printf("TP %d%s%s, ngroups %d (B/C %s, norm %s): logits rel err %.1e, losses %.1e, grad norms %.1e "
            "(%.3f %.3f %.3f), step-0 gradients unsliced %.1e, parameters after %d clipped AdamW steps %.1e\n",
-           size, v.recompute ? " with recompute" : "", v.untied ? " untied lm_head" : "", v.ngroups, replicated ? "replicated" : "sharded",
-           replicated ? "across ranks" : "local", logit_err, loss_err, norm_err, single.norms[0], single.norms[1],
-           single.norms[2], grad_err, STEPS, param_err);
+           size, v.recompute ? " with recompute" : "", v.untied ? " untied lm_head" : "", v.ngroups,
+           replicated ? "replicated" : "sharded", replicated ? "across ranks" : "local", logit_err, loss_err, norm_err,
+           single.norms[0], single.norms[1], single.norms[2], grad_err, STEPS, param_err);
     assert_true(single.norms[0] > MAX_NORM); /* the clipping path runs */
     assert_true(logit_err < LOGITS_BOUND);
     assert_true(loss_err < LOGITS_BOUND);

@@ -9,10 +9,11 @@ static void selective_scan_backward(mt_ctx *c, mt_node *n)
     mt_tensor **in = n->in, *dgrad[SCAN_N_IN];
     for (int i = 0; i < SCAN_N_IN; i++)
         dgrad[i] = op_grad_if_needed(c, in[i]);
-    c->be->selective_scan_bwd(c->be, op_scratch(c), dgrad[SCAN_U], dgrad[SCAN_DELTA], dgrad[SCAN_A_LOG], dgrad[SCAN_B],
-                              dgrad[SCAN_C], dgrad[SCAN_D], dgrad[SCAN_Z], dgrad[SCAN_DELTA_BIAS],
-                              n->out[0]->grad, n->saved[0], in[SCAN_U], in[SCAN_DELTA], in[SCAN_A_LOG], in[SCAN_B], in[SCAN_C],
-                              in[SCAN_D], in[SCAN_Z], in[SCAN_DELTA_BIAS], n->attr_i[0], n->attr_i[1] != 0);
+    c->be->selective_scan_bwd(c->be, op_scratch(c), dgrad[SCAN_U], dgrad[SCAN_DELTA], dgrad[SCAN_A_LOG],
+                              dgrad[SCAN_B], dgrad[SCAN_C], dgrad[SCAN_D], dgrad[SCAN_Z], dgrad[SCAN_DELTA_BIAS],
+                              n->out[0]->grad, n->saved[0], in[SCAN_U], in[SCAN_DELTA], in[SCAN_A_LOG],
+                              in[SCAN_B], in[SCAN_C], in[SCAN_D], in[SCAN_Z], in[SCAN_DELTA_BIAS], n->attr_i[0],
+                              n->attr_i[1] != 0);
 }
 
 /* t must be (batch, seqlen, cols) of u in dtype dt. */

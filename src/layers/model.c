@@ -311,7 +311,8 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
         return mt_op_error(c, "mt_model_logits: ids %s must be (batch, seqlen) i32",
                            ids ? mt_shape_str(ids, s, sizeof s) : "NULL");
     /* In the accumulation dtype, like the residual. */
-    mt_tensor *h = m->tp.size > 1 ? mt_tp_embedding(c, m->embedding, ids, m->tp.comm) : mt_embedding(c, m->embedding, ids);
+    mt_tensor *h = m->tp.size > 1 ? mt_tp_embedding(c, m->embedding, ids, m->tp.comm)
+                                  : mt_embedding(c, m->embedding, ids);
     mt_tensor *residual = NULL;
     for (int i = 0; i < cfg->n_layer && h; i++) {
         mt_tensor *x = mt_rmsnorm(c, h, residual, m->layers[i].norm_w, cfg->norm_eps, &residual);
