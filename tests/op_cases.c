@@ -290,6 +290,8 @@ const tl_case tl_cases[] = {
       IDS_IN("targets", TL_TARGETS, 1, X(5), X(300), 0, 1)},
      run_cross_entropy},
     {"cast", 1, {FLOAT_IN("x", TL_FLOAT, 2, X(3, 5), X(77, 1001), -3, 3)}, run_cast},
+    /* Contiguous, a multiple of 4 elements: the vector path (the weights' casts). */
+    {"cast_aligned", 1, {FLOAT_IN("x", TL_FLOAT, 2, X(4, 8), X(96, 1024), -3, 3)}, run_cast},
     {"conv1d", 3,
      {FLOAT_IN("x", TL_FLOAT, 3, X(2, 7, 5), X(2, 300, 130), -1, 1),
       FLOAT_IN("weight", TL_ACCUM, 3, X(5, 1, 4), X(130, 1, 4), -0.5, 0.5),

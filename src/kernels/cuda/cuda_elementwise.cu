@@ -5,7 +5,7 @@
  * reduction, nothing order-dependent. Gradients are read-modify-written by
  * the thread that owns the element, in program order, so da and db may even
  * be the same tensor (out = a + a). */
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_vector.cuh"
 
 /* Row-major geometry of one launch: rows x cols, and each operand's stride. */
 struct ew_shape {
@@ -118,11 +118,6 @@ void cuda_mul_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor 
 
 enum { UN_SILU = 0, UN_SOFTPLUS = 1 };
 
-__device__ __forceinline__ float sigmoid_f(float x)
-{
-    return 1.0f / (1.0f + expf(-x));
-}
-
 /* silu: y = x * sigmoid(x). softplus: y = max(x, 0) + log1p(exp(-|x|)).
  * x, y (rows, cols) in T. */
 template <typename T>
@@ -215,17 +210,40 @@ __global__ void cast_kernel(TO *out, const TI *x, ew_shape s, int64_t ors, int64
     }
 }
 
+/* cast_kernel for contiguous out and x of n elements, V at a time (n a
+ * multiple of V, both aligned to V): the weights cast every step, where the
+ * scalar form spent its time on index arithmetic. */
+template <typename TO, typename TI, int V>
+__global__ void cast_flat_kernel(TO *out, const TI *x, int64_t n, int accum)
+{
+    for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n;
+         i += (int64_t)gridDim.x * blockDim.x * V) {
+        float v[V];
+        vec_load<TI, V>(v, x + i);
+        if (accum)
+            vec_accum<TO, V>(out + i, v);
+        else
+            vec_store<TO, V>(out + i, v);
+    }
+}
+
 static void cast(mt_backend *be, const char *op, mt_tensor *out, const mt_tensor *x, int accum)
 {
     ew_shape s = ew_shape_of(x);
     if (ew_empty(s))
         return;
+    const int64_t n = s.rows * s.cols;
+    const bool flat = mt_is_contiguous(out) && mt_is_contiguous(x) && n % 4 == 0 && vec_ok(out, 4) && vec_ok(x, 4);
     dispatch_float(out->dtype, op, [&](auto to) {
         using TO = typename decltype(to)::type;
         dispatch_float(x->dtype, op, [&](auto ti) {
             using TI = typename decltype(ti)::type;
-            cast_kernel<TO, TI><<<EW_GRID(s)>>>((TO *)out->data, (const TI *)x->data, s, mt_row_stride(out),
-                                                mt_row_stride(x), accum);
+            if (flat)
+                cast_flat_kernel<TO, TI, 4><<<grid_for(n / 4, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, cuda_stream(be)>>>(
+                    (TO *)out->data, (const TI *)x->data, n, accum);
+            else
+                cast_kernel<TO, TI><<<EW_GRID(s)>>>((TO *)out->data, (const TI *)x->data, s, mt_row_stride(out),
+                                                    mt_row_stride(x), accum);
             LAUNCH_CHECK(op);
         });
     });
