@@ -51,7 +51,9 @@ void cuda_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_
     int64_t rows = mt_rows(x), D = mt_cols(x);
     if (rows == 0 || D == 0)
         return;
-    int threads = row_threads(D, 512);
+    /* At most 128 threads a row: each holds several columns, whose loads are
+     * in flight together (512 threads were 20% slower at D = 1024). */
+    int threads = row_threads(D, 128);
     unsigned blocks = (unsigned)(rows < (int64_t)INT32_MAX ? rows : INT32_MAX);
     dispatch_float(x->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;

@@ -22,7 +22,10 @@ template <int PP, int NC> static size_t ssd_dbc_tc_smem()
            3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
-template <int PP, int NC, bool DB> __global__ void __launch_bounds__(128) ssd_dbc_tc_kernel(SsdArgs a)
+/* Three blocks an SM where the tiles allow (their 72 KB each fit): the
+ * register cap that asks for is what held occupancy to two before. */
+template <int PP, int NC, bool DB>
+__global__ void __launch_bounds__(128, PP >= 128 ? 1 : 3) ssd_dbc_tc_kernel(SsdArgs a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NFN = NC / 8, LDX = PP + 8, LDN = NC + 8;
