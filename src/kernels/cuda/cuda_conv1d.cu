@@ -285,7 +285,7 @@ static __device__ __forceinline__ float conv1d_block_sum(const float (&red)[CONV
  * with P = B * gridDim.y, row b * gridDim.y + blockIdx.y, every element
  * written (no zeroing needed). */
 template <typename T, int V, int W>
-__global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 3)
+__global__ void __launch_bounds__(CONV_TX *CONV_BWD_TY, 4)
     conv1d_bwd_kernel(T *dx, float *dinit, float *pw, float *pb, const T *dout, const T *x, const float *w,
                       const float *bias, const float *init, const int32_t *seq, int64_t L, int64_t C, int64_t dxrs,
                       int64_t dors, int64_t xrs)

@@ -329,7 +329,7 @@ static size_t scan_bwd_smem(int64_t N)
  * per-(b, d) partials. Reads the tile entry states of the forward rerun.
  * Grid and block as the forward, dynamic shared memory scan_bwd_smem(N). */
 template <typename T>
-__global__ void __launch_bounds__(SCAN_THREADS, 2) selective_scan_bwd_kernel(ScanArgs<T> a, ScanGrads<T> gr)
+__global__ void __launch_bounds__(SCAN_THREADS, 3) selective_scan_bwd_kernel(ScanArgs<T> a, ScanGrads<T> gr)
 {
     extern __shared__ float smem[];
     const int N = (int)a.N, SC = SCAN_SEGS * SCAN_CT;
