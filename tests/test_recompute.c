@@ -2,7 +2,8 @@
  * recomputed in the backward gives bitwise the same loss and parameter
  * gradients as the plain model (packed documents included) and holds less.
  * Activation gradients go back to the pool during the backward: the pool
- * holds the same for 8 layers as for 2. */
+ * holds the same for 8 layers as for 2; steps after the first allocate
+ * nothing and repeat the first's loss and gradients bit for bit. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -119,9 +120,64 @@ static void gradients_do_not_grow_with_depth(void **state)
     cpu->destroy(cpu);
 }
 
+/* Three steps on one ctx (the parameters unchanged): the same loss and
+ * parameter gradients bit for bit each time (reused gradient buffers are
+ * zeroed again), and after the first step no device memory is allocated. */
+static void later_steps_reuse_memory(void **state)
+{
+    (void)state;
+    mt_model_config cfg;
+    tiny_config(&cfg, LAYERS);
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_model m;
+    mt_model_build(&m, &cfg, MT_CPU, MT_F32);
+    mt_model_init(&m, cpu, 5);
+    mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
+    for (int i = 0; i < B * L; i++) {
+        mt_set(ids, i, (i * 7 + 3) % cfg.vocab_size);
+        mt_set(targets, i, (i * 11 + 5) % cfg.vocab_size);
+    }
+    const size_t n = m.params.flat_size;
+    float *first = malloc(n * sizeof *first);
+    mt_ctx c;
+    mt_ctx_init(&c, cpu, 0);
+    double loss0 = 0;
+    size_t allocs[3] = {0};
+    for (int step = 0; step < 3; step++) {
+        mt_params_zero_grad(&m.params);
+        mt_tensor *loss = mt_cross_entropy(&c, mt_model_logits(&c, &m, ids, NULL, MT_F32), targets, -100);
+        double l = mt_get(loss, 0);
+        mt_backward(&c, loss);
+        mt_ctx_end_step(&c);
+        if (step == 0) {
+            loss0 = l;
+            memcpy(first, m.params.grads, n * sizeof *first);
+            allocs[0] = c.arena.device_allocs;
+            allocs[1] = c.grads.device_allocs;
+            allocs[2] = c.scratch.device_allocs;
+            continue;
+        }
+        assert_true(l == loss0);
+        assert_memory_equal(first, m.params.grads, n * sizeof *first);
+        assert_int_equal(c.grads.device_allocs, allocs[1]);
+        assert_int_equal(c.scratch.device_allocs, allocs[2]);
+        assert_int_equal(c.arena.device_allocs, allocs[0]);
+    }
+    printf("3 steps: device allocations after the first: step arena %zu, gradient pool %zu, scratch %zu\n",
+           allocs[0], allocs[1], allocs[2]);
+    mt_ctx_release(&c);
+    free(first);
+    mt_tensor_free(ids);
+    mt_tensor_free(targets);
+    mt_model_release(&m);
+    cpu->destroy(cpu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(recompute_matches_plain),
-                                       cmocka_unit_test(gradients_do_not_grow_with_depth)};
+                                       cmocka_unit_test(gradients_do_not_grow_with_depth),
+                                       cmocka_unit_test(later_steps_reuse_memory)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
