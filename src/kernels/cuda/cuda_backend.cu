@@ -94,6 +94,9 @@ static void cuda_destroy(mt_backend *be)
         CUDA_CHECK(cudaFree(s->workspace));
         CUDA_CHECK(cudaFree(s->reduce));
         CUBLAS_CHECK(cublasLtDestroy(s->lt));
+        CUDA_CHECK(cudaEventDestroy(s->fork));
+        CUDA_CHECK(cudaEventDestroy(s->join));
+        CUDA_CHECK(cudaStreamDestroy(s->side));
         CUDA_CHECK(cudaStreamDestroy(s->stream));
         free(s);
     }
@@ -155,8 +158,10 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
 
     /* cudaStreamCreate makes a blocking stream: work on it is ordered with the
      * legacy default stream that core/device.c's cudaMemcpy/cudaMemset use. */
-    if ((err = cudaStreamCreate(&s->stream)) != cudaSuccess) {
-        set_why_cuda(why, n, "cudaStreamCreate failed", err);
+    if ((err = cudaStreamCreate(&s->stream)) != cudaSuccess || (err = cudaStreamCreate(&s->side)) != cudaSuccess ||
+        (err = cudaEventCreateWithFlags(&s->fork, cudaEventDisableTiming)) != cudaSuccess ||
+        (err = cudaEventCreateWithFlags(&s->join, cudaEventDisableTiming)) != cudaSuccess) {
+        set_why_cuda(why, n, "cudaStreamCreate or cudaEventCreate failed", err);
         goto fail;
     }
     {
@@ -230,6 +235,12 @@ fail:
         cudaFree(s->reduce);
     if (s->lt)
         cublasLtDestroy(s->lt);
+    if (s->fork)
+        cudaEventDestroy(s->fork);
+    if (s->join)
+        cudaEventDestroy(s->join);
+    if (s->side)
+        cudaStreamDestroy(s->side);
     if (s->stream)
         cudaStreamDestroy(s->stream);
     cudaGetLastError();

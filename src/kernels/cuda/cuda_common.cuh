@@ -60,6 +60,8 @@ extern "C" {
 struct mt_cuda_state {
     int device;
     cudaStream_t stream;      /* blocking: ordered with the legacy default stream */
+    cudaStream_t side;        /* for independent kernels of one op beside the stream (cuda_fork) */
+    cudaEvent_t fork, join;
     cublasLtHandle_t lt;
     void *workspace;          /* cuBLASLt workspace */
     size_t workspace_bytes;
@@ -74,6 +76,26 @@ static inline mt_cuda_state *cuda_state(mt_backend *be)
 static inline cudaStream_t cuda_stream(mt_backend *be)
 {
     return cuda_state(be)->stream;
+}
+
+/* Independent kernels of one op may run beside each other: cuda_fork
+ * returns the side stream, ordered after everything queued on the stream so
+ * far; cuda_join orders the stream after everything queued on the side
+ * stream. An op that forks joins before it returns, so to every other op
+ * there is one stream. */
+static inline cudaStream_t cuda_fork(mt_backend *be)
+{
+    mt_cuda_state *s = cuda_state(be);
+    CUDA_CHECK(cudaEventRecord(s->fork, s->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(s->side, s->fork, 0));
+    return s->side;
+}
+
+static inline void cuda_join(mt_backend *be)
+{
+    mt_cuda_state *s = cuda_state(be);
+    CUDA_CHECK(cudaEventRecord(s->join, s->side));
+    CUDA_CHECK(cudaStreamWaitEvent(s->stream, s->join, 0));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -662,6 +662,14 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     }
 
     if (tc) {
+        /* dB and dC read what dx reads and write their own partials: they
+         * run beside dx, whose blocks fill the SMs their last waves leave. */
+        const bool side = dCm || dBm;
+        cudaStream_t bc_stream = side ? cuda_fork(be) : st;
+        if (dCm)
+            ssd_launch_dbc_tc(a, false, bc_stream);
+        if (dBm)
+            ssd_launch_dbc_tc(a, true, bc_stream);
         ssd_dispatch_pp(a.P, [&](auto pp) {
             constexpr int PP = decltype(pp)::value;
             static int allowed = 0;
@@ -670,10 +678,8 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
             ssd_dx_tc_kernel<PP><<<dim3(a.ndt, a.nc, a.Bz * a.H), 128, bytes, st>>>(a);
             LAUNCH_CHECK("ssd_bwd (dx)");
         });
-        if (dCm)
-            ssd_launch_dbc_tc(a, false, st);
-        if (dBm)
-            ssd_launch_dbc_tc(a, true, st);
+        if (side)
+            cuda_join(be);
     } else {
         dim3 grid(a.ndt, a.nc, a.Bz * a.G);
         dispatch_float(T_dt, op, [&](auto tag) {
