@@ -653,6 +653,17 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     ssd_launch_states(a, T_dt, tc, true, st);  /* their gradients */
     if (tc)
         ssd_launch_cb(a, scratch, st);
+    /* dB and dC read only what is ready now and write their own partials:
+     * they run on the side stream beside the chunk scan and dx, whose
+     * blocks fill the SMs their last waves leave. */
+    const bool side = tc && (dCm || dBm);
+    if (side) {
+        cudaStream_t bc_stream = cuda_fork(be);
+        if (dCm)
+            ssd_launch_dbc_tc(a, false, bc_stream);
+        if (dBm)
+            ssd_launch_dbc_tc(a, true, bc_stream);
+    }
     if (dy)
         ssd_launch_scan(a, T_dt, tc, true, st); /* rowds, dz */
     else {
@@ -662,14 +673,6 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     }
 
     if (tc) {
-        /* dB and dC read what dx reads and write their own partials: they
-         * run beside dx, whose blocks fill the SMs their last waves leave. */
-        const bool side = dCm || dBm;
-        cudaStream_t bc_stream = side ? cuda_fork(be) : st;
-        if (dCm)
-            ssd_launch_dbc_tc(a, false, bc_stream);
-        if (dBm)
-            ssd_launch_dbc_tc(a, true, bc_stream);
         ssd_dispatch_pp(a.P, [&](auto pp) {
             constexpr int PP = decltype(pp)::value;
             static int allowed = 0;
