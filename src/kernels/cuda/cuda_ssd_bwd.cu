@@ -32,6 +32,8 @@
  *       slices of N), x_j, du_i hi and lo 64 x (PP+8) bf16 (51 KB at the reference
  *       shape: four blocks per SM), du double-buffered by cp.async (the second
  *       buffer in B_j's and dS_c's space). CB read from scratch.
+ *   ssd_dbc_tc_kernel runs on the backend's side stream beside the chunk scan
+ *   and dx, joined before the finish.
  *   du = dy * silu(z) is computed once (ssd_du_split_kernel) as bf16 hi + lo;
  *   without z, du is dy itself.
  * fp32 FMA path: ssd_dc_fma_kernel, ssd_db_fma_kernel (dx too), 16-row tiles,
