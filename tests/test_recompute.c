@@ -60,15 +60,21 @@ static void tiny_config(mt_model_config *cfg, int layers)
     assert_true(mt_model_config_finalize(cfg, err, sizeof err));
 }
 
+/* A tiny Mamba-2 LM of `layers` layers, built and initialized on the CPU in f32. */
+static void tiny_model(mt_model *m, mt_backend *cpu, int layers)
+{
+    mt_model_config cfg;
+    tiny_config(&cfg, layers);
+    mt_model_build(m, &cfg, MT_CPU, MT_F32);
+    mt_model_init(m, cpu, 5);
+}
+
 static void recompute_matches_plain(void **state)
 {
     (void)state;
-    mt_model_config cfg;
-    tiny_config(&cfg, LAYERS);
     mt_backend *cpu = mt_backend_cpu_create();
     mt_model m;
-    mt_model_build(&m, &cfg, MT_CPU, MT_F32);
-    mt_model_init(&m, cpu, 5);
+    tiny_model(&m, cpu, LAYERS);
     const size_t n = m.params.flat_size;
     float *plain = malloc(n * sizeof *plain), *again = malloc(n * sizeof *again);
     double loss_plain, loss_again;
@@ -93,11 +99,8 @@ static void recompute_matches_plain(void **state)
 /* The step memory of a plain model of `layers` layers. */
 static mt_ctx_memory memory_of(mt_backend *cpu, int layers)
 {
-    mt_model_config cfg;
-    tiny_config(&cfg, layers);
     mt_model m;
-    mt_model_build(&m, &cfg, MT_CPU, MT_F32);
-    mt_model_init(&m, cpu, 5);
+    tiny_model(&m, cpu, layers);
     float *grads = malloc(m.params.flat_size * sizeof *grads);
     double loss;
     mt_ctx_memory mem;
@@ -126,17 +129,14 @@ static void gradients_do_not_grow_with_depth(void **state)
 static void later_steps_reuse_memory(void **state)
 {
     (void)state;
-    mt_model_config cfg;
-    tiny_config(&cfg, LAYERS);
     mt_backend *cpu = mt_backend_cpu_create();
     mt_model m;
-    mt_model_build(&m, &cfg, MT_CPU, MT_F32);
-    mt_model_init(&m, cpu, 5);
+    tiny_model(&m, cpu, LAYERS);
     mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
     mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
     for (int i = 0; i < B * L; i++) {
-        mt_set(ids, i, (i * 7 + 3) % cfg.vocab_size);
-        mt_set(targets, i, (i * 11 + 5) % cfg.vocab_size);
+        mt_set(ids, i, (i * 7 + 3) % m.cfg.vocab_size);
+        mt_set(targets, i, (i * 11 + 5) % m.cfg.vocab_size);
     }
     const size_t n = m.params.flat_size;
     float *first = malloc(n * sizeof *first);
