@@ -8,8 +8,9 @@
  * the gradients of the layers the backward is working on are alive at once,
  * where a bump arena would hold every activation gradient of the step.
  * Buffers are reused in host order; on one stream that is the order of the
- * kernels that use them, so a buffer given back is not written again before
- * its last reader has run. */
+ * kernels that use them (a CUDA op that also uses the side stream joins it
+ * before returning), so a buffer given back is not written again before its
+ * last reader has run. */
 #ifndef MT_POOL_H
 #define MT_POOL_H
 
