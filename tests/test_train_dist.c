@@ -2,11 +2,13 @@
  * communicator: two data-parallel ranks, each on half of every global batch,
  * train to the parameters of one rank on the whole batch; so do two
  * tensor-parallel ranks (B and C replicated, ngroups 1, or split, ngroups 2)
- * and 2 x 2 ranks of both; ZeRO-1 gives the same bits as plain data
- * parallelism, optimizer state included; a sharded run (ZeRO-1 and tensor
- * parallel) stopped and resumed ends bit for bit where an uninterrupted one
- * does; resuming on another number of ranks, or a tensor-parallel size that
- * the run's groups do not have, is an error that says so. */
+ * and 2 x 2 ranks of both, and the tensor-parallel ranks evaluate (loss and
+ * answer accuracy over vocab-parallel logits) as one rank; ZeRO-1 gives the
+ * same bits as plain data parallelism, optimizer state included; a sharded
+ * run (ZeRO-1 and tensor parallel) stopped and resumed ends bit for bit
+ * where an uninterrupted one does; resuming on another number of ranks, or a
+ * tensor-parallel size that the run's groups do not have, is an error that
+ * says so. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -96,6 +98,34 @@ static void dp2_tp2_matches_one(void **state)
 {
     (void)state;
     grid_matches_one("dp2-tp2", 2, 2, "model.ngroups=1");
+}
+
+/* An evaluation on the answers (the loss and the share of answers whose
+ * most likely token is right) after 5 steps on two tensor-parallel ranks,
+ * whose logits are each a half of the vocabulary: both ranks report what one
+ * rank does. */
+static void tp2_evaluation_matches_one(void **state)
+{
+    (void)state;
+    const char *one[] = {"train.steps=5", "log.eval_every=5", "log.eval_batches=4", "model.ngroups=1"};
+    const char *two[] = {"train.steps=5", "log.eval_every=5", "log.eval_batches=4", "model.ngroups=1",
+                         "dist.tp_size=2"};
+    mt_train_config a, b;
+    tl_tiny_config(&a, "eval-one", 4, one);
+    tl_tiny_config(&b, "eval-tp2", 5, two);
+    mt_train_options o = {0};
+    tl_rank_run single[1], ranks[2];
+    if (!tl_train_grid(&a, 1, 1, &o, false, single) || !tl_train_grid(&b, 1, 2, &o, false, ranks))
+        fail_msg("%s", single[0].ok ? (ranks[0].ok ? ranks[1].err : ranks[0].err) : single[0].err);
+    const mt_train_result *r1 = &single[0].res;
+    printf("evaluation after 5 steps: 1 rank loss %.9f accuracy %.6f; tp2 ranks loss %.9f / %.9f accuracy %.6f / "
+           "%.6f\n", r1->eval_loss, r1->eval_accuracy, ranks[0].res.eval_loss, ranks[1].res.eval_loss,
+           ranks[0].res.eval_accuracy, ranks[1].res.eval_accuracy);
+    assert_true(isfinite(r1->eval_loss) && isfinite(r1->eval_accuracy));
+    for (int r = 0; r < 2; r++) {
+        assert_true(fabs(ranks[r].res.eval_loss - r1->eval_loss) < 1e-6 * r1->eval_loss);
+        assert_true(ranks[r].res.eval_accuracy == r1->eval_accuracy);
+    }
 }
 
 /* Fine-tuning released weights (the Mamba-2 test fixture, 4 heads, ngroups
@@ -251,6 +281,7 @@ int main(void)
         cmocka_unit_test(tp2_replicated_bc_matches_one),
         cmocka_unit_test(tp2_split_bc_matches_one),
         cmocka_unit_test(dp2_tp2_matches_one),
+        cmocka_unit_test(tp2_evaluation_matches_one),
         cmocka_unit_test(tp2_from_released_weights),
         cmocka_unit_test(buckets_overlap_the_backward),
         cmocka_unit_test(zero1_is_bitwise_plain_dp),
