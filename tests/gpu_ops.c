@@ -110,6 +110,18 @@ static void cross_entropy_slices_bf16(void **state)
     cross_entropy_slices(MT_BF16, 1e-2);
 }
 
+static void cross_entropy_in_place_f32(void **state)
+{
+    (void)state;
+    tl_assert_in_place_cross_entropy_exact(gpu, MT_F32);
+}
+
+static void cross_entropy_in_place_bf16(void **state)
+{
+    (void)state;
+    tl_assert_in_place_cross_entropy_exact(gpu, MT_BF16);
+}
+
 int main(void)
 {
     gpu = tl_cuda_backend_or_exit();
@@ -119,6 +131,8 @@ int main(void)
     tests[n++] = (struct CMUnitTest){"fills_match_the_cpu", fills_match_the_cpu, NULL, NULL, NULL};
     tests[n++] = (struct CMUnitTest){"cross_entropy_slices f32", cross_entropy_slices_f32, NULL, NULL, NULL};
     tests[n++] = (struct CMUnitTest){"cross_entropy_slices bf16", cross_entropy_slices_bf16, NULL, NULL, NULL};
+    tests[n++] = (struct CMUnitTest){"cross_entropy_in_place f32", cross_entropy_in_place_f32, NULL, NULL, NULL};
+    tests[n++] = (struct CMUnitTest){"cross_entropy_in_place bf16", cross_entropy_in_place_bf16, NULL, NULL, NULL};
     for (int i = 0; i < tl_n_cases; i++) {
         snprintf(names[n], sizeof names[n], "%s f32", tl_cases[i].name);
         tests[n] = (struct CMUnitTest){names[n], case_f32, NULL, NULL, (void *)&tl_cases[i]};

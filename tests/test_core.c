@@ -1,6 +1,7 @@
 /* Tensors, views, bf16 rounding, the RNG, the arena, the parameter store and
  * the tape's bookkeeping: accumulation, no-grad mode, views, op errors;
- * the vocab-parallel cross-entropy's pieces against the whole. */
+ * the vocab-parallel cross-entropy's pieces against the whole; the in-place
+ * cross-entropy against the one that adds into a fresh gradient. */
 #include <math.h>
 #include <stdio.h>
 #include <setjmp.h>
@@ -271,6 +272,15 @@ static void test_cross_entropy_slices_equal_the_whole(void **state)
     mt_ctx_release(&c);
 }
 
+/* The cross-entropy that writes the logits' gradient over the logits gives
+ * the bits of the one that adds into a fresh gradient (f64 and f32). */
+static void test_cross_entropy_in_place_is_exact(void **state)
+{
+    (void)state;
+    tl_assert_in_place_cross_entropy_exact(cpu, MT_F64);
+    tl_assert_in_place_cross_entropy_exact(cpu, MT_F32);
+}
+
 /* The CPU backend against itself: every output written, bits repeat. */
 static void test_cpu_backend_writes_outputs_and_repeats(void **state)
 {
@@ -296,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_view_gradients_reach_the_parent),
         cmocka_unit_test(test_op_errors_name_the_op_and_shapes),
         cmocka_unit_test(test_cross_entropy_slices_equal_the_whole),
+        cmocka_unit_test(test_cross_entropy_in_place_is_exact),
         cmocka_unit_test(test_cpu_backend_writes_outputs_and_repeats),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

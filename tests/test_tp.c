@@ -424,7 +424,7 @@ static void test_comm_failure_is_an_op_error(void **state)
     mt_tensor *targets = mt_ctx_tensor(&c, MT_I32, 1, (int64_t[]){3});
     for (int i = 0; i < 3; i++)
         ((int32_t *)targets->data)[i] = i;
-    assert_null(mt_cross_entropy_tp(&c, x, targets, TL_IGNORE, comms[0]));
+    assert_null(mt_cross_entropy_tp(&c, x, targets, TL_IGNORE, comms[0], false));
     printf("  %s\n", mt_ctx_error(&c));
     assert_non_null(strstr(mt_ctx_error(&c), "mt_cross_entropy_tp"));
     assert_non_null(strstr(mt_ctx_error(&c), "all-gather"));

@@ -507,13 +507,94 @@ mt_tensor *tl_sliced_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targ
     }
     for (int k = 0; k < slices; k++) {
         mt_tensor *view = mt_ctx_view_cols(c, logits, k * cols, cols);
-        mt_tensor *loss = mt_cross_entropy_of_slice(c, view, targets, stats, k * cols, slices * cols, TL_IGNORE);
+        mt_tensor *loss =
+            mt_cross_entropy_of_slice(c, view, targets, stats, k * cols, slices * cols, TL_IGNORE, false);
         mt_tensor *host = tl_to_device(loss, MT_CPU);
         losses[k] = mt_get(host, 0);
         mt_tensor_free(host);
         sum = sum ? mt_add(c, sum, loss) : loss;
     }
     return sum;
+}
+
+/* The logits' gradient, copied to the host once the cross-entropy node
+ * (index `node`) has run: later, when the linear has run, it is gone. */
+typedef struct logits_tap {
+    int node;
+    mt_tensor *logits, *grad;
+} logits_tap;
+
+static void copy_logits_grad(mt_ctx *c, int index, void *arg)
+{
+    logits_tap *t = arg;
+    if (index == t->node)
+        t->grad = tl_to_device(mt_grad_of(c, t->logits), MT_CPU);
+}
+
+tl_ce_grads tl_cross_entropy_grads(mt_backend *be, const mt_tensor *x_h, const mt_tensor *w_h,
+                                   const mt_tensor *targets_h, bool in_place)
+{
+    mt_ctx c;
+    mt_ctx_init(&c, be, 0);
+    mt_tensor *x = tl_to_device(x_h, be->device), *w = tl_to_device(w_h, be->device);
+    mt_tensor *targets = tl_to_device(targets_h, be->device);
+    x->requires_grad = w->requires_grad = true;
+    mt_tensor *logits = mt_linear(&c, x, w, NULL);
+    mt_tensor *loss = in_place ? mt_cross_entropy_in_place(&c, logits, targets, TL_IGNORE)
+                               : mt_cross_entropy(&c, logits, targets, TL_IGNORE);
+    logits_tap tap = {c.n_nodes - 1, logits, NULL};
+    if (!in_place) {
+        c.after_node = copy_logits_grad;
+        c.after_node_arg = &tap;
+    }
+    mt_backward(&c, loss);
+    tl_ce_grads r = {tl_to_device(loss, MT_CPU), tl_to_device(mt_grad_of(&c, x), MT_CPU),
+                     tl_to_device(mt_grad_of(&c, w), MT_CPU), in_place ? tl_to_device(logits, MT_CPU) : tap.grad};
+    mt_ctx_release(&c);
+    mt_tensor_free(x);
+    mt_tensor_free(w);
+    mt_tensor_free(targets);
+    return r;
+}
+
+void tl_ce_grads_free(tl_ce_grads *g)
+{
+    mt_tensor_free(g->loss);
+    mt_tensor_free(g->dx);
+    mt_tensor_free(g->dw);
+    mt_tensor_free(g->dlogits);
+}
+
+void tl_assert_in_place_cross_entropy_exact(mt_backend *be, mt_dtype dt)
+{
+    enum { N = 67, K = 24, V = 1000 };
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_tensor *x = mt_tensor_new(MT_CPU, dt, 2, (int64_t[]){N, K});
+    mt_tensor *w = mt_tensor_new(MT_CPU, dt, 2, (int64_t[]){V, K});
+    mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){N});
+    cpu->fill_normal(cpu, x, 31, 0.0, 1.0);
+    cpu->fill_normal(cpu, w, 32, 0.0, 0.5);
+    for (int n = 0; n < N; n++)
+        mt_set(targets, n, n % 9 == 4 ? TL_IGNORE : (n * 37) % V);
+    tl_ce_grads a = tl_cross_entropy_grads(be, x, w, targets, false);
+    tl_ce_grads b = tl_cross_entropy_grads(be, x, w, targets, true);
+    printf("cross-entropy in place (%s, %s): loss %.9g, dx %s, dw %s, logits now the gradient %s\n", be->name,
+           mt_dtype_name(dt), mt_get(b.loss, 0), tl_rel_err(b.dx, a.dx) == 0 ? "same bits" : "differ",
+           tl_rel_err(b.dw, a.dw) == 0 ? "same bits" : "differ", tl_rel_err(b.dlogits, a.dlogits) == 0 ? "yes" : "no");
+    assert_true(mt_get(a.loss, 0) == mt_get(b.loss, 0));
+    assert_memory_equal(a.dx->data, b.dx->data, mt_nbytes(a.dx));
+    assert_memory_equal(a.dw->data, b.dw->data, mt_nbytes(a.dw));
+    assert_memory_equal(a.dlogits->data, b.dlogits->data, mt_nbytes(a.dlogits));
+    double norm = 0; /* a gradient of zeros would match trivially */
+    for (int64_t i = 0; i < mt_numel(a.dx); i++)
+        norm += mt_get(a.dx, i) * mt_get(a.dx, i);
+    assert_true(norm > 0);
+    tl_ce_grads_free(&a);
+    tl_ce_grads_free(&b);
+    mt_tensor_free(x);
+    mt_tensor_free(w);
+    mt_tensor_free(targets);
+    cpu->destroy(cpu);
 }
 
 mt_st_file *tl_load_fixture(mt_model *m, const char *kind, const char *scheme, mt_device dev, mt_dtype dt)

@@ -136,4 +136,20 @@ mt_tensor *tl_next_token_targets(const mt_tensor *ids);
  * equal to TL_IGNORE are skipped. */
 mt_tensor *tl_sliced_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int slices, double *losses);
 
+/* The loss of mt_linear(x, w) against targets through mt_cross_entropy or,
+ * in_place, mt_cross_entropy_in_place, on be from host inputs; with, on the
+ * host, the gradients of x and w and the logits' gradient (in place: the
+ * logits' storage after the backward). */
+typedef struct tl_ce_grads {
+    mt_tensor *loss, *dx, *dw, *dlogits;
+} tl_ce_grads;
+tl_ce_grads tl_cross_entropy_grads(mt_backend *be, const mt_tensor *x_h, const mt_tensor *w_h,
+                                   const mt_tensor *targets_h, bool in_place);
+void tl_ce_grads_free(tl_ce_grads *g);
+
+/* The in-place cross-entropy on be in dtype dt gives the bits of the one
+ * that adds into a fresh gradient: loss, dx, dw, and the logits' storage
+ * holding their gradient (ignored rows included). Fails the test otherwise. */
+void tl_assert_in_place_cross_entropy_exact(mt_backend *be, mt_dtype dt);
+
 #endif

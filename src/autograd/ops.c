@@ -185,8 +185,11 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
 static void cross_entropy_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *logits = n->in[0];
-    c->be->cross_entropy_bwd(c->be, op_scratch(c), mt_grad_of(c, logits), n->out[0]->grad, logits, n->saved[0],
-                             n->in[1], n->attr_i[1], n->attr_i[2], n->attr_i[0]);
+    mt_tensor *dlogits = n->attr_i[3] ? mt_grad_in_place(c, logits) : NULL;
+    if (!dlogits) /* not asked for, or another op's part is there to add to */
+        dlogits = mt_grad_of(c, logits);
+    c->be->cross_entropy_bwd(c->be, op_scratch(c), dlogits, n->out[0]->grad, logits, n->saved[0], n->in[1],
+                             n->attr_i[1], n->attr_i[2], n->attr_i[0]);
 }
 
 static bool check_cross_entropy(mt_ctx *c, const char *op, const mt_tensor *logits, const mt_tensor *targets)
@@ -203,7 +206,7 @@ static bool check_cross_entropy(mt_ctx *c, const char *op, const mt_tensor *logi
 }
 
 mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, mt_tensor *stats,
-                                     int64_t first_col, int64_t vocab, int ignore_index)
+                                     int64_t first_col, int64_t vocab, int ignore_index, bool in_place)
 {
     const char *op = "mt_cross_entropy";
     char s[96];
@@ -227,17 +230,29 @@ mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *ta
         n->attr_i[0] = ignore_index;
         n->attr_i[1] = (int)first_col; /* targets are i32, so is the vocabulary */
         n->attr_i[2] = (int)vocab;
+        n->attr_i[3] = in_place;
     }
     return loss;
 }
 
-mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+/* The loss over the whole vocabulary: one slice. */
+static mt_tensor *cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, bool in_place)
 {
     if (!check_cross_entropy(c, "mt_cross_entropy", logits, targets))
         return NULL;
     mt_tensor *stats = mt_ctx_tensor(c, mt_accum_dtype(logits->dtype), 3, (int64_t[]){1, logits->shape[0], 3});
     c->be->cross_entropy_stats(c->be, stats, logits, targets, 0, ignore_index);
-    return mt_cross_entropy_of_slice(c, logits, targets, stats, 0, logits->shape[1], ignore_index);
+    return mt_cross_entropy_of_slice(c, logits, targets, stats, 0, logits->shape[1], ignore_index, in_place);
+}
+
+mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+{
+    return cross_entropy(c, logits, targets, ignore_index, false);
+}
+
+mt_tensor *mt_cross_entropy_in_place(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index)
+{
+    return cross_entropy(c, logits, targets, ignore_index, true);
 }
 
 /* ---- cast ---- */

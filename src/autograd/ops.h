@@ -35,13 +35,21 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
  * targets equal to ignore_index. A 1-element tensor in the accumulation dtype. */
 mt_tensor *mt_cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index);
 
+/* mt_cross_entropy whose backward writes the logits' gradient over the
+ * logits (mt_grad_in_place): for logits that are an op's output which no
+ * other op reads, as a model's are. No buffer the size of the logits is
+ * needed for their gradient, and the logits' values are gone after the
+ * backward (read them before it). */
+mt_tensor *mt_cross_entropy_in_place(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index);
+
 /* The same loss when logits (N, V) are columns [first_col, first_col + V)
  * of a vocabulary of `vocab` split into column slices (one per rank), given
  * stats (S, N, 3): every slice's row statistics in order (the backend's
  * cross_entropy_stats of each, gathered). The gradient goes to this slice's
- * logits only. autograd/ops_tp.h gathers the stats over a TP group. */
+ * logits only, in place when in_place (as mt_cross_entropy_in_place).
+ * autograd/ops_tp.h gathers the stats over a TP group. */
 mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, mt_tensor *stats,
-                                     int64_t first_col, int64_t vocab, int ignore_index);
+                                     int64_t first_col, int64_t vocab, int ignore_index, bool in_place);
 
 /* x converted to dtype (f32, bf16, or f64 on the CPU). */
 mt_tensor *mt_cast(mt_ctx *c, mt_tensor *x, mt_dtype dtype);

@@ -86,7 +86,8 @@ mt_tensor *mt_tp_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, mt_comm
     return mine ? mt_tp_reduce_from(c, mine, comm) : NULL;
 }
 
-mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, mt_comm *comm)
+mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, mt_comm *comm,
+                               bool in_place)
 {
     const char *op = "mt_cross_entropy_tp";
     char s[96], err[256];
@@ -102,7 +103,8 @@ mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets,
     c->be->cross_entropy_stats(c->be, mine, logits, targets, comm->rank * cols, ignore_index);
     if (!comm->all_gather(comm, mine->data, all->data, (size_t)mt_numel(mine), acc, err, sizeof err))
         return mt_op_error(c, "%s: all-gather of the row statistics over the TP group failed: %s", op, err);
-    return mt_cross_entropy_of_slice(c, logits, targets, all, comm->rank * cols, comm->world * cols, ignore_index);
+    return mt_cross_entropy_of_slice(c, logits, targets, all, comm->rank * cols, comm->world * cols, ignore_index,
+                                     in_place);
 }
 
 /* ---- gated RMSNorm across ranks ---- */

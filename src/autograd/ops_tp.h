@@ -35,8 +35,10 @@ mt_tensor *mt_tp_embedding(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, mt_comm
  * index the whole vocabulary. Each rank's row statistics (max, sum of
  * exponentials, its target logit) are gathered over comm and combined in
  * rank order, so every rank gets the same loss and the same lse; the
- * backward is local (this rank's columns of softmax - onehot). */
-mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, mt_comm *comm);
+ * backward is local (this rank's columns of softmax - onehot), written over
+ * the logits when in_place (as mt_cross_entropy_in_place). */
+mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, mt_comm *comm,
+                               bool in_place);
 
 /* Mamba-2's gated norm, RMSNorm(y * SiLU(z)) * weight, on a TP rank whose
  * columns y, z (..., E) all lie in norm group `group` of the full model's

@@ -148,6 +148,22 @@ mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t)
     return g;
 }
 
+mt_tensor *mt_grad_in_place(mt_ctx *c, mt_tensor *t)
+{
+    mt_tensor *root = t;
+    while (root->base)
+        root = root->base;
+    if (t->grad || root->grad)
+        return NULL;
+    mt_tensor *g = new_header(c);
+    *g = *root;
+    g->grad = NULL;
+    g->base = NULL;
+    g->requires_grad = false;
+    root->grad = g;
+    return mt_grad_of(c, t); /* a view's: the same offset into root's values */
+}
+
 mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, mt_tensor **in, int n_out,
                         mt_tensor **out)
 {
@@ -198,11 +214,13 @@ static void run_backward(mt_ctx *c)
             c->after_node(c, i, c->after_node_arg);
         /* Every op that read these outputs came later on the tape, so their
          * gradients are complete and now spent. A view's gradient is a view
-         * of its base's, which goes with the base. */
+         * of its base's, which goes with the base; a gradient in place
+         * (mt_grad_in_place) is the output's own storage, not the pool's. */
         for (int k = 0; k < n->n_out; k++) {
             mt_tensor *o = n->out[k];
             if (o->grad && !o->base) {
-                mt_pool_free(&c->grads, o->grad->data);
+                if (o->grad->data != o->data)
+                    mt_pool_free(&c->grads, o->grad->data);
                 o->grad = NULL;
             }
         }

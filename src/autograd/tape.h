@@ -39,7 +39,7 @@ typedef struct mt_node {
     mt_tensor *saved[MT_NODE_MAX_SAVED];
     int n_in, n_out;
     double attr_f[2]; /* an op's float attributes (eps, dt limits) */
-    int attr_i[3];    /* an op's integer attributes (ignore_index, headdim, ngroups, chunk) */
+    int attr_i[4];    /* an op's integer attributes (ignore_index, headdim, ngroups, chunk) */
     void *ptr[2];     /* an op's pointers (a recomputed block's function and argument) */
 } mt_node;
 
@@ -99,6 +99,13 @@ mt_tensor *mt_ctx_reshape(mt_ctx *c, mt_tensor *t, int ndim, const int64_t *shap
  * gradient of an op's output is gone once that op's backward has run (read
  * gradients of leaves: inputs and parameters). */
 mt_tensor *mt_grad_of(mt_ctx *c, mt_tensor *t);
+
+/* t's gradient stored over t's own values (and over its base's, for a
+ * view), for an op's output that no op reads in the backward: no buffer of
+ * its size is needed, and its values are gone once the gradient is written.
+ * NULL when t (or its base) already has a gradient, which the caller must
+ * then add to (mt_grad_of). */
+mt_tensor *mt_grad_in_place(mt_ctx *c, mt_tensor *t);
 
 /* Seeds d(loss) = 1 for a one-element loss and runs the tape backward; the
  * tape is consumed (the step's tensors stay until mt_ctx_end_step). */

@@ -115,7 +115,9 @@ struct mt_backend {
                                   int ignore_index);
     /* dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v + first_col == t_n]) / count;
      * ignored rows get nothing. dloss is a 1-element tensor; logits, vocab
-     * and first_col as in cross_entropy_stats. */
+     * and first_col as in cross_entropy_stats. dlogits may be logits itself
+     * (the same storage): the gradient then replaces the logits (= instead of
+     * +=, ignored rows 0). */
     void (*cross_entropy_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                               const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
                               int64_t first_col, int64_t vocab, int ignore_index);

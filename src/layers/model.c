@@ -335,8 +335,8 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
 mt_tensor *mt_model_loss(mt_ctx *c, const mt_model *m, mt_tensor *logits, mt_tensor *targets, int ignore_index)
 {
     if (m->tp.size > 1)
-        return mt_cross_entropy_tp(c, logits, targets, ignore_index, m->tp.comm);
-    return mt_cross_entropy(c, logits, targets, ignore_index);
+        return mt_cross_entropy_tp(c, logits, targets, ignore_index, m->tp.comm, true);
+    return mt_cross_entropy_in_place(c, logits, targets, ignore_index);
 }
 
 bool mt_model_argmax(const mt_model *m, const mt_tensor *logits, int64_t *best, char *err, size_t errlen)

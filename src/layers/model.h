@@ -58,7 +58,8 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
 
 /* The mean cross-entropy of mt_model_logits' logits against targets (B*L)
  * i32 over the whole vocabulary (under TP, combined over the group: the
- * same on every rank). */
+ * same on every rank). The backward writes the logits' gradient over the
+ * logits (mt_cross_entropy_in_place): read the logits before it. */
 mt_tensor *mt_model_loss(mt_ctx *c, const mt_model *m, mt_tensor *logits, mt_tensor *targets, int ignore_index);
 
 /* best (rows) = each row's most likely token over the whole vocabulary,

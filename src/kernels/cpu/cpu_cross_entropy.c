@@ -86,7 +86,9 @@ void mt_cpu_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *
 }
 
 /* dlogits (N, V) += dloss * (softmax(logits[n]) - onehot(t_n - first_col)) / count,
- * with the softmax taken as exp(logits - lse); ignored rows get nothing. */
+ * with the softmax taken as exp(logits - lse); ignored rows get nothing.
+ * When dlogits is logits itself, the gradient replaces the logits (ignored
+ * rows 0). */
 void mt_cpu_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
                               const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
                               int64_t first_col, int64_t vocab, int ignore_index)
@@ -95,20 +97,27 @@ void mt_cpu_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlog
     (void)scratch;
     int64_t rows = mt_rows(logits), cols = mt_cols(logits);
     int64_t count = count_targets(targets, vocab, ignore_index, "cross_entropy_bwd");
-    if (count == 0)
+    const bool in_place = dlogits->data == logits->data;
+    if (count == 0 && !in_place)
         return;
-    double scale = cpu_load(dloss->dtype, dloss->data, 0) / (double)count;
+    double scale = count ? cpu_load(dloss->dtype, dloss->data, 0) / (double)count : 0.0;
 #pragma omp parallel for
     for (int64_t n = 0; n < rows; n++) {
         int32_t t = cpu_index(targets, n);
-        if (t == ignore_index)
-            continue;
-        const void *lr = cpu_row(logits, n);
         void *dr = cpu_row(dlogits, n);
+        if (t == ignore_index) {
+            for (int64_t v = 0; in_place && v < cols; v++)
+                cpu_store(dlogits->dtype, dr, v, 0.0);
+            continue;
+        }
+        const void *lr = cpu_row(logits, n);
         double row_lse = cpu_load(lse->dtype, lse->data, n);
         for (int64_t v = 0; v < cols; v++) {
-            double p = exp(cpu_load(logits->dtype, lr, v) - row_lse);
-            cpu_accumulate(dlogits->dtype, dr, v, scale * (p - (v + first_col == t ? 1.0 : 0.0)));
+            double g = scale * (exp(cpu_load(logits->dtype, lr, v) - row_lse) - (v + first_col == t ? 1.0 : 0.0));
+            if (in_place)
+                cpu_store(dlogits->dtype, dr, v, g);
+            else
+                cpu_accumulate(dlogits->dtype, dr, v, g);
         }
     }
 }

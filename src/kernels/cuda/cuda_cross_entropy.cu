@@ -228,18 +228,25 @@ void cuda_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *lo
  * column vectors as in ce_stats_kernel) of logits (N, V), columns
  * [first_col, first_col + V) of the vocabulary:
  *   dlogits[n, v] += dloss * (exp(logits[n, v] - lse[n]) - [v + first_col == t_n]) / count
+ * or, IN_PLACE (dlogits is logits), = instead of += and ignored rows 0.
  * count comes from ce_reduce_kernel (it is > 0 whenever a row is not ignored). */
-template <typename T, int VEC>
+template <typename T, int VEC, bool IN_PLACE>
 __global__ void __launch_bounds__(CE_ROW_THREADS)
     ce_bwd_kernel(T *dlogits, const float *dloss, const int *count, const T *logits, const float *lse,
                   const int32_t *targets, int64_t N, int64_t V, int64_t drs, int64_t lrs, int64_t first_col,
                   int ignore_index)
 {
-    const float scale = dloss[0] / (float)*count;
+    const float scale = *count ? dloss[0] / (float)*count : 0.0f;
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         int t = targets[n];
-        if (t == ignore_index)
+        if (t == ignore_index) {
+            if (IN_PLACE) {
+                const float zero[VEC] = {};
+                for (int64_t v = threadIdx.x * (int64_t)VEC; v < V; v += (int64_t)blockDim.x * VEC)
+                    vec_store<T, VEC>(dlogits + n * drs + v, zero);
+            }
             continue;
+        }
         const float l = lse[n];
         const int64_t c = (int64_t)t - first_col; /* the target's column here, if it is one */
         const T *row = logits + n * lrs;
@@ -251,7 +258,10 @@ __global__ void __launch_bounds__(CE_ROW_THREADS)
 #pragma unroll
             for (int i = 0; i < VEC; i++)
                 g[i] = scale * (expf(x[i] - l) - (v + i == c ? 1.0f : 0.0f));
-            vec_accum<T, VEC>(drow + v, g);
+            if (IN_PLACE)
+                vec_store<T, VEC>(drow + v, g);
+            else
+                vec_accum<T, VEC>(drow + v, g);
         }
     }
 }
@@ -276,14 +286,22 @@ void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogit
                                                           ignore_index);
     LAUNCH_CHECK("cross_entropy_bwd (count)");
     unsigned blocks = (unsigned)(N < (int64_t)INT32_MAX ? N : INT32_MAX);
+    const bool in_place = dlogits->data == logits->data;
     dispatch_float(dlogits->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
         ce_dispatch_vec(V, sizeof(T), logits, dlogits, [&](auto vc) {
             constexpr int VEC = decltype(vc)::value;
-            ce_bwd_kernel<T, VEC><<<blocks, row_threads((V + VEC - 1) / VEC, CE_ROW_THREADS), 0, stream>>>(
-                (T *)dlogits->data, (const float *)dloss->data, count, (const T *)logits->data,
-                (const float *)lse->data, (const int32_t *)targets->data, N, V, mt_row_stride(dlogits),
-                mt_row_stride(logits), first_col, ignore_index);
+            auto launch = [&](auto in_place_tag) {
+                constexpr bool IP = decltype(in_place_tag)::value;
+                ce_bwd_kernel<T, VEC, IP><<<blocks, row_threads((V + VEC - 1) / VEC, CE_ROW_THREADS), 0, stream>>>(
+                    (T *)dlogits->data, (const float *)dloss->data, count, (const T *)logits->data,
+                    (const float *)lse->data, (const int32_t *)targets->data, N, V, mt_row_stride(dlogits),
+                    mt_row_stride(logits), first_col, ignore_index);
+            };
+            if (in_place)
+                launch(std::true_type{});
+            else
+                launch(std::false_type{});
             LAUNCH_CHECK(op);
         });
     });
