@@ -207,15 +207,7 @@ static double run_scenario(const char *self, const char *scenario, int world, in
     fflush(stdout);
     for (int r = 0; r < world; r++) {
         if ((pids[r] = fork()) == 0) {
-            char v[16];
-            snprintf(v, sizeof v, "%d", r);
-            setenv("RANK", v, 1);
-            setenv("LOCAL_RANK", v, 1);
-            snprintf(v, sizeof v, "%d", world);
-            setenv("WORLD_SIZE", v, 1);
-            snprintf(v, sizeof v, "%d", port);
-            setenv("MASTER_PORT", v, 1);
-            setenv("MASTER_ADDR", "127.0.0.1", 1);
+            mt_rendezvous_set_local_env(r, world, port);
             execl(self, self, "--rank", scenario, (char *)NULL);
             _exit(127);
         }

@@ -2,7 +2,6 @@
  * set are read (and bad ones named), and ranks (threads here, on localhost)
  * meet over TCP: every rank gets rank 0's blob; a configuration that differs
  * and a rank that never comes are errors on every rank within the timeout. */
-#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -74,18 +72,6 @@ static void test_environment(void **state)
     clear_env();
 }
 
-/* A TCP port nobody listens on right now. */
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 typedef struct job {
     mt_rendezvous r;
     uint64_t hash;
@@ -111,7 +97,7 @@ static void *meet(void *arg)
  * another configuration hash. */
 static void run(int world, int present, int differ, double timeout, job *jobs)
 {
-    const int port = free_port();
+    const int port = mt_rendezvous_free_port();
     pthread_t th[8];
     for (int i = 0; i < present; i++) {
         jobs[i] = (job){.r = {.rank = i, .world = world, .local_rank = i, .port = port},

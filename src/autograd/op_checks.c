@@ -87,6 +87,19 @@ mt_tensor *op_grad_if_needed(mt_ctx *c, mt_tensor *t)
     return t && t->requires_grad ? mt_grad_of(c, t) : NULL;
 }
 
+bool op_check_cross_entropy(mt_ctx *c, const char *op, const mt_tensor *logits, const mt_tensor *targets)
+{
+    char s[96], t[96];
+    if (!op_check_float(c, op, "logits", logits) || !op_check_ids(c, op, "targets", targets))
+        return false;
+    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0]) {
+        mt_op_error(c, "%s: logits %s must be (N, vocab) and targets %s (N)", op, mt_shape_str(logits, s, sizeof s),
+                    mt_shape_str(targets, t, sizeof t));
+        return false;
+    }
+    return true;
+}
+
 mt_arena *op_scratch(mt_ctx *c)
 {
     mt_arena_reset(&c->scratch);

@@ -21,6 +21,9 @@ mt_tensor *op_like_with_cols(mt_ctx *c, const mt_tensor *x, int64_t cols, mt_dty
 /* t's gradient when t takes part in backward, else NULL. */
 mt_tensor *op_grad_if_needed(mt_ctx *c, mt_tensor *t);
 
+/* logits (N, V) float and targets (N) i32, for a cross-entropy. */
+bool op_check_cross_entropy(mt_ctx *c, const char *op, const mt_tensor *logits, const mt_tensor *targets);
+
 /* The scratch arena for one kernel call, emptied: what the previous call
  * left there is dead, since kernels run in stream order. */
 mt_arena *op_scratch(mt_ctx *c);

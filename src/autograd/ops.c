@@ -192,25 +192,12 @@ static void cross_entropy_backward(mt_ctx *c, mt_node *n)
                              n->attr_i[1], n->attr_i[2], n->attr_i[0]);
 }
 
-static bool check_cross_entropy(mt_ctx *c, const char *op, const mt_tensor *logits, const mt_tensor *targets)
-{
-    char s[96], t[96];
-    if (!op_check_float(c, op, "logits", logits) || !op_check_ids(c, op, "targets", targets))
-        return false;
-    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0]) {
-        mt_op_error(c, "%s: logits %s must be (N, vocab) and targets %s (N)", op, mt_shape_str(logits, s, sizeof s),
-                    mt_shape_str(targets, t, sizeof t));
-        return false;
-    }
-    return true;
-}
-
 mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, mt_tensor *stats,
                                      int64_t first_col, int64_t vocab, int ignore_index, bool in_place)
 {
     const char *op = "mt_cross_entropy";
     char s[96];
-    if (!check_cross_entropy(c, op, logits, targets) || !op_check_tensor(c, op, "stats", stats))
+    if (!op_check_cross_entropy(c, op, logits, targets) || !op_check_tensor(c, op, "stats", stats))
         return NULL;
     mt_dtype acc = mt_accum_dtype(logits->dtype);
     int64_t rows = logits->shape[0];
@@ -238,7 +225,7 @@ mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *ta
 /* The loss over the whole vocabulary: one slice. */
 static mt_tensor *cross_entropy(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, int ignore_index, bool in_place)
 {
-    if (!check_cross_entropy(c, "mt_cross_entropy", logits, targets))
+    if (!op_check_cross_entropy(c, "mt_cross_entropy", logits, targets))
         return NULL;
     mt_tensor *stats = mt_ctx_tensor(c, mt_accum_dtype(logits->dtype), 3, (int64_t[]){1, logits->shape[0], 3});
     c->be->cross_entropy_stats(c->be, stats, logits, targets, 0, ignore_index);

@@ -90,12 +90,9 @@ mt_tensor *mt_cross_entropy_tp(mt_ctx *c, mt_tensor *logits, mt_tensor *targets,
                                bool in_place)
 {
     const char *op = "mt_cross_entropy_tp";
-    char s[96], err[256];
-    if (!op_check_float(c, op, "logits", logits) || !op_check_ids(c, op, "targets", targets))
+    char err[256];
+    if (!op_check_cross_entropy(c, op, logits, targets))
         return NULL;
-    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
-        return mt_op_error(c, "%s: logits %s must be (N, this rank's vocabulary) and targets (N)", op,
-                           mt_shape_str(logits, s, sizeof s));
     int64_t rows = logits->shape[0], cols = logits->shape[1];
     mt_dtype acc = mt_accum_dtype(logits->dtype);
     mt_tensor *mine = mt_ctx_tensor(c, acc, 3, (int64_t[]){1, rows, 3});

@@ -244,6 +244,19 @@ void mt_rendezvous_finish(const mt_rendezvous *r, bool ok)
         mt_mpi_finalize(ok);
 }
 
+void mt_rendezvous_set_local_env(int rank, int world, int port)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%d", rank);
+    setenv("RANK", v, 1);
+    setenv("LOCAL_RANK", v, 1);
+    snprintf(v, sizeof v, "%d", world);
+    setenv("WORLD_SIZE", v, 1);
+    snprintf(v, sizeof v, "%d", port);
+    setenv("MASTER_PORT", v, 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+}
+
 int mt_rendezvous_free_port(void)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);

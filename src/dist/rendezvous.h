@@ -38,6 +38,11 @@ bool mt_rendezvous_exchange(const mt_rendezvous *r, uint64_t config_hash, void *
  * ranks started on this machine), or -1. */
 int mt_rendezvous_free_port(void);
 
+/* Sets the launcher variables (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR
+ * 127.0.0.1, MASTER_PORT) of rank `rank` of `world` ranks on this host, in
+ * a child about to exec that rank. */
+void mt_rendezvous_set_local_env(int rank, int world, int port);
+
 /* Ends what the rendezvous started (MPI), after the last collective; ok
  * false (this rank failed) ends the other ranks too. */
 void mt_rendezvous_finish(const mt_rendezvous *r, bool ok);

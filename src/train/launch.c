@@ -156,15 +156,7 @@ int mt_launch_local(int n, char **argv)
             return 1;
         }
         if (pids[i] == 0) {
-            char v[32];
-            snprintf(v, sizeof v, "%d", i);
-            setenv("RANK", v, 1);
-            setenv("LOCAL_RANK", v, 1);
-            snprintf(v, sizeof v, "%d", n);
-            setenv("WORLD_SIZE", v, 1);
-            snprintf(v, sizeof v, "%d", port);
-            setenv("MASTER_PORT", v, 1);
-            setenv("MASTER_ADDR", "127.0.0.1", 1);
+            mt_rendezvous_set_local_env(i, n, port);
             execv("/proc/self/exe", argv);
             fprintf(stderr, "mamba-train --gpus %d: rank %d: cannot run /proc/self/exe: %s\n", n, i, strerror(errno));
             _exit(127);

@@ -52,6 +52,30 @@ static __device__ __forceinline__ float grms_subrow_sum(float v)
     return s;
 }
 
+/* The calling thread's part of a (row r, group) sum over its V-wide column
+ * vectors of the group's gs columns from col0: of u^2, or, when dout is
+ * given, of w * dout * u (u = y * silu(z)), in column order. */
+template <typename T, int V>
+static __device__ __forceinline__ float grms_thread_sum(const T *dout, const T *y, const T *z, const float *w,
+                                                        int64_t r, int64_t col0, int64_t gs, int64_t dors,
+                                                        int64_t yrs, int64_t zrs)
+{
+    float acc = 0.0f;
+    for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
+        float yv[V], zv[V], gv[V];
+        vec_load<T, V>(yv, y + r * yrs + col0 + c);
+        vec_load<T, V>(zv, z + r * zrs + col0 + c);
+        if (dout)
+            vec_load<T, V>(gv, dout + r * dors + col0 + c);
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
+            acc += dout ? w[col0 + c + v] * gv[v] * u : u * u;
+        }
+    }
+    return acc;
+}
+
 /* Per (row r, group g): u = y * silu(z), rstd[r, g] = 1 / sqrt(ss / ncols +
  * eps), out = u * rstd * weight, with ss the group's sum of u^2 (ncols = gs)
  * or, when ss_in is given (the same for the whole grid), ss_in[r, g]. The
@@ -78,16 +102,7 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
                 ss = ss_in[r * ssrs + g];
         } else {
             if (on)
-                for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
-                    float yv[V], zv[V];
-                    vec_load<T, V>(yv, y + r * yrs + col0 + c);
-                    vec_load<T, V>(zv, z + r * zrs + col0 + c);
-#pragma unroll
-                    for (int v = 0; v < V; v++) {
-                        const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
-                        ss += u * u;
-                    }
-                }
+                ss = grms_thread_sum<T, V>(NULL, y, z, w, r, col0, gs, 0, yrs, zrs);
             ss = grms_subrow_sum(ss);
         }
         if (on) {
@@ -148,19 +163,7 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
         if (need_du && wdu) {
             m = on ? wdu[r * wdurs + g] / ncols : 0.0f;
         } else if (need_du) {
-            float acc = 0.0f;
-            if (on)
-                for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
-                    float gv[V], yv[V], zv[V];
-                    vec_load<T, V>(gv, dout + r * dors + col0 + c);
-                    vec_load<T, V>(yv, y + r * yrs + col0 + c);
-                    vec_load<T, V>(zv, z + r * zrs + col0 + c);
-#pragma unroll
-                    for (int v = 0; v < V; v++) {
-                        const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
-                        acc += w[col0 + c + v] * gv[v] * u;
-                    }
-                }
+            const float acc = on ? grms_thread_sum<T, V>(dout, y, z, w, r, col0, gs, dors, yrs, zrs) : 0.0f;
             m = grms_subrow_sum(acc) / ncols;
         }
         if (!on)
@@ -216,20 +219,7 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
     for (int64_t r0 = 0; r0 < R; r0 += nslots) { /* the same trip count in the whole block */
         const int64_t r = r0 + slot;
         const bool on = active && r < R;
-        float acc = 0.0f;
-        if (on)
-            for (int64_t c = (int64_t)threadIdx.x * V; c < gs; c += (int64_t)blockDim.x * V) {
-                float yv[V], zv[V], gv[V];
-                vec_load<T, V>(yv, y + r * yrs + col0 + c);
-                vec_load<T, V>(zv, z + r * zrs + col0 + c);
-                if (dout)
-                    vec_load<T, V>(gv, dout + r * dors + col0 + c);
-#pragma unroll
-                for (int v = 0; v < V; v++) {
-                    const float u = yv[v] * (zv[v] * sigmoid_f(zv[v]));
-                    acc += dout ? w[col0 + c + v] * gv[v] * u : u * u;
-                }
-            }
+        float acc = on ? grms_thread_sum<T, V>(dout, y, z, w, r, col0, gs, dors, yrs, zrs) : 0.0f;
         acc = grms_subrow_sum(acc);
         if (on && threadIdx.x == 0)
             sums[r * srs + g] = acc;
