@@ -13,6 +13,7 @@
 
 #include "testlib.h"
 
+#include "layers/model.h"
 #include "train/train_config.h"
 
 static char err[1024];
@@ -55,6 +56,88 @@ static void load_errors(void **state)
     expect(mt_train_config_load(&c, p, err, sizeof err), "syntax.ini:2:", NULL);
     expect(mt_train_config_load(&c, "/nonexistent/run.ini", err, sizeof err), "/nonexistent/run.ini",
            "cannot open");
+    expect(mt_train_config_load(&c, tl_temp_dir(), err, sizeof err), tl_temp_dir(), "a directory");
+    p = write_ini("inf.ini", "[train]\nlr = inf\n");
+    expect(mt_train_config_load(&c, p, err, sizeof err), "inf.ini:2:", "[train] lr: \"inf\" is not a finite number");
+    p = write_ini("bound.ini", "[model]\ndt_limit_max = inf\n");
+    assert_true(mt_train_config_load(&c, p, err, sizeof err));
+}
+
+/* A key set twice in one file is warned about on stderr, naming it. */
+static void duplicate_key_warns(void **state)
+{
+    (void)state;
+    mt_train_config c;
+    mt_train_config_defaults(&c);
+    const char *p = write_ini("twice.ini", "[train]\nlr = 1e-3\nsteps = 5\nlr = 2e-3\n");
+    char log[256];
+    snprintf(log, sizeof log, "%s/twice.log", tl_temp_dir());
+    fflush(stderr);
+    const int saved = dup(2);
+    assert_true(freopen(log, "w", stderr) != NULL);
+    const bool ok = mt_train_config_load(&c, p, err, sizeof err);
+    fflush(stderr);
+    assert_int_equal(dup2(saved, 2), 2);
+    close(saved);
+    assert_true(ok);
+    assert_true(c.train.lr == 2e-3);
+    FILE *f = fopen(log, "r");
+    char text[512] = {0};
+    assert_true(fread(text, 1, sizeof text - 1, f) > 0);
+    fclose(f);
+    if (!strstr(text, "twice.ini: [train] lr is set more than once"))
+        fail_msg("stderr was \"%s\"", text);
+    assert_null(strstr(text, "steps"));
+}
+
+/* Sizes derived from the model keys are checked, not wrapped: a model too
+ * large for any int is refused naming its keys, and one too large for the
+ * machine before anything is allocated, with the bytes it would need. */
+static void sizes_are_checked(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *set, *want1, *want2;
+    } cases[] = {
+        {"model.expand=1073741824", "[model] d_inner (expand * d_model)", "out of range"},
+        {"model.d_model=1000000000", "[model]", "out of range"},
+        {"model.vocab_size=2147483647", "[model] the padded vocabulary", "2147483648"},
+        {"model.d_model=400000", "parameters need at least", "bytes a rank"},
+        {"data.seq_len=2000000000", "[data] batch_size 8 x seq_len 2000000000", "bytes a rank"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mt_train_config c;
+        mt_train_config_defaults(&c);
+        assert_true(mt_train_config_set(&c, "data.synthetic=induction", err, sizeof err));
+        assert_true(mt_train_config_set(&c, "train.device=cpu", err, sizeof err));
+        assert_true(mt_train_config_set(&c, cases[i].set, err, sizeof err));
+        expect(mt_train_config_finalize(&c, err, sizeof err), cases[i].want1, cases[i].want2);
+    }
+}
+
+/* mt_model_config_param_count is the built model's parameter count. */
+static void param_count_matches_the_model(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 4; k++) {
+        mt_model_config cfg;
+        mt_model_config_defaults(&cfg);
+        cfg.d_model = 48, cfg.n_layer = 3, cfg.vocab_size = 37, cfg.d_state = 8, cfg.headdim = 16;
+        if (k == 1)
+            cfg.tie_embeddings = false, cfg.ngroups = 2;
+        if (k >= 2) {
+            mt_model_config_use_mamba1(&cfg);
+            cfg.conv_bias = k == 2;
+            cfg.dt_rank = k == 3 ? 5 : 0;
+        }
+        assert_true(mt_model_config_finalize(&cfg, err, sizeof err));
+        int64_t count;
+        assert_true(mt_model_config_param_count(&cfg, &count, err, sizeof err));
+        mt_model m;
+        mt_model_build(&m, &cfg, MT_CPU, MT_F32);
+        assert_int_equal(count, (int64_t)m.params.numel);
+        mt_model_release(&m);
+    }
 }
 
 static void overrides(void **state)
@@ -141,6 +224,8 @@ static void shipped_configs_parse(void **state)
         mt_train_config_defaults(&c);
         if (!mt_train_config_load(&c, path, err, sizeof err))
             fail_msg("%s", err);
+        /* The released sizes are for a GPU: this machine's memory is not the point. */
+        snprintf(c.train.device, sizeof c.train.device, "%s", strcmp(names[i], "tiny") ? "cuda" : "cpu");
         if (!mt_train_config_finalize(&c, err, sizeof err))
             fail_msg("%s: %s", names[i], err);
         const bool mamba1 = strncmp(names[i], "mamba-", 6) == 0;
@@ -177,7 +262,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(load_errors),          cmocka_unit_test(overrides),
         cmocka_unit_test(finalize_errors),      cmocka_unit_test(write_read_round_trip),
-        cmocka_unit_test(shipped_configs_parse),
+        cmocka_unit_test(shipped_configs_parse), cmocka_unit_test(duplicate_key_warns),
+        cmocka_unit_test(sizes_are_checked),    cmocka_unit_test(param_count_matches_the_model),
     };
     return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -35,6 +36,21 @@ int mt_cuda_device_count(void)
 #else
     return 0;
 #endif
+}
+
+double mt_device_memory_bytes(mt_device dev)
+{
+    if (dev == MT_CPU) {
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        return pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    }
+#ifdef MT_HAVE_CUDA
+    struct cudaDeviceProp prop;
+    if (mt_cuda_device_count() > 0 && cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+        return (double)prop.totalGlobalMem;
+    cudaGetLastError();
+#endif
+    return 0;
 }
 
 void *mt_device_try_alloc(mt_device dev, size_t bytes)

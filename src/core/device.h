@@ -11,6 +11,10 @@
 /* How many CUDA devices are present; 0 in a build without CUDA. */
 int mt_cuda_device_count(void);
 
+/* The memory of a device in bytes: the host's physical memory, or the first
+ * GPU's; 0 when it cannot be told (no GPU). */
+double mt_device_memory_bytes(mt_device dev);
+
 void *mt_device_alloc(mt_device dev, size_t bytes, const char *what);
 /* mt_device_alloc that returns NULL when the memory is not there. */
 void *mt_device_try_alloc(mt_device dev, size_t bytes);

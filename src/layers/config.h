@@ -5,6 +5,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* The SSD kernels' chunk lengths. */
+#define MT_CHUNK_SIZE_MIN 16
+#define MT_CHUNK_SIZE_MAX 256
 
 /* ssm_cfg.layer: which mixer block every layer is. */
 typedef enum mt_layer_kind { MT_LAYER_MAMBA2, MT_LAYER_MAMBA1 } mt_layer_kind;
@@ -44,5 +49,14 @@ void mt_model_config_use_mamba1(mt_model_config *cfg);
 /* Validates and fills the derived fields. On a bad value returns false with a
  * message naming the field in err. */
 bool mt_model_config_finalize(mt_model_config *cfg, char *err, size_t n);
+
+/* chunk_size is how the SSD kernels tile the sequence, not part of the
+ * weights: a released model's value outside [MT_CHUNK_SIZE_MIN,
+ * MT_CHUNK_SIZE_MAX] becomes the nearest one inside (the same model). */
+void mt_model_config_nearest_chunk(mt_model_config *cfg);
+
+/* The model's parameter count (a finalized cfg, tp_size 1), in checked
+ * 64-bit arithmetic: false with the sizes named in err when it overflows. */
+bool mt_model_config_param_count(const mt_model_config *cfg, int64_t *count, char *err, size_t n);
 
 #endif

@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "train/pretrained.h"
 
-typedef enum { K_INT, K_I64, K_DOUBLE, K_BOOL, K_STR, K_WORD } key_type;
+/* K_BOUND is a double that may be inf (no bound); K_DOUBLE must be finite. */
+typedef enum { K_INT, K_I64, K_DOUBLE, K_BOUND, K_BOOL, K_STR, K_WORD } key_type;
 
 /* One configuration key: where it lives in mt_train_config and what it
  * means. K_WORD keys take one of the `choices` (separated by '|'). */
@@ -49,7 +52,7 @@ static const config_key KEYS[] = {
     {"model", "dt_max", K_DOUBLE, AT(model.dt_max), NULL, "dt init range, high"},
     {"model", "dt_init_floor", K_DOUBLE, AT(model.dt_init_floor), NULL, "dt init floor"},
     {"model", "dt_limit_min", K_DOUBLE, AT(model.dt_limit_min), NULL, "dt clamp in the forward, low"},
-    {"model", "dt_limit_max", K_DOUBLE, AT(model.dt_limit_max), NULL, "dt clamp in the forward, high (inf: none)"},
+    {"model", "dt_limit_max", K_BOUND, AT(model.dt_limit_max), NULL, "dt clamp in the forward, high (inf: none)"},
     {"model", "A_init_min", K_DOUBLE, AT(model.A_init_min), NULL, "A init range, low"},
     {"model", "A_init_max", K_DOUBLE, AT(model.A_init_max), NULL, "A init range, high"},
     {"model", "dt_rank", K_INT, AT(model.dt_rank), NULL, "mamba1: rank of dt_proj (0: auto, ceil(d_model / 16))"},
@@ -188,10 +191,13 @@ static bool set_value(mt_train_config *c, const config_key *k, const char *value
             *(int64_t *)field = (int64_t)v;
         return true;
     }
-    case K_DOUBLE: {
+    case K_DOUBLE:
+    case K_BOUND: {
         double v = strtod(value, &end);
         if (!*value || *end || isnan(v))
             return mt_errorf(err, errlen, "\"%s\" is not a number", value);
+        if (isinf(v) && k->type != K_BOUND)
+            return mt_errorf(err, errlen, "\"%s\" is not a finite number", value);
         *(double *)field = v;
         return true;
     }
@@ -219,6 +225,8 @@ static bool set_value(mt_train_config *c, const config_key *k, const char *value
 
 typedef struct ini_state {
     mt_train_config *c;
+    const char *path;
+    bool seen[N_KEYS]; /* set in this file: a second setting is warned about */
     char msg[512];
     bool failed;
 } ini_state;
@@ -230,22 +238,41 @@ static int ini_entry(void *user, const char *section, const char *name, const ch
         return 0;
     const config_key *k = find_key(section, name);
     char why[400];
-    if (!k)
+    if (!k) {
         snprintf(s->msg, sizeof s->msg, "[%s] %s: no such key (see --help)", section, name);
-    else if (!set_value(s->c, k, value, why, sizeof why))
+    } else if (!set_value(s->c, k, value, why, sizeof why)) {
         snprintf(s->msg, sizeof s->msg, "[%s] %s: %s", section, name, why);
-    else
+    } else {
+        if (s->seen[k - KEYS])
+            fprintf(stderr, "mamba-train: warning: %s: [%s] %s is set more than once; the last value (%s) is used\n",
+                    s->path, section, name, value);
+        s->seen[k - KEYS] = true;
         return 1;
+    }
     s->failed = true;
     return 0;
 }
 
 bool mt_train_config_load(mt_train_config *c, const char *path, char *err, size_t errlen)
 {
-    ini_state s = {.c = c};
-    int rc = ini_parse(path, ini_entry, &s);
-    if (rc == -1)
+    FILE *f = fopen(path, "r");
+    if (!f)
         return mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    /* A directory opens, and reads as an empty config. */
+    struct stat st;
+    const bool stated = fstat(fileno(f), &st) == 0;
+    if (!stated || !S_ISREG(st.st_mode)) {
+        const int e = errno;
+        fclose(f);
+        return mt_errorf(err, errlen, "%s: not a config file (%s)", path,
+                         !stated ? strerror(e) : S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+    }
+    ini_state s = {.c = c, .path = path};
+    int rc = ini_parse_file(f, ini_entry, &s);
+    const bool read_error = ferror(f);
+    fclose(f);
+    if (read_error)
+        return mt_errorf(err, errlen, "%s: cannot read", path);
     if (rc == -2)
         return mt_errorf(err, errlen, "%s: out of memory while parsing", path);
     if (rc > 0)
@@ -275,6 +302,51 @@ bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, 
         if (!(cond))                                                                                            \
             return mt_errorf(err, errlen, __VA_ARGS__);                                                         \
     } while (0)
+
+/* The device a run of c trains on, as the trainer picks it. */
+static mt_device run_device(const mt_train_config *c)
+{
+    if (strcmp(c->train.device, "cpu") == 0)
+        return MT_CPU;
+    return strcmp(c->train.device, "cuda") == 0 || mt_cuda_device_count() > 0 ? MT_CUDA : MT_CPU;
+}
+
+static double gib(double bytes)
+{
+    return bytes / (1024.0 * 1024.0 * 1024.0);
+}
+
+/* Refuses a model whose parameters, or whose step's logits and block
+ * inputs, cannot fit the device at all: lower bounds (fp32 values and
+ * gradients; logits and one activation per block in the compute dtype), so
+ * that nothing is allocated for a run that could never start. */
+static bool check_fits(const mt_train_config *c, char *err, size_t errlen)
+{
+    const mt_model_config *m = &c->model;
+    const mt_device dev = run_device(c);
+    const double memory = mt_device_memory_bytes(dev);
+    if (memory <= 0)
+        return true; /* no GPU to ask: the backend says so when the run starts */
+    const char *where = dev == MT_CUDA ? "the GPU" : "this machine";
+    int64_t count;
+    char why[256];
+    if (!mt_model_config_param_count(m, &count, why, sizeof why))
+        return mt_errorf(err, errlen, "[model] %s", why);
+    const double tp = c->dist.tp_size, state = (double)count * 8 / tp;
+    if (state > memory)
+        return mt_errorf(err, errlen, "[model] d_model %d, n_layer %d, expand %d, vocab_size %d: %.3g parameters need "
+                         "at least %.3g bytes a rank (fp32 values and gradients), more than the %.1f GiB of %s",
+                         m->d_model, m->n_layer, m->expand, m->vocab_size, (double)count, state, gib(memory), where);
+    const double elem = dev == MT_CUDA && strcmp(c->train.precision, "bf16") == 0 ? 2 : 4;
+    const double tokens = (double)c->data.batch_size * c->data.seq_len;
+    const double step = tokens * elem * ((double)m->vocab_padded / tp + (double)m->n_layer * m->d_model);
+    if (state + step > memory)
+        return mt_errorf(err, errlen, "[data] batch_size %d x seq_len %d with model.vocab_size %d, model.n_layer %d "
+                         "and model.d_model %d: the step needs at least %.3g bytes a rank for its logits and block "
+                         "inputs beside %.3g for the parameters, more than the %.1f GiB of %s", c->data.batch_size,
+                         c->data.seq_len, m->vocab_size, m->n_layer, m->d_model, step, state, gib(memory), where);
+    return true;
+}
 
 bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
 {
@@ -313,7 +385,7 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
               c->log.checkpoint_every >= 0 && c->log.keep_last >= 0 && c->log.profile_step >= 0,
           "[log] log_every, eval_batches must be positive; eval_every, checkpoint_every, keep_last, profile_step "
           "not negative");
-    return true;
+    return check_fits(c, err, errlen);
 }
 
 static void write_value(FILE *f, const mt_train_config *c, const config_key *k)
@@ -327,6 +399,7 @@ static void write_value(FILE *f, const mt_train_config *c, const config_key *k)
         fprintf(f, "%lld", (long long)*(const int64_t *)field);
         break;
     case K_DOUBLE:
+    case K_BOUND:
         fprintf(f, "%.17g", *(const double *)field);
         break;
     case K_BOOL:
