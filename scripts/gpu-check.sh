@@ -67,7 +67,7 @@ fi
 # Exports of the transformers fixtures, loaded back by transformers and torch.load.
 if python3 -c 'import transformers, torch' 2>/dev/null; then
   checks=()
-  for kind in mamba mamba2; do
+  for kind in mamba mamba2 mamba2-limit; do
     for format in hf reference; do
       "$build/train/mamba-train" export --checkpoint "tests/fixtures/$kind-tiny-hf" --format $format \
         --out "/tmp/mt-export-$kind-$format" >>"$logdir/export.log" 2>&1 || status=1

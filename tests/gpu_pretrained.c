@@ -73,6 +73,13 @@ static void mamba2_fixture_in_bf16(void **state)
     check_kind("mamba2");
 }
 
+/* The dt clamp on the GPU against transformers' (a limit that binds). */
+static void mamba2_dt_limit_fixture_in_bf16(void **state)
+{
+    (void)state;
+    check_kind("mamba2-limit");
+}
+
 static void mamba1_fixture_in_bf16(void **state)
 {
     (void)state;
@@ -84,6 +91,7 @@ int main(void)
     gpu = tl_cuda_backend_or_exit();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mamba2_fixture_in_bf16),
+        cmocka_unit_test(mamba2_dt_limit_fixture_in_bf16),
         cmocka_unit_test(mamba1_fixture_in_bf16),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

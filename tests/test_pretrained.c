@@ -101,12 +101,36 @@ static void test_mamba1_reference_torch_bin(void **state)
     check_fixture("mamba", "ref");
 }
 
+/* With a finite dt clamp that binds (time_step_limit, the reference's
+ * dt_limit) and chunk_size 8, which runs as 16: the same logits. */
+static void test_mamba2_dt_limit_transformers_safetensors(void **state)
+{
+    (void)state;
+    check_fixture("mamba2-limit", "hf");
+}
+
+static void test_mamba2_dt_limit_reference_torch_bin(void **state)
+{
+    (void)state;
+    check_fixture("mamba2-limit", "ref");
+    static const char *const schemes[] = {"hf", "ref"};
+    for (int i = 0; i < 2; i++) {
+        char dir[512], err[512];
+        snprintf(dir, sizeof dir, "%s/mamba2-limit-tiny-%s", FIXTURES, schemes[i]);
+        mt_model_config c;
+        if (!mt_pretrained_config(dir, &c, err, sizeof err))
+            fail_msg("%s", err);
+        assert_true(c.dt_limit_min == 0.005 && c.dt_limit_max == 0.02);
+        assert_int_equal(c.chunk_size, 16);
+    }
+}
+
 /* A model directory in the temp dir: config_text as config.json, and the
  * fixture's Mamba-2 weights with key drop left out, key rename renamed to
- * rename_to, key as_int's bytes labelled I32, and one extra tensor when
- * extra is set. */
+ * rename_to, key as_int's bytes labelled I32, key nan_in's first element
+ * NaN, and one extra tensor when extra is set. */
 static const char *make_dir(const char *name, const char *config_text, const char *drop, const char *rename,
-                            const char *rename_to, const char *as_int, const char *extra)
+                            const char *rename_to, const char *as_int, const char *nan_in, const char *extra)
 {
     static char dir[512];
     char path[600], err[512];
@@ -126,6 +150,8 @@ static const char *make_dir(const char *name, const char *config_text, const cha
         size_t bytes = t->end - t->begin;
         data[k] = malloc(bytes ? bytes : 1);
         assert_true(mt_safetensors_read(src, t, data[k], bytes, err, sizeof err));
+        if (nan_in && strcmp(t->name, nan_in) == 0)
+            ((float *)data[k])[0] = NAN;
         entries[k] = (mt_st_entry){rename && strcmp(t->name, rename) == 0 ? rename_to : t->name,
                                    as_int && strcmp(t->name, as_int) == 0 ? MT_ST_I32 : t->dtype, t->ndim, t->shape,
                                    data[k]};
@@ -178,16 +204,18 @@ static void test_bad_weights_name_the_key(void **state)
 {
     (void)state;
     char *cfg = hf_config_with(NULL, NULL);
-    assert_load_fails(make_dir("missing", cfg, "backbone.layers.1.mixer.D", NULL, NULL, NULL, NULL),
+    assert_load_fails(make_dir("missing", cfg, "backbone.layers.1.mixer.D", NULL, NULL, NULL, NULL, NULL),
                       "missing key \"backbone.layers.1.mixer.D\" (shape (4))");
-    assert_load_fails(make_dir("unexpected", cfg, NULL, NULL, NULL, NULL, "backbone.layers.0.mixer.bias"),
+    assert_load_fails(make_dir("unexpected", cfg, NULL, NULL, NULL, NULL, NULL, "backbone.layers.0.mixer.bias"),
                       "unexpected key \"backbone.layers.0.mixer.bias\"");
     /* A tensor under another parameter's name (of the same shape). */
     assert_load_fails(make_dir("shape", cfg, "backbone.layers.0.mixer.D", "backbone.layers.0.mixer.A_log",
-                               "backbone.layers.0.mixer.D", NULL, NULL),
+                               "backbone.layers.0.mixer.D", NULL, NULL, NULL),
                       "missing key \"backbone.layers.0.mixer.A_log\"");
-    assert_load_fails(make_dir("dtype", cfg, NULL, NULL, NULL, "backbone.norm_f.weight", NULL),
+    assert_load_fails(make_dir("dtype", cfg, NULL, NULL, NULL, "backbone.norm_f.weight", NULL, NULL),
                       "\"backbone.norm_f.weight\": dtype I32 is not a float dtype");
+    assert_load_fails(make_dir("nan", cfg, NULL, NULL, NULL, NULL, "backbone.layers.1.mixer.dt_bias", NULL),
+                      "\"backbone.layers.1.mixer.dt_bias\" holds NaN at element 0");
     free(cfg);
     /* config.json says 2 heads of 32 where the weights have 4 of 16. */
     json_error_t jerr;
@@ -195,7 +223,7 @@ static void test_bad_weights_name_the_key(void **state)
     json_object_set_new(j, "num_heads", json_integer(2));
     json_object_set_new(j, "head_dim", json_integer(32));
     char *heads = json_dumps(j, 0);
-    assert_load_fails(make_dir("heads", heads, NULL, NULL, NULL, NULL, NULL),
+    assert_load_fails(make_dir("heads", heads, NULL, NULL, NULL, NULL, NULL, NULL),
                       "key \"backbone.layers.0.mixer.in_proj.weight\": shape (164, 32) in the file, (162, 32) in "
                       "the model");
     json_decref(j);
@@ -252,6 +280,106 @@ static void test_transformers_config(void **state)
     free(text);
 }
 
+/* mt_pretrained_config on a config.json of text in the temp dir. */
+static bool config_from_text(const char *name, const char *text, mt_model_config *c, char *err, size_t errlen)
+{
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/%s", tl_temp_dir(), name);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    assert_true(mt_write_file_synced(path, text, strlen(text), err, errlen));
+    return mt_pretrained_config(dir, c, err, errlen);
+}
+
+/* The fixture's config.json with "time_step_limit": limit (JSON text,
+ * possibly Python's extension) in place of its own. */
+static char *hf_config_with_limit(const char *limit)
+{
+    char *text = hf_config_with("time_step_limit", "\"LIMIT\"");
+    char *at = strstr(text, "\"LIMIT\"");
+    assert_non_null(at);
+    char *out = malloc(strlen(text) + strlen(limit) + 1);
+    sprintf(out, "%.*s%s%s", (int)(at - text), text, limit, at + 7);
+    free(text);
+    return out;
+}
+
+/* transformers' config.json as its versions write a non-finite limit:
+ * bare Infinity (Python's json, transformers 4) and {"__float__": ...}
+ * (transformers 5, the fixture's); NaN where a number must be finite is
+ * named; the tokens inside strings are left alone. */
+static void test_nonfinite_json(void **state)
+{
+    (void)state;
+    char err[512];
+    mt_model_config c;
+    if (!mt_pretrained_config(FIXTURES "/mamba2-tiny-hf", &c, err, sizeof err))
+        fail_msg("%s", err);
+    assert_true(c.dt_limit_min == 0 && isinf(c.dt_limit_max));
+    static const struct {
+        const char *limit;
+        double lo, hi;
+    } good[] = {{"[0.0, Infinity]", 0, INFINITY}, {"[0.0,Infinity]", 0, INFINITY}, {"[0.001, 0.1]", 0.001, 0.1},
+                {"[0.0, {\"__float__\": \"Infinity\"}]", 0, INFINITY}, {"[0.0, null]", 0, INFINITY}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "good-%zu", i);
+        char *text = hf_config_with_limit(good[i].limit);
+        if (!config_from_text(name, text, &c, err, sizeof err))
+            fail_msg("%s: %s", good[i].limit, err);
+        assert_true(c.dt_limit_min == good[i].lo && c.dt_limit_max == good[i].hi);
+        free(text);
+    }
+    static const struct {
+        const char *limit, *want;
+    } bad[] = {{"[0.0, NaN]", "time_step_limit: must be [low, high]"},
+               {"[-Infinity, 1]", "time_step_limit: must be [low, high]"},
+               {"[0.0, Infinit]", "line"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "bad-%zu", i);
+        char *text = hf_config_with_limit(bad[i].limit);
+        assert_false(config_from_text(name, text, &c, err, sizeof err));
+        printf("  %s: %s\n", bad[i].limit, err);
+        assert_non_null(strstr(err, bad[i].want));
+        assert_non_null(strstr(err, "config.json"));
+        free(text);
+    }
+    char *text = hf_config_with("time_step_min", "\"NAN_HERE\"");
+    char *at = strstr(text, "\"NAN_HERE\"");
+    memcpy(at, "NaN       ", 10);
+    assert_false(config_from_text("nan-min", text, &c, err, sizeof err));
+    assert_non_null(strstr(err, "time_step_min: must be a finite number"));
+    free(text);
+    text = hf_config_with("_name_or_path", "\"a [NaN, Infinity] in a string\"");
+    if (!config_from_text("in-string", text, &c, err, sizeof err))
+        fail_msg("%s", err);
+    free(text);
+}
+
+/* chunk_size is a tiling choice: a config.json value outside the kernels'
+ * range loads as the nearest one they run (an INI's [model] key is still
+ * range-checked: test_train_config). */
+static void test_chunk_size_nearest(void **state)
+{
+    (void)state;
+    char err[512];
+    mt_model_config c;
+    static const struct {
+        const char *value;
+        int want;
+    } cases[] = {{"8", 16}, {"1", 16}, {"64", 64}, {"512", 256}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "chunk-%zu", i);
+        char *text = hf_config_with("chunk_size", cases[i].value);
+        if (!config_from_text(name, text, &c, err, sizeof err))
+            fail_msg("chunk_size %s: %s", cases[i].value, err);
+        assert_int_equal(c.chunk_size, cases[i].want);
+        free(text);
+    }
+}
+
 /* Every parameter of models a and b, bit for bit. */
 static void assert_same_params(const mt_model *a, const mt_model *b)
 {
@@ -295,6 +423,32 @@ static void test_export_round_trip(void **state)
             mt_model_release(&a);
             mt_model_release(&b);
         }
+    /* The limits go back as each format writes them: transformers' always
+     * (Infinity for none), the reference's when not its default. */
+    static const struct {
+        const char *kind, *format, *want;
+        double lo, hi;
+    } limits[] = {{"mamba2", "hf", "\"time_step_limit\": [\n    0.0,\n    Infinity\n  ]", 0, INFINITY},
+                  {"mamba2", "reference", NULL, 0, INFINITY},
+                  {"mamba2-limit", "hf", "\"time_step_limit\": [", 0.005, 0.02},
+                  {"mamba2-limit", "reference", "\"dt_limit\": [", 0.005, 0.02}};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        snprintf(src, sizeof src, "%s/%s-tiny-hf", FIXTURES, limits[i].kind);
+        snprintf(out, sizeof out, "%s/limit-%zu", tl_temp_dir(), i);
+        if (!mt_export(src, limits[i].format, out, err, sizeof err))
+            fail_msg("%s", err);
+        char path[600];
+        snprintf(path, sizeof path, "%s/config.json", out);
+        char *text = tl_read_text(path);
+        if (limits[i].want && !strstr(text, limits[i].want))
+            fail_msg("%s %s export: no %s in\n%s", limits[i].kind, limits[i].format, limits[i].want, text);
+        assert_true(limits[i].want || !strstr(text, "dt_limit"));
+        free(text);
+        mt_model_config c;
+        if (!mt_pretrained_config(out, &c, err, sizeof err))
+            fail_msg("%s", err);
+        assert_true(c.dt_limit_min == limits[i].lo && c.dt_limit_max == limits[i].hi);
+    }
     snprintf(out, sizeof out, "%s/mamba2-reference/pytorch_model.bin", tl_temp_dir());
     mt_torch_file *t = mt_torch_open(out, err, sizeof err);
     assert_non_null(t);
@@ -433,6 +587,10 @@ int main(void)
         cmocka_unit_test(test_mamba1_transformers_safetensors),
         cmocka_unit_test(test_mamba2_reference_torch_bin),
         cmocka_unit_test(test_mamba1_reference_torch_bin),
+        cmocka_unit_test(test_mamba2_dt_limit_transformers_safetensors),
+        cmocka_unit_test(test_mamba2_dt_limit_reference_torch_bin),
+        cmocka_unit_test_setup_teardown(test_nonfinite_json, tl_temp_dir_setup, tl_temp_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_size_nearest, tl_temp_dir_setup, tl_temp_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

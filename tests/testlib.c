@@ -393,6 +393,30 @@ const char *tl_temp_path(const char *name)
     return p;
 }
 
+char *tl_read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("%s: cannot open", path);
+    char *text = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = 2 * cap + 4096 + 1;
+            text = realloc(text, cap);
+            assert_non_null(text);
+        }
+        const size_t got = fread(text + n, 1, 4096, f);
+        n += got;
+        if (got < 4096)
+            break;
+    }
+    assert_false(ferror(f));
+    fclose(f);
+    text[n] = '\0';
+    return text;
+}
+
 void tl_expect_error(const char *err, const char *phrase1, const char *phrase2)
 {
     if (!strstr(err, phrase1) || (phrase2 && !strstr(err, phrase2)))

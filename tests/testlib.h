@@ -104,6 +104,10 @@ const char *tl_temp_dir(void);
 /* tl_temp_dir()/name, in one of 8 rotating buffers (valid until 8 more calls). */
 const char *tl_temp_path(const char *name);
 
+/* A whole text file, NUL-terminated (the caller frees); fails the current
+ * test when it cannot be read. */
+char *tl_read_text(const char *path);
+
 /* Fails the current test unless err says phrase1 and (when not NULL) phrase2. */
 void tl_expect_error(const char *err, const char *phrase1, const char *phrase2);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "layers/config_json.h"
 
 /* A key of transformers' config and where it goes; the kind of its value. */
@@ -48,9 +49,8 @@ static bool read_hf_field(const json_t *v, const hf_field *f, mt_model_config *c
         *(bool *)p = json_is_true(v);
         return true;
     case HF_DOUBLE:
-        if (!json_is_number(v))
-            return mt_errorf(err, errlen, "%s: must be a number", f->name);
-        *(double *)p = json_number_value(v);
+        if (!mt_json_number(v, (double *)p) || !isfinite(*(double *)p))
+            return mt_errorf(err, errlen, "%s: must be a finite number", f->name);
         return true;
     }
     return false;
@@ -99,14 +99,9 @@ static bool read_derived(const json_t *j, mt_model_config *c, char *err, size_t 
           json_integer_value(v) * c->headdim == (json_int_t)c->expand * c->d_model))
         return mt_errorf(err, errlen, "num_heads: num_heads * head_dim must be expand * hidden_size (%d)",
                          c->expand * c->d_model);
-    if ((v = json_object_get(j, "time_step_limit"))) {
-        json_t *lo = json_array_get(v, 0), *hi = json_array_get(v, 1);
-        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_number(lo) ||
-            !(json_is_number(hi) || json_is_null(hi)))
-            return mt_errorf(err, errlen, "time_step_limit: must be [low, high] (high may be null for infinity)");
-        c->dt_limit_min = json_number_value(lo);
-        c->dt_limit_max = json_is_null(hi) ? INFINITY : json_number_value(hi);
-    }
+    if ((v = json_object_get(j, "time_step_limit")) &&
+        !mt_json_interval(v, "time_step_limit", true, &c->dt_limit_min, &c->dt_limit_max, err, errlen))
+        return false;
     return true;
 }
 
@@ -137,8 +132,10 @@ bool mt_model_config_from_hf_json(const json_t *j, mt_model_config *c, char *err
         if (v && (hf_fields[i].layers & (mamba2 ? 2 : 1)) && !read_hf_field(v, &hf_fields[i], &cfg, err, errlen))
             return false;
     }
-    if (!check_fixed(j, mamba2, err, errlen) || !read_derived(j, &cfg, err, errlen) ||
-        !mt_model_config_finalize(&cfg, err, errlen))
+    if (!check_fixed(j, mamba2, err, errlen) || !read_derived(j, &cfg, err, errlen))
+        return false;
+    mt_model_config_nearest_chunk(&cfg);
+    if (!mt_model_config_finalize(&cfg, err, errlen))
         return false;
     *c = cfg;
     return true;
@@ -172,9 +169,7 @@ json_t *mt_model_config_to_hf_json(const mt_model_config *c)
     if (mamba2) {
         json_object_set_new(j, "num_heads", json_integer(c->nheads));
         json_object_set_new(j, "norm_before_gate", json_false());
-        /* The default (0, inf) is left out: JSON has no infinity. */
-        if (c->dt_limit_min != 0.0 || !isinf(c->dt_limit_max))
-            json_object_set_new(j, "time_step_limit", json_pack("[f,f]", c->dt_limit_min, c->dt_limit_max));
+        json_object_set_new(j, "time_step_limit", json_pack("[f,o]", c->dt_limit_min, mt_json_real(c->dt_limit_max)));
     } else {
         json_object_set_new(j, "intermediate_size", json_integer(c->d_inner));
         json_object_set_new(j, "time_step_rank", json_integer(c->dt_proj_rank));

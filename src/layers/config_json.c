@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 /* The reference has no norm epsilon setting: its RMSNorms use this one. */
 #define REFERENCE_NORM_EPS 1e-5
@@ -81,9 +82,7 @@ static json_t *mamba2_to_json(const mt_model_config *c)
      * compares against a tuple, and JSON gives a list), so the default is
      * left out. */
     if (c->dt_limit_min != 0.0 || !isinf(c->dt_limit_max))
-        json_object_set_new(ssm, "dt_limit",
-                            json_pack("[f,o]", c->dt_limit_min,
-                                      isinf(c->dt_limit_max) ? json_null() : json_real(c->dt_limit_max)));
+        json_object_set_new(ssm, "dt_limit", json_pack("[f,o]", c->dt_limit_min, mt_json_real(c->dt_limit_max)));
     json_object_set_new(ssm, "A_init_range", json_pack("[f,f]", c->A_init_min, c->A_init_max));
     return ssm;
 }
@@ -131,9 +130,8 @@ static bool read_field(const json_t *v, const field *f, mt_model_config *c, cons
         *(bool *)p = json_is_true(v);
         return true;
     case FIELD_DOUBLE:
-        if (!json_is_number(v))
-            return mt_errorf(err, errlen, "%s%s: must be a number", prefix, f->name);
-        *(double *)p = json_number_value(v);
+        if (!mt_json_number(v, (double *)p) || !isfinite(*(double *)p))
+            return mt_errorf(err, errlen, "%s%s: must be a finite number", prefix, f->name);
         return true;
     }
     return false;
@@ -146,19 +144,6 @@ static const field *find_field(const field *fields, int n, const char *key)
         if (strcmp(fields[i].name, key) == 0)
             return &fields[i];
     return NULL;
-}
-
-/* A [lo, hi] pair of numbers; hi may be null (infinity) where null_hi_ok. */
-static bool read_pair(const json_t *v, const char *name, bool null_hi_ok, double *lo, double *hi, char *err,
-                      size_t errlen)
-{
-    json_t *a = json_array_get(v, 0), *b = json_array_get(v, 1);
-    if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_number(a) ||
-        !(json_is_number(b) || (null_hi_ok && json_is_null(b))))
-        return mt_errorf(err, errlen, "ssm_cfg.%s: must be [low, high]%s", name, null_hi_ok ? " (high may be null)" : "");
-    *lo = json_number_value(a);
-    *hi = json_is_null(b) ? INFINITY : json_number_value(b);
-    return true;
 }
 
 static const char *layer_name(mt_layer_kind layer)
@@ -244,9 +229,10 @@ static bool read_ssm_cfg(const json_t *ssm, mt_model_config *c, char *err, size_
         else if (mamba1 && strcmp(key, "dt_rank") == 0)
             ok = read_dt_rank(v, c, err, errlen);
         else if (!mamba1 && strcmp(key, "dt_limit") == 0)
-            ok = read_pair(v, key, true, &c->dt_limit_min, &c->dt_limit_max, err, errlen);
+            ok = mt_json_interval(v, "ssm_cfg.dt_limit", true, &c->dt_limit_min, &c->dt_limit_max, err, errlen);
         else if (!mamba1 && strcmp(key, "A_init_range") == 0)
-            ok = read_pair(v, key, false, &c->A_init_min, &c->A_init_max, err, errlen);
+            ok = mt_json_interval(v, "ssm_cfg.A_init_range", false, &c->A_init_min, &c->A_init_max, err,
+                                       errlen);
         else
             ok = read_fixed_ssm_key(key, v, c->layer, err, errlen);
         if (!ok)
@@ -305,16 +291,17 @@ bool mt_model_config_from_json(const json_t *j, mt_model_config *c, char *err, s
         if (f && !read_field(v, f, &cfg, "", err, errlen))
             return false;
         if (strcmp(key, "norm_epsilon") == 0) {
-            if (!json_is_number(v))
-                return mt_errorf(err, errlen, "norm_epsilon: must be a number");
-            cfg.norm_eps = json_number_value(v);
+            if (!mt_json_number(v, &cfg.norm_eps) || !isfinite(cfg.norm_eps))
+                return mt_errorf(err, errlen, "norm_epsilon: must be a finite number");
         } else if (!f && strcmp(key, "ssm_cfg") != 0 && !read_reference_key(key, v, err, errlen)) {
             return false;
         }
     }
     /* After the top level, which d_ssm is checked against. */
-    if (!read_ssm_cfg(json_object_get(j, "ssm_cfg"), &cfg, err, errlen) ||
-        !mt_model_config_finalize(&cfg, err, errlen))
+    if (!read_ssm_cfg(json_object_get(j, "ssm_cfg"), &cfg, err, errlen))
+        return false;
+    mt_model_config_nearest_chunk(&cfg);
+    if (!mt_model_config_finalize(&cfg, err, errlen))
         return false;
     *c = cfg;
     return true;

@@ -10,6 +10,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "io/file_io.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/torch_save.h"
 #include "layers/config_json.h"
@@ -33,7 +34,7 @@ static bool write_text(const char *dir, const char *name, const char *text, char
 static bool write_config(const mt_model_config *cfg, bool hf, const char *out_dir, char *err, size_t errlen)
 {
     json_t *j = hf ? mt_model_config_to_hf_json(cfg) : mt_model_config_to_json(cfg);
-    char *text = json_dumps(j, JSON_INDENT(2));
+    char *text = mt_json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     if (!text)
         mt_fatal("out of host memory writing config.json");

@@ -10,6 +10,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "io/file_io.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 #include "layers/config_json.h"
@@ -23,17 +24,31 @@ static bool exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+/* A chunk_size the kernels do not tile with is replaced by the nearest one
+ * they do (config_json.h): said once, by the lead process. */
+static void note_chunk_size(const char *path, const json_t *j, const mt_model_config *cfg)
+{
+    const json_t *given = json_object_get(j, "chunk_size");
+    if (!given)
+        given = json_object_get(json_object_get(j, "ssm_cfg"), "chunk_size");
+    const char *rank = getenv("RANK");
+    if (json_is_integer(given) && json_integer_value(given) != cfg->chunk_size && (!rank || !strcmp(rank, "0")))
+        printf("%s: chunk_size %lld is outside the SSD kernels' [%d, %d]: running with %d (a tiling choice: the "
+               "same model)\n", path, (long long)json_integer_value(given), MT_CHUNK_SIZE_MIN, MT_CHUNK_SIZE_MAX,
+               cfg->chunk_size);
+}
+
 bool mt_pretrained_config(const char *dir, mt_model_config *cfg, char *err, size_t errlen)
 {
     char path[PATH_LEN], why[512];
     if (!mt_path_join(path, sizeof path, dir, "config.json", err, errlen))
         return false;
-    json_error_t jerr;
-    json_t *j = json_load_file(path, 0, &jerr);
+    json_t *j = mt_json_load_file(path, 0, err, errlen);
     if (!j)
-        return jerr.line > 0 ? mt_errorf(err, errlen, "%s: line %d: %s", path, jerr.line, jerr.text)
-                             : mt_errorf(err, errlen, "%s", jerr.text);
+        return false;
     bool ok = mt_model_config_from_any_json(j, cfg, why, sizeof why);
+    if (ok)
+        note_chunk_size(path, j, cfg);
     json_decref(j);
     return ok || mt_errorf(err, errlen, "%s: %s", path, why);
 }
@@ -115,11 +130,9 @@ static void weights_close(weights *w)
 /* The shards an index names (each once, in order of first mention). */
 static bool open_index(weights *w, const char *dir, const char *index_path, char *err, size_t errlen)
 {
-    json_error_t jerr;
-    json_t *j = json_load_file(index_path, 0, &jerr);
+    json_t *j = mt_json_load_file(index_path, 0, err, errlen);
     if (!j)
-        return jerr.line > 0 ? mt_errorf(err, errlen, "%s: line %d: %s", index_path, jerr.line, jerr.text)
-                             : mt_errorf(err, errlen, "%s", jerr.text);
+        return false;
     json_t *map = json_object_get(j, "weight_map");
     bool ok = json_is_object(map) || mt_errorf(err, errlen, "%s: no \"weight_map\" object", index_path);
     const char *key;
@@ -272,7 +285,14 @@ static bool load_param(const weights *w, const mt_model *m, const mt_param *q, d
     for (int d = 0; d < f.ndim; d++)
         numel *= f.shape[d];
     memset(host, 0, (size_t)mt_numel(&q->value) * sizeof *host);
-    return read_as_double(w, &f, *key, host, numel, err, errlen);
+    if (!read_as_double(w, &f, *key, host, numel, err, errlen))
+        return false;
+    /* Training from a NaN would only skip steps until the run stops. */
+    for (int64_t i = 0; i < numel; i++)
+        if (!isfinite(host[i]))
+            return mt_errorf(err, errlen, "%s: \"%s\" holds %s at element %lld: refusing non-finite weights",
+                             weights_path(w), *key, isnan(host[i]) ? "NaN" : "an infinity", (long long)i);
+    return true;
 }
 
 /* A tied model's file may hold lm_head.weight too (the reference's
