@@ -5,12 +5,14 @@
  * deliberately broken files. */
 #include <hdf5.h>
 #include <jansson.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -304,35 +306,81 @@ static void permutation_is_bijection(void **state)
 /* ------------------------------------------------------------------------ */
 /* Bad input, each with its message. */
 
+/* A new HDF5 file (file creation properties fcpl) with one dataset `name`
+ * of type file_type and ndims dims, written from data (mem_type). */
+static hid_t create_raw(const char *path, hid_t fcpl, const char *name, hid_t file_type, int ndims, const hsize_t *dims,
+                        const void *data, hid_t mem_type)
+{
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t sp = H5Screate_simple(ndims, dims, NULL);
+    hid_t ds = H5Dcreate2(f, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    return f;
+}
+
+/* An int64 root attribute of n values: a scalar when n is 0. */
+static void add_int_attr(hid_t f, const char *name, const int64_t *values, int n)
+{
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = n == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Awrite(a, H5T_NATIVE_INT64, values) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+/* A variable-length UTF-8 string root attribute of n values, as h5py writes
+ * str: a scalar when n is 0. */
+static void add_string_attr(hid_t f, const char *name, const char *const *values, int n)
+{
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = n == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, H5T_VARIABLE);
+    H5Tset_cset(st, H5T_CSET_UTF8);
+    hid_t a = H5Acreate2(f, name, st, sp, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Awrite(a, st, values) >= 0);
+    H5Aclose(a);
+    H5Tclose(st);
+    H5Sclose(sp);
+}
+
+/* The root attributes of a valid shard, with vocab_size as given. */
+static void add_shard_attrs(hid_t f, int64_t vocab)
+{
+    const int64_t version = 1, eos = 0;
+    const char *tokenizer = "test";
+    add_int_attr(f, "format_version", &version, 0);
+    add_int_attr(f, "vocab_size", &vocab, 0);
+    add_int_attr(f, "eos_id", &eos, 0);
+    add_string_attr(f, "tokenizer", &tokenizer, 0);
+}
+
 /* An HDF5 file with one dataset `name` of type file_type, ndims dims, and
  * the attributes a valid shard has (vocab_size as given). */
 static void write_raw(const char *path, const char *name, hid_t file_type, int ndims, const hsize_t *dims,
                       const void *data, hid_t mem_type, int64_t vocab)
 {
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t sp = H5Screate_simple(ndims, dims, NULL);
-    hid_t ds = H5Dcreate2(f, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
-    const char *names[] = {"format_version", "vocab_size", "eos_id"};
-    int64_t values[] = {1, vocab, 0};
-    hid_t scalar = H5Screate(H5S_SCALAR);
-    for (int i = 0; i < 3; i++) {
-        hid_t a = H5Acreate2(f, names[i], H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
-        H5Awrite(a, H5T_NATIVE_INT64, &values[i]);
-        H5Aclose(a);
-    }
-    hid_t st = H5Tcopy(H5T_C_S1); /* a variable-length UTF-8 string, as h5py writes str */
-    H5Tset_size(st, H5T_VARIABLE);
-    H5Tset_cset(st, H5T_CSET_UTF8);
-    const char *tok_name = "test";
-    hid_t a = H5Acreate2(f, "tokenizer", st, scalar, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, st, &tok_name);
-    H5Aclose(a);
-    H5Tclose(st);
-    H5Sclose(scalar);
-    H5Dclose(ds);
-    H5Sclose(sp);
+    hid_t f = create_raw(path, H5P_DEFAULT, name, file_type, ndims, dims, data, mem_type);
+    add_shard_attrs(f, vocab);
     H5Fclose(f);
+}
+
+/* A chunked 1-D dataset that claims n elements and stores none: a file of a
+ * few KB can claim lengths no memory holds. */
+static void add_unallocated(hid_t f, const char *name, hid_t type, hsize_t n)
+{
+    hsize_t dims[1] = {n}, chunk[1] = {1024};
+    hid_t sp = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    assert_true(H5Pset_chunk(dcpl, 1, chunk) >= 0);
+    hid_t ds = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
 }
 
 static void expect_open_error(const char *path, const char *phrase)
@@ -425,6 +473,175 @@ static void bad_inputs(void **state)
     tl_expect_error(err, "no-such-dir", "cannot write");
 }
 
+/* The first n bytes of data, as a file. */
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Files that are not shards get a one-line error naming them before HDF5
+ * reads them; a shard after a user block (superblock at 1024) still opens. */
+static void non_hdf5_files(void **state)
+{
+    (void)state;
+    const char *empty = tl_temp_path("empty.h5");
+    write_bytes(empty, "", 0);
+    expect_open_error(empty, "empty");
+
+    const char *dir = tl_temp_path("dir.h5");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    expect_open_error(dir, "a directory");
+
+    const char *text = tl_temp_path("short.h5");
+    write_bytes(text, "hi\n", 3);
+    expect_open_error(text, "not an HDF5 file");
+
+    /* Truncated copies of a valid shard: in the signature, in the
+     * superblock, just past it, in the middle, one byte short. */
+    const char *whole = tl_temp_path("whole.h5");
+    write_shard(whole, 5000, VOCAB, NULL, 0, 0, false);
+    FILE *f = fopen(whole, "rb");
+    assert_non_null(f);
+    static unsigned char bytes[1 << 16];
+    const size_t size = fread(bytes, 1, sizeof bytes, f);
+    fclose(f);
+    assert_true(size > 1000 && size < sizeof bytes);
+    const size_t cuts[] = {4, 8, 30, 95, 120, size / 2, size - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "cut-%zu.h5", cuts[i]);
+        const char *cut = tl_temp_path(name);
+        write_bytes(cut, bytes, cuts[i]);
+        expect_open_error(cut, cuts[i] < 8 ? "not an HDF5 file" : "truncated");
+    }
+
+    uint16_t ids[64];
+    for (int i = 0; i < 64; i++)
+        ids[i] = (uint16_t)i;
+    hsize_t n1[1] = {64};
+    const char *after_block = tl_temp_path("user-block.h5");
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    assert_true(H5Pset_userblock(fcpl, 1024) >= 0);
+    hid_t file = create_raw(after_block, fcpl, "tokens", H5T_STD_U16LE, 1, n1, ids, H5T_NATIVE_UINT16);
+    add_shard_attrs(file, VOCAB);
+    H5Fclose(file);
+    H5Pclose(fcpl);
+    mt_shard *s = mt_shard_open(after_block, err, sizeof err);
+    if (!s)
+        fail_msg("%s", err);
+    assert_int_equal(mt_shard_get_info(s)->n_tokens, 64);
+    mt_shard_close(s);
+}
+
+/* A shard of 64 uint16 ids whose vocab_size and tokenizer attributes hold
+ * n_vocab and n_tokenizer values (0: one scalar, as they should). */
+static void write_attr_shapes(const char *path, const int64_t *vocab, int n_vocab, const char *const *tokenizer,
+                              int n_tokenizer)
+{
+    uint16_t ids[64] = {0};
+    hsize_t n1[1] = {64};
+    const int64_t version = 1, eos = 0;
+    hid_t f = create_raw(path, H5P_DEFAULT, "tokens", H5T_STD_U16LE, 1, n1, ids, H5T_NATIVE_UINT16);
+    add_int_attr(f, "format_version", &version, 0);
+    add_int_attr(f, "vocab_size", vocab, n_vocab);
+    add_int_attr(f, "eos_id", &eos, 0);
+    add_string_attr(f, "tokenizer", tokenizer, n_tokenizer);
+    H5Fclose(f);
+}
+
+/* Sizes and values from a file that would overrun buffers or overflow
+ * arithmetic are refused with a message naming the file. */
+static void hostile_sizes(void **state)
+{
+    (void)state;
+    const int64_t vocabs[4] = {VOCAB, VOCAB, VOCAB, VOCAB};
+    const char *names[3] = {"a", "b", "c"};
+    const char *vocab_array = tl_temp_path("vocab-array.h5");
+    write_attr_shapes(vocab_array, vocabs, 4, names, 0);
+    expect_open_error(vocab_array, "vocab_size");
+    const char *tokenizer_array = tl_temp_path("tokenizer-array.h5");
+    write_attr_shapes(tokenizer_array, vocabs, 0, names, 3);
+    expect_open_error(tokenizer_array, "tokenizer");
+
+    uint32_t ids[64];
+    for (int i = 0; i < 64; i++)
+        ids[i] = (uint32_t)i;
+    hsize_t n1[1] = {64};
+    const char *vocab_2_32 = tl_temp_path("vocab-2-32.h5"); /* ids handed out as int32 cannot reach it */
+    write_raw(vocab_2_32, "tokens", H5T_STD_U32LE, 1, n1, ids, H5T_NATIVE_UINT32, (int64_t)1 << 32);
+    expect_open_error(vocab_2_32, "above 2^31");
+
+    /* 2^61 + 1 offsets: their byte count wraps to 8 in 64 bits. */
+    const char *many_docs = tl_temp_path("many-docs.h5");
+    hid_t f = create_raw(many_docs, H5P_DEFAULT, "tokens", H5T_STD_U32LE, 1, n1, ids, H5T_NATIVE_UINT32);
+    add_shard_attrs(f, VOCAB);
+    add_unallocated(f, "doc_offsets", H5T_STD_U64LE, ((hsize_t)1 << 61) + 1);
+    H5Fclose(f);
+    expect_open_error(many_docs, "more than the 64 tokens");
+
+    const char *small = tl_temp_path("small.h5");
+    write_raw(small, "tokens", H5T_STD_U32LE, 1, n1, ids, H5T_NATIVE_UINT32, VOCAB);
+    mt_shard *s = mt_shard_open(small, err, sizeof err);
+    assert_non_null(s);
+    int32_t out[16];
+    uint8_t mask[16];
+    assert_false(mt_shard_read_tokens(s, INT64_MAX - 5, 10, out, err, sizeof err));
+    tl_expect_error(err, small, "outside");
+    assert_false(mt_shard_read_loss_mask(s, INT64_MAX - 5, 10, mask, err, sizeof err));
+    tl_expect_error(err, small, "outside");
+    mt_shard_close(s);
+
+    /* 2^62 tokens a shard: 2^61 samples of 2 tokens, 2^63 in four. */
+    const char *huge = tl_temp_path("huge.h5");
+    f = H5Fcreate(huge, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    add_unallocated(f, "tokens", H5T_STD_U16LE, (hsize_t)1 << 62);
+    add_shard_attrs(f, VOCAB);
+    H5Fclose(f);
+    const char *four[] = {huge, huge, huge, huge};
+    mt_loader_config c = loader_config(four, 4);
+    c.seq_len = 1;
+    assert_null(mt_loader_open(&c, err, sizeof err));
+    tl_expect_error(err, huge, "more than 2^63 samples");
+
+    c = loader_config(four, 1); /* 13 bytes a token in 2^61 tokens wraps */
+    c.seq_len = 1 << 30;
+    c.batch_size = INT_MAX;
+    assert_null(mt_loader_open(&c, err, sizeof err));
+    tl_expect_error(err, "data loader", "too large to allocate");
+    c.seq_len = INT_MAX;
+    assert_null(mt_loader_open(&c, err, sizeof err));
+    tl_expect_error(err, "data loader", "seq_len 2147483647 must be below");
+}
+
+/* When validation takes every sample, or leaves a rank none, the message
+ * says so and what to change. */
+static void loader_empty_split(void **state)
+{
+    (void)state;
+    const char *one = tl_temp_path("one-sample.h5");
+    write_shard(one, L + 1, VOCAB, NULL, 0, 0, false);
+    const char *op[] = {one};
+    mt_loader_config c = loader_config(op, 1);
+    c.val_fraction = 0.01;
+    assert_null(mt_loader_open(&c, err, sizeof err));
+    tl_expect_error(err, one, "holds 1 sample of seq_len + 1 = 8 tokens");
+    tl_expect_error(err, "sends 1 to validation, leaving 0 for training", "more data, a shorter seq_len");
+    tl_expect_error(err, "data.val_fraction = 0", "separate data.val shards");
+
+    const char *const *paths = two_shards();
+    c = loader_config(paths, 2);
+    c.val_fraction = 0.01;
+    c.validation = true;
+    c.world = 2;
+    c.rank = 1;
+    assert_null(mt_loader_open(&c, err, sizeof err));
+    tl_expect_error(err, paths[0], "and 1 more shard hold 87 samples");
+    tl_expect_error(err, "sends 1 to validation, fewer than the 2 data-parallel ranks", "raise data.val_fraction");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +650,8 @@ int main(void)
         cmocka_unit_test(loader_validation_split), cmocka_unit_test(loader_resume),
         cmocka_unit_test(cursor_json_round_trip),
         cmocka_unit_test(loader_seq_idx),      cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(non_hdf5_files),      cmocka_unit_test(hostile_sizes),
+        cmocka_unit_test(loader_empty_split),
     };
     return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

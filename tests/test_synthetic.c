@@ -1,12 +1,14 @@
 /* The synthetic tasks and byte-level text: examples are deterministic, well
  * formed and answered by their masked tokens; text splits into documents and
  * round-trips; shards written from them read back the same. */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -225,9 +227,15 @@ static void test_text_splits_into_documents(void **state)
 
 /* A fresh directory for the shard tests, and the files they use in it. */
 static char tmp_dir[64];
-enum { COPY_H5, INDUCTION_H5, TEXT_H5, A_TXT, B_TXT, EMPTY_TXT, N_FILES, MISSING_TXT = N_FILES, NO_DIR_H5, N_PATHS };
-static const char *const file_names[N_PATHS] = {"copy.h5", "induction.h5", "text.h5", "a.txt", "b.txt",
-                                                "empty.txt", "no-such-input.txt", "no-such-dir/copy.h5"};
+enum {
+    COPY_H5, INDUCTION_H5, TEXT_H5, A_TXT, B_TXT, EMPTY_TXT, ENSURE_H5, ENSURE_INDUCTION_H5, OLD_VERSION_H5,
+    FOREIGN_TXT, FOREIGN_H5, STDOUT_TXT, N_FILES,
+    MISSING_TXT = N_FILES, NO_DIR_H5, FOREIGN_DIR, N_PATHS
+};
+static const char *const file_names[N_PATHS] = {
+    "copy.h5", "induction.h5", "text.h5", "a.txt", "b.txt", "empty.txt", "ensure.h5", "ensure-induction.h5",
+    "old-version.h5", "foreign.txt", "foreign.h5", "stdout.txt", "no-such-input.txt", "no-such-dir/copy.h5",
+    "foreign-dir.h5"};
 static char paths[N_PATHS][128];
 
 static int make_tmp_dir(void **state)
@@ -361,6 +369,183 @@ static void test_shard_errors_name_the_file(void **state)
     assert_non_null(strstr(err, "examples"));
 }
 
+static uint64_t recorded(mt_shard *s, const char *name)
+{
+    char err[512];
+    uint64_t v = 0;
+    bool present = false;
+    if (!mt_shard_uint_attr(s, name, &v, &present, err, sizeof err))
+        fail_msg("%s", err);
+    if (!present)
+        fail_msg("no attribute %s", name);
+    return v;
+}
+
+static void test_shards_record_generator_parameters(void **state)
+{
+    (void)state;
+    char err[512];
+    mt_synth_config copy = copy_cfg, induction = induction_cfg;
+    copy.seed = 0x9e3779b97f4a7c15ull + 7; /* above 2^63, as the trainer's validation seeds are */
+    induction.n_memorize = 5;              /* unused by induction: recorded as 0 */
+    if (!mt_synth_write_shard(&copy, 37, paths[COPY_H5], err, sizeof err) ||
+        !mt_synth_write_shard(&induction, 12, paths[INDUCTION_H5], err, sizeof err))
+        fail_msg("%s", err);
+    mt_shard *s = mt_shard_open(paths[COPY_H5], err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(recorded(s, "synthetic_version"), MT_SYNTH_GENERATOR_VERSION);
+    assert_int_equal(recorded(s, "synthetic_seq_len"), 64);
+    assert_int_equal(recorded(s, "synthetic_memorize"), 8);
+    assert_true(recorded(s, "synthetic_seed") == copy.seed);
+    assert_int_equal(recorded(s, "synthetic_examples"), 37);
+    mt_shard_close(s);
+    s = mt_shard_open(paths[INDUCTION_H5], err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(recorded(s, "synthetic_memorize"), 0);
+    assert_int_equal(recorded(s, "synthetic_examples"), 12);
+    uint64_t v = 1;
+    bool present = true;
+    assert_true(mt_shard_uint_attr(s, "no_such_attribute", &v, &present, err, sizeof err));
+    assert_false(present);
+    assert_false(mt_shard_uint_attr(s, "tokenizer", &v, &present, err, sizeof err)); /* a string */
+    assert_non_null(strstr(err, "tokenizer is not one unsigned integer"));
+    mt_shard_close(s);
+}
+
+/* mt_synth_ensure_shard with stdout going to a file; what it printed goes to printed. */
+static bool ensure_printing(const mt_synth_config *c, int64_t n_examples, const char *path, char *printed,
+                            size_t printed_len, char *err, size_t errlen)
+{
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO), fd = open(paths[STDOUT_TXT], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    assert_true(dup2(fd, STDOUT_FILENO) >= 0);
+    close(fd);
+    bool ok = mt_synth_ensure_shard(c, n_examples, path, err, errlen);
+    fflush(stdout);
+    assert_true(dup2(saved, STDOUT_FILENO) >= 0);
+    close(saved);
+    FILE *f = fopen(paths[STDOUT_TXT], "r");
+    assert_non_null(f);
+    printed[fread(printed, 1, printed_len - 1, f)] = '\0';
+    fclose(f);
+    return ok;
+}
+
+/* The inode of path: a shard written anew (to a temp file, renamed) has another. */
+static ino_t inode_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+/* Ensures the shard of c; fails unless it prints exactly want (a line
+ * without the path and newline, or "" for nothing). */
+static void ensure_expecting(const mt_synth_config *c, int64_t n_examples, const char *path, const char *want)
+{
+    char err[512], printed[1024], line[1024] = "";
+    if (!ensure_printing(c, n_examples, path, printed, sizeof printed, err, sizeof err))
+        fail_msg("%s", err);
+    if (*want)
+        snprintf(line, sizeof line, "%s: %s\n", path, want);
+    assert_string_equal(printed, line);
+}
+
+static void test_ensure_shard_remakes_stale_data(void **state)
+{
+    (void)state;
+    char err[512], tmp[160];
+    const char *path = paths[ENSURE_H5];
+    mt_synth_config c = copy_cfg;
+    ensure_expecting(&c, 37, path, ""); /* missing: written */
+    ino_t first = inode_of(path);
+    ensure_expecting(&c, 37, path, ""); /* the same parameters: kept */
+    assert_true(inode_of(path) == first);
+
+    c.seq_len = 32;
+    ensure_expecting(&c, 37, path, "made with seq_len 64, this run asks 32: regenerating");
+    assert_true(inode_of(path) != first);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_int_equal(access(tmp, F_OK), -1); /* nothing left beside it */
+    mt_shard *s = mt_shard_open(path, err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(mt_shard_get_info(s)->n_tokens, 37 * 33);
+    int32_t got[33], *want;
+    uint8_t *want_mask;
+    make_example(&c, 36, &want, &want_mask);
+    assert_true(mt_shard_read_tokens(s, 36 * 33, 33, got, err, sizeof err));
+    assert_memory_equal(got, want, sizeof got);
+    free(want), free(want_mask);
+    mt_shard_close(s);
+
+    c.n_memorize = 4;
+    ensure_expecting(&c, 50, path, "made with memorize 8 and examples 37, this run asks 4 and 50: regenerating");
+    c.seed = 9;
+    c.vocab_size = 20;
+    ensure_expecting(&c, 50, path, "made with vocab_size 16 and seed 7, this run asks 20 and 9: regenerating");
+    ensure_expecting(&c, 50, path, "");
+
+    /* Induction does not use n_memorize: changing it keeps the shard. */
+    mt_synth_config ind = induction_cfg;
+    ensure_expecting(&ind, 10, paths[ENSURE_INDUCTION_H5], "");
+    first = inode_of(paths[ENSURE_INDUCTION_H5]);
+    ind.n_memorize = 3;
+    ensure_expecting(&ind, 10, paths[ENSURE_INDUCTION_H5], "");
+    assert_true(inode_of(paths[ENSURE_INDUCTION_H5]) == first);
+
+    /* Another generator version made other examples from the same parameters. */
+    mt_shard_writer *w = mt_shard_writer_open(paths[OLD_VERSION_H5], 16, MT_SYNTH_EOS, "selective-copy", true, err,
+                                              sizeof err);
+    const int32_t one_token = 5;
+    assert_non_null(w);
+    assert_true(mt_shard_writer_add_uint_attr(w, "synthetic_version", 0, err, sizeof err));
+    assert_false(mt_shard_writer_add_uint_attr(w, "synthetic_version", 0, err, sizeof err));
+    assert_false(mt_shard_writer_add_uint_attr(w, "vocab_size", 0, err, sizeof err));
+    assert_true(mt_shard_writer_append(w, &one_token, NULL, 1, true, err, sizeof err));
+    assert_true(mt_shard_writer_close(w, 0, false, err, sizeof err));
+    ensure_expecting(&copy_cfg, 5, paths[OLD_VERSION_H5], "made with generator version 0, this run asks 1: regenerating");
+}
+
+/* Files in the way that are not synthetic shards are left as they are. */
+static void test_ensure_shard_leaves_other_files(void **state)
+{
+    (void)state;
+    char err[512], printed[256];
+    write_text_file(paths[FOREIGN_TXT], "my notes\n");
+    assert_false(ensure_printing(&copy_cfg, 5, paths[FOREIGN_TXT], printed, sizeof printed, err, sizeof err));
+    assert_non_null(strstr(err, "foreign.txt: not an HDF5 file"));
+    assert_non_null(strstr(err, "move it away"));
+    FILE *f = fopen(paths[FOREIGN_TXT], "r");
+    char text[32] = "";
+    assert_non_null(fgets(text, sizeof text, f));
+    fclose(f);
+    assert_string_equal(text, "my notes\n");
+
+    write_text_file(paths[A_TXT], "some text\n");
+    const char *inputs[] = {paths[A_TXT]};
+    if (!mt_text_write_shard(inputs, 1, MT_DOC_PER_FILE, paths[FOREIGN_H5], err, sizeof err))
+        fail_msg("%s", err);
+    ino_t before = inode_of(paths[FOREIGN_H5]);
+    assert_false(ensure_printing(&copy_cfg, 5, paths[FOREIGN_H5], printed, sizeof printed, err, sizeof err));
+    assert_non_null(strstr(err, "foreign.h5: not a synthetic shard"));
+    assert_non_null(strstr(err, "no attribute synthetic_version"));
+    assert_non_null(strstr(err, "move it away"));
+    assert_true(inode_of(paths[FOREIGN_H5]) == before);
+
+    assert_int_equal(mkdir(paths[FOREIGN_DIR], 0700), 0);
+    assert_false(ensure_printing(&copy_cfg, 5, paths[FOREIGN_DIR], printed, sizeof printed, err, sizeof err));
+    assert_non_null(strstr(err, "foreign-dir.h5: a directory"));
+    assert_non_null(strstr(err, "move it away"));
+    assert_int_equal(rmdir(paths[FOREIGN_DIR]), 0);
+    assert_string_equal(printed, "");
+
+    mt_synth_config bad = copy_cfg;
+    bad.seq_len = 3;
+    assert_false(mt_synth_ensure_shard(&bad, 5, paths[ENSURE_H5], err, sizeof err));
+    assert_non_null(strstr(err, "too short to memorize"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +558,9 @@ int main(void)
         cmocka_unit_test(test_synthetic_shards_read_back),
         cmocka_unit_test(test_text_shard_reads_back),
         cmocka_unit_test(test_shard_errors_name_the_file),
+        cmocka_unit_test(test_shards_record_generator_parameters),
+        cmocka_unit_test(test_ensure_shard_remakes_stale_data),
+        cmocka_unit_test(test_ensure_shard_leaves_other_files),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
 }

@@ -3,6 +3,7 @@
 #include <glob.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,6 +329,8 @@ static bool check_config(const mt_loader_config *c, char *err, size_t errlen)
     if (c->seq_len < 1 || c->batch_size < 1)
         return mt_errorf(err, errlen, "data loader: seq_len %d and batch_size %d must be positive", c->seq_len,
                     c->batch_size);
+    if (c->seq_len == INT_MAX) /* a sample is seq_len + 1 tokens, counted in int */
+        return mt_errorf(err, errlen, "data loader: seq_len %d must be below %d", c->seq_len, INT_MAX);
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
         return mt_errorf(err, errlen, "data loader: rank %d is not in [0, world %d)", c->rank, c->world);
     if (!(c->val_fraction >= 0.0 && c->val_fraction < 1.0))
@@ -340,13 +343,17 @@ static bool check_config(const mt_loader_config *c, char *err, size_t errlen)
 static bool alloc_slots(mt_loader *ld, char *err, size_t errlen)
 {
     const int B = ld->cfg.batch_size, L = ld->cfg.seq_len;
+    /* A batch is 3 int32 and 1 byte per token, and one int64 per sample. */
+    size_t n, bytes, ids;
+    if (__builtin_mul_overflow((size_t)B, (size_t)L, &n) || __builtin_mul_overflow(n, 3 * sizeof(int32_t) + 1, &bytes) ||
+        __builtin_mul_overflow((size_t)B, sizeof(int64_t), &ids) || __builtin_add_overflow(bytes, ids, &bytes))
+        return mt_errorf(err, errlen, "data loader: a batch of %d x %d tokens is too large to allocate", B, L);
     ld->nslots = (ld->cfg.prefetch ? ld->cfg.prefetch : 2) + 1;
     ld->slots = calloc((size_t)ld->nslots, sizeof *ld->slots);
-    ld->scratch = malloc((size_t)(L + 1) * sizeof(int32_t));
-    ld->scratch_mask = malloc((size_t)(L + 1));
+    ld->scratch = malloc(((size_t)L + 1) * sizeof(int32_t));
+    ld->scratch_mask = malloc((size_t)L + 1);
     if (!ld->slots || !ld->scratch || !ld->scratch_mask)
         return mt_errorf(err, errlen, "data loader: out of memory");
-    const size_t n = (size_t)B * L, bytes = 3 * n * sizeof(int32_t) + n + (size_t)B * sizeof(int64_t);
     for (int i = 0; i < ld->nslots; i++) {
         mt_batch *bt = &ld->slots[i].batch;
         char *p = mt_host_alloc(bytes, &ld->slots[i].pinned, "data loader batch");
@@ -359,6 +366,59 @@ static bool alloc_slots(mt_loader *ld, char *err, size_t errlen)
         bt->loss_mask = (uint8_t *)(bt->seq_idx + n);
     }
     return true;
+}
+
+/* "a.h5 holds" or "a.h5 and 3 more shards hold", for messages about all of them. */
+static void shards_hold(const mt_loader *ld, char *out, size_t len)
+{
+    const char *first = mt_shard_path(ld->shards[0]);
+    if (ld->n_shards == 1)
+        snprintf(out, len, "%s holds", first);
+    else
+        snprintf(out, len, "%s and %d more shard%s hold", first, ld->n_shards - 1, ld->n_shards > 2 ? "s" : "");
+}
+
+/* Numbers the samples of the shards and splits them into the training and
+ * the validation set; fails when this rank's set would be empty, saying why. */
+static bool count_samples(mt_loader *ld, char *err, size_t errlen)
+{
+    const mt_loader_config *cfg = &ld->cfg;
+    ld->first_sample = malloc((size_t)(ld->n_shards + 1) * sizeof(int64_t));
+    if (!ld->first_sample)
+        return mt_errorf(err, errlen, "data loader: out of memory");
+    char shards[600];
+    shards_hold(ld, shards, sizeof shards);
+    ld->first_sample[0] = 0;
+    for (int i = 0; i < ld->n_shards; i++) {
+        const int64_t samples = mt_shard_get_info(ld->shards[i])->n_tokens / (cfg->seq_len + 1);
+        /* Lengths come from the files, which can claim up to 2^63 - 1 tokens each. */
+        if (__builtin_add_overflow(ld->first_sample[i], samples, &ld->first_sample[i + 1]))
+            return mt_errorf(err, errlen, "data loader: %s more than 2^63 samples in all", shards);
+    }
+    const int64_t total = ld->first_sample[ld->n_shards];
+    int64_t n_val = (int64_t)(cfg->val_fraction * (double)total);
+    if (cfg->val_fraction > 0 && n_val == 0)
+        n_val = 1;
+    ld->set_base = cfg->validation ? total - n_val : 0;
+    ld->set_size = cfg->validation ? n_val : total - n_val;
+    ld->rank_samples = (ld->set_size - cfg->rank + cfg->world - 1) / cfg->world;
+    if (ld->rank_samples >= 1)
+        return true;
+    char ranks[64] = "";
+    if (cfg->world > 1)
+        snprintf(ranks, sizeof ranks, ", fewer than the %d data-parallel ranks", cfg->world);
+    const char *plural = total == 1 ? "" : "s";
+    if (cfg->validation)
+        return mt_errorf(err, errlen, "data loader: %s %lld sample%s of seq_len + 1 = %d tokens and val_fraction %g "
+                         "sends %lld to validation%s: raise data.val_fraction or give separate data.val shards", shards,
+                         (long long)total, plural, cfg->seq_len + 1, cfg->val_fraction, (long long)n_val, ranks);
+    if (n_val > 0)
+        return mt_errorf(err, errlen, "data loader: %s %lld sample%s of seq_len + 1 = %d tokens and val_fraction %g "
+                         "sends %lld to validation, leaving %lld for training%s: use more data, a shorter seq_len, "
+                         "data.val_fraction = 0 or separate data.val shards", shards, (long long)total, plural,
+                         cfg->seq_len + 1, cfg->val_fraction, (long long)n_val, (long long)ld->set_size, ranks);
+    return mt_errorf(err, errlen, "data loader: %s %lld sample%s of seq_len + 1 = %d tokens%s: use more data or a "
+                     "shorter seq_len", shards, (long long)total, plural, cfg->seq_len + 1, ranks);
 }
 
 mt_loader *mt_loader_open(const mt_loader_config *cfg, char *err, size_t errlen)
@@ -376,27 +436,7 @@ mt_loader *mt_loader_open(const mt_loader_config *cfg, char *err, size_t errlen)
     bool ok = open_shards(ld, err, errlen);
     ld->cfg.paths = NULL; /* the caller's strings are not kept: the shards are open */
     ld->cfg.n_paths = 0;
-    if (ok) {
-        ld->first_sample = malloc((size_t)(ld->n_shards + 1) * sizeof(int64_t));
-        ok = ld->first_sample != NULL || mt_errorf(err, errlen, "data loader: out of memory");
-    }
-    if (ok) {
-        ld->first_sample[0] = 0;
-        for (int i = 0; i < ld->n_shards; i++)
-            ld->first_sample[i + 1] =
-                ld->first_sample[i] + mt_shard_get_info(ld->shards[i])->n_tokens / (cfg->seq_len + 1);
-        const int64_t total = ld->first_sample[ld->n_shards];
-        int64_t n_val = (int64_t)(cfg->val_fraction * (double)total);
-        if (cfg->val_fraction > 0 && n_val == 0)
-            n_val = 1;
-        ld->set_base = cfg->validation ? total - n_val : 0;
-        ld->set_size = cfg->validation ? n_val : total - n_val;
-        ld->rank_samples = (ld->set_size - cfg->rank + cfg->world - 1) / cfg->world;
-        if (ld->rank_samples < 1)
-            ok = mt_errorf(err, errlen, "data loader: the %s set has %lld samples, fewer than the %d ranks",
-                      cfg->validation ? "validation" : "training", (long long)ld->set_size, cfg->world);
-    }
-    ok = ok && alloc_slots(ld, err, errlen) &&
+    ok = ok && count_samples(ld, err, errlen) && alloc_slots(ld, err, errlen) &&
          worker_start(ld, (mt_loader_cursor){cfg->seed, 0, 0}, err, errlen);
     if (!ok) {
         mt_loader_close(ld);

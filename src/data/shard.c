@@ -71,29 +71,80 @@ void mt_shard_close(mt_shard *s)
     hdf5_leave();
 }
 
-/* The HDF5 signature at offset 0 (where every writer we know puts it). */
-static bool has_hdf5_signature(const char *path)
+/* The HDF5 format signature, the first 8 bytes of the superblock. */
+static const unsigned char hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+
+/* Bytes of the superblock that starts with head (its first 16 bytes), per the
+ * HDF5 file format specification: fixed fields and 4 addresses, plus the root
+ * group's symbol table entry in versions 0 and 1 and a checksum in 2 and 3.
+ * 16 for a version this code does not know, which HDF5 then judges itself. */
+static int64_t superblock_size(const unsigned char *head)
 {
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    unsigned char head[8];
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t got = fread(head, 1, sizeof head, f);
-    fclose(f);
-    return got == sizeof head && memcmp(head, sig, sizeof sig) == 0;
+    const int version = head[8];
+    if (version == 0 || version == 1) {
+        const int64_t address = head[13]; /* "size of offsets" */
+        return (version == 0 ? 48 : 52) + 6 * address;
+    }
+    if (version == 2 || version == 3)
+        return 16 + 4 * (int64_t)head[9];
+    return 16;
 }
 
-/* A 1-D dataset's length; false unless it is 1-D. */
+/* Checks what can be checked before HDF5 reads the file, which it is not
+ * hardened to do for arbitrary bytes: a regular file that carries the HDF5
+ * signature at offset 0, or at 512, 1024, 2048, ... after a user block, and
+ * holds the whole superblock. */
+static bool check_hdf5_file(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return mt_errorf(err, errlen, "%s: a directory, not a shard file", path);
+    if (!S_ISREG(st.st_mode))
+        return mt_errorf(err, errlen, "%s: not a regular file", path);
+    if (st.st_size == 0)
+        return mt_errorf(err, errlen, "%s: empty (0 bytes), not a shard", path);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    unsigned char head[16];
+    size_t got = 0;
+    int64_t at = -1;
+    for (int64_t off = 0; at < 0 && off + (int64_t)sizeof hdf5_signature <= st.st_size; off = off ? 2 * off : 512) {
+        if (fseeko(f, (off_t)off, SEEK_SET) != 0)
+            break;
+        got = fread(head, 1, sizeof head, f);
+        if (got >= sizeof hdf5_signature && memcmp(head, hdf5_signature, sizeof hdf5_signature) == 0)
+            at = off;
+    }
+    const bool read_failed = ferror(f) != 0;
+    fclose(f);
+    if (read_failed)
+        return mt_errorf(err, errlen, "%s: read error", path);
+    if (at < 0)
+        return mt_errorf(err, errlen, "%s: not an HDF5 file (no HDF5 signature at offset 0, 512, 1024, ...)", path);
+    const int64_t need = at + (got == sizeof head ? superblock_size(head) : (int64_t)sizeof head);
+    if (st.st_size < need)
+        return mt_errorf(err, errlen, "%s: truncated: its %lld bytes end inside the HDF5 superblock", path,
+                         (long long)st.st_size);
+    return true;
+}
+
+/* A 1-D dataset's length; false unless it is 1-D with a length that fits
+ * int64 (a crafted file can claim up to 2^64 - 1). */
 static bool dataset_length(hid_t ds, int64_t *n)
 {
+    *n = 0;
     hid_t space = H5Dget_space(ds);
     if (space < 0)
         return false;
     hsize_t dims[1];
-    bool ok = H5Sget_simple_extent_ndims(space) == 1 && H5Sget_simple_extent_dims(space, dims, NULL) == 1;
+    bool ok = H5Sget_simple_extent_ndims(space) == 1 && H5Sget_simple_extent_dims(space, dims, NULL) == 1 &&
+              dims[0] <= (hsize_t)INT64_MAX;
     H5Sclose(space);
-    *n = ok ? (int64_t)dims[0] : 0;
+    if (ok)
+        *n = (int64_t)dims[0];
     return ok;
 }
 
@@ -110,47 +161,68 @@ static size_t unsigned_int_size(hid_t ds)
     return size;
 }
 
-static bool read_int_attr(hid_t file, const char *name, int64_t *v)
+/* Opens root attribute name when it holds exactly one value of class cls,
+ * its type in *type; -1 otherwise. H5Aread writes every element, so an
+ * array attribute would overrun a buffer sized for one. */
+static hid_t open_single_attr(hid_t file, const char *name, H5T_class_t cls, hid_t *type)
 {
+    *type = -1;
     if (H5Aexists(file, name) <= 0)
-        return false;
+        return -1;
     hid_t attr = H5Aopen(file, name, H5P_DEFAULT);
     if (attr < 0)
+        return -1;
+    hid_t space = H5Aget_space(attr);
+    const bool single = space >= 0 && H5Sget_simple_extent_npoints(space) == 1;
+    if (space >= 0)
+        H5Sclose(space);
+    if (single)
+        *type = H5Aget_type(attr);
+    if (*type >= 0 && H5Tget_class(*type) == cls)
+        return attr;
+    if (*type >= 0)
+        H5Tclose(*type);
+    *type = -1;
+    H5Aclose(attr);
+    return -1;
+}
+
+static bool read_int_attr(hid_t file, const char *name, int64_t *v)
+{
+    hid_t type, attr = open_single_attr(file, name, H5T_INTEGER, &type);
+    if (attr < 0)
         return false;
-    hid_t type = H5Aget_type(attr);
-    bool ok = type >= 0 && H5Tget_class(type) == H5T_INTEGER && H5Aread(attr, H5T_NATIVE_INT64, v) >= 0;
-    if (type >= 0)
-        H5Tclose(type);
+    bool ok = H5Aread(attr, H5T_NATIVE_INT64, v) >= 0;
+    H5Tclose(type);
     H5Aclose(attr);
     return ok;
 }
 
+/* Fixed-length strings longer than this are not names or hashes. */
+#define MAX_STRING_ATTR 65536
+
 /* A string attribute, fixed-length or variable-length, into out. */
 static bool read_string_attr(hid_t file, const char *name, char *out, size_t outlen)
 {
-    if (H5Aexists(file, name) <= 0)
-        return false;
-    hid_t attr = H5Aopen(file, name, H5P_DEFAULT);
+    hid_t type, attr = open_single_attr(file, name, H5T_STRING, &type);
     if (attr < 0)
         return false;
-    hid_t type = H5Aget_type(attr), mem = -1;
+    const H5T_cset_t cset = H5Tget_cset(type); /* UTF-8 as h5py writes it, or ASCII */
+    hid_t mem = cset == H5T_CSET_ERROR ? -1 : H5Tcopy(H5T_C_S1);
     bool ok = false;
-    if (type >= 0 && H5Tget_class(type) == H5T_STRING) {
-        mem = H5Tcopy(H5T_C_S1);
-        H5Tset_cset(mem, H5Tget_cset(type)); /* UTF-8 as h5py writes it, or ASCII */
-        if (H5Tis_variable_str(type) > 0) {
+    if (mem >= 0 && H5Tset_cset(mem, cset) >= 0) {
+        const htri_t variable = H5Tis_variable_str(type);
+        if (variable > 0) {
             char *s = NULL;
-            H5Tset_size(mem, H5T_VARIABLE);
-            if (H5Aread(attr, mem, &s) >= 0 && s) {
+            if (H5Tset_size(mem, H5T_VARIABLE) >= 0 && H5Aread(attr, mem, &s) >= 0 && s) {
                 snprintf(out, outlen, "%s", s);
-                H5free_memory(s);
                 ok = true;
             }
-        } else {
-            size_t size = H5Tget_size(type);
-            char *buf = calloc(size + 1, 1);
-            H5Tset_size(mem, size + 1);
-            if (buf && H5Aread(attr, mem, buf) >= 0) {
+            H5free_memory(s);
+        } else if (variable == 0) {
+            const size_t size = H5Tget_size(type);
+            char *buf = size > 0 && size <= MAX_STRING_ATTR ? calloc(size + 1, 1) : NULL;
+            if (buf && H5Tset_size(mem, size + 1) >= 0 && H5Aread(attr, mem, buf) >= 0) {
                 snprintf(out, outlen, "%s", buf);
                 ok = true;
             }
@@ -159,10 +231,28 @@ static bool read_string_attr(hid_t file, const char *name, char *out, size_t out
     }
     if (mem >= 0)
         H5Tclose(mem);
-    if (type >= 0)
-        H5Tclose(type);
+    H5Tclose(type);
     H5Aclose(attr);
     return ok;
+}
+
+bool mt_shard_uint_attr(mt_shard *s, const char *name, uint64_t *value, bool *present, char *err, size_t errlen)
+{
+    hdf5_enter();
+    const htri_t exists = H5Aexists(s->file, name);
+    hid_t type = -1, attr = exists > 0 ? open_single_attr(s->file, name, H5T_INTEGER, &type) : -1;
+    bool ok = attr >= 0 && H5Tget_sign(type) == H5T_SGN_NONE && H5Aread(attr, H5T_NATIVE_UINT64, value) >= 0;
+    if (attr >= 0) {
+        H5Tclose(type);
+        H5Aclose(attr);
+    }
+    hdf5_leave();
+    *present = exists > 0;
+    if (exists < 0)
+        return mt_errorf(err, errlen, "%s: cannot look up attribute %s (corrupt file?)", s->path, name);
+    if (exists > 0 && !ok)
+        return mt_errorf(err, errlen, "%s: attribute %s is not one unsigned integer", s->path, name);
+    return true;
 }
 
 /* Reads count elements of a 1-D dataset from start, as mem_type, into buf. */
@@ -200,7 +290,11 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
     if (dcpl >= 0)
         H5Pclose(dcpl);
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
-    H5Pset_chunk_cache(dapl, filtered ? 1031 : 0, filtered ? (size_t)64 << 20 : 0, 1.0);
+    if (dapl < 0 || H5Pset_chunk_cache(dapl, filtered ? 1031 : 0, filtered ? (size_t)64 << 20 : 0, 1.0) < 0) {
+        if (dapl >= 0)
+            H5Pclose(dapl);
+        return mt_errorf(err, errlen, "%s: HDF5 cannot set up a chunk cache for /tokens", p);
+    }
     H5Dclose(s->tokens);
     s->tokens = H5Dopen2(s->file, "tokens", dapl);
     H5Pclose(dapl);
@@ -220,6 +314,9 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
                     MT_SHARD_FORMAT_VERSION);
     if (!read_int_attr(s->file, "vocab_size", &in->vocab_size) || in->vocab_size < 1)
         return mt_errorf(err, errlen, "%s: no positive integer attribute vocab_size", p);
+    if (in->vocab_size > MT_SHARD_MAX_VOCAB)
+        return mt_errorf(err, errlen, "%s: vocab_size %lld is above 2^31: token ids are read as int32", p,
+                         (long long)in->vocab_size);
     if (in->token_bytes == 2 && in->vocab_size > 65536)
         return mt_errorf(err, errlen, "%s: vocab_size %lld does not fit the uint16 /tokens", p, (long long)in->vocab_size);
     if (!read_int_attr(s->file, "eos_id", &in->eos_id) || in->eos_id < 0 || in->eos_id >= in->vocab_size)
@@ -230,14 +327,28 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
     if (H5Lexists(s->file, "doc_offsets", H5P_DEFAULT) > 0) {
         hid_t ds = H5Dopen2(s->file, "doc_offsets", H5P_DEFAULT);
         bool ok = ds >= 0 && dataset_length(ds, &in->n_docs) && unsigned_int_size(ds) == 8;
-        if (ok) {
-            s->doc_offsets = malloc((size_t)(in->n_docs > 0 ? in->n_docs : 1) * sizeof(uint64_t));
-            ok = s->doc_offsets && read_range(ds, H5T_NATIVE_UINT64, 0, in->n_docs, s->doc_offsets);
-        }
+        /* Offsets are distinct and below n_tokens, so there are at most
+         * n_tokens of them: a longer claim is refused before it sizes an
+         * allocation. */
+        const bool too_many = ok && in->n_docs > in->n_tokens;
+        size_t bytes = 0;
+        const bool fits = ok && !too_many &&
+                          !__builtin_mul_overflow((size_t)(in->n_docs > 0 ? in->n_docs : 1), sizeof(uint64_t), &bytes);
+        if (fits)
+            s->doc_offsets = malloc(bytes);
+        const bool read = s->doc_offsets && read_range(ds, H5T_NATIVE_UINT64, 0, in->n_docs, s->doc_offsets);
         if (ds >= 0)
             H5Dclose(ds);
         if (!ok)
-            return mt_errorf(err, errlen, "%s: /doc_offsets must be a readable 1-D uint64 dataset", p);
+            return mt_errorf(err, errlen, "%s: /doc_offsets must be a 1-D uint64 dataset", p);
+        if (too_many)
+            return mt_errorf(err, errlen, "%s: /doc_offsets has %lld entries, more than the %lld tokens", p,
+                             (long long)in->n_docs, (long long)in->n_tokens);
+        if (!s->doc_offsets)
+            return mt_errorf(err, errlen, "%s: out of memory for the %lld entries of /doc_offsets", p,
+                             (long long)in->n_docs);
+        if (!read)
+            return mt_errorf(err, errlen, "%s: reading /doc_offsets failed (corrupt data?)", p);
         for (int64_t d = 0; d < in->n_docs; d++) {
             uint64_t o = s->doc_offsets[d];
             if ((d == 0 && o != 0) || (d > 0 && o <= s->doc_offsets[d - 1]) || o >= (uint64_t)in->n_tokens)
@@ -258,19 +369,8 @@ static bool shard_validate(mt_shard *s, char *err, size_t errlen)
 
 mt_shard *mt_shard_open(const char *path, char *err, size_t errlen)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!check_hdf5_file(path, err, errlen))
         return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        mt_errorf(err, errlen, "%s: not a regular file", path);
-        return NULL;
-    }
-    if (!has_hdf5_signature(path)) {
-        mt_errorf(err, errlen, "%s: not an HDF5 file", path);
-        return NULL;
-    }
     mt_shard *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) {
         free(s);
@@ -291,7 +391,7 @@ mt_shard *mt_shard_open(const char *path, char *err, size_t errlen)
 bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *out, char *err, size_t errlen)
 {
     const mt_shard_info *in = &s->info;
-    if (start < 0 || count < 0 || start + count > in->n_tokens)
+    if (start < 0 || count < 0 || count > in->n_tokens - start)
         return mt_errorf(err, errlen, "%s: tokens [%lld, %lld) are outside its %lld tokens", s->path, (long long)start,
                     (long long)(start + count), (long long)in->n_tokens);
     hdf5_enter();
@@ -303,12 +403,11 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
     if (!ok)
         return mt_errorf(err, errlen, "%s: reading tokens [%lld, %lld) failed (corrupt data?)", s->path, (long long)start,
                     (long long)(start + count));
-    const uint32_t vocab = (uint32_t)in->vocab_size;
     for (int64_t i = 0; i < count; i++) {
         uint32_t id = in->token_bytes == 2 ? narrow[i] : ((const uint32_t *)out)[i];
-        if (id >= vocab)
-            return mt_errorf(err, errlen, "%s: token id %u at offset %lld is not below vocab_size %u", s->path, id,
-                        (long long)(start + i), vocab);
+        if (id >= in->vocab_size)
+            return mt_errorf(err, errlen, "%s: token id %u at offset %lld is not below vocab_size %lld", s->path, id,
+                        (long long)(start + i), (long long)in->vocab_size);
         out[i] = (int32_t)id;
     }
     return true;
@@ -316,7 +415,7 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
 
 bool mt_shard_read_loss_mask(mt_shard *s, int64_t start, int64_t count, uint8_t *out, char *err, size_t errlen)
 {
-    if (start < 0 || count < 0 || start + count > s->info.n_tokens)
+    if (start < 0 || count < 0 || count > s->info.n_tokens - start)
         return mt_errorf(err, errlen, "%s: loss mask [%lld, %lld) is outside its %lld tokens", s->path, (long long)start,
                     (long long)(start + count), (long long)s->info.n_tokens);
     if (!s->info.has_loss_mask) {
@@ -332,10 +431,17 @@ bool mt_shard_read_loss_mask(mt_shard *s, int64_t start, int64_t count, uint8_t 
 /* ------------------------------------------------------------------------ */
 /* Writing. */
 
+typedef struct extra_attr {
+    char name[64];
+    uint64_t value;
+} extra_attr;
+
 struct mt_shard_writer {
     char *path;
     int64_t vocab_size, eos_id;
     char tokenizer[256];
+    extra_attr extra[MT_SHARD_MAX_EXTRA_ATTRS];
+    int n_extra;
     bool with_mask;
     uint32_t *tokens;
     uint8_t *mask;
@@ -346,8 +452,8 @@ struct mt_shard_writer {
 mt_shard_writer *mt_shard_writer_open(const char *path, int64_t vocab_size, int64_t eos_id, const char *tokenizer,
                                       bool with_loss_mask, char *err, size_t errlen)
 {
-    if (vocab_size < 1 || vocab_size > ((int64_t)1 << 32) || eos_id < 0 || eos_id >= vocab_size) {
-        mt_errorf(err, errlen, "%s: vocab_size %lld / eos_id %lld: need 0 <= eos_id < vocab_size <= 2^32", path,
+    if (vocab_size < 1 || vocab_size > MT_SHARD_MAX_VOCAB || eos_id < 0 || eos_id >= vocab_size) {
+        mt_errorf(err, errlen, "%s: vocab_size %lld / eos_id %lld: need 0 <= eos_id < vocab_size <= 2^31", path,
              (long long)vocab_size, (long long)eos_id);
         return NULL;
     }
@@ -367,6 +473,24 @@ mt_shard_writer *mt_shard_writer_open(const char *path, int64_t vocab_size, int6
 int64_t mt_shard_writer_count(const mt_shard_writer *w)
 {
     return w->n;
+}
+
+bool mt_shard_writer_add_uint_attr(mt_shard_writer *w, const char *name, uint64_t value, char *err, size_t errlen)
+{
+    static const char *const format_names[] = {"format_version", "vocab_size", "eos_id", "tokenizer"};
+    for (size_t i = 0; i < sizeof format_names / sizeof format_names[0]; i++)
+        if (strcmp(name, format_names[i]) == 0)
+            return mt_errorf(err, errlen, "%s: attribute %s belongs to the shard format", w->path, name);
+    for (int i = 0; i < w->n_extra; i++)
+        if (strcmp(name, w->extra[i].name) == 0)
+            return mt_errorf(err, errlen, "%s: attribute %s is already recorded", w->path, name);
+    if (w->n_extra == MT_SHARD_MAX_EXTRA_ATTRS || !*name || strlen(name) >= sizeof w->extra[0].name)
+        return mt_errorf(err, errlen, "%s: attribute %s: at most %d extra attributes, with names of 1 to %zu bytes",
+                         w->path, name, MT_SHARD_MAX_EXTRA_ATTRS, sizeof w->extra[0].name - 1);
+    extra_attr *a = &w->extra[w->n_extra++];
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->value = value;
+    return true;
 }
 
 static bool grow(void **p, int64_t *cap, int64_t need, size_t elem)
@@ -422,43 +546,48 @@ static bool write_dataset(hid_t file, const char *name, hid_t file_type, hid_t m
                           int64_t chunk, bool compress)
 {
     hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    if (chunk > 0 && n > 0) {
+    hid_t space = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), ds = -1;
+    bool ok = space >= 0 && dcpl >= 0;
+    if (ok && chunk > 0 && n > 0) {
         hsize_t c[1] = {(hsize_t)(chunk < n ? chunk : n)};
-        H5Pset_chunk(dcpl, 1, c);
-        if (compress)
-            H5Pset_deflate(dcpl, 4);
+        ok = H5Pset_chunk(dcpl, 1, c) >= 0 && (!compress || H5Pset_deflate(dcpl, 4) >= 0);
     }
-    hid_t ds = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    bool ok = ds >= 0 && (n == 0 || H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    if (ok)
+        ds = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ok = ok && ds >= 0 && (n == 0 || H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
     if (ds >= 0)
-        H5Dclose(ds);
-    H5Pclose(dcpl);
-    H5Sclose(space);
+        ok = H5Dclose(ds) >= 0 && ok;
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (space >= 0)
+        H5Sclose(space);
+    return ok;
+}
+
+/* A scalar attribute of file_type from *v (mem_type). */
+static bool write_scalar_attr(hid_t file, const char *name, hid_t file_type, hid_t mem_type, const void *v)
+{
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = space >= 0 ? H5Acreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    bool ok = attr >= 0 && H5Awrite(attr, mem_type, v) >= 0;
+    if (attr >= 0)
+        ok = H5Aclose(attr) >= 0 && ok;
+    if (space >= 0)
+        H5Sclose(space);
     return ok;
 }
 
 static bool write_int_attr(hid_t file, const char *name, int64_t v)
 {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = H5Acreate2(file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = attr >= 0 && H5Awrite(attr, H5T_NATIVE_INT64, &v) >= 0;
-    if (attr >= 0)
-        H5Aclose(attr);
-    H5Sclose(space);
-    return ok;
+    return write_scalar_attr(file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
 }
 
 static bool write_string_attr(hid_t file, const char *name, const char *v)
 {
-    hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
-    H5Tset_size(type, strlen(v) + 1);
-    hid_t attr = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = attr >= 0 && H5Awrite(attr, type, v) >= 0;
-    if (attr >= 0)
-        H5Aclose(attr);
-    H5Sclose(space);
-    H5Tclose(type);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    bool ok = type >= 0 && H5Tset_size(type, strlen(v) + 1) >= 0 && write_scalar_attr(file, name, type, type, v);
+    if (type >= 0)
+        H5Tclose(type);
     return ok;
 }
 
@@ -485,6 +614,8 @@ static bool write_hdf5(const mt_shard_writer *w, const char *tmp, int64_t chunk,
     ok = ok && write_int_attr(file, "format_version", MT_SHARD_FORMAT_VERSION) &&
          write_int_attr(file, "vocab_size", w->vocab_size) && write_int_attr(file, "eos_id", w->eos_id) &&
          write_string_attr(file, "tokenizer", w->tokenizer);
+    for (int i = 0; ok && i < w->n_extra; i++)
+        ok = write_scalar_attr(file, w->extra[i].name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &w->extra[i].value);
     return H5Fclose(file) >= 0 && ok;
 }
 

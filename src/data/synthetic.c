@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/rng.h"
 #include "core/error.h"
@@ -134,7 +135,28 @@ void mt_synth_example(const mt_synth_config *c, uint64_t index, int32_t *tokens,
         mt_induction_example(c, index, tokens, mask);
 }
 
-bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen)
+/* The generator's parameters as its shards record them, in attributes named
+ * recorded_attr (docs/data-format.md); the task and the vocabulary size are
+ * the shard's tokenizer and vocab_size. */
+enum { REC_VERSION, REC_SEQ_LEN, REC_MEMORIZE, REC_SEED, REC_EXAMPLES, N_RECORDED };
+static const char *const recorded_attr[N_RECORDED] = {"synthetic_version", "synthetic_seq_len", "synthetic_memorize",
+                                                      "synthetic_seed", "synthetic_examples"};
+static const char *const recorded_label[N_RECORDED] = {"generator version", "seq_len", "memorize", "seed",
+                                                       "examples"};
+
+/* The values a shard of n_examples examples of c records. Induction does not
+ * use n_memorize, so it records 0 and a change of it remakes nothing. */
+static void recorded_values(const mt_synth_config *c, int64_t n_examples, uint64_t v[N_RECORDED])
+{
+    v[REC_VERSION] = MT_SYNTH_GENERATOR_VERSION;
+    v[REC_SEQ_LEN] = (uint64_t)c->seq_len;
+    v[REC_MEMORIZE] = c->task == MT_TASK_SELECTIVE_COPY ? (uint64_t)c->n_memorize : 0;
+    v[REC_SEED] = c->seed;
+    v[REC_EXAMPLES] = (uint64_t)n_examples;
+}
+
+/* Checks c and that n_examples examples of it fit in a shard. */
+static bool check_request(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen)
 {
     if (!mt_synth_validate(c, err, errlen))
         return false;
@@ -142,6 +164,14 @@ bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const ch
     if (n_examples < 1 || n_examples > INT64_MAX / n)
         return mt_errorf(err, errlen, "%s: %lld examples of %lld tokens: need at least 1, and fewer than 2^63 tokens",
                     path, (long long)n_examples, (long long)n);
+    return true;
+}
+
+bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen)
+{
+    if (!check_request(c, n_examples, path, err, errlen))
+        return false;
+    const int64_t n = c->seq_len + 1;
     int32_t *tokens = malloc((size_t)n * sizeof *tokens);
     uint8_t *mask = malloc((size_t)n);
     mt_shard_writer *w = NULL;
@@ -152,6 +182,10 @@ bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const ch
         w = mt_shard_writer_open(path, c->vocab_size, MT_SYNTH_EOS, mt_synth_task_name(c->task), true, err, errlen);
         ok = w != NULL;
     }
+    uint64_t recorded[N_RECORDED];
+    recorded_values(c, n_examples, recorded);
+    for (int k = 0; ok && k < N_RECORDED; k++)
+        ok = mt_shard_writer_add_uint_attr(w, recorded_attr[k], recorded[k], err, errlen);
     for (int64_t i = 0; ok && i < n_examples; i++) {
         mt_synth_example(c, (uint64_t)i, tokens, mask);
         ok = mt_shard_writer_append(w, tokens, mask, n, true, err, errlen);
@@ -164,6 +198,123 @@ bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const ch
     free(tokens);
     free(mask);
     return ok;
+}
+
+/* What a shard was made with against what this run asks, one parameter each. */
+enum { MAX_DIFFERENCES = N_RECORDED + 2 };
+typedef char difference_text[320]; /* room for a label and a tokenizer name */
+typedef struct differences {
+    int n;
+    difference_text was[MAX_DIFFERENCES], now[MAX_DIFFERENCES];
+} differences;
+
+static void add_difference(differences *d, const char *label, const char *was, const char *now)
+{
+    snprintf(d->was[d->n], sizeof d->was[0], "%s %s", label, was);
+    snprintf(d->now[d->n], sizeof d->now[0], "%s", now);
+    d->n++;
+}
+
+static void add_number_difference(differences *d, const char *label, uint64_t was, bool recorded, uint64_t now)
+{
+    char was_text[24], now_text[24];
+    if (recorded)
+        snprintf(was_text, sizeof was_text, "%llu", (unsigned long long)was);
+    else
+        snprintf(was_text, sizeof was_text, "(not recorded)");
+    snprintf(now_text, sizeof now_text, "%llu", (unsigned long long)now);
+    add_difference(d, label, was_text, now_text);
+}
+
+/* items[0..n) appended to out as "a", "a and b", "a, b and c". */
+static void append_joined(char *out, size_t len, const difference_text *items, int n)
+{
+    for (int i = 0; i < n; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, "%s%s", i == 0 ? "" : i == n - 1 ? " and " : ", ", items[i]);
+    }
+}
+
+/* Compares the recorded parameters of the open synthetic shard s with the
+ * request; what differs goes into d. */
+static void find_differences(mt_shard *s, const mt_synth_config *c, int64_t n_examples, differences *d)
+{
+    const mt_shard_info *in = mt_shard_get_info(s);
+    uint64_t want[N_RECORDED];
+    recorded_values(c, n_examples, want);
+    const char *task = mt_synth_task_name(c->task);
+    if (strcmp(in->tokenizer, task) != 0)
+        add_difference(d, "task", in->tokenizer, task);
+    if (in->vocab_size != c->vocab_size)
+        add_number_difference(d, "vocab_size", (uint64_t)in->vocab_size, true, (uint64_t)c->vocab_size);
+    for (int k = REC_SEQ_LEN; k < N_RECORDED; k++) {
+        uint64_t got = 0;
+        bool present = false;
+        char ignored[256]; /* an unreadable value counts as not recorded: the shard is remade either way */
+        bool ok = mt_shard_uint_attr(s, recorded_attr[k], &got, &present, ignored, sizeof ignored) && present;
+        if (!ok || got != want[k])
+            add_number_difference(d, recorded_label[k], got, ok, want[k]);
+    }
+    /* The same parameters over other contents: a shard edited since. */
+    const int64_t tokens = n_examples * (c->seq_len + 1);
+    if (d->n == 0 && (in->n_tokens != tokens || !in->has_loss_mask))
+        add_number_difference(d, "tokens", (uint64_t)in->n_tokens, true, (uint64_t)tokens);
+}
+
+/* Whether the existing file at path holds the requested shard: 1 when it is
+ * a synthetic shard made with other parameters (said in `differs`), 0 when
+ * with these, -1 when it is not a synthetic shard (err says so). */
+static int compare_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *differs,
+                         size_t differs_len, char *err, size_t errlen)
+{
+    static const char move_away[] = "it is where the synthetic shard goes: move it away (it is not deleted)";
+    char why[512];
+    mt_shard *s = mt_shard_open(path, why, sizeof why);
+    if (!s) {
+        mt_errorf(err, errlen, "%s; %s", why, move_away);
+        return -1;
+    }
+    uint64_t version = 0;
+    bool present = false;
+    if (!mt_shard_uint_attr(s, recorded_attr[REC_VERSION], &version, &present, why, sizeof why) || !present) {
+        mt_errorf(err, errlen, "%s: not a synthetic shard of this generator (%s, as in shards generated before "
+                  "their parameters were recorded); %s", path, present ? why : "no attribute synthetic_version",
+                  move_away);
+        mt_shard_close(s);
+        return -1;
+    }
+    differences d = {0};
+    if (version != MT_SYNTH_GENERATOR_VERSION)
+        add_number_difference(&d, recorded_label[REC_VERSION], version, true, MT_SYNTH_GENERATOR_VERSION);
+    else
+        find_differences(s, c, n_examples, &d);
+    mt_shard_close(s);
+    if (d.n == 0)
+        return 0;
+    snprintf(differs, differs_len, "made with ");
+    append_joined(differs, differs_len, d.was, d.n);
+    snprintf(differs + strlen(differs), differs_len - strlen(differs), ", this run asks ");
+    append_joined(differs, differs_len, d.now, d.n);
+    return 1;
+}
+
+bool mt_synth_ensure_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen)
+{
+    if (!check_request(c, n_examples, path, err, errlen))
+        return false;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno != ENOENT)
+            return mt_errorf(err, errlen, "%s: cannot look for the synthetic shard: %s", path, strerror(errno));
+        return mt_synth_write_shard(c, n_examples, path, err, errlen);
+    }
+    char differs[1024];
+    const int verdict = compare_shard(c, n_examples, path, differs, sizeof differs, err, errlen);
+    if (verdict <= 0)
+        return verdict == 0;
+    printf("%s: %s: regenerating\n", path, differs);
+    fflush(stdout);
+    return mt_synth_write_shard(c, n_examples, path, err, errlen);
 }
 
 void mt_bytes_to_tokens(const uint8_t *bytes, int64_t n, int32_t *tokens)

@@ -63,9 +63,25 @@ void mt_synth_example(const mt_synth_config *c, uint64_t index, int32_t *tokens,
 void mt_selective_copy_example(const mt_synth_config *c, uint64_t index, int32_t *tokens, uint8_t *mask);
 void mt_induction_example(const mt_synth_config *c, uint64_t index, int32_t *tokens, uint8_t *mask);
 
+/* The generator's version, recorded in its shards: raise it whenever the
+ * examples made from the same parameters change, so old shards are remade. */
+#define MT_SYNTH_GENERATOR_VERSION 1
+
 /* Writes n_examples examples of c to a shard at path: one document per
- * example, with /loss_mask, vocab_size c->vocab_size, eos_id MT_SYNTH_EOS. */
+ * example, with /loss_mask, vocab_size c->vocab_size, eos_id MT_SYNTH_EOS,
+ * the task's name as tokenizer, and the generator's parameters as the
+ * attributes synthetic_version, synthetic_seq_len, synthetic_memorize,
+ * synthetic_seed and synthetic_examples (docs/data-format.md). */
 bool mt_synth_write_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen);
+
+/* Makes sure path holds the shard mt_synth_write_shard(c, n_examples) would
+ * write. A missing shard is written; one whose recorded parameters equal the
+ * requested ones is kept; one made with others (or by another generator
+ * version) is written anew, after one line on stdout naming what differs.
+ * The new file replaces the old by rename, so path never holds half a
+ * shard. A file at path that is not a synthetic shard (not HDF5, or without
+ * synthetic_version) is left alone: false, with err saying to move it away. */
+bool mt_synth_ensure_shard(const mt_synth_config *c, int64_t n_examples, const char *path, char *err, size_t errlen);
 
 /* Byte-level tokens: id = byte value. */
 void mt_bytes_to_tokens(const uint8_t *bytes, int64_t n, int32_t *tokens);
