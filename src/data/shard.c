@@ -392,8 +392,8 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
 {
     const mt_shard_info *in = &s->info;
     if (start < 0 || count < 0 || count > in->n_tokens - start)
-        return mt_errorf(err, errlen, "%s: tokens [%lld, %lld) are outside its %lld tokens", s->path, (long long)start,
-                    (long long)(start + count), (long long)in->n_tokens);
+        return mt_errorf(err, errlen, "%s: %lld tokens from offset %lld are outside its %lld tokens", s->path,
+                         (long long)count, (long long)start, (long long)in->n_tokens);
     hdf5_enter();
     /* uint16 ids land in the upper half of out and widen in place, front to back. */
     uint16_t *narrow = (uint16_t *)out + count;
@@ -416,8 +416,8 @@ bool mt_shard_read_tokens(mt_shard *s, int64_t start, int64_t count, int32_t *ou
 bool mt_shard_read_loss_mask(mt_shard *s, int64_t start, int64_t count, uint8_t *out, char *err, size_t errlen)
 {
     if (start < 0 || count < 0 || count > s->info.n_tokens - start)
-        return mt_errorf(err, errlen, "%s: loss mask [%lld, %lld) is outside its %lld tokens", s->path, (long long)start,
-                    (long long)(start + count), (long long)s->info.n_tokens);
+        return mt_errorf(err, errlen, "%s: a loss mask of %lld tokens from offset %lld is outside its %lld tokens",
+                         s->path, (long long)count, (long long)start, (long long)s->info.n_tokens);
     if (!s->info.has_loss_mask) {
         memset(out, 1, (size_t)count);
         return true;
