@@ -300,15 +300,27 @@ static void checkpoint_damage_detected(void **state)
     assert_false(mt_checkpoint_load(tl_temp_path("run-crc/step_000020"), &b, true, NULL, err, sizeof err));
     tl_expect_error(err, model20, "CRC-32");
     char path[512];
-    assert_true(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
+    assert_int_equal(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err), MT_CHECKPOINT_VALID);
     assert_string_equal(path, tl_temp_path("run-crc/step_000010"));
 
-    /* A truncated file is caught by its size. */
-    assert_int_equal(truncate(tl_temp_path("run-crc/step_000010/optimizer.safetensors"), 100), 0);
-    assert_false(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
-    tl_expect_error(err, out, "no valid checkpoint");
-    assert_false(mt_checkpoint_latest(tl_temp_path("nowhere"), path, sizeof path, err, sizeof err));
-    tl_expect_error(err, "nowhere", NULL);
+    /* A truncated file is caught by its size. With every checkpoint damaged
+     * the answer is not "none": each is named with why. */
+    const char *optimizer10 = tl_temp_path("run-crc/step_000010/optimizer.safetensors");
+    assert_int_equal(truncate(optimizer10, 100), 0);
+    assert_int_equal(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err), MT_CHECKPOINT_DAMAGED);
+    tl_expect_error(err, out, "none of its 2 checkpoints verifies");
+    tl_expect_error(err, model20, "CRC-32");
+    tl_expect_error(err, optimizer10, "truncated");
+    assert_int_equal(mt_checkpoint_count(out, err, sizeof err), 2);
+
+    /* No checkpoint at all, or no directory: none. */
+    assert_int_equal(mt_checkpoint_latest(tl_temp_path("nowhere"), path, sizeof path, err, sizeof err),
+                     MT_CHECKPOINT_NONE);
+    tl_expect_error(err, "nowhere", "no checkpoint");
+    assert_int_equal(mkdir(tl_temp_path("run-empty"), 0755), 0);
+    assert_int_equal(mt_checkpoint_latest(tl_temp_path("run-empty"), path, sizeof path, err, sizeof err),
+                     MT_CHECKPOINT_NONE);
+    assert_int_equal(mt_checkpoint_count(tl_temp_path("nowhere"), err, sizeof err), 0);
     mt_params_release(&a);
     mt_params_release(&b);
 }
@@ -350,7 +362,8 @@ static void checkpoint_key_errors(void **state)
 static void checkpoint_keep_last_and_crash(void **state)
 {
     (void)state;
-    const char *out = tl_temp_path("run-keep");
+    char out[512]; /* tl_temp_path reuses its buffers */
+    snprintf(out, sizeof out, "%s", tl_temp_path("run-keep"));
     mt_params a;
     make_params(&a, 4, false, false);
     for (int64_t s = 100; s <= 500; s += 100)
@@ -364,13 +377,64 @@ static void checkpoint_keep_last_and_crash(void **state)
     assert_int_equal(mkdir(crashed, 0755), 0);
     write_bytes(tl_temp_path("run-keep/step_000600.tmp/model.safetensors"), "\x08\x00", 2);
     char path[512];
-    assert_true(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
+    assert_int_equal(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err), MT_CHECKPOINT_VALID);
     assert_string_equal(path, tl_temp_path("run-keep/step_000500"));
     save(out, 700, &a, 0);
     assert_false(exists(crashed));
     assert_true(exists(tl_temp_path("run-keep/step_000400"))); /* keep_last 0 keeps all */
-    assert_true(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err));
+    assert_int_equal(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err), MT_CHECKPOINT_VALID);
     assert_string_equal(path, tl_temp_path("run-keep/step_000700"));
+
+    /* A replacement that died between its two renames left step_000700.old
+     * as the only copy: a listing puts it back, and so does a save. */
+    assert_int_equal(rename(path, tl_temp_path("run-keep/step_000700.old")), 0);
+    assert_int_equal(mt_checkpoint_latest(out, path, sizeof path, err, sizeof err), MT_CHECKPOINT_VALID);
+    assert_string_equal(path, tl_temp_path("run-keep/step_000700"));
+    assert_false(exists(tl_temp_path("run-keep/step_000700.old")));
+    assert_int_equal(rename(path, tl_temp_path("run-keep/step_000700.old")), 0);
+    save(out, 800, &a, 0);
+    assert_false(exists(tl_temp_path("run-keep/step_000700.old")));
+    assert_true(mt_checkpoint_verify(tl_temp_path("run-keep/step_000700"), err, sizeof err));
+    mt_params_release(&a);
+}
+
+/* A checkpoint that does not verify is never deleted: keep_last counts the
+ * valid ones only and leaves it, a save of its step moves it aside (to a
+ * new name each time), and deleting the valid ones leaves it too. */
+static void checkpoint_damaged_ones_are_kept(void **state)
+{
+    (void)state;
+    char out[512]; /* tl_temp_path reuses its buffers */
+    snprintf(out, sizeof out, "%s", tl_temp_path("run-damaged"));
+    mt_params a;
+    make_params(&a, 5, false, false);
+    for (int64_t s = 100; s <= 300; s += 100)
+        save(out, s, &a, 0);
+    char model200[512];
+    snprintf(model200, sizeof model200, "%s", tl_temp_path("run-damaged/step_000200/model.safetensors"));
+    assert_int_equal(truncate(model200, 10), 0);
+    save(out, 400, &a, 2);
+    assert_true(exists(model200));
+    assert_false(exists(tl_temp_path("run-damaged/step_000100")));
+    assert_true(exists(tl_temp_path("run-damaged/step_000300")));
+    assert_true(exists(tl_temp_path("run-damaged/step_000400")));
+
+    save(out, 200, &a, 0); /* as a run resumed from step 100 would */
+    assert_true(mt_checkpoint_verify(tl_temp_path("run-damaged/step_000200"), err, sizeof err));
+    assert_true(exists(tl_temp_path("run-damaged/step_000200.damaged/model.safetensors")));
+    assert_int_equal(truncate(model200, 10), 0);
+    save(out, 200, &a, 0);
+    assert_true(exists(tl_temp_path("run-damaged/step_000200.damaged.1/model.safetensors")));
+    assert_true(exists(tl_temp_path("run-damaged/step_000200.damaged")));
+
+    assert_int_equal(truncate(tl_temp_path("run-damaged/step_000300/trainer.json"), 1), 0);
+    int deleted;
+    assert_true(mt_checkpoint_delete_valid(out, &deleted, err, sizeof err));
+    assert_int_equal(deleted, 2);
+    assert_true(exists(tl_temp_path("run-damaged/step_000300")));
+    assert_false(exists(tl_temp_path("run-damaged/step_000200")));
+    assert_false(exists(tl_temp_path("run-damaged/step_000400")));
+    assert_int_equal(mt_checkpoint_count(out, err, sizeof err), 1);
     mt_params_release(&a);
 }
 
@@ -464,7 +528,7 @@ int main(void)
         cmocka_unit_test(safetensors_round_trip),    cmocka_unit_test(safetensors_bad_files),
         cmocka_unit_test(checkpoint_round_trip),     cmocka_unit_test(checkpoint_damage_detected),
         cmocka_unit_test(checkpoint_key_errors),     cmocka_unit_test(checkpoint_keep_last_and_crash),
-        cmocka_unit_test(config_json_round_trip),
+        cmocka_unit_test(checkpoint_damaged_ones_are_kept), cmocka_unit_test(config_json_round_trip),
     };
     return cmocka_run_group_tests(tests, tl_temp_dir_setup, tl_temp_dir_teardown);
 }

@@ -12,6 +12,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "io/file_io.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 
 #define PATH_LEN 4096
@@ -25,6 +26,8 @@
 #define MANIFEST_VERSION 1
 
 static const char *const adam_suffixes[2] = {".exp_avg", ".exp_avg_sq"};
+
+static bool verify_manifest(const char *dir, bool check_crc, char *err, size_t errlen);
 
 /* A checkpoint directory's step: the name must be exactly as step_dir
  * writes it ("step_" and 6 or more digits); -1 otherwise. */
@@ -44,12 +47,21 @@ static int64_t parse_step(const char *name)
 }
 
 /* Leftovers of an interrupted save: step_*.tmp (never renamed) and step_*.old
- * (a replaced checkpoint not yet deleted). */
+ * (a replaced checkpoint not yet deleted, its replacement in place: see
+ * restore_interrupted). */
 static bool is_leftover(const char *name)
 {
     size_t n = strlen(name);
     return strncmp(name, "step_", 5) == 0 && n > 9 &&
            (strcmp(name + n - 4, ".tmp") == 0 || strcmp(name + n - 4, ".old") == 0);
+}
+
+/* Whether path exists; one that cannot be checked counts as taken, so it is
+ * left alone. */
+static bool path_taken(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 || errno != ENOENT;
 }
 
 /* Removes a file or a directory tree. */
@@ -75,6 +87,38 @@ static bool remove_tree(const char *path)
     return rmdir(path) == 0 && ok;
 }
 
+/* A step_NNNNNN.old without its step_NNNNNN is the only copy of a
+ * checkpoint whose replacement stopped between the save's two renames: it
+ * is renamed back. Another rank listing at the same time may do it first. */
+static bool restore_interrupted(const char *out_dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(out_dir);
+    if (!d)
+        return errno == ENOENT ||
+               mt_errorf(err, errlen, "%s: cannot list the checkpoint directory: %s", out_dir, strerror(errno));
+    bool ok = true;
+    struct dirent *e;
+    char name[PATH_LEN], old[PATH_LEN], final[PATH_LEN];
+    while (ok && (e = readdir(d)) != NULL) {
+        const size_t n = strlen(e->d_name);
+        if (n <= 4 || n >= sizeof name || strcmp(e->d_name + n - 4, ".old") != 0)
+            continue;
+        memcpy(name, e->d_name, n - 4);
+        name[n - 4] = '\0';
+        if (parse_step(name) < 0 || !mt_path_join(old, sizeof old, out_dir, e->d_name, NULL, 0) ||
+            !mt_path_join(final, sizeof final, out_dir, name, NULL, 0) || path_taken(final))
+            continue;
+        if (rename(old, final) == 0)
+            fprintf(stderr, "mamba-train: warning: %s was the only copy of a checkpoint whose replacement was "
+                    "interrupted: restored as %s\n", old, final);
+        else if (!(errno == ENOENT && path_taken(final)))
+            ok = mt_errorf(err, errlen, "%s: cannot restore this only copy of an interrupted save's checkpoint to %s: "
+                           "%s", old, final, strerror(errno));
+    }
+    closedir(d);
+    return ok;
+}
+
 static int by_step_descending(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -82,15 +126,19 @@ static int by_step_descending(const void *a, const void *b)
 }
 
 /* The steps of out_dir's checkpoint directories, newest first (*steps is
- * malloc'ed). With remove_leftovers set, also deletes the leftovers. */
+ * malloc'ed; none when out_dir does not exist). With remove_leftovers set,
+ * also deletes the leftovers of interrupted saves. */
 static bool list_steps(const char *out_dir, bool remove_leftovers, int64_t **steps, int *n, char *err,
                        size_t errlen)
 {
     *steps = NULL;
     *n = 0;
+    if (!restore_interrupted(out_dir, err, errlen))
+        return false;
     DIR *d = opendir(out_dir);
     if (!d)
-        return mt_errorf(err, errlen, "%s: cannot list the checkpoint directory: %s", out_dir, strerror(errno));
+        return errno == ENOENT ||
+               mt_errorf(err, errlen, "%s: cannot list the checkpoint directory: %s", out_dir, strerror(errno));
     int cap = 0;
     bool ok = true;
     struct dirent *e;
@@ -125,7 +173,8 @@ static bool list_steps(const char *out_dir, bool remove_leftovers, int64_t **ste
         *n = 0;
         return false;
     }
-    qsort(*steps, (size_t)*n, sizeof **steps, by_step_descending);
+    if (*n > 0) /* qsort's base must not be NULL, even for no elements */
+        qsort(*steps, (size_t)*n, sizeof **steps, by_step_descending);
     return true;
 }
 
@@ -195,9 +244,9 @@ static bool write_params(const char *path, const mt_params *p, void *const *bufs
 
 static bool write_json(const char *path, const json_t *j, char *err, size_t errlen)
 {
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    char *text = mt_json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
     if (!text)
-        return mt_errorf(err, errlen, "%s: cannot encode the JSON (not an object, or a non-finite number?)", path);
+        return mt_errorf(err, errlen, "%s: cannot encode the JSON (not an object?)", path);
     size_t n = strlen(text);
     text[n] = '\n'; /* replaces the terminator: the file ends with a newline */
     bool ok = mt_write_file_synced(path, text, n + 1, err, errlen);
@@ -248,23 +297,91 @@ static bool write_checkpoint_files(const char *dir, int64_t step, const mt_param
     return ok && mt_fsync_path(dir, err, errlen);
 }
 
-/* Deletes all but the newest keep_last checkpoints. A checkpoint that cannot
- * be deleted costs disk space, not the save: it is a warning. */
-static void prune(const char *out_dir, int keep_last)
+/* Deletes the valid checkpoints of out_dir but the newest keep (*deleted:
+ * how many). known_valid is a step that verifies by construction (the one
+ * just written; -1: none). A damaged checkpoint is neither counted nor
+ * deleted: nothing here could read it, so nothing here decides that it is
+ * worthless (a warning). Damage here is what the manifest and the file
+ * sizes show: a CRC pass would read every old checkpoint at every save. */
+static bool delete_valid_beyond(const char *out_dir, int keep, int64_t known_valid, int *deleted, char *err,
+                                size_t errlen)
 {
     int64_t *steps;
     int n;
-    char err[512], path[PATH_LEN];
-    if (!list_steps(out_dir, false, &steps, &n, err, sizeof err)) {
-        fprintf(stderr, "mamba-train: warning: old checkpoints not pruned: %s\n", err);
-        return;
-    }
-    for (int i = keep_last; i < n; i++) {
+    *deleted = 0;
+    if (!list_steps(out_dir, false, &steps, &n, err, errlen))
+        return false;
+    char path[PATH_LEN], why[1024];
+    int kept = 0;
+    bool ok = true;
+    for (int i = 0; i < n; i++) {
         step_dir(path, out_dir, steps[i]);
-        if (!remove_tree(path))
-            fprintf(stderr, "mamba-train: warning: cannot delete the old checkpoint %s: %s\n", path, strerror(errno));
+        if (steps[i] != known_valid && !verify_manifest(path, false, why, sizeof why))
+            fprintf(stderr, "mamba-train: warning: the damaged checkpoint %s is left in place, not counted among "
+                    "the kept ones: %s\n", path, why);
+        else if (kept < keep)
+            kept++;
+        else if (remove_tree(path))
+            ++*deleted;
+        else
+            ok = mt_errorf(err, errlen, "%s: cannot delete the checkpoint: %s", path, strerror(errno));
     }
     free(steps);
+    return ok;
+}
+
+/* keep_last after a save of step saved. A checkpoint that cannot be deleted
+ * costs disk space, not the save: it is a warning. */
+static void prune(const char *out_dir, int64_t saved, int keep_last)
+{
+    char err[PATH_LEN + 256];
+    int deleted;
+    if (!delete_valid_beyond(out_dir, keep_last, saved, &deleted, err, sizeof err))
+        fprintf(stderr, "mamba-train: warning: old checkpoints not pruned: %s\n", err);
+}
+
+bool mt_checkpoint_delete_valid(const char *out_dir, int *deleted, char *err, size_t errlen)
+{
+    return delete_valid_beyond(out_dir, 0, -1, deleted, err, errlen);
+}
+
+/* Moves the damaged checkpoint dir to dir.damaged (or dir.damaged.N, the
+ * first free one), a name no save deletes. */
+static bool move_damaged_aside(const char *dir, const char *why, char *err, size_t errlen)
+{
+    char aside[PATH_LEN];
+    for (int i = 0; i < 1000; i++) {
+        if (i == 0)
+            snprintf(aside, sizeof aside, "%s.damaged", dir);
+        else
+            snprintf(aside, sizeof aside, "%s.damaged.%d", dir, i);
+        if (path_taken(aside))
+            continue;
+        if (rename(dir, aside) != 0)
+            return mt_errorf(err, errlen, "%s: cannot move the damaged checkpoint aside to %s: %s", dir, aside,
+                             strerror(errno));
+        fprintf(stderr, "mamba-train: warning: %s does not verify (%s): moved aside to %s\n", dir, why, aside);
+        return true;
+    }
+    return mt_errorf(err, errlen, "%s: damaged, and %s.damaged to .damaged.999 are all taken", dir, dir);
+}
+
+/* Frees the name final for a new checkpoint: a valid checkpoint there is
+ * moved to old (*replacing: deleted once the new one is in place), a damaged
+ * one moved aside for good. */
+static bool free_the_name(const char *final, const char *old, bool *replacing, char *err, size_t errlen)
+{
+    *replacing = false;
+    if (!path_taken(final))
+        return true;
+    char why[1024];
+    if (!mt_checkpoint_verify(final, why, sizeof why))
+        return move_damaged_aside(final, why, err, errlen);
+    if (rename(final, old) != 0)
+        return mt_errorf(err, errlen, "%s: cannot move the existing checkpoint aside to %s: %s", final, old,
+                         strerror(errno));
+    *replacing = true;
+    return true;
 }
 
 bool mt_checkpoint_save(const char *out_dir, int64_t step, const mt_params *p, bool with_optimizer,
@@ -290,23 +407,15 @@ bool mt_checkpoint_save(const char *out_dir, int64_t step, const mt_params *p, b
 
     char final[PATH_LEN], tmp[PATH_LEN], old[PATH_LEN];
     step_dir(final, out_dir, step);
-    if (strlen(final) + 5 > PATH_LEN)
+    if (strlen(final) + sizeof ".damaged.999" > PATH_LEN)
         return mt_errorf(err, errlen, "%s: path too long", final);
     snprintf(tmp, PATH_LEN, "%s.tmp", final);
     snprintf(old, PATH_LEN, "%s.old", final);
     if (mkdir(tmp, 0755) != 0)
         return mt_errorf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-    if (!write_checkpoint_files(tmp, step, p, with_optimizer, trainer_state, model_config, err, errlen)) {
-        remove_tree(tmp);
-        return false;
-    }
-
-    /* A checkpoint of the same step is moved aside, not deleted, until the
-     * new one is in place. */
-    struct stat st;
-    const bool replacing = stat(final, &st) == 0;
-    if (replacing && rename(final, old) != 0) {
-        mt_errorf(err, errlen, "%s: cannot move the existing checkpoint aside to %s: %s", final, old, strerror(errno));
+    bool replacing;
+    if (!write_checkpoint_files(tmp, step, p, with_optimizer, trainer_state, model_config, err, errlen) ||
+        !free_the_name(final, old, &replacing, err, errlen)) {
         remove_tree(tmp);
         return false;
     }
@@ -322,7 +431,7 @@ bool mt_checkpoint_save(const char *out_dir, int64_t step, const mt_params *p, b
     if (replacing && !remove_tree(old))
         fprintf(stderr, "mamba-train: warning: cannot delete the replaced checkpoint %s: %s\n", old, strerror(errno));
     if (keep_last > 0)
-        prune(out_dir, keep_last);
+        prune(out_dir, step, keep_last);
     if (path_out)
         snprintf(path_out, path_len, "%s", final);
     return true;
@@ -343,7 +452,18 @@ static json_t *read_json_object(const char *path, char *err, size_t errlen)
     return j;
 }
 
-bool mt_checkpoint_verify(const char *dir, char *err, size_t errlen)
+static bool file_size(const char *path, uint64_t *size, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return mt_errorf(err, errlen, "%s: %s", path, strerror(errno));
+    *size = (uint64_t)st.st_size;
+    return true;
+}
+
+/* Checks dir's manifest and the size of every file it lists, and with
+ * check_crc their CRC-32 too (which reads every byte). */
+static bool verify_manifest(const char *dir, bool check_crc, char *err, size_t errlen)
 {
     char path[PATH_LEN];
     if (!mt_path_join(path, sizeof path, dir, MANIFEST, err, errlen))
@@ -371,16 +491,22 @@ bool mt_checkpoint_verify(const char *dir, char *err, size_t errlen)
         uint64_t got_size;
         uint32_t got_crc;
         ok = mt_path_join(file, sizeof file, dir, name, err, errlen) &&
-             mt_file_crc32(file, &got_size, &got_crc, err, errlen);
+             (check_crc ? mt_file_crc32(file, &got_size, &got_crc, err, errlen)
+                        : file_size(file, &got_size, err, errlen));
         if (ok && got_size != (uint64_t)json_integer_value(size))
             ok = mt_errorf(err, errlen, "%s: %" PRIu64 " bytes, the manifest says %" JSON_INTEGER_FORMAT
                            " (truncated or damaged)", file, got_size, json_integer_value(size));
-        if (ok && got_crc != (uint64_t)json_integer_value(crc))
+        if (ok && check_crc && got_crc != (uint64_t)json_integer_value(crc))
             ok = mt_errorf(err, errlen, "%s: CRC-32 %08" PRIx32 ", the manifest says %08" PRIx64 " (damaged)", file,
                            got_crc, (uint64_t)json_integer_value(crc));
     }
     json_decref(manifest);
     return ok;
+}
+
+bool mt_checkpoint_verify(const char *dir, char *err, size_t errlen)
+{
+    return verify_manifest(dir, true, err, errlen);
 }
 
 /* Every "<param><suffix>" in f with p's dtype and shape, and no other key. */
@@ -489,26 +615,53 @@ bool mt_checkpoint_load(const char *dir, mt_params *p, bool with_optimizer, json
     return ok;
 }
 
-bool mt_checkpoint_latest(const char *out_dir, char *path, size_t len, char *err, size_t errlen)
+/* text after what buf (size bytes) holds, with sep between: as much as fits. */
+static void append(char *buf, size_t size, const char *sep, const char *text)
+{
+    const size_t used = strlen(buf);
+    if (used + 1 < size)
+        snprintf(buf + used, size - used, "%s%s", used ? sep : "", text);
+}
+
+mt_checkpoint_found mt_checkpoint_latest(const char *out_dir, char *path, size_t len, char *err, size_t errlen)
 {
     int64_t *steps;
     int n;
     if (!list_steps(out_dir, false, &steps, &n, err, errlen))
-        return false;
-    char dir[PATH_LEN], why[1024];
+        return MT_CHECKPOINT_UNREADABLE;
+    char dir[PATH_LEN], why[1024], damaged[2048] = "";
     int skipped = 0;
     bool found = false;
     for (int i = 0; i < n && !found; i++) {
         step_dir(dir, out_dir, steps[i]);
         found = mt_checkpoint_verify(dir, why, sizeof why);
         if (!found) {
-            fprintf(stderr, "mamba-train: warning: skipping the damaged checkpoint %s: %s\n", dir, why);
+            append(damaged, sizeof damaged, "; ", why);
             skipped++;
         }
     }
     free(steps);
-    if (!found)
-        return mt_errorf(err, errlen, "%s: no valid checkpoint (%d damaged ones skipped)", out_dir, skipped);
+    if (n == 0) {
+        mt_errorf(err, errlen, "%s: no checkpoint (no step_NNNNNN directory)", out_dir);
+        return MT_CHECKPOINT_NONE;
+    }
+    if (!found) {
+        mt_errorf(err, errlen, "%s: none of its %d checkpoints verifies: %s", out_dir, n, damaged);
+        return MT_CHECKPOINT_DAMAGED;
+    }
+    if (skipped > 0)
+        fprintf(stderr, "mamba-train: warning: skipping %d damaged checkpoint%s newer than %s: %s\n", skipped,
+                skipped > 1 ? "s" : "", dir, damaged);
     snprintf(path, len, "%s", dir);
-    return true;
+    return MT_CHECKPOINT_VALID;
+}
+
+int mt_checkpoint_count(const char *out_dir, char *err, size_t errlen)
+{
+    int64_t *steps;
+    int n;
+    if (!list_steps(out_dir, false, &steps, &n, err, errlen))
+        return -1;
+    free(steps);
+    return n;
 }
