@@ -2,14 +2,17 @@
  * and exports a checkpoint as a released model.
  *
  *   mamba-train --config configs/NAME.ini [--set section.key=value ...]
- *               [--resume [DIR|auto]] [--out DIR] [--gpus N]
+ *               [--resume [DIR|auto] | --overwrite] [--out DIR] [--gpus N]
  *   mamba-train export --checkpoint DIR --format reference|hf --out DIR
  *   mamba-train --help
  *
  * The config is checked whole before any work starts; the effective one is
  * printed and saved as OUT/config.ini. Started by a launcher (RANK,
  * WORLD_SIZE, ...: train/launch.h), it runs as that rank; --gpus N starts N
- * ranks on this machine itself. */
+ * ranks on this machine itself. Exit status: 0 done, 1 an error, 2 a bad
+ * command line or config, 3 a rank the NCCL watchdog ended, 4
+ * (MT_EXIT_STOPPED_BY_SIGNAL) stopped by SIGTERM or SIGINT after its
+ * checkpoint. */
 #include <stdio.h>
 #include <string.h>
 
@@ -23,19 +26,26 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: mamba-train --config FILE.ini [--set section.key=value ...] [--resume [DIR|auto]] [--out DIR]\n"
-          "                   [--gpus N]\n"
+    fputs("usage: mamba-train --config FILE.ini [--set section.key=value ...] [--resume [DIR|auto] | --overwrite]\n"
+          "                   [--out DIR] [--gpus N]\n"
           "       mamba-train export --checkpoint DIR --format reference|hf --out DIR\n"
           "       mamba-train --help\n"
           "  --config   the run's INI file (sections model, data, train, log)\n"
           "  --set      override one key after the file (repeatable)\n"
-          "  --resume   continue from a checkpoint directory, or auto: the newest valid one in out_dir\n"
+          "  --resume   continue from a checkpoint directory, or auto: the newest valid one in out_dir (none\n"
+          "             there: a fresh start; only damaged ones: refused)\n"
+          "  --overwrite start afresh in an out_dir that holds checkpoints (without it that is refused): its\n"
+          "             valid checkpoints are deleted; damaged ones stay (moved aside to step_N.damaged when\n"
+          "             a save needs the name), and the earlier run's rows leave metrics.jsonl\n"
           "  --out      the run directory (log.out_dir)\n"
           "  --gpus     run N ranks on this machine's first N GPUs (data parallel, or dist.tp_size per model);\n"
           "             other launchers (torchrun-style, Slurm, mpirun) set RANK, WORLD_SIZE, LOCAL_RANK,\n"
           "             MASTER_ADDR and MASTER_PORT instead\n"
           "  export     write a checkpoint (or any model directory) as a released model: config.json with\n"
-          "             pytorch_model.bin (the reference package) or model.safetensors (HF transformers)\n",
+          "             pytorch_model.bin (the reference package) or model.safetensors (HF transformers)\n"
+          "exit status: 0 done; 1 an error; 2 a bad command line or config; 3 a rank ended by the NCCL watchdog\n"
+          "(a dead rank or a timeout); 4 stopped by SIGTERM or SIGINT after writing its checkpoint (continue\n"
+          "with --resume auto)\n",
           f);
 }
 
@@ -76,6 +86,7 @@ int main(int argc, char **argv)
     const char *config = NULL, *resume = NULL, *out = NULL;
     const char *sets[256];
     int n_sets = 0, gpus = 1;
+    bool overwrite = false;
     if (argc > 600) {
         fprintf(stderr, "mamba-train: %d arguments are too many\n", argc);
         return 2;
@@ -97,6 +108,8 @@ int main(int argc, char **argv)
             sets[n_sets++] = argv[++i];
         } else if (!strcmp(a, "--out") && i + 1 < argc) {
             out = argv[++i];
+        } else if (!strcmp(a, "--overwrite")) {
+            overwrite = true;
         } else if (!strcmp(a, "--resume")) {
             resume = (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) ? argv[++i] : "auto";
         } else if (!strcmp(a, "--gpus") && i + 1 < argc) {
@@ -117,6 +130,10 @@ int main(int argc, char **argv)
             rank_argv[rank_argc++] = argv[k];
     }
     rank_argv[rank_argc] = NULL;
+    if (resume && overwrite) {
+        fprintf(stderr, "mamba-train: --resume continues a run and --overwrite starts afresh: give one of them\n");
+        return 2;
+    }
     if (!config) {
         fprintf(stderr, "mamba-train: --config is required (configs/tiny.ini trains a small model on the CPU)\n");
         usage(stderr);
@@ -154,7 +171,7 @@ int main(int argc, char **argv)
         printf("\n");
     }
     mt_train_result res;
-    mt_train_options opt = {.resume = resume};
+    mt_train_options opt = {.resume = resume, .overwrite = overwrite};
     ok = mt_launch_rank(&rv, &cfg, &opt, &res, err, sizeof err);
     if (!ok)
         fprintf(stderr, "mamba-train: %s\n", err);
@@ -162,13 +179,15 @@ int main(int argc, char **argv)
     mt_rendezvous_finish(&rv, ok);
     if (!ok)
         return 1;
+    const int status = res.stopped_by_signal ? MT_EXIT_STOPPED_BY_SIGNAL : 0;
     if (rv.rank != 0)
-        return 0;
-    printf("done: %lld steps, last loss %.4f", (long long)res.steps_done, res.last_loss);
+        return status;
+    printf("%s: %lld steps, last loss %.4f", res.stopped_by_signal ? "stopped on a signal" : "done",
+           (long long)res.steps_done, res.last_loss);
     if (res.eval_loss == res.eval_loss)
         printf(", eval loss %.4f", res.eval_loss);
     if (res.eval_accuracy == res.eval_accuracy)
         printf(", eval accuracy %.3f", res.eval_accuracy);
-    printf("\n");
-    return 0;
+    printf("%s\n", res.stopped_by_signal ? " (continue with --resume auto)" : "");
+    return status;
 }

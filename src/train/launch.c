@@ -167,7 +167,8 @@ int mt_launch_local(int n, char **argv)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     int status = 0, running = n;
-    double kill_at = 0; /* when set: the ranks left get SIGKILL then */
+    bool stopped = false; /* a rank stopped on a signal after the checkpoint: not a failure */
+    double kill_at = 0;   /* when set: the ranks left get SIGKILL then */
     while (running > 0) {
         if (forwarded_signal) {
             signal_all(pids, n, forwarded_signal);
@@ -189,7 +190,8 @@ int mt_launch_local(int n, char **argv)
                 continue;
             pids[i] = 0;
             const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            if (code != 0 && status == 0) {
+            stopped = stopped || code == MT_EXIT_STOPPED_BY_SIGNAL;
+            if (code != 0 && code != MT_EXIT_STOPPED_BY_SIGNAL && status == 0) {
                 /* The others would wait for it until their timeout. */
                 fprintf(stderr, "mamba-train --gpus %d: rank %d exited with status %d: stopping the other ranks\n",
                         n, i, code);
@@ -202,5 +204,5 @@ int mt_launch_local(int n, char **argv)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(pids);
-    return status;
+    return status != 0 ? status : stopped ? MT_EXIT_STOPPED_BY_SIGNAL : 0;
 }

@@ -45,9 +45,20 @@ bool mt_run_all_ok(mt_run *r, bool ok, const char *what, char *err, size_t errle
  * rank writes (its path into res->checkpoint). */
 bool mt_run_save_checkpoint(mt_run *r, mt_train_result *res, char *err, size_t errlen);
 
-/* Continues from resume: a checkpoint directory, or "auto" (the newest in
- * out_dir; none: a fresh start). */
+/* Continues from resume: a checkpoint directory, or "auto" (the newest
+ * valid one in out_dir; none at all: a fresh start; only damaged ones:
+ * refused, naming each and why). */
 bool mt_run_resume(mt_run *r, const char *resume, char *err, size_t errlen);
+
+/* Checks that a fresh run may write into out_dir: one that holds
+ * checkpoints is refused, unless overwrite (then the valid ones are
+ * deleted, the damaged ones left). Run by the lead rank. */
+bool mt_run_claim_out_dir(const mt_run *r, bool overwrite, char *err, size_t errlen);
+
+/* Opens metrics.jsonl for appending at the run's step, after dropping the
+ * rows of later steps (an interrupted run's, logged after its last
+ * checkpoint). Run by the lead rank. */
+bool mt_run_open_metrics(mt_run *r, char *err, size_t errlen);
 
 /* The released weights of model.init_from into the model (nothing
  * re-initialized). */

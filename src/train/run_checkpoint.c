@@ -1,10 +1,12 @@
 /* A run's checkpoints (whole state, gathered from the ranks), its resume
- * (on the same or another number of ranks) and its start from released
- * weights. */
+ * (on the same or another number of ranks), its metrics log from the step
+ * it starts at, and its start from released weights. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "dist/tp.h"
@@ -147,16 +149,56 @@ static bool resume_cursor(const mt_run *r, const char *dir, int saved_dp, json_t
     return true;
 }
 
+bool mt_run_claim_out_dir(const mt_run *r, bool overwrite, char *err, size_t errlen)
+{
+    const char *out_dir = r->cfg->log.out_dir;
+    const int n = mt_checkpoint_count(out_dir, err, errlen);
+    if (n <= 0)
+        return n == 0;
+    if (!overwrite)
+        return mt_errorf(err, errlen, "%s already holds %d checkpoint%s (step_NNNNNN): continue that run with "
+                         "--resume auto (or --resume DIR), choose another log.out_dir, or start afresh there with "
+                         "--overwrite", out_dir, n, n > 1 ? "s" : "");
+    int deleted;
+    if (!mt_checkpoint_delete_valid(out_dir, &deleted, err, errlen))
+        return false;
+    printf("--overwrite: %d of the %d checkpoints in %s deleted (damaged ones stay)\n", deleted, n, out_dir);
+    return true;
+}
+
+/* The checkpoint that "auto" resumes from, into dir; *fresh when out_dir
+ * holds none at all. Damaged ones only are refused: starting fresh would
+ * overwrite them. */
+static bool auto_checkpoint(const mt_run *r, char *dir, size_t len, bool *fresh, char *err, size_t errlen)
+{
+    char why[1536];
+    *fresh = false;
+    switch (mt_checkpoint_latest(r->cfg->log.out_dir, dir, len, why, sizeof why)) {
+    case MT_CHECKPOINT_VALID:
+        return true;
+    case MT_CHECKPOINT_NONE:
+        *fresh = true;
+        if (r->lead)
+            printf("resume auto: no checkpoint in %s: starting fresh\n", r->cfg->log.out_dir);
+        return true;
+    case MT_CHECKPOINT_DAMAGED:
+        return mt_errorf(err, errlen, "resume auto: nothing to resume from, and nothing is overwritten (move the "
+                         "damaged checkpoints away, or start afresh beside them with --overwrite and no --resume): "
+                         "%s", why);
+    default:
+        return mt_errorf(err, errlen, "resume auto: %s", why);
+    }
+}
+
 bool mt_run_resume(mt_run *r, const char *resume, char *err, size_t errlen)
 {
     char dir[1024];
     if (strcmp(resume, "auto") == 0) {
-        char why[512];
-        if (!mt_checkpoint_latest(r->cfg->log.out_dir, dir, sizeof dir, why, sizeof why)) {
-            if (r->lead)
-                printf("resume auto: no checkpoint in %s (%s): starting fresh\n", r->cfg->log.out_dir, why);
+        bool fresh;
+        if (!auto_checkpoint(r, dir, sizeof dir, &fresh, err, errlen))
+            return false;
+        if (fresh)
             return true;
-        }
     } else {
         snprintf(dir, sizeof dir, "%s", resume);
     }
@@ -187,3 +229,88 @@ bool mt_run_resume(mt_run *r, const char *resume, char *err, size_t errlen)
     return true;
 }
 
+/* Whether the line of metrics.jsonl is a row of a step after step. A line
+ * that does not parse (an interrupted write, or not ours) is kept. */
+static bool row_after(const char *line, int64_t step)
+{
+    json_t *row = json_loads(line, 0, NULL);
+    json_t *at = json_object_get(row, "step");
+    const bool after = json_is_integer(at) && json_integer_value(at) > step;
+    json_decref(row);
+    return after;
+}
+
+/* The lines of in (each ending with a newline) but the rows after step into
+ * out; *dropped counts the rows left out, *rewrite whether out differs. */
+static bool copy_rows_up_to(FILE *in, FILE *out, int64_t step, int *dropped, bool *rewrite)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    bool ok = true;
+    *dropped = 0;
+    *rewrite = false;
+    while (ok && (n = getline(&line, &cap, in)) > 0) {
+        const bool whole = line[n - 1] == '\n';
+        if (row_after(line, step)) {
+            ++*dropped;
+            *rewrite = true;
+            continue;
+        }
+        *rewrite = *rewrite || !whole; /* the next row must not continue a cut one */
+        ok = fputs(line, out) >= 0 && (whole || fputc('\n', out) != EOF);
+    }
+    free(line);
+    return ok && !ferror(in);
+}
+
+/* Drops the rows of steps after step from metrics.jsonl (those an
+ * interrupted run logged after its last checkpoint, which the resumed run
+ * logs again): the kept lines go, in order, to a temporary file that is
+ * renamed over it. */
+static bool drop_rows_after(const char *path, int64_t step, char *err, size_t errlen)
+{
+    FILE *in = fopen(path, "r");
+    if (!in)
+        return errno == ENOENT || mt_errorf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+    char tmp[1100 + sizeof ".tmp"];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return mt_errorf(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+    }
+    int dropped;
+    bool rewrite;
+    bool ok = copy_rows_up_to(in, out, step, &dropped, &rewrite) && fflush(out) == 0 && fsync(fileno(out)) == 0;
+    int e = errno;
+    if (fclose(out) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    fclose(in);
+    if (!ok) {
+        unlink(tmp);
+        return mt_errorf(err, errlen, "%s: cannot rewrite it without the rows after step %lld: %s", path,
+                         (long long)step, strerror(e));
+    }
+    if (!rewrite)
+        return unlink(tmp) == 0 || mt_errorf(err, errlen, "%s: cannot remove: %s", tmp, strerror(errno));
+    if (rename(tmp, path) != 0)
+        return mt_errorf(err, errlen, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    if (dropped > 0)
+        printf("%s: %d rows of steps after %lld dropped (logged by an earlier run after the point this one starts "
+               "from)\n", path, dropped, (long long)step);
+    return true;
+}
+
+bool mt_run_open_metrics(mt_run *r, char *err, size_t errlen)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", r->cfg->log.out_dir);
+    if (!drop_rows_after(path, r->step, err, errlen))
+        return false;
+    if (!(r->metrics = fopen(path, "a")))
+        return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    return true;
+}

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
+#include "train/checkpoint.h"
 #include "train/dist_train.h"
 #include "train/run.h"
 
@@ -36,6 +38,57 @@ static void on_stop_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+
+/* A run's signals. SIGINT and SIGTERM ask for a stop after the step; the
+ * handler stays installed (no SA_RESETHAND, unlike signal()), so a second
+ * one while the checkpoint is written changes nothing. SIGXFSZ is ignored:
+ * a write past the file-size limit then fails with a message naming the
+ * file, and the previous checkpoint stays, instead of the process dying
+ * mid-save. The ranks of one process (threads, in the tests) share them:
+ * the first to start installs them, the last to end restores the old ones. */
+static const int run_signals[3] = {SIGINT, SIGTERM, SIGXFSZ};
+static struct sigaction saved_actions[3];
+static int signal_users;
+static pthread_mutex_t signals_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void restore_signals_locked(int n)
+{
+    for (int i = 0; i < n; i++)
+        if (sigaction(run_signals[i], &saved_actions[i], NULL) != 0)
+            fprintf(stderr, "mamba-train: warning: cannot restore the handler of signal %d: %s\n", run_signals[i],
+                    strerror(errno));
+}
+
+static bool catch_signals(char *err, size_t errlen)
+{
+    bool ok = true;
+    pthread_mutex_lock(&signals_lock);
+    if (signal_users == 0) {
+        stop_requested = 0;
+        struct sigaction stop = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+        struct sigaction ignore = {.sa_handler = SIG_IGN};
+        sigemptyset(&stop.sa_mask);
+        sigemptyset(&ignore.sa_mask);
+        for (int i = 0; ok && i < 3; i++) {
+            if (sigaction(run_signals[i], run_signals[i] == SIGXFSZ ? &ignore : &stop, &saved_actions[i]) != 0) {
+                ok = mt_errorf(err, errlen, "cannot set the handler of signal %d: %s", run_signals[i],
+                               strerror(errno));
+                restore_signals_locked(i);
+            }
+        }
+    }
+    signal_users += ok;
+    pthread_mutex_unlock(&signals_lock);
+    return ok;
+}
+
+static void restore_signals(void)
+{
+    pthread_mutex_lock(&signals_lock);
+    if (--signal_users == 0)
+        restore_signals_locked(3);
+    pthread_mutex_unlock(&signals_lock);
 }
 
 /* mkdir -p */
@@ -81,7 +134,8 @@ static double tensor_scalar(const mt_tensor *t)
 
 
 /* Generates the synthetic task's shards (train and a separate val) into
- * out_dir/data once; a later run (or a resume) reuses them. */
+ * out_dir/data; a later run (or a resume) reuses them while they were made
+ * with the same parameters, and remakes them otherwise. */
 static bool synthetic_shards(const mt_train_config *cfg, bool write, char *train_path, char *val_path, size_t len,
                              char *err, size_t errlen)
 {
@@ -101,14 +155,11 @@ static bool synthetic_shards(const mt_train_config *cfg, bool write, char *train
         return false;
     if (!write)
         return true;
-    struct stat st;
-    if (stat(train_path, &st) != 0 && !mt_synth_write_shard(&sc, cfg->data.synthetic_examples, train_path, err, errlen))
+    if (!mt_synth_ensure_shard(&sc, cfg->data.synthetic_examples, train_path, err, errlen))
         return false;
     sc.seed += 0x9e3779b97f4a7c15ull; /* validation examples differ from the training ones */
     int64_t n_val = cfg->data.synthetic_examples / 10 > 1 ? cfg->data.synthetic_examples / 10 : 2;
-    if (stat(val_path, &st) != 0 && !mt_synth_write_shard(&sc, n_val, val_path, err, errlen))
-        return false;
-    return true;
+    return mt_synth_ensure_shard(&sc, n_val, val_path, err, errlen);
 }
 
 bool mt_run_all_ok(mt_run *r, bool ok, const char *what, char *err, size_t errlen)
@@ -351,20 +402,16 @@ static void log_eval(mt_run *r, double loss, double acc)
     printf("\n");
 }
 
-/* config.ini and the metrics log, written by the lead rank. */
-static bool write_run_files(mt_run *r, char *err, size_t errlen)
+/* config.ini, written by the lead rank. */
+static bool write_config(const mt_run *r, char *err, size_t errlen)
 {
-    const mt_train_config *cfg = r->cfg;
     char path[1100];
-    snprintf(path, sizeof path, "%s/config.ini", cfg->log.out_dir);
+    snprintf(path, sizeof path, "%s/config.ini", r->cfg->log.out_dir);
     FILE *f = fopen(path, "w");
     if (!f)
         return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-    mt_train_config_write(f, cfg);
+    mt_train_config_write(f, r->cfg);
     if (fclose(f) != 0)
-        return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->log.out_dir);
-    if (!(r->metrics = fopen(path, "a")))
         return mt_errorf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     return true;
 }
@@ -384,6 +431,11 @@ static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options 
     char why[256];
     if (!mt_tp_check(&cfg->model, r->tp_size, why, sizeof why))
         return mt_errorf(err, errlen, "[dist] tp_size: %s", why);
+    /* Before anything is written there: a fresh run must not mix with (or,
+     * through keep_last, delete) another run's checkpoints. */
+    if (!opt->resume && !mt_run_all_ok(r, !r->lead || mt_run_claim_out_dir(r, opt->overwrite, err, errlen),
+                                       "checking the run directory", err, errlen))
+        return false;
     const bool want_cuda = strcmp(cfg->train.device, "cuda") == 0;
     const bool use_cuda = want_cuda || (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() > 0);
     if (opt->backend) {
@@ -405,7 +457,7 @@ static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options 
     }
     if (!make_dirs(cfg->log.out_dir, err, errlen) || !open_data(r, err, errlen))
         return false;
-    if (r->lead && !write_run_files(r, err, errlen))
+    if (r->lead && !write_config(r, err, errlen))
         return false;
 
     const mt_tp tp = {opt->tp, mt_group_rank(opt->tp), r->tp_size};
@@ -457,51 +509,143 @@ static void teardown(mt_run *r)
         r->be->destroy(r->be);
 }
 
+/* Whether step (1-based) gets NaN gradients: opt->nan_grad_at and the
+ * nan_grad_steps - 1 after it. */
+static bool poisoned(const mt_train_options *opt, int64_t step)
+{
+    const int64_t n = opt->nan_grad_steps > 1 ? opt->nan_grad_steps : 1;
+    return opt->nan_grad_at > 0 && step >= opt->nan_grad_at && step < opt->nan_grad_at + n;
+}
+
+/* One step, timed and logged (its profile when it is log.profile_step);
+ * counts a skipped update in r->bad_steps. */
+static bool timed_step(mt_run *r, mt_ctx *c, const mt_train_options *opt, mt_train_result *res, char *err,
+                       size_t errlen)
+{
+    const mt_train_config *cfg = r->cfg;
+    const double lr = mt_lr_at(&r->sched, r->step), t0 = mt_clock_s();
+    double loss, norm;
+    bool skipped;
+    mt_profile prof;
+    if (r->step + 1 == cfg->log.profile_step) {
+        c->profile = &prof;
+        mt_profile_start(c, &prof);
+    }
+    if (!train_step(r, c, lr, poisoned(opt, r->step + 1), &loss, &norm, &skipped, err, errlen)) {
+        c->profile = NULL; /* prof ends with this call */
+        return false;
+    }
+    r->be->synchronize(r->be);
+    const double dt = mt_clock_s() - t0;
+    if (c->profile) {
+        if (r->lead)
+            mt_profile_print(&prof, stdout);
+        c->profile = NULL;
+    }
+    const double rate = (double)cfg->train.micro_batches * cfg->data.batch_size * cfg->data.seq_len * r->dp_size / dt;
+    r->step++;
+    r->bad_steps = skipped ? r->bad_steps + 1 : 0;
+    res->skipped_steps += skipped;
+    res->last_loss = loss;
+    log_step(r, loss, lr, norm, dt, rate, skipped);
+    return true;
+}
+
+/* The error that ends a run after max_bad_steps non-finite steps in a row,
+ * naming the checkpoint to go back to (read by the lead rank, which
+ * writes them). */
+static bool non_finite_stop(const mt_run *r, char *err, size_t errlen)
+{
+    char last[1024], why[1536];
+    const int bad = r->bad_steps;
+    const long long step = (long long)r->step;
+    if (!r->lead)
+        return mt_errorf(err, errlen, "%d non-finite steps in a row (to step %lld): stopping (rank 0 names the last "
+                         "good checkpoint)", bad, step);
+    if (mt_checkpoint_latest(r->cfg->log.out_dir, last, sizeof last, why, sizeof why) == MT_CHECKPOINT_VALID)
+        return mt_errorf(err, errlen, "%d non-finite steps in a row (to step %lld): stopping; the last good "
+                         "checkpoint is %s", bad, step, last);
+    return mt_errorf(err, errlen, "%d non-finite steps in a row (to step %lld): stopping; there is no good "
+                     "checkpoint to go back to (%s)", bad, step, why);
+}
+
+/* The checkpoint due after the step (periodic, the last, or at a stop), and
+ * whether the run stops here: a signal to any rank stops them all, as
+ * opt->stop_at does. None is written while non-finite steps are pending:
+ * it would hold the state of a streak that may end the run, and its
+ * pruning would delete good checkpoints from before it. */
+static bool end_step(mt_run *r, const mt_train_options *opt, mt_train_result *res, bool *stop, char *err,
+                     size_t errlen)
+{
+    const mt_train_config *cfg = r->cfg;
+    double signalled = stop_requested;
+    if (!mt_dist_sum(&r->dist, &signalled, 1, err, errlen))
+        return false;
+    const bool last = r->step == cfg->train.steps;
+    *stop = !last && (signalled > 0 || r->step == opt->stop_at);
+    res->stopped_by_signal = *stop && signalled > 0;
+    const bool due = (cfg->log.checkpoint_every > 0 && r->step % cfg->log.checkpoint_every == 0) || last || *stop;
+    const long long step = (long long)r->step;
+    bool ok = true;
+    if (due && r->bad_steps > 0) {
+        if (r->lead)
+            printf("checkpoint at step %lld skipped: %d non-finite step%s in a row\n", step, r->bad_steps,
+                   r->bad_steps > 1 ? "s" : "");
+    } else if (due) {
+        ok = mt_run_save_checkpoint(r, res, err, errlen);
+    }
+    if (*stop && r->lead)
+        printf("stopping at step %lld%s%s\n", step, signalled > 0 ? " on a signal" : "",
+               r->bad_steps > 0 ? ", without a checkpoint of it (--resume auto goes back to the last good one)" : "");
+    return ok;
+}
+
+/* The run's memory (and the gradient buckets under data parallelism) into
+ * res, printed by the lead rank. */
+static void report_memory(const mt_run *r, const mt_ctx *c, mt_train_result *res)
+{
+    const double flat = (double)r->model.params.flat_size, es = (double)mt_dtype_size(r->model.params.dtype);
+    const double moments = r->dist.zero ? (double)(r->dist.z.count[0] + r->dist.z.count[1]) : flat;
+    res->state_bytes = (2.0 * flat + 2.0 * moments) * es; /* values, gradients, this rank's Adam moments */
+    const mt_ctx_memory mem = mt_ctx_memory_of(c);
+    res->step_bytes = (double)mem.total;
+    if (r->dist.overlap) {
+        res->buckets = r->dist.buckets.n;
+        res->buckets_in_backward = r->dist.buckets.started_in_backward;
+        if (r->lead)
+            printf("data parallel: %d of %d gradient buckets all-reduced during the last backward\n",
+                   res->buckets_in_backward, res->buckets);
+    }
+    if (r->lead)
+        printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step memory %.1f MiB "
+               "(activations %.1f, their gradients %.1f, kernel scratch %.1f)\n",
+               r->dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20), res->step_bytes / (1 << 20),
+               (double)mem.activations / (1 << 20), (double)mem.gradients / (1 << 20),
+               (double)mem.scratch / (1 << 20));
+}
+
 bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_result *res, char *err,
               size_t errlen)
 {
     *res = (mt_train_result){.last_loss = NAN, .eval_loss = NAN, .eval_accuracy = NAN};
-    stop_requested = 0;
-    void (*old_int)(int) = signal(SIGINT, on_stop_signal), (*old_term)(int) = signal(SIGTERM, on_stop_signal);
+    if (!catch_signals(err, errlen))
+        return false;
     mt_run r = {0};
-    bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || mt_run_resume(&r, opt->resume, err, errlen));
+    bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || mt_run_resume(&r, opt->resume, err, errlen)) &&
+              mt_run_all_ok(&r, !r.lead || mt_run_open_metrics(&r, err, errlen), "opening metrics.jsonl", err, errlen);
     if (!ok) {
-        signal(SIGINT, old_int);
-        signal(SIGTERM, old_term);
+        restore_signals();
         teardown(&r);
         return false;
     }
     mt_ctx c;
     mt_ctx_init(&c, r.be, 0);
-    int64_t first_step = r.step;
+    const int64_t first_step = r.step;
     while (ok && r.step < cfg->train.steps) {
-        const double lr = mt_lr_at(&r.sched, r.step), t0 = mt_clock_s();
-        double loss, norm;
-        bool skipped;
-        mt_profile prof;
-        if (r.step + 1 == cfg->log.profile_step) {
-            c.profile = &prof;
-            mt_profile_start(&c, &prof);
-        }
-        if (!(ok = train_step(&r, &c, lr, r.step + 1 == opt->nan_grad_at, &loss, &norm, &skipped, err, errlen)))
+        if (!(ok = timed_step(&r, &c, opt, res, err, errlen)))
             break;
-        r.be->synchronize(r.be);
-        const double dt = mt_clock_s() - t0;
-        if (c.profile) {
-            if (r.lead)
-                mt_profile_print(&prof, stdout);
-            c.profile = NULL;
-        }
-        const double rate =
-            (double)cfg->train.micro_batches * cfg->data.batch_size * cfg->data.seq_len * r.dp_size / dt;
-        r.step++;
-        r.bad_steps = skipped ? r.bad_steps + 1 : 0;
-        res->skipped_steps += skipped;
-        res->last_loss = loss;
-        log_step(&r, loss, lr, norm, dt, rate, skipped);
         if (r.bad_steps >= cfg->train.max_bad_steps) {
-            ok = mt_errorf(err, errlen, "%d non-finite steps in a row (to step %lld): stopping; the last good "
-                           "checkpoint is in %s", r.bad_steps, (long long)r.step, cfg->log.out_dir);
+            ok = non_finite_stop(&r, err, errlen);
             break;
         }
         if (r.val && cfg->log.eval_every > 0 && (r.step % cfg->log.eval_every == 0 || r.step == cfg->train.steps)) {
@@ -509,40 +653,13 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
                 break;
             log_eval(&r, res->eval_loss, res->eval_accuracy);
         }
-        const bool periodic = cfg->log.checkpoint_every > 0 && r.step % cfg->log.checkpoint_every == 0;
-        double signalled = stop_requested; /* a signal to any rank stops them all at this step */
-        if (!(ok = mt_dist_sum(&r.dist, &signalled, 1, err, errlen)))
+        bool stop;
+        if (!(ok = end_step(&r, opt, res, &stop, err, errlen)) || stop)
             break;
-        const bool stop = signalled > 0 || r.step == opt->stop_at;
-        if (periodic || r.step == cfg->train.steps || stop)
-            ok = mt_run_save_checkpoint(&r, res, err, errlen);
-        if (stop) {
-            if (r.lead)
-                printf("stopping at step %lld%s\n", (long long)r.step, signalled > 0 ? " on a signal" : "");
-            break;
-        }
     }
     res->steps_done = r.step - first_step;
-    const double flat = (double)r.model.params.flat_size, es = (double)mt_dtype_size(r.model.params.dtype);
-    const double moments = r.dist.zero ? (double)(r.dist.z.count[0] + r.dist.z.count[1]) : flat;
-    res->state_bytes = (2.0 * flat + 2.0 * moments) * es; /* values, gradients, this rank's Adam moments */
-    const mt_ctx_memory mem = mt_ctx_memory_of(&c);
-    res->step_bytes = (double)mem.total;
-    if (r.dist.overlap) {
-        res->buckets = r.dist.buckets.n;
-        res->buckets_in_backward = r.dist.buckets.started_in_backward;
-        if (r.lead)
-            printf("data parallel: %d of %d gradient buckets all-reduced during the last backward\n",
-                   res->buckets_in_backward, res->buckets);
-    }
-    if (r.lead)
-        printf("memory on %s: parameters, gradients and AdamW moments %.1f MiB; step memory %.1f MiB "
-               "(activations %.1f, their gradients %.1f, kernel scratch %.1f)\n",
-               r.dev == MT_CUDA ? "the GPU" : "the host", res->state_bytes / (1 << 20), res->step_bytes / (1 << 20),
-               (double)mem.activations / (1 << 20), (double)mem.gradients / (1 << 20),
-               (double)mem.scratch / (1 << 20));
-    signal(SIGINT, old_int);
-    signal(SIGTERM, old_term);
+    report_memory(&r, &c, res);
+    restore_signals();
     mt_ctx_release(&c);
     teardown(&r);
     return ok;
