@@ -29,7 +29,9 @@ bool mt_launch_rank(const mt_rendezvous *rv, const mt_train_config *cfg, const m
  * each with RANK = LOCAL_RANK = i, WORLD_SIZE = N and rank 0 at 127.0.0.1
  * on a free port, and waits for them. SIGINT and SIGTERM are passed on (the
  * ranks stop together with a checkpoint); when a rank fails, the others
- * are stopped. Returns the exit status: 0, or the first failing rank's. */
+ * are stopped. Returns the exit status: 0, the first failing rank's, or
+ * MT_EXIT_STOPPED_BY_SIGNAL when the ranks stopped on a signal after their
+ * checkpoint. */
 int mt_launch_local(int n, char **argv);
 
 #endif
