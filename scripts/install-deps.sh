@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages mamba-train builds against, only those missing.
-# Idempotent; safe to run on every CI start. The CUDA toolkit (nvcc, cuBLASLt,
-# NCCL) is not installed here: it is expected on PATH, or build with -DMT_CUDA=OFF.
+# Sets up what building and testing mamba-train needs on a Debian or Ubuntu
+# machine: the Debian packages (only those missing), and build/pyenv, a
+# Python environment with tools/requirements.txt for the data tool and its
+# test. Idempotent; safe to run on every CI start. The CUDA toolkit (nvcc,
+# cuBLASLt, NCCL) is not installed here: it is expected on PATH, or build
+# with -DMT_CUDA=OFF.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake pkg-config
@@ -17,13 +21,23 @@ for p in "${packages[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all packages present"
-  exit 0
+  echo "install-deps: all Debian packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+# tests/CMakeLists.txt runs test_prepare_data with this environment.
+venv=build/pyenv
+mkdir -p build
+[ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --timeout 60 --retries 5 \
+     -r tools/requirements.txt; then
+  echo "install-deps: cannot install tools/requirements.txt into $venv (is PyPI reachable?)" >&2
+  exit 1
+fi
+echo "install-deps: Python packages of tools/requirements.txt in $venv"
