@@ -353,6 +353,15 @@ static void checkpoint_key_errors(void **state)
     make_params(&extra, 0, true, false);
     assert_false(mt_checkpoint_load(tl_temp_path("run-keys/step_000002"), &extra, true, NULL, err, sizeof err));
     tl_expect_error(err, "missing key \"extra\"", NULL);
+
+    /* A NaN in a moment (a store the trainer never saves) is named. */
+    const mt_param *b = mt_params_find(&a, "b");
+    ((float *)a.adam_v)[b->offset + 5] = NAN;
+    save(out, 3, &a, 0);
+    mt_params_release(&fewer);
+    make_params(&fewer, 0, false, false);
+    assert_false(mt_checkpoint_load(tl_temp_path("run-keys/step_000003"), &fewer, true, NULL, err, sizeof err));
+    tl_expect_error(err, "\"b.exp_avg_sq\" holds a NaN or an infinity at element 5", "optimizer.safetensors");
     mt_params_release(&a);
     mt_params_release(&wide);
     mt_params_release(&extra);

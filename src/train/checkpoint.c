@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -554,7 +555,17 @@ static bool check_keys(const mt_st_file *f, const mt_params *p, const char *cons
     return true;
 }
 
-/* Reads each "<param><suffixes[b]>" of f into p's flat buffer bufs[b]. */
+/* The index of the first NaN or infinity of n values of dtype dt, or -1. */
+static int64_t first_nonfinite(const void *values, mt_dtype dt, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(dt == MT_F64 ? ((const double *)values)[i] : (double)((const float *)values)[i]))
+            return i;
+    return -1;
+}
+
+/* Reads each "<param><suffixes[b]>" of f into p's flat buffer bufs[b],
+ * refusing a non-finite value (a store the trainer never writes). */
 static bool read_params(const mt_st_file *f, const mt_params *p, void *const *bufs, const char *const *suffixes,
                         int nbuf, char *err, size_t errlen)
 {
@@ -577,6 +588,10 @@ static bool read_params(const mt_st_file *f, const mt_params *p, void *const *bu
             snprintf(key, sizeof key, "%s%s", q->name, suffixes[b]);
             char *dst = (char *)bufs[b] + q->offset * esize;
             ok = mt_safetensors_read(f, mt_safetensors_find(f, key), staging ? staging : dst, bytes, err, errlen);
+            const int64_t bad = ok ? first_nonfinite(staging ? staging : dst, p->dtype, mt_numel(&q->value)) : -1;
+            if (bad >= 0)
+                ok = mt_errorf(err, errlen, "%s: \"%s\" holds a NaN or an infinity at element %lld",
+                               mt_safetensors_path(f), key, (long long)bad);
             if (ok && staging)
                 mt_device_copy(p->device, dst, MT_CPU, staging, bytes);
         }
