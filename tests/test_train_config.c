@@ -162,22 +162,22 @@ static void finalize_errors(void **state)
     mt_train_config c;
     mt_train_config_defaults(&c);
     expect(mt_train_config_finalize(&c, err, sizeof err), "[data] train", "no training shards");
-    snprintf(c.data.synthetic, sizeof c.data.synthetic, "induction");
+    c.data.synthetic = MT_SYNTHETIC_INDUCTION;
     assert_true(mt_train_config_finalize(&c, err, sizeof err));
     c.model.headdim = 100; /* d_inner 1536 is not a multiple */
     expect(mt_train_config_finalize(&c, err, sizeof err), "[model]", "headdim");
     mt_train_config_defaults(&c);
     snprintf(c.data.train, sizeof c.data.train, "x.h5");
-    snprintf(c.layer, sizeof c.layer, "mamba1");
+    c.model.layer = MT_LAYER_MAMBA1;
     c.model.dt_scale = 0;
     expect(mt_train_config_finalize(&c, err, sizeof err), "[model]", "dt_scale");
     c.model.dt_scale = 1;
     assert_true(mt_train_config_finalize(&c, err, sizeof err));
     assert_int_equal(c.model.layer, MT_LAYER_MAMBA1);
-    snprintf(c.layer, sizeof c.layer, "mamba2");
-    snprintf(c.train.schedule, sizeof c.train.schedule, "wsd");
+    c.model.layer = MT_LAYER_MAMBA2;
+    c.train.schedule = MT_SCHEDULE_WSD;
     expect(mt_train_config_finalize(&c, err, sizeof err), "decay_steps", NULL);
-    snprintf(c.train.schedule, sizeof c.train.schedule, "cosine");
+    c.train.schedule = MT_SCHEDULE_COSINE;
     c.data.val_fraction = 1.5;
     expect(mt_train_config_finalize(&c, err, sizeof err), "[data] val_fraction", NULL);
 }
@@ -225,7 +225,7 @@ static void shipped_configs_parse(void **state)
         if (!mt_train_config_load(&c, path, err, sizeof err))
             fail_msg("%s", err);
         /* The released sizes are for a GPU: this machine's memory is not the point. */
-        snprintf(c.train.device, sizeof c.train.device, "%s", strcmp(names[i], "tiny") ? "cuda" : "cpu");
+        c.train.device = strcmp(names[i], "tiny") ? MT_DEVICE_CUDA : MT_DEVICE_CPU;
         if (!mt_train_config_finalize(&c, err, sizeof err))
             fail_msg("%s: %s", names[i], err);
         const bool mamba1 = strncmp(names[i], "mamba-", 6) == 0;
@@ -245,7 +245,8 @@ static void shipped_configs_parse(void **state)
             fail_msg("%s: %s", path, err);
         assert_int_equal(c.model.layer, i == 0 ? MT_LAYER_MAMBA2 : MT_LAYER_MAMBA1);
         assert_int_equal(c.model.d_model, 32);
-        assert_string_equal(c.layer, i == 0 ? "mamba2" : "mamba1");
+        char word[16];
+        assert_string_equal(mt_train_config_word(&c, "model.layer", word, sizeof word), i == 0 ? "mamba2" : "mamba1");
     }
     /* A missing model directory is named. */
     mt_train_config c;

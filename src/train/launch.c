@@ -89,8 +89,7 @@ bool mt_launch_rank(const mt_rendezvous *rv, const mt_train_config *cfg, const m
     if (rv->world % cfg->dist.tp_size != 0)
         return mt_errorf(err, errlen, "[dist] tp_size = %d does not divide the %d ranks", cfg->dist.tp_size,
                          rv->world);
-    if (strcmp(cfg->train.device, "cpu") == 0 ||
-        (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() == 0))
+    if (cfg->train.device == MT_DEVICE_CPU || (cfg->train.device == MT_DEVICE_AUTO && mt_cuda_device_count() == 0))
         return train_on_cpu(rv, cfg, opt, res, err, errlen);
     /* The ranks meet before taking a GPU: another configuration is named
      * first, and no rank holds a GPU while waiting for a late one. */

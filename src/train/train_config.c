@@ -17,7 +17,8 @@
 typedef enum { K_INT, K_I64, K_DOUBLE, K_BOUND, K_BOOL, K_STR, K_WORD } key_type;
 
 /* One configuration key: where it lives in mt_train_config and what it
- * means. K_WORD keys take one of the `choices` (separated by '|'). */
+ * means. K_WORD keys take one of the `choices` (separated by '|') and hold
+ * its index, an enum of train_config.h. */
 typedef struct config_key {
     const char *section, *name;
     key_type type;
@@ -31,7 +32,7 @@ typedef struct config_key {
 static const config_key KEYS[] = {
     {"model", "init_from", K_STR, AT(init_from), NULL,
      "start from a released model directory (config.json + weights); its config.json sets every other [model] key"},
-    {"model", "layer", K_WORD, AT(layer), "mamba2|mamba1", "mixer block: mamba2 (SSD) or mamba1 (selective scan)"},
+    {"model", "layer", K_WORD, AT(model.layer), "mamba2|mamba1", "mixer block: mamba2 (SSD) or mamba1 (selective scan)"},
     {"model", "d_model", K_INT, AT(model.d_model), NULL, "model width"},
     {"model", "n_layer", K_INT, AT(model.n_layer), NULL, "number of blocks"},
     {"model", "vocab_size", K_INT, AT(model.vocab_size), NULL, "vocabulary size (the shards' vocab_size)"},
@@ -114,16 +115,13 @@ enum { N_KEYS = sizeof KEYS / sizeof KEYS[0] };
 
 void mt_train_config_defaults(mt_train_config *c)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->layer, sizeof c->layer, "mamba2");
+    memset(c, 0, sizeof *c); /* the words' defaults are their first choices */
     mt_model_config_defaults(&c->model);
     c->data.val_fraction = 0.01;
     c->data.seq_len = 2048;
     c->data.batch_size = 8;
     c->data.prefetch = 2;
     c->data.shuffle = true;
-    snprintf(c->data.loss_on, MT_CONFIG_WORD, "all");
-    snprintf(c->data.synthetic, MT_CONFIG_WORD, "none");
     c->data.synthetic_examples = 20000;
     c->data.synthetic_memorize = 16;
     c->train.steps = 1000;
@@ -131,15 +129,11 @@ void mt_train_config_defaults(mt_train_config *c)
     c->train.lr = 6e-4;
     c->train.min_lr_ratio = 0.1;
     c->train.warmup_steps = 100;
-    snprintf(c->train.schedule, MT_CONFIG_WORD, "cosine");
     c->train.weight_decay = 0.1;
     c->train.beta1 = 0.9;
     c->train.beta2 = 0.95;
     c->train.eps = 1e-8;
     c->train.grad_clip = 1.0;
-    snprintf(c->train.precision, MT_CONFIG_WORD, "bf16");
-    snprintf(c->train.device, MT_CONFIG_WORD, "auto");
-    snprintf(c->train.recompute, MT_CONFIG_WORD, "none");
     c->train.seed = 1234;
     c->train.max_bad_steps = 5;
     c->dist.tp_size = 1;
@@ -161,17 +155,33 @@ static const config_key *find_key(const char *section, const char *name)
     return NULL;
 }
 
-static bool word_allowed(const char *choices, const char *v)
+/* The index of v among choices (separated by '|'), or -1. */
+static int word_index(const char *choices, const char *v)
 {
     size_t n = strlen(v);
-    for (const char *p = choices; *p;) {
+    int i = 0;
+    for (const char *p = choices; *p; i++) {
         const char *bar = strchr(p, '|');
         size_t len = bar ? (size_t)(bar - p) : strlen(p);
         if (len == n && strncmp(p, v, n) == 0)
-            return true;
+            return i;
         p += len + (bar ? 1 : 0);
     }
-    return false;
+    return -1;
+}
+
+/* Choice i of choices into out (len bytes). */
+static const char *word_at(const char *choices, int i, char *out, size_t len)
+{
+    const char *p = choices;
+    for (; i > 0 && p; i--)
+        if ((p = strchr(p, '|')))
+            p++;
+    if (!p)
+        return "?";
+    const char *bar = strchr(p, '|');
+    snprintf(out, len, "%.*s", (int)(bar ? (size_t)(bar - p) : strlen(p)), p);
+    return out;
 }
 
 /* Stores value into the key's field; false with the reason in err. */
@@ -214,11 +224,13 @@ static bool set_value(mt_train_config *c, const config_key *k, const char *value
             return mt_errorf(err, errlen, "longer than %d characters", MT_CONFIG_STR - 1);
         snprintf(field, MT_CONFIG_STR, "%s", value);
         return true;
-    case K_WORD:
-        if (!word_allowed(k->choices, value))
+    case K_WORD: {
+        const int i = word_index(k->choices, value);
+        if (i < 0)
             return mt_errorf(err, errlen, "\"%s\" is not one of %s", value, k->choices);
-        snprintf(field, MT_CONFIG_WORD, "%s", value);
+        *(int *)field = i;
         return true;
+    }
     }
     return false;
 }
@@ -306,9 +318,9 @@ bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, 
 /* The device a run of c trains on, as the trainer picks it. */
 static mt_device run_device(const mt_train_config *c)
 {
-    if (strcmp(c->train.device, "cpu") == 0)
+    if (c->train.device == MT_DEVICE_CPU)
         return MT_CPU;
-    return strcmp(c->train.device, "cuda") == 0 || mt_cuda_device_count() > 0 ? MT_CUDA : MT_CPU;
+    return c->train.device == MT_DEVICE_CUDA || mt_cuda_device_count() > 0 ? MT_CUDA : MT_CPU;
 }
 
 static double gib(double bytes)
@@ -337,7 +349,7 @@ static bool check_fits(const mt_train_config *c, char *err, size_t errlen)
         return mt_errorf(err, errlen, "[model] d_model %d, n_layer %d, expand %d, vocab_size %d: %.3g parameters need "
                          "at least %.3g bytes a rank (fp32 values and gradients), more than the %.1f GiB of %s",
                          m->d_model, m->n_layer, m->expand, m->vocab_size, (double)count, state, gib(memory), where);
-    const double elem = dev == MT_CUDA && strcmp(c->train.precision, "bf16") == 0 ? 2 : 4;
+    const double elem = dev == MT_CUDA && c->train.precision == MT_PRECISION_BF16 ? 2 : 4;
     const double tokens = (double)c->data.batch_size * c->data.seq_len;
     const double step = tokens * elem * ((double)m->vocab_padded / tp + (double)m->n_layer * m->d_model);
     if (state + step > memory)
@@ -354,12 +366,10 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
     if (c->init_from[0]) {
         if (!mt_pretrained_config(c->init_from, &c->model, why, sizeof why))
             return mt_errorf(err, errlen, "[model] init_from: %s", why);
-        snprintf(c->layer, MT_CONFIG_WORD, "%s", c->model.layer == MT_LAYER_MAMBA1 ? "mamba1" : "mamba2");
     }
-    c->model.layer = strcmp(c->layer, "mamba1") == 0 ? MT_LAYER_MAMBA1 : MT_LAYER_MAMBA2;
     if (!mt_model_config_finalize(&c->model, why, sizeof why))
         return mt_errorf(err, errlen, "[model] %s", why);
-    const bool synthetic = strcmp(c->data.synthetic, "none") != 0;
+    const bool synthetic = c->data.synthetic != MT_SYNTHETIC_NONE;
     CHECK(synthetic || c->data.train[0], "[data] train: no training shards given (or set data.synthetic)");
     CHECK(c->data.val_fraction >= 0 && c->data.val_fraction < 1, "[data] val_fraction %g is not in [0, 1)",
           c->data.val_fraction);
@@ -370,7 +380,7 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
     CHECK(c->train.lr > 0 && c->train.min_lr_ratio >= 0 && c->train.min_lr_ratio <= 1,
           "[train] lr must be positive and min_lr_ratio in [0, 1]");
     CHECK(c->train.warmup_steps >= 0 && c->train.decay_steps >= 0, "[train] warmup_steps, decay_steps negative");
-    CHECK(strcmp(c->train.schedule, "wsd") != 0 || c->train.decay_steps >= 1,
+    CHECK(c->train.schedule != MT_SCHEDULE_WSD || c->train.decay_steps >= 1,
           "[train] schedule = wsd needs decay_steps >= 1");
     CHECK(c->train.beta1 >= 0 && c->train.beta1 < 1 && c->train.beta2 >= 0 && c->train.beta2 < 1 && c->train.eps > 0,
           "[train] beta1, beta2 must be in [0, 1) and eps positive");
@@ -406,10 +416,25 @@ static void write_value(FILE *f, const mt_train_config *c, const config_key *k)
         fputs(*(const bool *)field ? "true" : "false", f);
         break;
     case K_STR:
-    case K_WORD:
         fputs(field, f);
         break;
+    case K_WORD: {
+        char word[64];
+        fputs(word_at(k->choices, *(const int *)field, word, sizeof word), f);
+        break;
     }
+    }
+}
+
+const char *mt_train_config_word(const mt_train_config *c, const char *key, char *word, size_t len)
+{
+    const char *dot = strchr(key, '.');
+    char section[32];
+    snprintf(section, sizeof section, "%.*s", dot ? (int)(dot - key) : 0, key);
+    const config_key *k = dot ? find_key(section, dot + 1) : NULL;
+    if (!k || k->type != K_WORD)
+        return "?";
+    return word_at(k->choices, *(const int *)((const char *)c + k->offset), word, len);
 }
 
 void mt_train_config_write(FILE *f, const mt_train_config *c)

@@ -13,12 +13,20 @@
 #include <stdio.h>
 
 #include "layers/config.h"
+#include "optim/schedule.h"
 
 #define MT_CONFIG_STR 512
-#define MT_CONFIG_WORD 32
+
+/* The keys that take one of a few words hold them as enums, in the order
+ * of their words in --help (model.layer is mt_layer_kind, train.schedule
+ * mt_schedule_kind). */
+typedef enum { MT_LOSS_ON_ALL, MT_LOSS_ON_ANSWERS } mt_loss_on;
+typedef enum { MT_SYNTHETIC_NONE, MT_SYNTHETIC_INDUCTION, MT_SYNTHETIC_SELECTIVE_COPY } mt_synthetic;
+typedef enum { MT_PRECISION_BF16, MT_PRECISION_FP32 } mt_precision;
+typedef enum { MT_DEVICE_AUTO, MT_DEVICE_CPU, MT_DEVICE_CUDA } mt_device_choice;
+typedef enum { MT_RECOMPUTE_NONE, MT_RECOMPUTE_BLOCK } mt_recompute;
 
 typedef struct mt_train_config {
-    char layer[MT_CONFIG_WORD]; /* model.layer: mamba2 or mamba1 */
     char init_from[MT_CONFIG_STR]; /* model.init_from: a released model directory, or empty */
     mt_model_config model;
 
@@ -28,8 +36,8 @@ typedef struct mt_train_config {
         double val_fraction;
         int seq_len, batch_size, prefetch;
         bool shuffle;
-        char loss_on[MT_CONFIG_WORD];   /* all | answers (the shards' /loss_mask) */
-        char synthetic[MT_CONFIG_WORD]; /* none | induction | selective-copy: generate the data */
+        mt_loss_on loss_on;     /* all | answers (the shards' /loss_mask) */
+        mt_synthetic synthetic; /* none | induction | selective-copy: generate the data */
         int64_t synthetic_examples;
         int synthetic_memorize;
     } data;
@@ -39,12 +47,12 @@ typedef struct mt_train_config {
         int micro_batches;
         double lr, min_lr_ratio;
         int64_t warmup_steps, decay_steps;
-        char schedule[MT_CONFIG_WORD]; /* cosine | wsd | constant */
+        mt_schedule_kind schedule; /* cosine | wsd | constant */
         double weight_decay, beta1, beta2, eps, grad_clip;
         bool decay_embedding;
-        char precision[MT_CONFIG_WORD]; /* bf16 | fp32 */
-        char device[MT_CONFIG_WORD];    /* auto | cpu | cuda */
-        char recompute[MT_CONFIG_WORD]; /* none | block */
+        mt_precision precision; /* bf16 | fp32 */
+        mt_device_choice device; /* auto | cpu | cuda */
+        mt_recompute recompute; /* none | block */
         int64_t seed;
         int max_bad_steps;
     } train;
@@ -73,6 +81,11 @@ bool mt_train_config_set(mt_train_config *c, const char *assignment, char *err, 
 
 /* Checks the values together and finalizes the model config. */
 bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen);
+
+/* The word that the value of key ("section.name" of a word key, e.g.
+ * "train.device") stands for, into word (len bytes), for messages; "?"
+ * for another key. */
+const char *mt_train_config_word(const mt_train_config *c, const char *key, char *word, size_t len);
 
 /* Every key with its current value, as INI. */
 void mt_train_config_write(FILE *f, const mt_train_config *c);

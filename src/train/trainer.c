@@ -143,14 +143,14 @@ static bool synthetic_shards(const mt_train_config *cfg, bool write, char *train
     snprintf(dir, sizeof dir, "%s/data", cfg->log.out_dir);
     if (!make_dirs(dir, err, errlen))
         return false;
-    snprintf(train_path, len, "%.900s/%s-train.h5", dir, cfg->data.synthetic);
-    snprintf(val_path, len, "%.900s/%s-val.h5", dir, cfg->data.synthetic);
-    mt_synth_config sc = {.task = strcmp(cfg->data.synthetic, "induction") == 0 ? MT_TASK_INDUCTION
-                                                                                 : MT_TASK_SELECTIVE_COPY,
+    mt_synth_config sc = {.task = cfg->data.synthetic == MT_SYNTHETIC_INDUCTION ? MT_TASK_INDUCTION
+                                                                               : MT_TASK_SELECTIVE_COPY,
                           .vocab_size = cfg->model.vocab_size,
                           .seq_len = cfg->data.seq_len,
                           .n_memorize = cfg->data.synthetic_memorize,
                           .seed = (uint64_t)cfg->train.seed};
+    snprintf(train_path, len, "%.900s/%s-train.h5", dir, mt_synth_task_name(sc.task));
+    snprintf(val_path, len, "%.900s/%s-val.h5", dir, mt_synth_task_name(sc.task));
     if (!mt_synth_validate(&sc, err, errlen))
         return false;
     if (!write)
@@ -180,7 +180,7 @@ static bool open_data(mt_run *r, char *err, size_t errlen)
     const char *train_paths[MAX_PATHS], *val_paths[MAX_PATHS];
     int n_train, n_val;
     bool separate_val;
-    if (strcmp(cfg->data.synthetic, "none") != 0) {
+    if (cfg->data.synthetic != MT_SYNTHETIC_NONE) {
         /* The lead rank generates; the others wait for the files. */
         if (!mt_run_all_ok(r, synthetic_shards(cfg, r->lead, train_list, val_list, sizeof train_list, err, errlen),
                     "generating the synthetic shards", err, errlen))
@@ -222,7 +222,7 @@ static bool open_data(mt_run *r, char *err, size_t errlen)
 static void batch_to_device(mt_run *r, const mt_batch *bt)
 {
     const int64_t n = (int64_t)bt->batch_size * bt->seq_len;
-    const bool answers = strcmp(r->cfg->data.loss_on, "answers") == 0;
+    const bool answers = r->cfg->data.loss_on == MT_LOSS_ON_ANSWERS;
     for (int64_t i = 0; i < n; i++)
         r->host_targets[i] = (!answers || bt->loss_mask[i]) ? bt->targets[i] : IGNORE_TARGET;
     mt_device_copy(r->dev, r->ids->data, MT_CPU, bt->inputs, (size_t)n * sizeof(int32_t));
@@ -250,7 +250,7 @@ static bool evaluate(mt_run *r, mt_ctx *c, double *loss_out, double *acc_out, ch
     const mt_train_config *cfg = r->cfg;
     if (!mt_loader_seek(r->val, (mt_loader_cursor){(uint64_t)cfg->train.seed, 0, 0}, err, errlen))
         return false;
-    const bool answers = strcmp(cfg->data.loss_on, "answers") == 0;
+    const bool answers = cfg->data.loss_on == MT_LOSS_ON_ANSWERS;
     const int64_t n = (int64_t)cfg->data.batch_size * cfg->data.seq_len;
     double loss_sum = 0;
     int64_t right = 0, scored = 0, batches = 0;
@@ -436,19 +436,23 @@ static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options 
     if (!opt->resume && !mt_run_all_ok(r, !r->lead || mt_run_claim_out_dir(r, opt->overwrite, err, errlen),
                                        "checking the run directory", err, errlen))
         return false;
-    const bool want_cuda = strcmp(cfg->train.device, "cuda") == 0;
-    const bool use_cuda = want_cuda || (strcmp(cfg->train.device, "auto") == 0 && mt_cuda_device_count() > 0);
+    const bool use_cuda = cfg->train.device == MT_DEVICE_CUDA ||
+                          (cfg->train.device == MT_DEVICE_AUTO && mt_cuda_device_count() > 0);
+    const mt_dtype gpu_compute = cfg->train.precision == MT_PRECISION_BF16 ? MT_BF16 : MT_F32;
     if (opt->backend) {
         r->be = opt->backend;
         r->dev = r->be->device;
-        r->compute = r->dev == MT_CUDA && strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
+        r->compute = r->dev == MT_CUDA ? gpu_compute : MT_F32;
     } else if (use_cuda) {
         r->own_backend = true;
         r->be = mt_backend_cuda_create(0, why, sizeof why);
-        if (!r->be)
-            return mt_errorf(err, errlen, "[train] device = %s: no CUDA backend: %s", cfg->train.device, why);
+        if (!r->be) {
+            char word[16];
+            return mt_errorf(err, errlen, "[train] device = %s: no CUDA backend: %s",
+                             mt_train_config_word(cfg, "train.device", word, sizeof word), why);
+        }
         r->dev = MT_CUDA;
-        r->compute = strcmp(cfg->train.precision, "bf16") == 0 ? MT_BF16 : MT_F32;
+        r->compute = gpu_compute;
     } else {
         r->own_backend = true;
         r->be = mt_backend_cpu_create();
@@ -462,7 +466,7 @@ static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options 
 
     const mt_tp tp = {opt->tp, mt_group_rank(opt->tp), r->tp_size};
     mt_model_build_tp(&r->model, &cfg->model, r->dev, MT_F32, &tp);
-    r->model.recompute_blocks = strcmp(cfg->train.recompute, "block") == 0;
+    r->model.recompute_blocks = cfg->train.recompute == MT_RECOMPUTE_BLOCK;
     if (cfg->init_from[0]) {
         if (!mt_run_load_released(r, err, errlen))
             return false;
@@ -474,9 +478,7 @@ static bool setup(mt_run *r, const mt_train_config *cfg, const mt_train_options 
     mt_adamw_init(&r->opt, &r->model.params, &oc);
     mt_dist_init(&r->dist, opt->dp, opt->tp, cfg->dist.zero == 1, (size_t)(cfg->dist.bucket_mb * (1 << 20)),
                  &r->model.params);
-    r->sched = (mt_lr_schedule){.kind = strcmp(cfg->train.schedule, "wsd") == 0        ? MT_SCHEDULE_WSD
-                                        : strcmp(cfg->train.schedule, "constant") == 0 ? MT_SCHEDULE_CONSTANT
-                                                                                         : MT_SCHEDULE_COSINE,
+    r->sched = (mt_lr_schedule){.kind = cfg->train.schedule,
                                 .peak_lr = cfg->train.lr,
                                 .min_ratio = cfg->train.min_lr_ratio,
                                 .warmup_steps = cfg->train.warmup_steps,
