@@ -12,8 +12,9 @@
 #
 #   scripts/gpu-check.sh [--tests-only] LOGDIR [BUILDDIR]
 #
-# Libraries the GPU host lacks come as Debian packages in .gpu-debs/ (made by
-# scripts/fetch-gpu-debs.sh) and are unpacked under a prefix, never into /.
+# Libraries the GPU host lacks come as Debian packages in .gpu-debs/
+# (scripts/gpu-env.sh). Speed against the reference is measured in the same
+# run by bench/compare_reference.sh, not here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tests_only=0
@@ -23,15 +24,7 @@ build=${2:-/tmp/mt-gpu-build}
 mkdir -p "$logdir"
 logdir=$(cd "$logdir" && pwd)
 
-cmake_args=(-DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release)
-if compgen -G ".gpu-debs/*.deb" >/dev/null; then
-  prefix=/tmp/mt-deps
-  for deb in .gpu-debs/*.deb; do dpkg -x "$deb" "$prefix"; done
-  libdir=$prefix/usr/lib/x86_64-linux-gnu
-  cmake_args+=(-DCMAKE_PREFIX_PATH=$prefix/usr)
-  export LD_LIBRARY_PATH=$libdir:$libdir/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
-command -v nvcc >/dev/null 2>&1 || export PATH=/usr/local/cuda/bin:$PATH
+source scripts/gpu-env.sh
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader | tee "$logdir/gpu.txt"
 status=0
@@ -102,12 +95,12 @@ for line in open(sys.argv[1]):
 PY
 echo "== exports reloaded by transformers / torch.load (logits against the fixtures)"
 grep -E "export|worst|failed|Error" "$logdir/export.log" 2>/dev/null | grep -v "^exported" || echo "(transformers absent: not checked)"
-echo "== Mamba-2 (ratio = reference ms / ours ms)"
+echo "== Mamba-2 (the reference's in the same run: bench/compare_reference.sh)"
 cat "$logdir/bench-mamba2.log"
-echo "== Mamba-1 (ratio = reference ms / ours ms)"
+echo "== Mamba-1"
 cat "$logdir/bench-mamba1.log"
-echo "== training step (bf16, generated data, seq 2048; ratio = ours / reference tokens/s)"
-for run in "mamba2-130m 16 204483" "mamba2-370m 8 47668" "mamba-130m 8 118499"; do
+echo "== training step (bf16, generated data, seq 2048)"
+for run in "mamba2-130m 16" "mamba2-370m 8" "mamba-130m 8"; do
   set -- $run
   out=/tmp/mt-gpu-run-$1
   rm -rf "$out"
@@ -115,7 +108,7 @@ for run in "mamba2-130m 16 204483" "mamba2-370m 8 47668" "mamba-130m 8 118499"; 
     --set data.synthetic_examples=$((60 * $2)) --set train.steps=50 --set train.micro_batches=1 \
     --set data.batch_size="$2" --set train.warmup_steps=5 --set log.log_every=10 --set log.eval_every=0 --set log.profile_step=20 \
     >"$logdir/train-$1.log" 2>&1 || { status=1; tail -5 "$logdir/train-$1.log"; }
-  python3 - "$out/metrics.jsonl" "$1" "$2" "$3" <<'PY'
+  python3 - "$out/metrics.jsonl" "$1" "$2" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
 steady = [r for r in rows if r["step"] > 5 and r["step"] != 20]  # step 20 is profiled
@@ -123,10 +116,11 @@ if steady:
     tps = sum(r["tokens_per_s"] for r in steady) / len(steady)
     mfu = sum(r["mfu"] or 0 for r in steady) / len(steady)
     print(f"{sys.argv[2]:12s} batch {sys.argv[3]:>2s}: loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}, "
-          f"{tps:,.0f} tokens/s, MFU {100 * mfu:.1f}%, reference {int(sys.argv[4]):,} tokens/s, ratio {tps / int(sys.argv[4]):.2f}")
+          f"{tps:,.0f} tokens/s, MFU {100 * mfu:.1f}%")
 PY
   grep -h "^memory" "$logdir/train-$1.log"
   grep -A 9 "^profile of one step" "$logdir/train-$1.log"
+  rm -rf "$out"
 done
 grep -E "tests passed|tests failed|Skipped|Failed|Passed" "$logdir/gpu-tests.log" | tail -8
 [ $status -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $logdir)"

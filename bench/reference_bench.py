@@ -1,0 +1,134 @@
+"""Times the reference implementation (state-spaces/mamba, imported as the
+package mamba_ssm that bench/compare_reference.sh builds) on the same shapes
+as our benchmarks, and prints one JSON object a line:
+
+  {"what": "ssd", "fwd_ms": .., "fwdbwd_ms": ..}           SSD scan (ssd, ssd_z)
+  {"what": "mamba2_layer", "fwd_ms": .., "fwdbwd_ms": ..}  one Mamba-2 layer
+  {"what": "train", "model": .., "batch": .., "seq": .., "tokens_per_s": .., "peak_gib": ..}
+
+Kernels: batch 8, seq 2048, 32 heads of 64, ngroups 1, d_state 128, chunk
+256, bf16 (bench_mamba2's shape), median of triton's do_bench. Training: the
+model of configs/NAME.ini, bf16 autocast, fp32 parameters, fused AdamW, the
+reference's default fast path, random tokens, median of 10 steps after 3
+warm-up steps; peak_gib is torch.cuda.max_memory_allocated.
+
+    python3 bench/reference_bench.py kernels
+    python3 bench/reference_bench.py train NAME BATCH SEQ [NAME BATCH SEQ ...]
+"""
+import configparser
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+DEV = "cuda"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def emit(**row):
+    print(json.dumps(row), flush=True)
+
+
+def kernels():
+    from triton.testing import do_bench
+    from mamba_ssm.modules.mamba2 import Mamba2
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    torch.manual_seed(0)
+    b, l, h, p, g, n, q = 8, 2048, 32, 64, 1, 128, 256
+    bf = dict(device=DEV, dtype=torch.bfloat16)
+    x = torch.randn(b, l, h, p, **bf).requires_grad_()
+    dt = (torch.rand(b, l, h, **bf) * 5 - 4).requires_grad_()
+    bm = torch.randn(b, l, g, n, **bf).requires_grad_()
+    cm = torch.randn(b, l, g, n, **bf).requires_grad_()
+    z = torch.randn(b, l, h, p, **bf).requires_grad_()
+    a = -torch.rand(h, device=DEV).add(1).requires_grad_()
+    d = torch.ones(h, device=DEV).requires_grad_()
+    dt_bias = torch.rand(h, device=DEV).requires_grad_()
+    dy = torch.randn(b, l, h, p, **bf)
+    for name, gate in (("ssd", None), ("ssd_z", z)):
+        def fwd():
+            return mamba_chunk_scan_combined(x, dt, a, bm, cm, q, D=d, z=gate, dt_bias=dt_bias, dt_softplus=True)
+
+        def fwd_bwd():
+            fwd().backward(dy)
+
+        with torch.no_grad():
+            fwd_ms = do_bench(fwd, return_mode="median")
+        emit(what=name, fwd_ms=fwd_ms, fwdbwd_ms=do_bench(fwd_bwd, return_mode="median"))
+
+    layer = Mamba2(d_model=1024, d_state=n, headdim=p, chunk_size=q, device=DEV)
+    u = torch.randn(b, l, 1024, **bf).requires_grad_()
+    du = torch.randn(b, l, 1024, **bf)
+
+    def layer_fwd():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return layer(u)
+
+    def layer_fwd_bwd():
+        layer_fwd().backward(du)
+
+    with torch.no_grad():
+        fwd_ms = do_bench(layer_fwd, return_mode="median")
+    emit(what="mamba2_layer", fwd_ms=fwd_ms, fwdbwd_ms=do_bench(layer_fwd_bwd, return_mode="median"))
+
+
+def model_of(name):
+    """The reference's MambaLMHeadModel with the sizes of configs/NAME.ini."""
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    ini = configparser.ConfigParser()
+    ini.read(os.path.join(HERE, "..", "configs", f"{name}.ini"))
+    m = ini["model"]
+    mamba2 = m.get("layer", "mamba2") == "mamba2"
+    ssm = {"layer": "Mamba2" if mamba2 else "Mamba1", "d_state": m.getint("d_state"), "expand": m.getint("expand"),
+           "d_conv": m.getint("d_conv")}
+    if mamba2:
+        ssm.update(headdim=m.getint("headdim"), ngroups=m.getint("ngroups"), chunk_size=m.getint("chunk_size"))
+    cfg = MambaConfig(d_model=m.getint("d_model"), n_layer=m.getint("n_layer"), vocab_size=m.getint("vocab_size"),
+                      ssm_cfg=ssm, rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
+                      pad_vocab_size_multiple=m.getint("pad_vocab_size_multiple"))
+    return MambaLMHeadModel(cfg, device=DEV, dtype=torch.float32), cfg.vocab_size
+
+
+def train(name, batch, seq, warmup=3, steps=10):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    model, vocab = model_of(name)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+    ids = torch.randint(0, vocab, (batch, seq + 1), device=DEV)
+    times = []
+    for i in range(warmup + steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(ids[:, :-1]).logits
+            loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    emit(what="train", model=name, batch=batch, seq=seq, tokens_per_s=batch * seq / statistics.median(times),
+         peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+    del model, opt
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "kernels":
+        kernels()
+    elif len(sys.argv) >= 5 and sys.argv[1] == "train" and (len(sys.argv) - 2) % 3 == 0:
+        for i in range(2, len(sys.argv), 3):
+            train(sys.argv[i], int(sys.argv[i + 1]), int(sys.argv[i + 2]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
