@@ -1,9 +1,10 @@
 /* mamba-train: trains a Mamba or Mamba-2 language model from an INI config,
- * and exports a checkpoint as a released model.
+ * exports a checkpoint as a released model, and plots runs' metrics.
  *
  *   mamba-train --config configs/NAME.ini [--set section.key=value ...]
  *               [--resume [DIR|auto] | --overwrite] [--out DIR] [--gpus N]
  *   mamba-train export --checkpoint DIR --format reference|hf --out DIR
+ *   mamba-train plot RUN_DIR... --out FILE.svg
  *   mamba-train --help
  *
  * The config is checked whole before any work starts; the effective one is
@@ -21,6 +22,7 @@
 #include "dist/rendezvous.h"
 #include "train/export.h"
 #include "train/launch.h"
+#include "train/plot.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
 
@@ -29,6 +31,7 @@ static void usage(FILE *f)
     fputs("usage: mamba-train --config FILE.ini [--set section.key=value ...] [--resume [DIR|auto] | --overwrite]\n"
           "                   [--out DIR] [--gpus N]\n"
           "       mamba-train export --checkpoint DIR --format reference|hf --out DIR\n"
+          "       mamba-train plot RUN_DIR... --out FILE.svg\n"
           "       mamba-train --help\n"
           "  --config   the run's INI file (sections model, data, train, log)\n"
           "  --set      override one key after the file (repeatable)\n"
@@ -43,6 +46,9 @@ static void usage(FILE *f)
           "             MASTER_ADDR and MASTER_PORT instead\n"
           "  export     write a checkpoint (or any model directory) as a released model: config.json with\n"
           "             pytorch_model.bin (the reference package) or model.safetensors (HF transformers)\n"
+          "  plot       draw the metrics.jsonl of one or more run directories as one SVG (loss with the\n"
+          "             evaluations, learning rate, gradient norm, tokens/s against step), the runs overlaid;\n"
+          "             a run writes its own as RUN_DIR/metrics.svg\n"
           "exit status: 0 done; 1 an error; 2 a bad command line or config; 3 a rank ended by the NCCL watchdog\n"
           "(a dead rank or a timeout); 4 stopped by SIGTERM or SIGINT after writing its checkpoint (continue\n"
           "with --resume auto)\n",
@@ -79,10 +85,50 @@ static int export_main(int argc, char **argv)
     return 0;
 }
 
+static int plot_main(int argc, char **argv)
+{
+    const char *out = NULL;
+    const char **dirs = calloc((size_t)argc, sizeof *dirs);
+    if (!dirs) {
+        fprintf(stderr, "mamba-train plot: out of memory\n");
+        return 1;
+    }
+    int n_dirs = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) {
+            out = argv[++i];
+        } else if (!strncmp(argv[i], "--", 2)) {
+            fprintf(stderr, "mamba-train plot: unknown or incomplete argument \"%s\"\n", argv[i]);
+            usage(stderr);
+            free(dirs);
+            return 2;
+        } else {
+            dirs[n_dirs++] = argv[i];
+        }
+    }
+    if (!out || n_dirs == 0) {
+        fprintf(stderr, "mamba-train plot: one or more run directories and --out are required\n");
+        usage(stderr);
+        free(dirs);
+        return 2;
+    }
+    char err[1024];
+    const bool ok = mt_plot_runs(dirs, n_dirs, out, err, sizeof err);
+    free(dirs);
+    if (!ok) {
+        fprintf(stderr, "mamba-train plot: %s\n", err);
+        return 1;
+    }
+    printf("wrote %s (%d run%s)\n", out, n_dirs, n_dirs > 1 ? "s" : "");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "export"))
         return export_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "plot"))
+        return plot_main(argc, argv);
     const char *config = NULL, *resume = NULL, *out = NULL;
     const char *sets[256];
     int n_sets = 0, gpus = 1;

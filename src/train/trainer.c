@@ -24,6 +24,7 @@
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/dist_train.h"
+#include "train/plot.h"
 #include "train/run.h"
 
 enum { IGNORE_TARGET = -100, MAX_PATHS = 64 };
@@ -402,6 +403,19 @@ static void log_eval(mt_run *r, double loss, double acc)
     printf("\n");
 }
 
+/* RUN_DIR/metrics.svg from metrics.jsonl, by the lead rank. A plot that
+ * cannot be written is a warning: it must never fail the run. */
+static void plot_metrics(const mt_run *r)
+{
+    if (!r->lead)
+        return;
+    const char *dir = r->cfg->log.out_dir;
+    char path[1100], why[1024];
+    snprintf(path, sizeof path, "%s/metrics.svg", dir);
+    if (!mt_plot_runs(&dir, 1, path, why, sizeof why))
+        fprintf(stderr, "mamba-train: warning: no plot of the metrics: %s\n", why);
+}
+
 /* config.ini, written by the lead rank. */
 static bool write_config(const mt_run *r, char *err, size_t errlen)
 {
@@ -654,12 +668,14 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
             if (!(ok = evaluate(&r, &c, &res->eval_loss, &res->eval_accuracy, err, errlen)))
                 break;
             log_eval(&r, res->eval_loss, res->eval_accuracy);
+            plot_metrics(&r);
         }
         bool stop;
         if (!(ok = end_step(&r, opt, res, &stop, err, errlen)) || stop)
             break;
     }
     res->steps_done = r.step - first_step;
+    plot_metrics(&r); /* a failed run's curve too: it shows how it went wrong */
     report_memory(&r, &c, res);
     restore_signals();
     mt_ctx_release(&c);
