@@ -29,6 +29,10 @@ mt_find_library(openblas cblas.h openblas libopenblas-dev SUFFIXES openblas-pthr
 mt_find_library(inih ini.h inih libinih-dev)
 mt_find_library(jansson jansson.h jansson libjansson-dev)
 mt_find_library(cmocka cmocka.h cmocka libcmocka-dev)
+# The tokenizer (src/text): PCRE2 runs the pre-tokenizers' regexes, utf8proc
+# normalizes (NFC and the other forms).
+mt_find_library(pcre2 pcre2.h pcre2-8 libpcre2-dev)
+mt_find_library(utf8proc utf8proc.h utf8proc libutf8proc-dev)
 # libzip reads PyTorch checkpoints (zip archives). zip.h includes zipconf.h,
 # which Debian 12 puts beside it but some distributions elsewhere: ask for both.
 mt_find_library(zip zip.h zip libzip-dev)

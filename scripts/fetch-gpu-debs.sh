@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 mkdir -p .gpu-debs
 cd .gpu-debs
 apt-get download libcmocka0 libcmocka-dev libinih1 libinih-dev libjansson-dev \
-  libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libzip4 libzip-dev
+  libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libzip4 libzip-dev \
+  libpcre2-8-0 libpcre2-dev libutf8proc2 libutf8proc-dev
 ls -1 *.deb

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   libhdf5-dev libcmocka-dev libopenblas-dev libinih-dev libjansson-dev zlib1g-dev libzip-dev
+  libpcre2-dev libutf8proc-dev
   libopenmpi-dev openmpi-bin
   python3 python3-venv python3-pip
 )

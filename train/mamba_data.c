@@ -1,6 +1,10 @@
 /* mamba-data: writes token shards without dependencies: byte-level text and
- * the synthetic tasks of src/data/synthetic.h. Exit codes: 0 done, 1 the
- * shard could not be made (unreadable input, unwritable output), 2 bad usage. */
+ * the synthetic tasks of src/data/synthetic.h; and tokenizes text with a
+ * Hugging Face tokenizer.json (src/text/tokenizer.h), or decodes ids.
+ * Exit codes: 0 done, 1 the shard could not be made or the text not
+ * tokenized (unreadable input, unwritable output, a tokenizer it cannot
+ * read), 2 bad usage. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -13,6 +17,7 @@
 
 #include "data/shard.h"
 #include "data/synthetic.h"
+#include "text/tokenizer.h"
 
 #define EXIT_USAGE 2
 #define MAX_INPUTS 4096
@@ -21,7 +26,9 @@ static const char usage_synopsis[] =
     "usage:\n"
     "  mamba-data text --input FILE [--input FILE ...] --out PATH [--doc-sep blank-line|file]\n"
     "  mamba-data selective-copy --out PATH --examples N --seq-len L [--vocab V] [--memorize K] [--seed S]\n"
-    "  mamba-data induction --out PATH --examples N --seq-len L [--vocab V] [--seed S]\n";
+    "  mamba-data induction --out PATH --examples N --seq-len L [--vocab V] [--seed S]\n"
+    "  mamba-data tokenize --tokenizer JSON (--text TEXT | --input FILE [--input FILE ...]) [--special-as-text]\n"
+    "  mamba-data tokenize --tokenizer JSON --decode --ids ID,ID,...\n";
 
 static const char usage_details[] =
     "\n"
@@ -35,9 +42,15 @@ static const char usage_details[] =
     "                followed by X, ending with the trigger and X (X scored). Default --vocab 16.\n"
     "                Both synthetic tasks: one document per example, --seed 0 by default;\n"
     "                example i depends only on (seed, i).\n"
+    "tokenize        encodes with a Hugging Face tokenizer.json of the byte-level BPE kind\n"
+    "                (GPT-NeoX's, GPT-2's) and prints the ids, space separated, one line for\n"
+    "                --text or for each --input, as tokenizers' encode(text,\n"
+    "                add_special_tokens=False). Special tokens in the text (<|endoftext|>)\n"
+    "                are recognized, unless --special-as-text. --decode prints the text of\n"
+    "                --ids (separated by commas or spaces), then a newline.\n"
     "\n"
     "Flags take their value as the next argument or after '=' (--seq-len=256).\n"
-    "Exit codes: 0 done, 1 the shard could not be made, 2 bad usage.\n";
+    "Exit codes: 0 done, 1 the shard could not be made or the text not tokenized, 2 bad usage.\n";
 
 typedef struct cli {
     const char *command, *out;
@@ -46,6 +59,8 @@ typedef struct cli {
     mt_doc_sep doc_sep;
     int64_t examples;
     mt_synth_config synth;
+    const char *tokenizer, *text, *ids; /* tokenize */
+    bool decode, special_as_text;
 } cli;
 
 /* Prints the complaint and the synopsis to stderr and exits with the usage code. */
@@ -88,6 +103,10 @@ static uint64_t parse_seed(const char *s)
 static const char *const text_flags[] = {"--out", "--input", "--doc-sep", NULL};
 static const char *const copy_flags[] = {"--out", "--examples", "--seq-len", "--vocab", "--memorize", "--seed", NULL};
 static const char *const induction_flags[] = {"--out", "--examples", "--seq-len", "--vocab", "--seed", NULL};
+static const char *const tokenize_flags[] = {"--tokenizer", "--text",           "--input", "--ids",
+                                             "--decode",    "--special-as-text", NULL};
+/* Flags that take no value. */
+static const char *const switch_flags[] = {"--decode", "--special-as-text", NULL};
 
 static bool in_list(const char *const *list, const char *flag)
 {
@@ -102,10 +121,11 @@ static void check_flag(const char *command, const char *flag)
 {
     const char *const *mine = strcmp(command, "text") == 0             ? text_flags
                               : strcmp(command, "selective-copy") == 0 ? copy_flags
+                              : strcmp(command, "tokenize") == 0       ? tokenize_flags
                                                                        : induction_flags;
     if (in_list(mine, flag))
         return;
-    if (in_list(text_flags, flag) || in_list(copy_flags, flag))
+    if (in_list(text_flags, flag) || in_list(copy_flags, flag) || in_list(tokenize_flags, flag))
         usage_error("flag %s does not apply to %s", flag, command);
     usage_error("unknown flag %s", flag);
 }
@@ -127,7 +147,7 @@ static void parse_args(int argc, char **argv, cli *c)
         print_help();
     c->command = argv[1];
     if (strcmp(c->command, "text") != 0 && strcmp(c->command, "selective-copy") != 0 &&
-        strcmp(c->command, "induction") != 0)
+        strcmp(c->command, "induction") != 0 && strcmp(c->command, "tokenize") != 0)
         usage_error("unknown command '%s'", c->command);
     c->synth.task = strcmp(c->command, "selective-copy") == 0 ? MT_TASK_SELECTIVE_COPY : MT_TASK_INDUCTION;
     c->synth.vocab_size = 16;
@@ -148,6 +168,15 @@ static void parse_args(int argc, char **argv, cli *c)
         memcpy(flag, arg, len);
         flag[len] = '\0';
         check_flag(c->command, flag);
+        if (in_list(switch_flags, flag)) {
+            if (eq)
+                usage_error("flag %s takes no value", flag);
+            if (strcmp(flag, "--decode") == 0)
+                c->decode = true;
+            else
+                c->special_as_text = true;
+            continue;
+        }
         if (eq)
             value = eq + 1;
         else if (i + 1 < argc)
@@ -156,6 +185,14 @@ static void parse_args(int argc, char **argv, cli *c)
             usage_error("flag %s needs a value", flag);
         if (strcmp(flag, "--out") == 0)
             c->out = value;
+        else if (strcmp(flag, "--tokenizer") == 0)
+            c->tokenizer = value;
+        else if (strcmp(flag, "--text") == 0) {
+            if (c->text)
+                usage_error("--text is given twice");
+            c->text = value;
+        } else if (strcmp(flag, "--ids") == 0)
+            c->ids = value;
         else if (strcmp(flag, "--input") == 0) {
             if (c->n_inputs == MAX_INPUTS)
                 usage_error("more than %d --input files", MAX_INPUTS);
@@ -177,6 +214,15 @@ static void parse_args(int argc, char **argv, cli *c)
             c->synth.n_memorize = parse_int(flag, value, 1, INT64_MAX);
         else
             c->synth.seed = parse_seed(value);
+    }
+    if (strcmp(c->command, "tokenize") == 0) {
+        if (!c->tokenizer)
+            usage_error("--tokenizer JSON is required");
+        if (c->decode && (!c->ids || c->text || c->n_inputs > 0 || c->special_as_text))
+            usage_error("--decode takes --ids ID,ID,... (and no --text, --input or --special-as-text)");
+        if (!c->decode && (c->ids || (c->text != NULL) == (c->n_inputs > 0)))
+            usage_error("tokenize takes --text TEXT or --input FILE (or --decode --ids ID,ID,...)");
+        return;
     }
     if (!c->out)
         usage_error("--out PATH is required");
@@ -218,10 +264,135 @@ static bool check_output_path(const char *path)
     return true;
 }
 
+/* The ids of s, separated by commas or white space (malloc'ed); a usage
+ * error on anything else. */
+static int32_t *parse_ids(const char *s, int64_t *n)
+{
+    /* Ids are one digit or more with a separator between: at most (length + 1) / 2. */
+    int32_t *ids = malloc((strlen(s) / 2 + 1) * sizeof *ids);
+    if (!ids) {
+        fprintf(stderr, "mamba-data: out of memory for --ids\n");
+        exit(1);
+    }
+    *n = 0;
+    for (const char *p = s;;) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            return ids;
+        char *end;
+        errno = 0;
+        const long long v = strtoll(p, &end, 10);
+        const bool separated = *end == '\0' || *end == ',' || isspace((unsigned char)*end);
+        if (errno != 0 || end == p || v < 0 || v > INT32_MAX || !separated) {
+            const int len = (int)strcspn(p, ", \t\n");
+            free(ids);
+            usage_error("--ids: '%.*s' is not a token id (an integer in [0, 2^31))", len, p);
+        }
+        ids[(*n)++] = (int32_t)v;
+        p = end;
+    }
+}
+
+/* The whole of the file at path (malloc'ed, *len bytes), or NULL with the
+ * reason on stderr. */
+static char *read_input(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "mamba-data: --input %s: cannot open: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *bigger = realloc(buf, 2 * cap);
+        if (!bigger)
+            free(buf);
+        buf = bigger;
+        cap *= 2;
+    }
+    const bool failed = !buf || ferror(f);
+    fclose(f);
+    if (failed) {
+        fprintf(stderr, "mamba-data: --input %s: %s\n", path, buf ? "cannot read (a directory?)" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Prints the ids of text on one line. */
+static bool print_encoded(const mt_tokenizer *t, const char *what, const char *text, size_t len, bool special_as_text)
+{
+    char err[1024];
+    int32_t *ids;
+    int64_t n;
+    if (!mt_tokenizer_encode(t, text, len, special_as_text, &ids, &n, err, sizeof err)) {
+        fprintf(stderr, "mamba-data: %s: %s\n", what, err);
+        return false;
+    }
+    for (int64_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", ids[i]);
+    putchar('\n');
+    free(ids);
+    return true;
+}
+
+/* tokenize: encodes --text or each --input, or decodes --ids. A failed
+ * write to stdout shows in ferror at the end. */
+static int run_tokenize(const cli *c)
+{
+    /* --ids first: a usage error exits before anything is allocated. */
+    int64_t n = 0;
+    int32_t *ids = c->decode ? parse_ids(c->ids, &n) : NULL;
+    char err[1024];
+    mt_tokenizer *t = mt_tokenizer_load(c->tokenizer, err, sizeof err);
+    if (!t) {
+        fprintf(stderr, "mamba-data: %s\n", err);
+        free(ids);
+        return 1;
+    }
+    bool ok = true;
+    if (c->decode) {
+        size_t len;
+        char *text = mt_tokenizer_decode(t, ids, n, &len, err, sizeof err);
+        if (text) {
+            fwrite(text, 1, len, stdout);
+            putchar('\n');
+        } else {
+            fprintf(stderr, "mamba-data: --ids: %s\n", err);
+            ok = false;
+        }
+        free(text);
+    } else if (c->text) {
+        ok = print_encoded(t, "--text", c->text, strlen(c->text), c->special_as_text);
+    }
+    for (int i = 0; ok && i < c->n_inputs; i++) {
+        size_t len;
+        char *text = read_input(c->inputs[i], &len);
+        ok = text && print_encoded(t, c->inputs[i], text, len, c->special_as_text);
+        free(text);
+    }
+    free(ids);
+    mt_tokenizer_free(t);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "mamba-data: cannot write the output: %s\n", strerror(errno));
+        return 1;
+    }
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     static cli c;
     parse_args(argc, argv, &c);
+    if (strcmp(c.command, "tokenize") == 0)
+        return run_tokenize(&c);
     if (!check_output_path(c.out))
         return 1;
     char err[1024];
