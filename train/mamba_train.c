@@ -1,10 +1,13 @@
 /* mamba-train: trains a Mamba or Mamba-2 language model from an INI config,
- * exports a checkpoint as a released model, and plots runs' metrics.
+ * exports a checkpoint as a released model, evaluates one on token shards,
+ * and plots runs' metrics.
  *
  *   mamba-train --config configs/NAME.ini [--set section.key=value ...]
  *               [--resume [DIR|auto] | --overwrite] [--out DIR] [--gpus N]
  *   mamba-train export --checkpoint DIR --format reference|hf --out DIR
  *   mamba-train plot RUN_DIR... --out FILE.svg
+ *   mamba-train eval --model DIR --data SHARDS [--seq-len N] [--batch-size B] [--batches N]
+ *                    [--loss-on all|answers] [--device auto|cpu|cuda] [--precision bf16|fp32]
  *   mamba-train --help
  *
  * The config is checked whole before any work starts; the effective one is
@@ -18,8 +21,10 @@
 #include <string.h>
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "dist/rendezvous.h"
+#include "train/evaluate.h"
 #include "train/export.h"
 #include "train/launch.h"
 #include "train/plot.h"
@@ -32,6 +37,8 @@ static void usage(FILE *f)
           "                   [--out DIR] [--gpus N]\n"
           "       mamba-train export --checkpoint DIR --format reference|hf --out DIR\n"
           "       mamba-train plot RUN_DIR... --out FILE.svg\n"
+          "       mamba-train eval --model DIR --data SHARDS [--seq-len N] [--batch-size B] [--batches N]\n"
+          "                        [--loss-on all|answers] [--device auto|cpu|cuda] [--precision bf16|fp32]\n"
           "       mamba-train --help\n"
           "  --config   the run's INI file (sections model, data, train, log)\n"
           "  --set      override one key after the file (repeatable)\n"
@@ -49,6 +56,10 @@ static void usage(FILE *f)
           "  plot       draw the metrics.jsonl of one or more run directories as one SVG (loss with the\n"
           "             evaluations, learning rate, gradient norm, tokens/s against step), the runs overlaid;\n"
           "             a run writes its own as RUN_DIR/metrics.svg\n"
+          "  eval       score a checkpoint (or any model directory) on HDF5 token shards (space or comma\n"
+          "             separated, globs), in order: every whole batch, or the first --batches; prints the\n"
+          "             mean loss, perplexity and, with --loss-on answers, the answer accuracy (defaults:\n"
+          "             --seq-len 2048, --batch-size 8, --loss-on all, --device auto, bf16 on CUDA, fp32 on the CPU)\n"
           "exit status: 0 done; 1 an error; 2 a bad command line or config; 3 a rank ended by the NCCL watchdog\n"
           "(a dead rank or a timeout); 4 stopped by SIGTERM or SIGINT after writing its checkpoint (continue\n"
           "with --resume auto)\n",
@@ -82,6 +93,80 @@ static int export_main(int argc, char **argv)
         return 1;
     }
     printf("exported %s as %s to %s\n", checkpoint, format, out);
+    return 0;
+}
+
+/* A positive int from a flag's value, or 0. */
+static long positive(const char *flag, const char *value)
+{
+    char *end;
+    long n = strtol(value, &end, 10);
+    if (*end || end == value || n < 1 || n > 1000000000L) {
+        fprintf(stderr, "mamba-train eval: %s \"%s\" is not a positive number\n", flag, value);
+        return 0;
+    }
+    return n;
+}
+
+static void eval_progress(void *user, int64_t done, int64_t total, double running_loss)
+{
+    (void)user;
+    /* One line rewritten in place on a terminal; every tenth batch and the last otherwise. */
+    const bool tty = isatty(STDERR_FILENO);
+    if (tty || done % 10 == 0 || done == total)
+        fprintf(stderr, "%seval: batch %lld/%lld, running loss %.4f%s", tty ? "\r" : "", (long long)done,
+                (long long)total, running_loss, tty && done < total ? "" : "\n");
+}
+
+static int eval_main(int argc, char **argv)
+{
+    mt_eval_config cfg = {.seq_len = 2048, .batch_size = 8, .loss_on = MT_LOSS_ON_ALL, .device = MT_DEVICE_AUTO,
+                          .precision = MT_PRECISION_BF16, .progress = eval_progress};
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 1;
+        if (!strcmp(a, "--model") && v) {
+            cfg.model_dir = v;
+        } else if (!strcmp(a, "--data") && v) {
+            cfg.data = v;
+        } else if (!strcmp(a, "--seq-len") && v) {
+            cfg.seq_len = (int)(n = positive(a, v));
+        } else if (!strcmp(a, "--batch-size") && v) {
+            cfg.batch_size = (int)(n = positive(a, v));
+        } else if (!strcmp(a, "--batches") && v) {
+            cfg.max_batches = n = positive(a, v);
+        } else if (!strcmp(a, "--loss-on") && v && (!strcmp(v, "all") || !strcmp(v, "answers"))) {
+            cfg.loss_on = !strcmp(v, "all") ? MT_LOSS_ON_ALL : MT_LOSS_ON_ANSWERS;
+        } else if (!strcmp(a, "--device") && v && (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "cuda"))) {
+            cfg.device = !strcmp(v, "auto") ? MT_DEVICE_AUTO : !strcmp(v, "cpu") ? MT_DEVICE_CPU : MT_DEVICE_CUDA;
+        } else if (!strcmp(a, "--precision") && v && (!strcmp(v, "bf16") || !strcmp(v, "fp32"))) {
+            cfg.precision = !strcmp(v, "bf16") ? MT_PRECISION_BF16 : MT_PRECISION_FP32;
+        } else {
+            fprintf(stderr, "mamba-train eval: unknown, incomplete or invalid argument \"%s\"\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (n == 0)
+            return 2;
+        i++;
+    }
+    if (!cfg.model_dir || !cfg.data) {
+        fprintf(stderr, "mamba-train eval: --model and --data are required\n");
+        usage(stderr);
+        return 2;
+    }
+    char err[1024];
+    mt_eval_result res;
+    if (!mt_evaluate(&cfg, &res, err, sizeof err)) {
+        fprintf(stderr, "mamba-train eval: %s\n", err);
+        return 1;
+    }
+    printf("eval %s: %lld batches of %d x %d tokens on %s, loss %.6f, perplexity %.4f", cfg.model_dir,
+           (long long)res.batches, cfg.batch_size, cfg.seq_len, res.cuda ? "the GPU" : "the CPU", res.loss,
+           res.perplexity);
+    if (res.accuracy == res.accuracy)
+        printf(", answer accuracy %.4f (%lld answers)", res.accuracy, (long long)res.scored);
+    printf("\n");
     return 0;
 }
 
@@ -129,6 +214,8 @@ int main(int argc, char **argv)
         return export_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "plot"))
         return plot_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "eval"))
+        return eval_main(argc, argv);
     const char *config = NULL, *resume = NULL, *out = NULL;
     const char *sets[256];
     int n_sets = 0, gpus = 1;

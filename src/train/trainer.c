@@ -24,10 +24,11 @@
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/dist_train.h"
+#include "train/evaluate.h"
 #include "train/plot.h"
 #include "train/run.h"
 
-enum { IGNORE_TARGET = -100, MAX_PATHS = 64 };
+enum { IGNORE_TARGET = -100 };
 
 /* The dense bf16 GEMM rate measured on an H100 (shared/reference/peer-baseline.md):
  * MFU = 6 N tokens/s over it, as the reference's figures are. */
@@ -111,15 +112,6 @@ static bool make_dirs(const char *path, char *err, size_t errlen)
     return true;
 }
 
-/* Splits a list of paths (spaces or commas) into paths[]. */
-static int split_paths(char *list, const char **paths)
-{
-    int n = 0;
-    for (char *tok = strtok(list, " ,\t"); tok && n < MAX_PATHS; tok = strtok(NULL, " ,\t"))
-        paths[n++] = tok;
-    return n;
-}
-
 /* The value of a one-element tensor on any device (no allocation). */
 static double tensor_scalar(const mt_tensor *t)
 {
@@ -178,7 +170,7 @@ static bool open_data(mt_run *r, char *err, size_t errlen)
 {
     const mt_train_config *cfg = r->cfg;
     char train_list[1100], val_list[1100]; /* the loaders read the paths only while opening */
-    const char *train_paths[MAX_PATHS], *val_paths[MAX_PATHS];
+    const char *train_paths[MT_MAX_SHARD_PATHS], *val_paths[MT_MAX_SHARD_PATHS];
     int n_train, n_val;
     bool separate_val;
     if (cfg->data.synthetic != MT_SYNTHETIC_NONE) {
@@ -193,8 +185,8 @@ static bool open_data(mt_run *r, char *err, size_t errlen)
     } else {
         snprintf(train_list, sizeof train_list, "%s", cfg->data.train);
         snprintf(val_list, sizeof val_list, "%s", cfg->data.val);
-        n_train = split_paths(train_list, train_paths);
-        n_val = split_paths(val_list, val_paths);
+        n_train = mt_split_paths(train_list, train_paths);
+        n_val = mt_split_paths(val_list, val_paths);
         separate_val = n_val > 0;
     }
     mt_loader_config lc = {.paths = train_paths, .n_paths = n_train, .seq_len = cfg->data.seq_len,
