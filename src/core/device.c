@@ -125,6 +125,18 @@ void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void 
 #endif
 }
 
+double mt_device_scalar(const mt_tensor *t)
+{
+    if (t->device == MT_CPU)
+        return mt_get(t, 0);
+    double buf; /* room for any dtype's one element */
+    mt_tensor h;
+    mt_tensor_init(&h, t->dtype, MT_CPU, 1, (int64_t[]){1});
+    h.data = &buf;
+    mt_device_copy(MT_CPU, h.data, t->device, t->data, mt_dtype_size(t->dtype));
+    return mt_get(&h, 0);
+}
+
 mt_device mt_device_of(const void *p)
 {
 #ifdef MT_HAVE_CUDA

@@ -23,6 +23,10 @@ void mt_device_zero(mt_device dev, void *p, size_t bytes);
 void mt_device_fill_bytes(mt_device dev, void *p, int byte, size_t bytes);
 void mt_device_copy(mt_device dst_dev, void *dst, mt_device src_dev, const void *src, size_t bytes);
 
+/* The value of a one-element tensor on any device, as a double (copied
+ * back without an allocation). */
+double mt_device_scalar(const mt_tensor *t);
+
 /* Where p points: MT_CUDA for device memory, else MT_CPU (always MT_CPU in
  * a build without CUDA). */
 mt_device mt_device_of(const void *p);

@@ -24,19 +24,6 @@ int mt_split_paths(char *list, const char **paths)
     return n;
 }
 
-/* The value of a one-element tensor on any device (no allocation). */
-static double scalar_of(const mt_tensor *t)
-{
-    if (t->device == MT_CPU)
-        return mt_get(t, 0);
-    double buf; /* room for any dtype's one element */
-    mt_tensor h;
-    mt_tensor_init(&h, t->dtype, MT_CPU, 1, (int64_t[]){1});
-    h.data = &buf;
-    mt_device_copy(MT_CPU, h.data, t->device, t->data, mt_dtype_size(t->dtype));
-    return mt_get(&h, 0);
-}
-
 /* Everything one evaluation holds, released by release(). */
 typedef struct eval_state {
     mt_backend *be;
@@ -157,7 +144,7 @@ static bool run_batches(eval_state *s, const mt_eval_config *cfg, int64_t total,
             break;
         batch_to_device(s, bt, answers);
         mt_tensor *logits = mt_model_logits(&c, &s->model, s->ids, s->seq_idx, s->compute);
-        loss_sum += scalar_of(mt_model_loss(&c, &s->model, logits, s->targets, IGNORE_TARGET));
+        loss_sum += mt_device_scalar(mt_model_loss(&c, &s->model, logits, s->targets, IGNORE_TARGET));
         res->batches++;
         if (answers && !(ok = mt_model_argmax(&s->model, logits, s->best, err, errlen)))
             break;

@@ -112,19 +112,6 @@ static bool make_dirs(const char *path, char *err, size_t errlen)
     return true;
 }
 
-/* The value of a one-element tensor on any device (no allocation). */
-static double tensor_scalar(const mt_tensor *t)
-{
-    if (t->device == MT_CPU)
-        return mt_get(t, 0);
-    double buf; /* room for any dtype's one element */
-    mt_tensor h;
-    mt_tensor_init(&h, t->dtype, MT_CPU, 1, (int64_t[]){1});
-    h.data = &buf;
-    mt_device_copy(MT_CPU, h.data, t->device, t->data, mt_dtype_size(t->dtype));
-    return mt_get(&h, 0);
-}
-
 
 /* Generates the synthetic task's shards (train and a separate val) into
  * out_dir/data; a later run (or a resume) reuses them while they were made
@@ -256,7 +243,7 @@ static bool evaluate(mt_run *r, mt_ctx *c, double *loss_out, double *acc_out, ch
         mt_tensor *logits, *loss = batch_loss(r, c, r->val, &logits, err, errlen);
         if (!(ok = loss != NULL))
             break;
-        loss_sum += tensor_scalar(loss);
+        loss_sum += mt_device_scalar(loss);
         batches++;
         if (answers && !(ok = mt_model_argmax(&r->model, logits, best, err, errlen)))
             break;
@@ -291,7 +278,7 @@ static bool train_step(mt_run *r, mt_ctx *c, double lr, bool poison, double *los
         mt_tensor *logits, *loss = batch_loss(r, c, r->train, &logits, err, errlen);
         if (!loss)
             return false;
-        loss_sum += tensor_scalar(loss);
+        loss_sum += mt_device_scalar(loss);
         const bool last = micro == cfg->train.micro_batches - 1;
         if (last)
             mt_dist_before_last_backward(&r->dist, c);
