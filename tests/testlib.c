@@ -16,6 +16,7 @@
 #include "optim/sgd.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/file_io.h"
 #include "io/safetensors.h"
 #include "train/pretrained.h"
 
@@ -395,25 +396,11 @@ const char *tl_temp_path(const char *name)
 
 char *tl_read_text(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("%s: cannot open", path);
-    char *text = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            cap = 2 * cap + 4096 + 1;
-            text = realloc(text, cap);
-            assert_non_null(text);
-        }
-        const size_t got = fread(text + n, 1, 4096, f);
-        n += got;
-        if (got < 4096)
-            break;
-    }
-    assert_false(ferror(f));
-    fclose(f);
-    text[n] = '\0';
+    char err[1200];
+    size_t len;
+    char *text = mt_read_file(path, 0, &len, err, sizeof err);
+    if (!text)
+        fail_msg("%s", err);
     return text;
 }
 

@@ -17,6 +17,7 @@
 
 #include "data/shard.h"
 #include "data/synthetic.h"
+#include "io/file_io.h"
 #include "text/tokenizer.h"
 
 #define EXIT_USAGE 2
@@ -294,37 +295,6 @@ static int32_t *parse_ids(const char *s, int64_t *n)
     }
 }
 
-/* The whole of the file at path (malloc'ed, *len bytes), or NULL with the
- * reason on stderr. */
-static char *read_input(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "mamba-data: --input %s: cannot open: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *bigger = realloc(buf, 2 * cap);
-        if (!bigger)
-            free(buf);
-        buf = bigger;
-        cap *= 2;
-    }
-    const bool failed = !buf || ferror(f);
-    fclose(f);
-    if (failed) {
-        fprintf(stderr, "mamba-data: --input %s: %s\n", path, buf ? "cannot read (a directory?)" : "out of memory");
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
 
 /* Prints the ids of text on one line. */
 static bool print_encoded(const mt_tokenizer *t, const char *what, const char *text, size_t len, bool special_as_text)
@@ -374,7 +344,10 @@ static int run_tokenize(const cli *c)
     }
     for (int i = 0; ok && i < c->n_inputs; i++) {
         size_t len;
-        char *text = read_input(c->inputs[i], &len);
+        char why[1200];
+        char *text = mt_read_file(c->inputs[i], 0, &len, why, sizeof why);
+        if (!text)
+            fprintf(stderr, "mamba-data: --input %s\n", why);
         ok = text && print_encoded(t, c->inputs[i], text, len, c->special_as_text);
         free(text);
     }

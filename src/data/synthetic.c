@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "core/error.h"
 #include "data/shard.h"
+#include "io/file_io.h"
 
 /* Limits that keep every position and id draw within 32 bits. */
 #define MAX_SEQ_LEN ((int64_t)1 << 30)
@@ -365,40 +366,6 @@ bool mt_text_documents(const uint8_t *text, int64_t n, mt_doc_sep sep,
     return doc < 0 || emit(text + doc, n - doc, arg);
 }
 
-/* The whole of a file (or pipe) in a heap buffer, its length in *n. */
-static uint8_t *read_file(const char *path, int64_t *n, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, len = 0;
-    uint8_t *buf = malloc(cap);
-    while (buf) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap)
-            break;
-        uint8_t *bigger = realloc(buf, cap * 2);
-        if (!bigger) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = bigger;
-        cap *= 2;
-    }
-    if (!buf)
-        mt_errorf(err, errlen, "%s: out of memory reading it", path);
-    else if (ferror(f)) {
-        mt_errorf(err, errlen, "%s: read error: %s", path, strerror(errno));
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *n = (int64_t)len;
-    return buf;
-}
 
 typedef struct text_writer {
     mt_shard_writer *w;
@@ -433,9 +400,10 @@ bool mt_text_write_shard(const char *const *inputs, int n_inputs, mt_doc_sep sep
     tw.w = mt_shard_writer_open(path, MT_BYTES_VOCAB, MT_BYTES_EOS, "bytes", false, err, errlen);
     bool ok = tw.w != NULL;
     for (int i = 0; ok && i < n_inputs; i++) {
-        int64_t n = 0, docs_before = tw.n_docs;
-        uint8_t *text = read_file(inputs[i], &n, err, errlen);
-        ok = text && mt_text_documents(text, n, sep, append_document, &tw);
+        int64_t docs_before = tw.n_docs;
+        size_t n = 0;
+        uint8_t *text = (uint8_t *)mt_read_file(inputs[i], 0, &n, err, errlen);
+        ok = text && mt_text_documents(text, (int64_t)n, sep, append_document, &tw);
         free(text);
         if (ok && tw.n_docs == docs_before)
             ok = mt_errorf(err, errlen, "%s: no text in it (%s)", inputs[i], n == 0 ? "empty" : "only blank lines");

@@ -105,3 +105,36 @@ bool mt_path_join(char *out, size_t len, const char *dir, const char *name, char
     int n = snprintf(out, len, "%s/%s", dir, name);
     return n >= 0 && (size_t)n < len ? true : mt_errorf(err, errlen, "%s/%s: path too long", dir, name);
 }
+
+char *mt_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf && (max_bytes == 0 || n <= max_bytes)) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *bigger = realloc(buf, 2 * cap + 1);
+        if (!bigger)
+            free(buf);
+        buf = bigger;
+        cap *= 2;
+    }
+    const bool failed = !buf || ferror(f) || (max_bytes > 0 && n > max_bytes);
+    if (failed)
+        mt_errorf(err, errlen, "%s: %s", path, !buf ? "out of memory reading it" : ferror(f) ? "cannot read (a directory?)"
+                                                                                       : "too large");
+    fclose(f);
+    if (failed) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}

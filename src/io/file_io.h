@@ -20,6 +20,11 @@ bool mt_write_file_synced(const char *path, const void *data, size_t n, char *er
 /* dir/name into out (len bytes); false (with a message) when it does not fit. */
 bool mt_path_join(char *out, size_t len, const char *dir, const char *name, char *err, size_t errlen);
 
+/* The whole of a file (or pipe) in a malloc'ed buffer with a NUL after its
+ * *len bytes; NULL with the path and the reason in err. More than max_bytes
+ * (0: no limit) is an error too. */
+char *mt_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen);
+
 /* The size and CRC-32 (zlib's) of a file, read in blocks. */
 bool mt_file_crc32(const char *path, uint64_t *size, uint32_t *crc, char *err, size_t errlen);
 

@@ -1,14 +1,14 @@
 #include "io/json_file.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "io/file_io.h"
 
-#define MAX_JSON_BYTES (64 << 20) /* configs and indexes are kilobytes */
+#define MAX_JSON_BYTES ((size_t)256 << 20) /* configs are kilobytes, tokenizers megabytes */
 
 static const char *const nonfinite[3] = {"NaN", "Infinity", "-Infinity"};
 
@@ -59,22 +59,10 @@ static char *quote_nonfinite(const char *text, size_t n, size_t *out_n)
 
 json_t *mt_json_load_file(const char *path, size_t flags, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        mt_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = malloc(MAX_JSON_BYTES + 1);
+    size_t n;
+    char *text = mt_read_file(path, MAX_JSON_BYTES, &n, err, errlen);
     if (!text)
-        mt_fatal("out of host memory reading %s", path);
-    const size_t n = fread(text, 1, MAX_JSON_BYTES + 1, f);
-    const bool failed = ferror(f);
-    fclose(f);
-    if (failed || n > MAX_JSON_BYTES) {
-        free(text);
-        mt_errorf(err, errlen, "%s: %s", path, failed ? "cannot read (a directory?)" : "larger than 64 MiB");
         return NULL;
-    }
     size_t qn;
     char *quoted = quote_nonfinite(text, n, &qn);
     free(text);
