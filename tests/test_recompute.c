@@ -1,6 +1,10 @@
 /* Step memory. Activation checkpointing: a Mamba-2 LM with each mixer
  * recomputed in the backward gives bitwise the same loss and parameter
  * gradients as the plain model (packed documents included) and holds less.
+ * Transient activations (conv1d and gated-norm outputs recomputed in the
+ * backward) give bitwise the same as keeping them, in both layer kinds, and
+ * hold less; an op that reads one after a later op took its buffer over is
+ * an error.
  * Activation gradients go back to the pool during the backward: the pool
  * holds the same for 8 layers as for 2; steps after the first allocate
  * nothing and repeat the first's loss and gradients bit for bit. */
@@ -19,11 +23,12 @@
 enum { B = 2, L = 40, LAYERS = 3 };
 
 /* Loss, every parameter gradient (flat, copied out) and the step memory. */
-static void loss_and_grads(mt_backend *be, mt_model *m, bool recompute, double *loss_out, float *grads,
-                           mt_ctx_memory *mem)
+static void loss_and_grads_kept(mt_backend *be, mt_model *m, bool recompute, bool keep_transients,
+                                double *loss_out, float *grads, mt_ctx_memory *mem)
 {
     mt_ctx c;
     mt_ctx_init(&c, be, 0);
+    c.keep_transients = keep_transients;
     mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
     mt_tensor *targets = mt_tensor_new(MT_CPU, MT_I32, 1, (int64_t[]){B * L});
     mt_tensor *seq = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
@@ -47,9 +52,16 @@ static void loss_and_grads(mt_backend *be, mt_model *m, bool recompute, double *
     mt_ctx_release(&c);
 }
 
-static void tiny_config(mt_model_config *cfg, int layers)
+static void loss_and_grads(mt_backend *be, mt_model *m, bool recompute, double *loss_out, float *grads,
+                           mt_ctx_memory *mem)
+{
+    loss_and_grads_kept(be, m, recompute, false, loss_out, grads, mem);
+}
+
+static void tiny_config_of(mt_model_config *cfg, int layers, mt_layer_kind layer)
 {
     mt_model_config_defaults(cfg);
+    cfg->layer = layer;
     cfg->d_model = 32;
     cfg->n_layer = layers;
     cfg->vocab_size = 50;
@@ -58,6 +70,11 @@ static void tiny_config(mt_model_config *cfg, int layers)
     cfg->chunk_size = 16;
     char err[256];
     assert_true(mt_model_config_finalize(cfg, err, sizeof err));
+}
+
+static void tiny_config(mt_model_config *cfg, int layers)
+{
+    tiny_config_of(cfg, layers, MT_LAYER_MAMBA2);
 }
 
 /* A tiny Mamba-2 LM of `layers` layers, built and initialized on the CPU in f32. */
@@ -93,6 +110,70 @@ static void recompute_matches_plain(void **state)
     free(plain);
     free(again);
     mt_model_release(&m);
+    cpu->destroy(cpu);
+}
+
+static void transients_match_kept(void **state)
+{
+    (void)state;
+    mt_backend *cpu = mt_backend_cpu_create();
+    const mt_layer_kind kinds[] = {MT_LAYER_MAMBA2, MT_LAYER_MAMBA1};
+    for (int k = 0; k < 2; k++) {
+        mt_model_config cfg;
+        tiny_config_of(&cfg, LAYERS, kinds[k]);
+        mt_model m;
+        mt_model_build(&m, &cfg, MT_CPU, MT_F32);
+        mt_model_init(&m, cpu, 5);
+        const size_t n = m.params.flat_size;
+        float *kept = malloc(n * sizeof *kept), *made = malloc(n * sizeof *made);
+        double loss_kept, loss_made;
+        mt_ctx_memory kept_mem, made_mem;
+        loss_and_grads_kept(cpu, &m, false, true, &loss_kept, kept, &kept_mem);
+        loss_and_grads_kept(cpu, &m, false, false, &loss_made, made, &made_mem);
+        /* Per layer the conv1d output (B, L, conv channels) and, in Mamba-2,
+         * the gated norm's (B, L, d_inner); one of them stays held. */
+        const int64_t conv = kinds[k] == MT_LAYER_MAMBA2 ? cfg.d_inner + 2 * cfg.ngroups * cfg.d_state : cfg.d_inner;
+        const int64_t per_layer = (int64_t)B * L * (conv + (kinds[k] == MT_LAYER_MAMBA2 ? cfg.d_inner : 0));
+        const size_t saved = (size_t)(LAYERS * per_layer - (int64_t)B * L * conv) * sizeof(float);
+        printf("%s transients: loss %.9g vs %.9g; activations %zu -> %zu bytes (at least %zu less expected)\n",
+               kinds[k] == MT_LAYER_MAMBA2 ? "mamba2" : "mamba1", loss_kept, loss_made, kept_mem.activations,
+               made_mem.activations, saved);
+        assert_true(loss_kept == loss_made);
+        assert_memory_equal(kept, made, n * sizeof *kept);
+        assert_true(made_mem.activations + saved <= kept_mem.activations);
+        free(kept);
+        free(made);
+        mt_model_release(&m);
+    }
+    cpu->destroy(cpu);
+}
+
+static void evicted_transient_is_an_error(void **state)
+{
+    (void)state;
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_ctx c;
+    mt_ctx_init(&c, cpu, 0);
+    c.abort_on_error = false;
+    mt_tensor *x = mt_ctx_tensor(&c, MT_F32, 3, (int64_t[]){1, 6, 4});
+    mt_tensor *w = mt_ctx_tensor(&c, MT_F32, 2, (int64_t[]){4, 3});
+    for (int i = 0; i < 24; i++)
+        mt_set(x, i, 0.1 * i - 1);
+    for (int i = 0; i < 12; i++)
+        mt_set(w, i, 0.05 * i);
+    w->requires_grad = true;
+    mt_tensor *a = mt_conv1d_silu(&c, x, w, NULL, NULL, NULL);
+    mt_tensor *b = mt_conv1d_silu(&c, x, w, NULL, NULL, NULL);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_equal(a->data, b->data); /* b took a's buffer over */
+    assert_null(mt_ctx_error(&c));
+    assert_non_null(mt_add(&c, b, b));
+    assert_null(mt_ctx_error(&c));
+    mt_add(&c, a, b);
+    assert_non_null(mt_ctx_error(&c));
+    assert_non_null(strstr(mt_ctx_error(&c), "transient"));
+    mt_ctx_release(&c);
     cpu->destroy(cpu);
 }
 
@@ -177,6 +258,8 @@ static void later_steps_reuse_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(recompute_matches_plain),
+                                       cmocka_unit_test(transients_match_kept),
+                                       cmocka_unit_test(evicted_transient_is_an_error),
                                        cmocka_unit_test(gradients_do_not_grow_with_depth),
                                        cmocka_unit_test(later_steps_reuse_memory)};
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,11 @@ static void conv1d_backward(mt_ctx *c, mt_node *n)
                       n->in[4]);
 }
 
+static void conv1d_recompute(mt_ctx *c, mt_node *n)
+{
+    c->be->conv1d_fwd(c->be, n->out[0], n->in[0], n->in[1], n->in[2], n->in[3], n->in[4]);
+}
+
 mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor *bias, mt_tensor *init_state,
                           mt_tensor *seq_idx)
 {
@@ -48,9 +53,10 @@ mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor 
                     seq_idx->shape[0] != batch || seq_idx->shape[1] != seqlen))
         return mt_op_error(c, "%s: seq_idx %s must be (%lld, %lld) i32", op, mt_shape_str(seq_idx, s, sizeof s),
                            (long long)batch, (long long)seqlen);
-    mt_tensor *out = mt_ctx_tensor(c, x->dtype, 3, x->shape);
+    mt_tensor *in[] = {x, weight, bias, init_state, seq_idx};
+    mt_tensor *out = mt_ctx_transient(c, x->dtype, 3, x->shape, 5, in);
     c->be->conv1d_fwd(c->be, out, x, weight, bias, init_state, seq_idx);
-    mt_tape_record(c, op, conv1d_backward, 5, (mt_tensor *[]){x, weight, bias, init_state, seq_idx}, 1, &out);
+    mt_tape_set_recompute(c, mt_tape_record(c, op, conv1d_backward, 5, in, 1, &out), conv1d_recompute);
     return out;
 }
 
@@ -170,6 +176,12 @@ static void gated_rmsnorm_backward(mt_ctx *c, mt_node *n)
                              op_grad_if_needed(c, w), n->out[0]->grad, y, z, w, n->saved[0], n->attr_i[0]);
 }
 
+static void gated_rmsnorm_recompute(mt_ctx *c, mt_node *n)
+{
+    c->be->gated_rmsnorm_fwd(c->be, n->out[0], n->saved[0], n->in[0], n->in[1], n->in[2], n->attr_i[0],
+                             n->attr_f[0]);
+}
+
 mt_tensor *mt_gated_rmsnorm(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *weight, int ngroups, double eps)
 {
     const char *op = "mt_gated_rmsnorm";
@@ -182,13 +194,16 @@ mt_tensor *mt_gated_rmsnorm(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *we
         return mt_op_error(c, "%s: ngroups %d does not divide the last dim %lld", op, ngroups, (long long)e);
     if (!(eps > 0))
         return mt_op_error(c, "%s: eps must be positive, got %g", op, eps);
-    mt_tensor *out = mt_ctx_tensor(c, y->dtype, y->ndim, y->shape);
+    mt_tensor *in[] = {y, z, weight};
+    mt_tensor *out = mt_ctx_transient(c, y->dtype, y->ndim, y->shape, 3, in);
     mt_tensor *rstd = mt_ctx_tensor(c, mt_accum_dtype(y->dtype), 2, (int64_t[]){mt_rows(y), ngroups});
     c->be->gated_rmsnorm_fwd(c->be, out, rstd, y, z, weight, ngroups, eps);
-    mt_node *n = mt_tape_record(c, op, gated_rmsnorm_backward, 3, (mt_tensor *[]){y, z, weight}, 1, &out);
+    mt_node *n = mt_tape_record(c, op, gated_rmsnorm_backward, 3, in, 1, &out);
     if (n) {
         n->saved[0] = rstd;
         n->attr_i[0] = ngroups;
+        n->attr_f[0] = eps;
     }
+    mt_tape_set_recompute(c, n, gated_rmsnorm_recompute);
     return out;
 }

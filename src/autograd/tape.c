@@ -28,6 +28,9 @@ void mt_ctx_release(mt_ctx *c)
         mt_ctx_release(c->recompute);
         free(c->recompute);
     }
+    if (c->transient.data)
+        mt_device_free(c->device, c->transient.data);
+    free(c->transient.made);
     mt_arena_release(&c->arena);
     mt_pool_release(&c->grads);
     mt_arena_release(&c->scratch);
@@ -39,6 +42,14 @@ void mt_ctx_release(mt_ctx *c)
 void mt_ctx_end_step(mt_ctx *c)
 {
     c->n_nodes = 0;
+    if (c->transient.wanted > c->transient.bytes && c->transient.data) { /* a larger one was asked for */
+        mt_device_free(c->device, c->transient.data);
+        c->transient.data = NULL;
+        c->transient.bytes = 0;
+    }
+    c->transient.used = false;
+    c->transient.owner = NULL;
+    c->transient.n_made = 0;
     mt_arena_reset(&c->arena);
     mt_pool_free_all(&c->grads);
     mt_arena_reset(&c->scratch);
@@ -47,7 +58,7 @@ void mt_ctx_end_step(mt_ctx *c)
 
 mt_ctx_memory mt_ctx_memory_of(const mt_ctx *c)
 {
-    mt_ctx_memory m = {c->arena.peak, c->grads.held, c->scratch.peak, 0};
+    mt_ctx_memory m = {c->arena.peak + c->transient.bytes, c->grads.held, c->scratch.peak, 0};
     if (c->recompute) {
         mt_ctx_memory r = mt_ctx_memory_of(c->recompute);
         m.activations += r.activations;
@@ -96,6 +107,87 @@ mt_tensor *mt_ctx_tensor(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape)
     mt_tensor_init(t, dt, c->device, ndim, shape);
     t->data = mt_arena_alloc(&c->arena, mt_nbytes(t));
     return t;
+}
+
+static const mt_tensor *root_of(const mt_tensor *t)
+{
+    while (t->base)
+        t = t->base;
+    return t;
+}
+
+static bool in_transient(const mt_ctx *c, const mt_tensor *t)
+{
+    const char *p = t->data;
+    return c->transient.data && p >= c->transient.data && p < c->transient.data + c->transient.bytes;
+}
+
+mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape, int n_in, mt_tensor **in)
+{
+    bool records = false;
+    for (int i = 0; i < n_in; i++)
+        records |= in[i] && in[i]->requires_grad;
+    mt_tensor *t = new_header(c);
+    mt_tensor_init(t, dt, c->device, ndim, shape);
+    size_t bytes = mt_nbytes(t);
+    if (!records || !c->grad_enabled || c->keep_transients || bytes == 0) {
+        t->data = mt_arena_alloc(&c->arena, bytes);
+        return t;
+    }
+    if (bytes > c->transient.wanted)
+        c->transient.wanted = bytes;
+    if (!c->transient.used && bytes > c->transient.bytes) {
+        if (c->transient.data)
+            mt_device_free(c->device, c->transient.data);
+        c->transient.data = mt_device_alloc(c->device, bytes, "transient activations");
+        c->transient.bytes = bytes;
+    }
+    if (bytes > c->transient.bytes) {
+        t->data = mt_arena_alloc(&c->arena, bytes);
+        return t;
+    }
+    c->transient.used = true;
+    c->transient.owner = t;
+    t->data = c->transient.data;
+    return t;
+}
+
+void mt_tape_set_recompute(mt_ctx *c, mt_node *n, mt_backward_fn recompute)
+{
+    mt_tensor *out = n ? n->out[0] : NULL;
+    if (!out || !in_transient(c, out))
+        return;
+    if (c->transient.n_made == c->transient.cap_made) {
+        int cap = c->transient.cap_made ? 2 * c->transient.cap_made : 64;
+        void *made = realloc(c->transient.made, (size_t)cap * sizeof *c->transient.made);
+        if (!made)
+            mt_fatal("out of host memory listing %d transient activations", cap);
+        c->transient.made = made;
+        c->transient.cap_made = cap;
+    }
+    n->recompute = recompute;
+    c->transient.made[c->transient.n_made].t = out;
+    c->transient.made[c->transient.n_made++].node = (int)(n - c->nodes);
+}
+
+/* Makes t's values present when it is an evicted transient: runs the node
+ * that made it again. */
+static void make_resident(mt_ctx *c, const mt_tensor *t)
+{
+    if (!t || !in_transient(c, t))
+        return;
+    const mt_tensor *root = root_of(t);
+    if (root == c->transient.owner)
+        return;
+    for (int i = c->transient.n_made - 1; i >= 0; i--)
+        if (c->transient.made[i].t == root) {
+            mt_node *maker = &c->nodes[c->transient.made[i].node];
+            maker->recompute(c, maker);
+            c->transient.owner = root;
+            mt_profile_lap(c, "bwd", "recompute");
+            return;
+        }
+    mt_fatal("a transient activation (%s) was read in the backward but no node made it", root->name ? root->name : "?");
 }
 
 mt_tensor *mt_ctx_view_cols(mt_ctx *c, mt_tensor *t, int64_t start, int64_t len)
@@ -153,7 +245,7 @@ mt_tensor *mt_grad_in_place(mt_ctx *c, mt_tensor *t)
     mt_tensor *root = t;
     while (root->base)
         root = root->base;
-    if (t->grad || root->grad)
+    if (t->grad || root->grad || in_transient(c, root)) /* a transient's storage is not its own */
         return NULL;
     mt_tensor *g = new_header(c);
     *g = *root;
@@ -169,8 +261,12 @@ mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, 
 {
     mt_profile_lap(c, "fwd", op); /* ops record after their kernels ran */
     bool any = false;
-    for (int i = 0; i < n_in; i++)
+    for (int i = 0; i < n_in; i++) {
         any |= in[i] && in[i]->requires_grad;
+        if (in[i] && in_transient(c, in[i]) && root_of(in[i]) != c->transient.owner && !c->error[0])
+            mt_op_error(c, "%s: input %d is a transient activation that a later op has taken over (read it "
+                        "before the next op that makes one)", op, i);
+    }
     if (!c->grad_enabled || !any)
         return NULL;
     if (c->n_nodes == c->cap_nodes) {
@@ -207,6 +303,13 @@ static void run_backward(mt_ctx *c)
         for (int k = 0; k < n->n_out; k++)
             any |= n->out[k]->grad != NULL;
         if (any) {
+            for (int k = 0; k < n->n_in; k++)
+                make_resident(c, n->in[k]);
+            for (int k = 0; k < MT_NODE_MAX_SAVED; k++)
+                make_resident(c, n->saved[k]);
+            for (int k = 0; k < n->n_in; k++)
+                if (n->in[k] && in_transient(c, n->in[k]) && root_of(n->in[k]) != c->transient.owner)
+                    mt_fatal("%s reads two transient activations; its backward needs both at once", n->op);
             n->backward(c, n);
             mt_profile_lap(c, "bwd", n->op);
         }

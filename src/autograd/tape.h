@@ -34,6 +34,7 @@ typedef void (*mt_backward_fn)(struct mt_ctx *c, struct mt_node *n);
 typedef struct mt_node {
     const char *op;
     mt_backward_fn backward;
+    mt_backward_fn recompute; /* set when out[0] is transient: rewrites it from the node's inputs */
     mt_tensor *in[MT_NODE_MAX_IN];
     mt_tensor *out[MT_NODE_MAX_OUT];
     mt_tensor *saved[MT_NODE_MAX_SAVED];
@@ -56,6 +57,18 @@ typedef struct mt_ctx {
     bool abort_on_error;
     char error[512];
     struct mt_ctx *recompute; /* where recomputed blocks run (autograd/recompute.h); made on first use */
+    /* Transient outputs (mt_ctx_transient): one device buffer, held by the
+     * newest of them; the backward recomputes an evicted one before a node
+     * that reads it. */
+    struct {
+        char *data;
+        size_t bytes, wanted; /* its size; the largest transient asked for this step */
+        bool used;            /* a transient took it this step */
+        const mt_tensor *owner;
+        struct { const mt_tensor *t; int node; } *made; /* this step's transients and their nodes */
+        int n_made, cap_made;
+    } transient;
+    bool keep_transients; /* transients are ordinary step tensors (for equivalence tests) */
     struct mt_profile *profile; /* when set, ops are timed into it (autograd/profile.h); borrowed */
     /* When set, called after the backward of each tape node with its index
      * (decreasing): every node from there on is done, so the gradients
@@ -86,6 +99,17 @@ void mt_ctx_clear_error(mt_ctx *c);
 
 /* A contiguous tensor in the step arena (contents undefined). */
 mt_tensor *mt_ctx_tensor(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape);
+
+/* An op's output that the backward recomputes instead of keeping, for ops
+ * whose output is cheap to make again and large (conv1d, the gated norm).
+ * It lives in the ctx's transient buffer, which the next transient output
+ * takes over: read it before the next op that makes one. The op then
+ * records its node and calls mt_tape_set_recompute. It is an ordinary step
+ * tensor when the op will not record (grad off, or no input in[0..n_in)
+ * requires grad), when keep_transients is set, or when it does not fit the
+ * buffer: that is sized by the first transient of a step, and a larger
+ * one later in the step grows it for the next step. */
+mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape, int n_in, mt_tensor **in);
 
 /* A column view of t in [start, start + len) of its last dim: no copy, and its
  * gradient is the same columns of t's gradient. */
@@ -118,6 +142,12 @@ void mt_backward_seeded(mt_ctx *c, int n, mt_tensor **outs, mt_tensor **seeds);
 /* For op implementations (ops.c): record a node when any input requires grad. */
 mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, mt_tensor **in, int n_out,
                         mt_tensor **out);
+
+/* For op implementations: marks node n (the one the op just recorded, or
+ * NULL when it recorded none) as the maker of its transient out[0];
+ * recompute(c, n) must write out[0] again from in[] and saved[], none of
+ * them transient, exactly as the op did. No-op when out[0] is not transient. */
+void mt_tape_set_recompute(mt_ctx *c, mt_node *n, mt_backward_fn recompute);
 
 /* For op implementations: report an op error (see above) and return NULL. */
 #if defined(__GNUC__)
