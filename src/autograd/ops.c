@@ -146,6 +146,11 @@ static void rmsnorm_backward(mt_ctx *c, mt_node *n)
                        weight);
 }
 
+static void rmsnorm_recompute(mt_ctx *c, mt_node *n)
+{
+    c->be->rmsnorm_fwd(c->be, n->out[0], n->out[1], n->saved[0], n->in[0], n->in[1], n->in[2], n->attr_f[0]);
+}
+
 mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *weight, double eps,
                       mt_tensor **residual_out)
 {
@@ -168,14 +173,18 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
     }
     if (!(eps > 0))
         return mt_op_error(c, "%s: eps must be positive, got %g", op, eps);
-    mt_tensor *y = mt_ctx_tensor(c, x->dtype, x->ndim, x->shape);
+    /* y is transient; the recompute writes r and rstd again, bit for bit. */
+    mt_tensor *in[] = {x, residual, weight};
+    mt_tensor *y = mt_ctx_transient(c, x->dtype, x->ndim, x->shape, 3, in);
     mt_tensor *r = mt_ctx_tensor(c, acc, x->ndim, x->shape);
     mt_tensor *rstd = mt_ctx_tensor(c, acc, 1, (int64_t[]){mt_rows(x)});
     c->be->rmsnorm_fwd(c->be, y, r, rstd, x, residual, weight, eps);
-    mt_node *n = mt_tape_record(c, op, rmsnorm_backward, 3, (mt_tensor *[]){x, residual, weight}, 2,
-                                (mt_tensor *[]){y, r});
-    if (n)
+    mt_node *n = mt_tape_record(c, op, rmsnorm_backward, 3, in, 2, (mt_tensor *[]){y, r});
+    if (n) {
         n->saved[0] = rstd;
+        n->attr_f[0] = eps;
+    }
+    mt_tape_set_recompute(c, n, rmsnorm_recompute);
     *residual_out = r;
     return y;
 }

@@ -49,6 +49,7 @@ mt_tensor *mt_tp_copy_to(mt_ctx *c, mt_tensor *x, mt_comm *comm)
     mt_tensor *out = mt_arena_alloc(&c->headers, sizeof *out);
     mt_tensor_init(out, x->dtype, x->device, x->ndim, x->shape);
     out->data = x->data;
+    mt_tape_alias_transient(c, out, x);
     mt_node *n = mt_tape_record(c, op, copy_to_backward, 1, &x, 1, &out);
     if (n)
         n->ptr[0] = comm;

@@ -28,8 +28,8 @@ void mt_ctx_release(mt_ctx *c)
         mt_ctx_release(c->recompute);
         free(c->recompute);
     }
-    if (c->transient.data)
-        mt_device_free(c->device, c->transient.data);
+    for (int i = 0; i < c->transient.n_slots; i++)
+        mt_device_free(c->device, c->transient.slot[i].data);
     free(c->transient.made);
     mt_arena_release(&c->arena);
     mt_pool_release(&c->grads);
@@ -42,13 +42,8 @@ void mt_ctx_release(mt_ctx *c)
 void mt_ctx_end_step(mt_ctx *c)
 {
     c->n_nodes = 0;
-    if (c->transient.wanted > c->transient.bytes && c->transient.data) { /* a larger one was asked for */
-        mt_device_free(c->device, c->transient.data);
-        c->transient.data = NULL;
-        c->transient.bytes = 0;
-    }
-    c->transient.used = false;
-    c->transient.owner = NULL;
+    for (int i = 0; i < c->transient.n_slots; i++)
+        c->transient.slot[i].owner = NULL;
     c->transient.n_made = 0;
     mt_arena_reset(&c->arena);
     mt_pool_free_all(&c->grads);
@@ -58,7 +53,9 @@ void mt_ctx_end_step(mt_ctx *c)
 
 mt_ctx_memory mt_ctx_memory_of(const mt_ctx *c)
 {
-    mt_ctx_memory m = {c->arena.peak + c->transient.bytes, c->grads.held, c->scratch.peak, 0};
+    mt_ctx_memory m = {c->arena.peak, c->grads.held, c->scratch.peak, 0};
+    for (int i = 0; i < c->transient.n_slots; i++)
+        m.activations += c->transient.slot[i].bytes;
     if (c->recompute) {
         mt_ctx_memory r = mt_ctx_memory_of(c->recompute);
         m.activations += r.activations;
@@ -116,10 +113,36 @@ static const mt_tensor *root_of(const mt_tensor *t)
     return t;
 }
 
-static bool in_transient(const mt_ctx *c, const mt_tensor *t)
+/* The transient buffer t's values are in, or -1. */
+static int slot_of(const mt_ctx *c, const mt_tensor *t)
 {
     const char *p = t->data;
-    return c->transient.data && p >= c->transient.data && p < c->transient.data + c->transient.bytes;
+    for (int i = 0; i < c->transient.n_slots; i++)
+        if (p >= c->transient.slot[i].data && p < c->transient.slot[i].data + c->transient.slot[i].bytes)
+            return i;
+    return -1;
+}
+
+static bool in_transient(const mt_ctx *c, const mt_tensor *t)
+{
+    return slot_of(c, t) >= 0;
+}
+
+/* What root t (the root of a transient) holds the values of: itself, or
+ * the transient it aliases. */
+static const mt_tensor *values_of(const mt_ctx *c, const mt_tensor *t)
+{
+    for (int i = c->transient.n_made - 1; i >= 0; i--)
+        if (c->transient.made[i].t == t && c->transient.made[i].of)
+            return c->transient.made[i].of;
+    return t;
+}
+
+/* t's values are its own: not transient, or its buffer's owner's. */
+static bool resident(const mt_ctx *c, const mt_tensor *t)
+{
+    int s = slot_of(c, t);
+    return s < 0 || c->transient.slot[s].owner == root_of(t) || c->transient.slot[s].owner == values_of(c, root_of(t));
 }
 
 mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape, int n_in, mt_tensor **in)
@@ -130,33 +153,27 @@ mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *sha
     mt_tensor *t = new_header(c);
     mt_tensor_init(t, dt, c->device, ndim, shape);
     size_t bytes = mt_nbytes(t);
-    if (!records || !c->grad_enabled || c->keep_transients || bytes == 0) {
+    int best = -1;
+    for (int i = 0; records && c->grad_enabled && !c->keep_transients && i < c->transient.n_slots; i++)
+        if (c->transient.slot[i].bytes >= bytes && (best < 0 || c->transient.slot[i].bytes < c->transient.slot[best].bytes))
+            best = i;
+    if (best < 0 && records && c->grad_enabled && !c->keep_transients && bytes > 0 &&
+        c->transient.n_slots < MT_TRANSIENT_SLOTS) {
+        best = c->transient.n_slots++;
+        c->transient.slot[best].data = mt_device_alloc(c->device, bytes, "transient activations");
+        c->transient.slot[best].bytes = bytes;
+    }
+    if (best < 0) {
         t->data = mt_arena_alloc(&c->arena, bytes);
         return t;
     }
-    if (bytes > c->transient.wanted)
-        c->transient.wanted = bytes;
-    if (!c->transient.used && bytes > c->transient.bytes) {
-        if (c->transient.data)
-            mt_device_free(c->device, c->transient.data);
-        c->transient.data = mt_device_alloc(c->device, bytes, "transient activations");
-        c->transient.bytes = bytes;
-    }
-    if (bytes > c->transient.bytes) {
-        t->data = mt_arena_alloc(&c->arena, bytes);
-        return t;
-    }
-    c->transient.used = true;
-    c->transient.owner = t;
-    t->data = c->transient.data;
+    c->transient.slot[best].owner = t;
+    t->data = c->transient.slot[best].data;
     return t;
 }
 
-void mt_tape_set_recompute(mt_ctx *c, mt_node *n, mt_backward_fn recompute)
+static void add_made(mt_ctx *c, const mt_tensor *t, const mt_tensor *of, int node)
 {
-    mt_tensor *out = n ? n->out[0] : NULL;
-    if (!out || !in_transient(c, out))
-        return;
     if (c->transient.n_made == c->transient.cap_made) {
         int cap = c->transient.cap_made ? 2 * c->transient.cap_made : 64;
         void *made = realloc(c->transient.made, (size_t)cap * sizeof *c->transient.made);
@@ -165,25 +182,38 @@ void mt_tape_set_recompute(mt_ctx *c, mt_node *n, mt_backward_fn recompute)
         c->transient.made = made;
         c->transient.cap_made = cap;
     }
+    c->transient.made[c->transient.n_made].t = t;
+    c->transient.made[c->transient.n_made].of = of;
+    c->transient.made[c->transient.n_made++].node = node;
+}
+
+void mt_tape_set_recompute(mt_ctx *c, mt_node *n, mt_backward_fn recompute)
+{
+    mt_tensor *out = n ? n->out[0] : NULL;
+    if (!out || !in_transient(c, out))
+        return;
     n->recompute = recompute;
-    c->transient.made[c->transient.n_made].t = out;
-    c->transient.made[c->transient.n_made++].node = (int)(n - c->nodes);
+    add_made(c, out, NULL, (int)(n - c->nodes));
+}
+
+void mt_tape_alias_transient(mt_ctx *c, mt_tensor *alias, const mt_tensor *x)
+{
+    if (in_transient(c, x))
+        add_made(c, alias, values_of(c, root_of(x)), -1);
 }
 
 /* Makes t's values present when it is an evicted transient: runs the node
  * that made it again. */
 static void make_resident(mt_ctx *c, const mt_tensor *t)
 {
-    if (!t || !in_transient(c, t))
+    if (!t || resident(c, t))
         return;
-    const mt_tensor *root = root_of(t);
-    if (root == c->transient.owner)
-        return;
+    const mt_tensor *root = values_of(c, root_of(t));
     for (int i = c->transient.n_made - 1; i >= 0; i--)
-        if (c->transient.made[i].t == root) {
+        if (c->transient.made[i].t == root && !c->transient.made[i].of) {
             mt_node *maker = &c->nodes[c->transient.made[i].node];
             maker->recompute(c, maker);
-            c->transient.owner = root;
+            c->transient.slot[slot_of(c, root)].owner = root;
             mt_profile_lap(c, "bwd", "recompute");
             return;
         }
@@ -263,7 +293,7 @@ mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, 
     bool any = false;
     for (int i = 0; i < n_in; i++) {
         any |= in[i] && in[i]->requires_grad;
-        if (in[i] && in_transient(c, in[i]) && root_of(in[i]) != c->transient.owner && !c->error[0])
+        if (in[i] && !resident(c, in[i]) && !c->error[0])
             mt_op_error(c, "%s: input %d is a transient activation that a later op has taken over (read it "
                         "before the next op that makes one)", op, i);
     }
@@ -308,8 +338,9 @@ static void run_backward(mt_ctx *c)
             for (int k = 0; k < MT_NODE_MAX_SAVED; k++)
                 make_resident(c, n->saved[k]);
             for (int k = 0; k < n->n_in; k++)
-                if (n->in[k] && in_transient(c, n->in[k]) && root_of(n->in[k]) != c->transient.owner)
-                    mt_fatal("%s reads two transient activations; its backward needs both at once", n->op);
+                if (n->in[k] && !resident(c, n->in[k]))
+                    mt_fatal("%s reads two transient activations of one buffer; its backward needs both at once",
+                             n->op);
             n->backward(c, n);
             mt_profile_lap(c, "bwd", n->op);
         }

@@ -26,6 +26,7 @@
 #define MT_NODE_MAX_IN 10
 #define MT_NODE_MAX_OUT 2
 #define MT_NODE_MAX_SAVED 2
+#define MT_TRANSIENT_SLOTS 4
 
 struct mt_ctx;
 struct mt_node;
@@ -57,15 +58,13 @@ typedef struct mt_ctx {
     bool abort_on_error;
     char error[512];
     struct mt_ctx *recompute; /* where recomputed blocks run (autograd/recompute.h); made on first use */
-    /* Transient outputs (mt_ctx_transient): one device buffer, held by the
-     * newest of them; the backward recomputes an evicted one before a node
-     * that reads it. */
+    /* Transient outputs (mt_ctx_transient): a few device buffers, each held
+     * by the newest transient placed in it; the backward recomputes an
+     * evicted one before a node that reads it. */
     struct {
-        char *data;
-        size_t bytes, wanted; /* its size; the largest transient asked for this step */
-        bool used;            /* a transient took it this step */
-        const mt_tensor *owner;
-        struct { const mt_tensor *t; int node; } *made; /* this step's transients and their nodes */
+        struct { char *data; size_t bytes; const mt_tensor *owner; } slot[MT_TRANSIENT_SLOTS];
+        int n_slots;
+        struct { const mt_tensor *t, *of; int node; } *made; /* this step's transients: their nodes, or what they alias */
         int n_made, cap_made;
     } transient;
     bool keep_transients; /* transients are ordinary step tensors (for equivalence tests) */
@@ -101,14 +100,13 @@ void mt_ctx_clear_error(mt_ctx *c);
 mt_tensor *mt_ctx_tensor(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape);
 
 /* An op's output that the backward recomputes instead of keeping, for ops
- * whose output is cheap to make again and large (conv1d, the gated norm).
- * It lives in the ctx's transient buffer, which the next transient output
- * takes over: read it before the next op that makes one. The op then
- * records its node and calls mt_tape_set_recompute. It is an ordinary step
- * tensor when the op will not record (grad off, or no input in[0..n_in)
- * requires grad), when keep_transients is set, or when it does not fit the
- * buffer: that is sized by the first transient of a step, and a larger
- * one later in the step grows it for the next step. */
+ * whose output is cheap to make again and large (conv1d, the norms). It
+ * lives in one of the ctx's transient buffers (the smallest that holds it;
+ * a new one when none does), which the next transient placed there takes
+ * over: read it before that. The op then records its node and calls
+ * mt_tape_set_recompute. It is an ordinary step tensor when the op will not
+ * record (grad off, or no input in[0..n_in) requires grad), when
+ * keep_transients is set, or when every buffer is in use and none holds it. */
 mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape, int n_in, mt_tensor **in);
 
 /* A column view of t in [start, start + len) of its last dim: no copy, and its
@@ -148,6 +146,10 @@ mt_node *mt_tape_record(mt_ctx *c, const char *op, mt_backward_fn fn, int n_in, 
  * recompute(c, n) must write out[0] again from in[] and saved[], none of
  * them transient, exactly as the op did. No-op when out[0] is not transient. */
 void mt_tape_set_recompute(mt_ctx *c, mt_node *n, mt_backward_fn recompute);
+
+/* For op implementations: alias (a second header on x's data, not a view)
+ * holds x's values; when x is transient, so is alias, with x. */
+void mt_tape_alias_transient(mt_ctx *c, mt_tensor *alias, const mt_tensor *x);
 
 /* For op implementations: report an op error (see above) and return NULL. */
 #if defined(__GNUC__)
