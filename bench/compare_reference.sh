@@ -5,7 +5,8 @@
 # then times the SSD scan (with and without z), one Mamba-2 layer and the
 # training step of each model row, the reference's (bench/reference_bench.py)
 # and ours (bench_mamba2, mamba-train), and prints one table of ratios and
-# memory, naming the GPU, the date and the commit. None of the reference's
+# memory, naming the GPU, the date and the commit, and the SSD scan's error
+# beside the reference's against a float64 oracle (bench/ssd_precision.py). None of the reference's
 # code is in this repository: REF_DIR holds the checkouts.
 #
 #   bench/compare_reference.sh REF_DIR LOGDIR [BUILDDIR]
@@ -83,6 +84,8 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$logdir/gpu.t
 status=0
 python3 bench/reference_bench.py kernels >"$logdir/reference-kernels.jsonl" 2>"$logdir/reference-kernels.err" || status=1
 "$build/bench/bench_mamba2" >"$logdir/ours-kernels.log" 2>&1 || status=1
+python3 bench/ssd_precision.py "$build/bench/ssd_precision" /tmp/mt-ssd-precision >"$logdir/ssd-precision.md" \
+  2>"$logdir/ssd-precision.err" || status=1
 : >"$logdir/reference-train.jsonl"
 for row in $rows; do
   IFS=: read -r name batch seq <<<"$row"
@@ -101,5 +104,8 @@ for row in $rows; do
   rm -rf "$out"
 done
 python3 bench/compare_table.py "$logdir" "$rows" | tee "$logdir/table.md"
+echo
+echo "SSD precision against a float64 oracle (bench/ssd_precision.py):"
+cat "$logdir/ssd-precision.md"
 [ $status -eq 0 ] || echo "compare_reference: some runs failed (logs in $logdir)"
 exit $status
