@@ -218,16 +218,17 @@ __device__ __forceinline__ float block_max(float v)
 }
 
 /* Second stage of a deterministic column sum: out[c] += sum over p = 0..P-1,
- * in that order, of partial[p * cols + c]. partial is (P, cols) fp32;
- * out is (cols) in TO. Grid-stride over columns. */
+ * in that order, of partial[p * cols + c], added in double (a long fp32 chain
+ * would cost these small sums more than their partials' rounding). partial
+ * is (P, cols) fp32; out is (cols) in TO. Grid-stride over columns. */
 template <typename TO>
 __global__ void colsum_finish_kernel(TO *out, const float *partial, int nparts, int64_t cols)
 {
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
-        float s = 0.0f;
+        double s = 0.0;
         for (int p = 0; p < nparts; p++)
             s += partial[(int64_t)p * cols + c];
-        accum_f<TO>(out, c, s);
+        accum_f<TO>(out, c, (float)s);
     }
 }
 

@@ -251,7 +251,8 @@ __device__ __forceinline__ void ssd_acc_to_a(const float (*acc)[4], uint32_t (*a
  *   CB_ij exp(s_i - s_j) [delta_j]  on rl_i <= j <= i, else 0.
  * Off the diagonal (off) the factor is s_rf[own row] * s_cf[other column]
  * (delta folded in by the caller); on it, exp(s_i - s_j), times delta_j
- * from s_d unless s_d is NULL. cbc: the chunk's (Q, Q) C.B scratch. */
+ * from s_d unless s_d is NULL. cbc: the chunk's (Q, Q) C.B scratch. An
+ * off-diagonal j-tile is whole (64 columns before every own row). */
 template <bool TRANS>
 __device__ __forceinline__ void ssd_decayed_cb(float (*out)[4], const float *cbc, int Q, int own0, int nown,
                                                int other0, int nother, int r0, bool off, const float *s_s,
@@ -270,6 +271,21 @@ __device__ __forceinline__ void ssd_decayed_cb(float (*out)[4], const float *cbc
         own_s[rr] = ov[rr] ? s_s[o[rr]] : 0.0f;
         own_d[rr] = (s_d && ov[rr]) ? s_d[o[rr]] : 0.0f;
         rf[rr] = off ? s_rf[r] : 0.0f;
+    }
+    if (!TRANS && off && (Q & 1) == 0) { /* own row i, columns j, j + 1: one 8-byte load (Q even) */
+#pragma unroll
+        for (int nf = 0; nf < 8; nf++) {
+            const int ql = nf * 8 + tq * 2, j = other0 + ql;
+            const float cf0 = s_cf[ql], cf1 = s_cf[ql + 1];
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const float2 v = ov[rr] ? __ldg(reinterpret_cast<const float2 *>(cbc + (int64_t)o[rr] * Q + j))
+                                        : make_float2(0.0f, 0.0f);
+                out[nf][2 * rr] = (ov[rr] && j >= own_rl[rr]) ? v.x * (rf[rr] * cf0) : 0.0f;
+                out[nf][2 * rr + 1] = (ov[rr] && j + 1 >= own_rl[rr]) ? v.y * (rf[rr] * cf1) : 0.0f;
+            }
+        }
+        return;
     }
     if (off) {
 #pragma unroll

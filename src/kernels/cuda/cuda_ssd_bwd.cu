@@ -214,7 +214,8 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
                 const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
                 if (a.dx)
                     accum_f<bf16>((bf16 *)a.dx, row * a.dxrs + col, (k < 2 ? dj0 : dj1) * G[nf][k] + Dv * du);
-                dsum[nf][k & 1] += du * xv;
+                if (!a.z) /* with z the chunk scan adds dD from the exact du */
+                    dsum[nf][k & 1] += du * xv;
             }
         }
     dd0 += __shfl_xor_sync(0xffffffffu, dd0, 1);
@@ -227,7 +228,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
         if (r1 < nj)
             a.ddd[bh * L + t0 + j_1] = dd1;
     }
-    if (a.dDp) {
+    if (a.dDp && !a.z) {
 #pragma unroll
         for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
@@ -526,18 +527,28 @@ __global__ void ssd_bc_finish_kernel(T *out, int64_t ors, const float *part, int
     }
 }
 
-/* dD (H) += sum of part[k, h*P + p] over k and p: block h; thread t sums
- * its columns p = t, t + blockDim, ... over k in order; then block_sum. */
+/* dD (H) += sum of part[k, h*P + p] over k and p: block h; thread t adds the
+ * elements i = t, t + blockDim, ... of the head's k-major list in double, in
+ * order; then the threads' sums, in a fixed tree. */
 __global__ void ssd_dD_head_kernel(float *dD, const float *part, int64_t nparts, int H, int P)
 {
+    __shared__ double sh[256];
     const int h = blockIdx.x;
-    float s = 0.0f;
-    for (int p = threadIdx.x; p < P; p += blockDim.x)
-        for (int64_t k = 0; k < nparts; k++)
-            s += part[k * H * P + (int64_t)h * P + p];
-    s = block_sum(s);
+    double s = 0.0;
+#pragma unroll 16 /* the loads fly together; the adds stay in order */
+    for (int64_t i = threadIdx.x; i < nparts * P; i += blockDim.x) {
+        const int64_t k = i / P;
+        s += part[k * H * P + (int64_t)h * P + (i - k * P)];
+    }
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+        if ((int)threadIdx.x < half)
+            sh[threadIdx.x] += sh[threadIdx.x + half];
+        __syncthreads();
+    }
     if (threadIdx.x == 0)
-        dD[h] += s;
+        dD[h] += (float)sh[0];
 }
 
 __global__ void ssd_add_kernel(float *y, const float *x, int64_t n)
@@ -739,7 +750,7 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
             colsum_finish_kernel<float><<<grid_for(HP, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
                 (float *)dD->data, a.dDp, (int)nparts, HP);
         else
-            ssd_dD_head_kernel<<<a.H, 128, 0, st>>>((float *)dD->data, a.dDp, nparts, a.H, a.P);
+            ssd_dD_head_kernel<<<a.H, 256, 0, st>>>((float *)dD->data, a.dDp, nparts, a.H, a.P);
         LAUNCH_CHECK("ssd_bwd (dD)");
     }
 }

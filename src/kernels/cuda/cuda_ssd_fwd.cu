@@ -157,7 +157,7 @@ template <int PP> static size_t ssd_scan_tc_smem(int NP, bool bwd)
     const int ct = SSD_TT * (NP + 8) > SSD_TT * (PP + 8) ? SSD_TT * (NP + 8) : SSD_TT * (PP + 8);
     const int ht = (bwd ? 2 : 1) * PP * (NP + 8), hx = ht > SSD_TT * (PP + 8) ? ht : SSD_TT * (PP + 8);
     return (size_t)(ct + hx + 2 * SSD_TT * (PP + 8)) * sizeof(bf16) +
-           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float) + (bwd ? 4 * SSD_TT * sizeof(float) : 0);
+           3 * SSD_QMAX * sizeof(float) + 2 * SSD_TT * sizeof(float) + (bwd ? 4 * (PP > SSD_TT ? PP : SSD_TT) * sizeof(float) : 0);
 }
 
 template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : BWD ? 3 : 4) ssd_scan_tc_kernel(SsdArgs a)
@@ -177,7 +177,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     float *s_s = (float *)(sDU + 2 * SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT; /* off-diagonal tiles' exp factors */
-    float *sred = s_cf + SSD_TT;                                        /* BWD only: 4 x 64 */
+    float *sred = s_cf + SSD_TT;                                        /* BWD only: 4 x max(64, PP) */
 
     const int it = blockIdx.x, c = blockIdx.y, H = a.H, h = blockIdx.z % H, b = blockIdx.z / H, g = h / a.Hg;
     const int P = a.P, N = a.N, L = a.L;
@@ -322,28 +322,71 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
         }
     }
 
-    /* Epilogue: x of this tile's own rows (the last j-tile is it). */
+    /* Epilogue: x of this tile's own rows (the last j-tile is it). The
+     * columns p, p + 1 of a row are one thread's pair (k, k + 1): one 4-byte
+     * load of z and store of y each (P is a multiple of 8, rows aligned). */
     const bf16 *sX = (it & 1) ? sX1 : sX0;
 #pragma unroll
     for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int r = (k < 2) ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
+        for (int k = 0; k < 4; k += 2) {
+            const int r = (k < 2) ? r0 : r1, p = nf * 8 + tq * 2;
             if (r >= ni || p >= P)
                 continue;
             const int64_t row = (int64_t)b * L + t0 + i0 + r, col = (int64_t)h * P + p;
-            const float xv = __bfloat162float(sX[r * LDX + p]);
-            const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
-            const float u = y[nf][k] + Dv * xv;
+            const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(sX + r * LDX + p));
+            const float D0 = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
+            const float D1 = a.D ? a.D[a.d_per_channel ? h * P + p + 1 : h] : 0.0f;
+            const float u0 = y[nf][k] + D0 * xv.x, u1 = y[nf][k + 1] + D1 * xv.y;
             if (!BWD) {
-                float out = a.z ? u * ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col)) : u;
-                store_f<bf16>((bf16 *)a.y, row * a.yrs + col, out);
+                float2 out = make_float2(u0, u1);
+                if (a.z) {
+                    const float2 zv = __bfloat1622float2(
+                        *reinterpret_cast<const __nv_bfloat162 *>((const bf16 *)a.z + row * a.zrs + col));
+                    out.x *= ssd_silu(zv.x);
+                    out.y *= ssd_silu(zv.y);
+                }
+                *reinterpret_cast<__nv_bfloat162 *>((bf16 *)a.y + row * a.yrs + col) = __floats2bfloat162_rn(out.x, out.y);
             } else if (a.z && a.dz && a.dy) {
-                const float dyv = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
-                const float zv = load_f<bf16>((const bf16 *)a.z, row * a.zrs + col);
-                accum_f<bf16>((bf16 *)a.dz, row * a.dzrs + col, dyv * u * ssd_dsilu(zv));
+                const float dy0 = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
+                const float dy1 = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col + 1);
+                const float z0 = load_f<bf16>((const bf16 *)a.z, row * a.zrs + col);
+                const float z1 = load_f<bf16>((const bf16 *)a.z, row * a.zrs + col + 1);
+                accum_f<bf16>((bf16 *)a.dz, row * a.dzrs + col, dy0 * u0 * ssd_dsilu(z0));
+                accum_f<bf16>((bf16 *)a.dz, row * a.dzrs + col + 1, dy1 * u1 * ssd_dsilu(z1));
             }
         }
+    /* With z, the backward also forms dD's partial sum_i du_i x_i here from
+     * du = dy silu(z) in fp32 (the products elsewhere use its bf16 hi + lo). */
+    if (BWD && a.z && a.dy && a.dDp) {
+        __syncthreads(); /* sred's column sums have been read */
+#pragma unroll
+        for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const int p = nf * 8 + tq * 2 + k;
+                float v = 0.0f;
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const int r = rr ? r1 : r0;
+                    if (r >= ni || p >= P)
+                        continue;
+                    const int64_t row = (int64_t)b * L + t0 + i0 + r, col = (int64_t)h * P + p;
+                    const float du = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col) *
+                                     ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col));
+                    v += du * __bfloat162float(sX[r * LDX + p]);
+                }
+                v += __shfl_xor_sync(0xffffffffu, v, 4); /* over the warp's 16 rows */
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                if (gq == 0)
+                    sred[warp * PP + p] = v;
+            }
+        __syncthreads();
+        const int64_t part = ((int64_t)b * a.nc + c) * a.ndt + it;
+        for (int p = threadIdx.x; p < P; p += blockDim.x)
+            a.dDp[part * H * P + (int64_t)h * P + p] = (sred[p] + sred[PP + p]) + (sred[2 * PP + p] + sred[3 * PP + p]);
+    }
     if (BWD) {
         rd0 += __shfl_xor_sync(0xffffffffu, rd0, 1);
         rd0 += __shfl_xor_sync(0xffffffffu, rd0, 2);
