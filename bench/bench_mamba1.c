@@ -29,7 +29,7 @@ static mt_tensor *run(mt_ctx *c, const void *arg)
 {
     const bench *b = arg;
     const mt_model_config *cfg = &b->m->cfg;
-    const mt_mamba1 *mix = &b->m->layers[0].mamba1;
+    const mt_mamba1 *mix = (mt_mamba1 *)b->m->layers[0].block;
     if (b->layer)
         return mt_mamba1_forward(c, mix, cfg, b->u);
     mt_scan_config sc = {1, true};

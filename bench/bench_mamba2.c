@@ -29,7 +29,7 @@ static mt_tensor *run(mt_ctx *c, const void *arg)
 {
     const bench *b = arg;
     const mt_model_config *cfg = &b->m->cfg;
-    mt_mamba2 *mix = &b->m->layers[0].mixer;
+    mt_mamba2 *mix = (mt_mamba2 *)b->m->layers[0].block;
     if (b->layer)
         return mt_mamba2_forward(c, mix, cfg, b->u, NULL);
     mt_ssd_config sc = {cfg->headdim, cfg->ngroups, cfg->chunk_size, 0, INFINITY};

@@ -61,8 +61,8 @@ static mt_model_config tiny_config(int n_layer)
 static void gradcheck_point(mt_model *m)
 {
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        cpu->fill_uniform(cpu, m->layers[l].mamba1.A_log, 40 + (uint64_t)l, -1.5, 0.5);
-        cpu->fill_uniform(cpu, m->layers[l].mamba1.x_proj, 50 + (uint64_t)l, -1, 1);
+        cpu->fill_uniform(cpu, ((mt_mamba1 *)m->layers[l].block)->A_log, 40 + (uint64_t)l, -1.5, 0.5);
+        cpu->fill_uniform(cpu, ((mt_mamba1 *)m->layers[l].block)->x_proj, 50 + (uint64_t)l, -1, 1);
     }
     cpu->fill_normal(cpu, m->embedding, 41, 0, 1);
 }
@@ -75,7 +75,7 @@ typedef struct block_arg {
 static int run_block(mt_ctx *c, void *arg, mt_tensor **out)
 {
     block_arg *a = arg;
-    out[0] = mt_mamba1_forward(c, &a->m->layers[0].mamba1, &a->m->cfg, a->u);
+    out[0] = mt_mamba1_forward(c, (mt_mamba1 *)a->m->layers[0].block, &a->m->cfg, a->u);
     return 1;
 }
 
@@ -91,7 +91,7 @@ static void test_block_gradcheck(void **state)
     cpu->fill_uniform(cpu, u, 6, -1, 1);
     u->requires_grad = true;
     block_arg arg = {&m, u};
-    mt_mamba1 *x = &m.layers[0].mamba1;
+    mt_mamba1 *x = (mt_mamba1 *)m.layers[0].block;
     mt_tensor *wrt[] = {u, x->in_proj, x->conv_w, x->conv_b, x->x_proj, x->dt_proj, x->dt_bias, x->A_log, x->D,
                         x->out_proj};
     const char *names[] = {"u",         "in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight",
@@ -260,7 +260,7 @@ static void test_reference_initialization(void **state)
     double log_dt[512];
     int n = 0;
     for (int l = 0; l < cfg.n_layer; l++) {
-        mt_mamba1 *x = &m.layers[l].mamba1;
+        mt_mamba1 *x = (mt_mamba1 *)m.layers[l].block;
         for (int64_t d = 0; d < cfg.d_inner; d++) {
             double b = mt_get(x->dt_bias, d), dt = b > 20 ? b : log1p(exp(b));
             assert_true(dt >= cfg.dt_min * (1 - 1e-5) && dt <= cfg.dt_max * (1 + 1e-5));
@@ -304,7 +304,7 @@ static void test_reference_initialization(void **state)
     mt_model_init(&m, cpu, 3);
     double smallest = INFINITY;
     for (int64_t d = 0; d < cfg.d_inner; d++)
-        smallest = fmin(smallest, log1p(exp(mt_get(m.layers[0].mamba1.dt_bias, d))));
+        smallest = fmin(smallest, log1p(exp(mt_get(((mt_mamba1 *)m.layers[0].block)->dt_bias, d))));
     assert_true(fabs(smallest - cfg.dt_init_floor) < 1e-12);
     mt_model_release(&m);
 }

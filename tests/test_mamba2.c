@@ -49,7 +49,7 @@ typedef struct block_arg {
 static int run_block(mt_ctx *c, void *arg, mt_tensor **out)
 {
     block_arg *a = arg;
-    out[0] = mt_mamba2_forward(c, &a->m->layers[0].mixer, &a->m->cfg, a->u, a->seq_idx);
+    out[0] = mt_mamba2_forward(c, (mt_mamba2 *)a->m->layers[0].block, &a->m->cfg, a->u, a->seq_idx);
     return 1;
 }
 
@@ -70,7 +70,7 @@ static void test_block_gradcheck(void **state)
     mt_tensor *wrt[64];
     const char *names[64];
     int n = 0;
-    mt_mamba2 *x = &m.layers[0].mixer;
+    mt_mamba2 *x = (mt_mamba2 *)m.layers[0].block;
     mt_tensor *targets[] = {u, x->in_proj, x->conv_w, x->conv_b, x->dt_bias, x->A_log, x->D, x->norm_w, x->out_proj};
     const char *target_names[] = {"u", "in_proj", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
                                   "norm.weight", "out_proj"};
@@ -131,9 +131,9 @@ static void test_packed_documents_do_not_leak(void **state)
     mt_ctx c;
     mt_ctx_init(&c, cpu, 1 << 20);
     double *grads_alone = calloc(m.params.flat_size, sizeof *grads_alone);
-    mt_tensor *y_alone = mt_mamba2_forward(&c, &m.layers[0].mixer, &cfg, alone, NULL);
+    mt_tensor *y_alone = mt_mamba2_forward(&c, (mt_mamba2 *)m.layers[0].block, &cfg, alone, NULL);
     mt_backward_seeded(&c, 1, &y_alone, &dy_alone);
-    mt_tensor *y_packed = mt_mamba2_forward(&c, &m.layers[0].mixer, &cfg, packed, seq);
+    mt_tensor *y_packed = mt_mamba2_forward(&c, (mt_mamba2 *)m.layers[0].block, &cfg, packed, seq);
     memcpy(grads_alone, m.params.grads, m.params.flat_size * sizeof(double));
     mt_params_zero_grad(&m.params);
     mt_backward_seeded(&c, 1, &y_packed, &dy_packed);
@@ -181,7 +181,7 @@ static void test_reference_initialization(void **state)
     int n = 0, below_mid = 0;
     double sum_log = 0, log_mid = 0.5 * (log(cfg.dt_min) + log(cfg.dt_max));
     for (int l = 0; l < cfg.n_layer; l++) {
-        mt_mamba2 *x = &m.layers[l].mixer;
+        mt_mamba2 *x = (mt_mamba2 *)m.layers[l].block;
         assert_true(mt_params_find(&m.params, x->dt_bias->name)->flags & MT_PARAM_NO_REINIT);
         assert_true(mt_params_find(&m.params, x->A_log->name)->flags & MT_PARAM_NO_DECAY);
         for (int h = 0; h < cfg.nheads; h++) {

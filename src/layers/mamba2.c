@@ -1,8 +1,11 @@
 #include "layers/mamba2.h"
 
+#include <math.h>
 #include <stdio.h>
 
 #include "autograd/ops_tp.h"
+#include "layers/block.h"
+#include "layers/init.h"
 
 static mt_tensor *declare(mt_params *p, const char *prefix, const char *name, int ndim, const int64_t *shape,
                           unsigned flags)
@@ -100,3 +103,87 @@ mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_confi
     mt_tensor *out = y ? mt_linear(c, y, weight_as(c, m->out_proj, u->dtype), NULL) : NULL;
     return tp && out ? mt_tp_reduce_from(c, out, tp->comm) : out;
 }
+
+/* ---- the block interface ---- */
+
+static void declare_block(void *block, mt_params *p, const mt_model_config *cfg, const char *prefix, const mt_tp *tp)
+{
+    if (tp && tp->size > 1)
+        mt_mamba2_declare_tp(block, p, cfg, prefix, tp);
+    else
+        mt_mamba2_declare(block, p, cfg, prefix);
+}
+
+/* The reference's Mamba2 module init: in_proj and conv1d PyTorch's
+ * defaults (conv fan_in = d_conv), dt_bias = softplus^-1(dt), A_log =
+ * log(U(A_init_range)), D and the norm 1; out_proj is the model's. */
+static void init_whole(mt_backend *be, mt_mamba2 *x, const mt_model_config *cfg, uint64_t seed, int *k)
+{
+    mt_init_linear(be, x->in_proj, mt_init_seed(seed, (*k)++), 1.0);
+    double conv_bound = 1.0 / sqrt((double)cfg->d_conv);
+    be->fill_uniform(be, x->conv_w, mt_init_seed(seed, (*k)++), -conv_bound, conv_bound);
+    be->fill_uniform(be, x->conv_b, mt_init_seed(seed, (*k)++), -conv_bound, conv_bound);
+    mt_init_dt_bias(x->dt_bias, cfg, mt_init_seed(seed, (*k)++));
+    mt_init_A_log(x->A_log, cfg, mt_init_seed(seed, (*k)++));
+    mt_init_constant(x->D, 1.0);
+    mt_init_constant(x->norm_w, 1.0);
+    (*k)++; /* out_proj: drawn by the model's last pass */
+}
+
+/* A TP rank: the whole block's init into temporaries (out_proj aside),
+ * keeping this rank's slices. */
+static void init_block(mt_backend *be, void *block, const mt_model_config *cfg, const mt_tp *tp, uint64_t seed,
+                       int *k)
+{
+    mt_mamba2 *x = block;
+    if (!tp || tp->size <= 1) {
+        init_whole(be, x, cfg, seed, k);
+        return;
+    }
+    int64_t h = cfg->nheads, conv = cfg->conv_dim, di = cfg->d_inner;
+    mt_tensor *const l[] = {x->in_proj, x->conv_w, x->conv_b, x->dt_bias, x->A_log, x->D, x->norm_w};
+    mt_mamba2 f = {
+        .in_proj = mt_init_full_like(x->in_proj, 2, (int64_t[]){cfg->in_proj_dim, cfg->d_model}),
+        .conv_w = mt_init_full_like(x->conv_w, 3, (int64_t[]){conv, 1, cfg->d_conv}),
+        .conv_b = mt_init_full_like(x->conv_b, 1, &conv),
+        .dt_bias = mt_init_full_like(x->dt_bias, 1, &h),
+        .A_log = mt_init_full_like(x->A_log, 1, &h),
+        .D = mt_init_full_like(x->D, 1, &h),
+        .norm_w = mt_init_full_like(x->norm_w, 1, &di),
+    };
+    init_whole(be, &f, cfg, seed, k);
+    mt_tensor *const t[] = {f.in_proj, f.conv_w, f.conv_b, f.dt_bias, f.A_log, f.D, f.norm_w};
+    for (int i = 0; i < 7; i++) {
+        mt_init_keep_slice(cfg, tp, l[i], t[i]);
+        mt_tensor_free(t[i]);
+    }
+}
+
+static void init_residual(mt_backend *be, void *block, const mt_model_config *cfg, const mt_tp *tp, uint64_t seed,
+                          double scale)
+{
+    mt_mamba2 *x = block;
+    if (!tp || tp->size <= 1) {
+        mt_init_linear(be, x->out_proj, seed, scale);
+        return;
+    }
+    mt_tensor *full = mt_init_full_like(x->out_proj, 2, (int64_t[]){cfg->d_model, cfg->d_inner});
+    mt_init_linear(be, full, seed, scale);
+    mt_init_keep_slice(cfg, tp, x->out_proj, full);
+    mt_tensor_free(full);
+}
+
+static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
+                                mt_tensor *seq_idx)
+{
+    return mt_mamba2_forward(c, block, cfg, u, seq_idx);
+}
+
+const mt_block_kind mt_block_mamba2 = {
+    .name = "Mamba2",
+    .size = sizeof(mt_mamba2),
+    .declare = declare_block,
+    .init = init_block,
+    .init_residual = init_residual,
+    .forward = forward_block,
+};

@@ -1,7 +1,8 @@
 /* The Mamba language model: embedding, n_layer prenorm residual blocks
  * (fused add + RMSNorm, residual stream in the accumulation dtype), the final
  * norm, and the lm_head (tied to the embedding unless tie_embeddings is off).
- * Every block's mixer is the Mamba-2 or the Mamba-1 block (cfg.layer).
+ * Each layer's mixer is a block of its kind (layers/block.h; today every
+ * layer has the kind cfg.layer names).
  * Parameter names are the reference checkpoint's keys. A tensor-parallel
  * rank's model (mt_model_build_tp) holds its slice of every Mamba-2 mixer
  * and of the vocabulary rows, and the norms whole (dist/tp.h). */
@@ -9,16 +10,15 @@
 #define MT_MODEL_H
 
 #include "core/params.h"
+#include "layers/block.h"
 #include "layers/config.h"
 #include "layers/mamba1.h"
 #include "layers/mamba2.h"
 
 typedef struct mt_model_layer {
-    mt_tensor *norm_w; /* backbone.layers.N.norm.weight (d_model) */
-    union {            /* backbone.layers.N.mixer.*, the block cfg->layer names: */
-        mt_mamba2 mixer;  /* MT_LAYER_MAMBA2 */
-        mt_mamba1 mamba1; /* MT_LAYER_MAMBA1 */
-    };
+    mt_tensor *norm_w;          /* backbone.layers.N.norm.weight (d_model) */
+    const mt_block_kind *kind;  /* this layer's block kind (layers/block.h) */
+    void *block;                /* its parameters, backbone.layers.N.mixer.* (an mt_mamba2, mt_mamba1, ...) */
     const mt_model_config *cfg; /* the model's, for a mixer run again by activation checkpointing */
 } mt_model_layer;
 

@@ -1,0 +1,44 @@
+/* The block interface: what the model needs of each kind of layer, so that
+ * a kind (Mamba-2, Mamba-1; attention, gated MLP and Mamba-3 later) is a
+ * file of its own and the model holds a kind per layer, with no branch on
+ * the kind anywhere else. A kind's parameters are a struct of its own
+ * (mt_mamba2, mt_mamba1) that the model allocates with `size` bytes.
+ * The recurrent state, prefill and the decode step join this interface
+ * with generation; the tensor-parallel layout still lives in dist/tp.c. */
+#ifndef MT_BLOCK_H
+#define MT_BLOCK_H
+
+#include "autograd/ops.h"
+#include "core/params.h"
+#include "dist/tp.h"
+#include "layers/config.h"
+
+typedef struct mt_block_kind {
+    const char *name; /* as config.json names the layer: "Mamba2", "Mamba1" */
+    size_t size;      /* bytes of the kind's parameter struct */
+    /* Declares the parameters under prefix ("backbone.layers.N.mixer"):
+     * the whole block, or tp's rank's slice when tp has size > 1 (tp then
+     * outlives the block). */
+    void (*declare)(void *block, mt_params *p, const mt_model_config *cfg, const char *prefix, const mt_tp *tp);
+    /* The reference's initialization of every parameter but the residual
+     * projection, from seeds mt_init_seed(seed, (*k)++) in declaration
+     * order (layers/init.h); *k also counts the residual projection. */
+    void (*init)(mt_backend *be, void *block, const mt_model_config *cfg, const mt_tp *tp, uint64_t seed, int *k);
+    /* The model's last init pass: the projection onto the residual stream
+     * (out_proj) drawn with PyTorch's Linear default times scale (1 /
+     * sqrt(n_layer)) from seed, whole, a TP rank keeping its slice. */
+    void (*init_residual)(mt_backend *be, void *block, const mt_model_config *cfg, const mt_tp *tp, uint64_t seed,
+                          double scale);
+    /* u (B, L, d_model) in the compute dtype -> (B, L, d_model); seq_idx
+     * (B, L) i32 or NULL: the document boundaries (a kind may ignore them,
+     * as Mamba-1 does like the reference's). */
+    mt_tensor *(*forward)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
+                          mt_tensor *seq_idx);
+} mt_block_kind;
+
+extern const mt_block_kind mt_block_mamba2, mt_block_mamba1;
+
+/* The kind of layer a config names. */
+const mt_block_kind *mt_block_kind_of(mt_layer_kind layer);
+
+#endif
