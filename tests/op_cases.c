@@ -138,6 +138,20 @@ static int run_conv1d_state(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 }
 
 /* Width 2, no bias, x a column view (as the block feeds xBC). */
+/* A sequence longer than the state: init_state is not read (and not given). */
+static int run_conv1d_final_state(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_conv1d_final_state(c, in[0], NULL, 4);
+    return 1;
+}
+
+/* A sequence shorter than the state: part of the state comes from init_state. */
+static int run_conv1d_final_state_short(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_conv1d_final_state(c, mt_ctx_view_cols(c, in[0], 1, in[1]->shape[1]), in[1], 4);
+    return 1;
+}
+
 static int run_conv1d_view(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 {
     out[0] = mt_conv1d_silu(c, mt_ctx_view_cols(c, in[0], 2, in[1]->shape[0]), in[1], NULL, NULL, NULL);
@@ -304,6 +318,11 @@ const tl_case tl_cases[] = {
       FLOAT_IN("init_state", TL_ACCUM, 3, X(2, 5, 3), X(3, 70, 3), -1, 1),
       {.name = "seq_idx", .kind = TL_SEQ_IDX, .ndim = 2, .small = X(2, 7), .large = X(3, 200)}},
      run_conv1d_state},
+    {"conv1d_final_state", 1, {FLOAT_IN("x", TL_FLOAT, 3, X(2, 7, 5), X(3, 200, 70), -1, 1)}, run_conv1d_final_state},
+    {"conv1d_final_state_short", 2,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 2, 7), X(3, 2, 90), -1, 1),
+      FLOAT_IN("init_state", TL_ACCUM, 3, X(2, 5, 3), X(3, 70, 3), -1, 1)},
+     run_conv1d_final_state_short},
     {"conv1d_view", 2,
      {FLOAT_IN("xbc", TL_FLOAT, 3, X(2, 7, 9), X(2, 150, 100), -1, 1),
       FLOAT_IN("weight", TL_ACCUM, 2, X(5, 2), X(80, 2), -0.5, 0.5)},

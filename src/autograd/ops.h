@@ -62,6 +62,13 @@ mt_tensor *mt_cast(mt_ctx *c, mt_tensor *x, mt_dtype dtype);
 mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor *bias, mt_tensor *init_state,
                           mt_tensor *seq_idx);
 
+/* The state a causal conv1d of `width` taps carries past x (B, L, C), for
+ * the steps that follow: the last width-1 inputs of init_state (B, C,
+ * width-1) (zeros when NULL) followed by x, as (B, C, width-1) in the
+ * accumulation dtype: what mt_conv1d_silu of the next steps takes as its
+ * init_state. */
+mt_tensor *mt_conv1d_final_state(mt_ctx *c, mt_tensor *x, mt_tensor *init_state, int width);
+
 typedef struct mt_ssd_config {
     int headdim;           /* P */
     int ngroups;           /* G, dividing the number of heads */

@@ -60,6 +60,36 @@ mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor 
     return out;
 }
 
+/* ---- the conv1d state after a sequence ---- */
+
+static void conv1d_final_state_backward(mt_ctx *c, mt_node *n)
+{
+    c->be->conv1d_final_state_bwd(c->be, op_grad_if_needed(c, n->in[0]), op_grad_if_needed(c, n->in[1]),
+                                  n->out[0]->grad, n->in[0]);
+}
+
+mt_tensor *mt_conv1d_final_state(mt_ctx *c, mt_tensor *x, mt_tensor *init_state, int width)
+{
+    const char *op = "mt_conv1d_final_state";
+    char s[96];
+    if (!op_check_float(c, op, "x", x))
+        return NULL;
+    if (x->ndim != 3 || width < 2 || width > 4)
+        return mt_op_error(c, "%s: x %s must be (batch, seqlen, channels) and the width %d in [2, 4]", op,
+                           mt_shape_str(x, s, sizeof s), width);
+    mt_dtype acc = mt_accum_dtype(x->dtype);
+    int64_t shape[3] = {x->shape[0], mt_cols(x), width - 1};
+    if (init_state && (init_state->ndim != 3 || init_state->shape[0] != shape[0] || init_state->shape[1] != shape[1] ||
+                       init_state->shape[2] != shape[2] || init_state->dtype != acc || !mt_is_contiguous(init_state)))
+        return mt_op_error(c, "%s: init_state %s must be contiguous (%lld, %lld, %lld) %s", op,
+                           mt_shape_str(init_state, s, sizeof s), (long long)shape[0], (long long)shape[1],
+                           (long long)shape[2], mt_dtype_name(acc));
+    mt_tensor *out = mt_ctx_tensor(c, acc, 3, shape);
+    c->be->conv1d_final_state_fwd(c->be, out, x, init_state);
+    mt_tape_record(c, op, conv1d_final_state_backward, 2, (mt_tensor *[]){x, init_state}, 1, &out);
+    return out;
+}
+
 /* ---- SSD scan ---- */
 
 enum { SSD_X, SSD_DT, SSD_A_LOG, SSD_B, SSD_C, SSD_D, SSD_Z, SSD_DT_BIAS, SSD_INIT, SSD_SEQ_IDX, SSD_N_IN };

@@ -143,6 +143,15 @@ struct mt_backend {
     void (*conv1d_bwd)(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
                        mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
                        const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+    /* The conv1d state after x, what conv1d_fwd of the steps that follow x
+     * reads as init_state: final[b, c, k] = s[b, L + k, c] for k < W-1, where
+     * s is init_state (B, C, W-1) f32 (zeros when NULL) followed by x (B, L, C)
+     * in T over time: the last W-1 inputs. final (B, C, W-1) f32. */
+    void (*conv1d_final_state_fwd)(mt_backend *be, mt_tensor *final, const mt_tensor *x,
+                                   const mt_tensor *init_state);
+    /* Given dfinal: dx += and dinit_state += their elements of it (each may be NULL). */
+    void (*conv1d_final_state_bwd)(mt_backend *be, mt_tensor *dx, mt_tensor *dinit_state, const mt_tensor *dfinal,
+                                   const mt_tensor *x);
 
     /* The SSD (Mamba-2) scan. Shapes: x (B, L, H*P) with head h in columns
      * [h*P, (h+1)*P); dt (B, L, H); Bm and Cm (B, L, G*N), group g in columns

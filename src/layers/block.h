@@ -3,8 +3,7 @@
  * file of its own and the model holds a kind per layer, with no branch on
  * the kind anywhere else. A kind's parameters are a struct of its own
  * (mt_mamba2, mt_mamba1) that the model allocates with `size` bytes.
- * The recurrent state, prefill and the decode step join this interface
- * with generation; the tensor-parallel layout still lives in dist/tp.c. */
+ * The tensor-parallel layout still lives in dist/tp.c. */
 #ifndef MT_BLOCK_H
 #define MT_BLOCK_H
 
@@ -12,6 +11,8 @@
 #include "core/params.h"
 #include "dist/tp.h"
 #include "layers/config.h"
+
+#define MT_BLOCK_MAX_STATE 2 /* recurrent state tensors per layer */
 
 typedef struct mt_block_kind {
     const char *name; /* as config.json names the layer: "Mamba2", "Mamba1" */
@@ -34,6 +35,16 @@ typedef struct mt_block_kind {
      * as Mamba-1 does like the reference's). */
     mt_tensor *(*forward)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
                           mt_tensor *seq_idx);
+    /* The recurrent state, for generation: n_state tensors per layer in the
+     * accumulation dtype (0: the kind has no recurrent step yet), tensor i
+     * of a batch shaped by state_shape (returns its ndim). forward_state is forward (without
+     * document boundaries) continuing from state_in (NULL: the start),
+     * giving the state after u in state_out (NULL: not wanted): prefill is
+     * a whole prompt, a decode step one token (L = 1). */
+    int n_state;
+    int (*state_shape)(const mt_model_config *cfg, int64_t batch, int i, int64_t *shape);
+    mt_tensor *(*forward_state)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
+                                mt_tensor *const *state_in, mt_tensor **state_out);
 } mt_block_kind;
 
 extern const mt_block_kind mt_block_mamba2, mt_block_mamba1;

@@ -66,8 +66,16 @@ static mt_tensor *weight_as(mt_ctx *c, mt_tensor *w, mt_dtype dt)
 mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
                              mt_tensor *seq_idx)
 {
+    return mt_mamba2_forward_state(c, m, cfg, u, seq_idx, NULL, NULL);
+}
+
+mt_tensor *mt_mamba2_forward_state(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
+                                   mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out)
+{
     if (!u)
         return NULL;
+    if (m->tp && (state_in || state_out))
+        return mt_op_error(c, "mt_mamba2_forward_state: a tensor-parallel block has no recurrent state yet");
     const mt_tp *tp = m->tp;
     mt_tp_dims d = tp ? mt_tp_dims_of(cfg, tp->size, tp->rank) : mt_tp_dims_of(cfg, 1, 0);
     int64_t di = d.d_inner, bc = d.bc, conv_dim = di + 2 * bc;
@@ -79,7 +87,10 @@ mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_confi
     mt_tensor *z = mt_ctx_view_cols(c, zxbcdt, 0, di);
     mt_tensor *xbc = mt_ctx_view_cols(c, zxbcdt, di, conv_dim);
     mt_tensor *dt = mt_ctx_view_cols(c, zxbcdt, di + conv_dim, d.nheads);
-    xbc = mt_conv1d_silu(c, xbc, m->conv_w, m->conv_b, NULL, seq_idx);
+    mt_tensor *conv_in = state_in ? state_in[0] : NULL;
+    if (state_out && !(state_out[0] = mt_conv1d_final_state(c, xbc, conv_in, cfg->d_conv)))
+        return NULL;
+    xbc = mt_conv1d_silu(c, xbc, m->conv_w, m->conv_b, conv_in, seq_idx);
     if (!xbc)
         return NULL;
     /* With B and C replicated, every head of this rank reads group head_group. */
@@ -92,7 +103,8 @@ mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_confi
                          .chunk_size = cfg->chunk_size,
                          .dt_min = cfg->dt_limit_min,
                          .dt_max = cfg->dt_limit_max};
-    mt_tensor *y = mt_ssd(c, x, dt, m->A_log, bm, cm, m->D, NULL, m->dt_bias, NULL, seq_idx, &ssd, NULL);
+    mt_tensor *y = mt_ssd(c, x, dt, m->A_log, bm, cm, m->D, NULL, m->dt_bias, state_in ? state_in[1] : NULL, seq_idx,
+                          &ssd, state_out ? &state_out[1] : NULL);
     /* Norm groups of d_inner / ngroups columns: within this rank when B and
      * C are split by groups, else spread over the ranks of head_group. */
     if (d.bc_sharded)
@@ -179,6 +191,23 @@ static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_con
     return mt_mamba2_forward(c, block, cfg, u, seq_idx);
 }
 
+/* The conv state (B, conv_dim, d_conv - 1) and the SSM state (B, H, P, N). */
+static int state_shape(const mt_model_config *cfg, int64_t batch, int i, int64_t *shape)
+{
+    if (i == 0) {
+        shape[0] = batch, shape[1] = cfg->conv_dim, shape[2] = cfg->d_conv - 1;
+        return 3;
+    }
+    shape[0] = batch, shape[1] = cfg->nheads, shape[2] = cfg->headdim, shape[3] = cfg->d_state;
+    return 4;
+}
+
+static mt_tensor *forward_state(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
+                                mt_tensor *const *state_in, mt_tensor **state_out)
+{
+    return mt_mamba2_forward_state(c, block, cfg, u, NULL, state_in, state_out);
+}
+
 const mt_block_kind mt_block_mamba2 = {
     .name = "Mamba2",
     .size = sizeof(mt_mamba2),
@@ -186,4 +215,7 @@ const mt_block_kind mt_block_mamba2 = {
     .init = init_block,
     .init_residual = init_residual,
     .forward = forward_block,
+    .n_state = 2,
+    .state_shape = state_shape,
+    .forward_state = forward_state,
 };

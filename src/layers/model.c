@@ -125,13 +125,19 @@ static mt_tensor *run_mixer(mt_ctx *c, void *arg, mt_tensor *x, mt_tensor *seq_i
     return l->kind->forward(c, l->block, l->cfg, x, seq_idx);
 }
 
-mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute)
+/* mt_model_logits, or with st the generation's forward continuing from st
+ * (and advancing it). */
+static mt_tensor *logits_of(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute,
+                            mt_model_state *st)
 {
     const mt_model_config *cfg = &m->cfg;
     char s[96];
     if (!ids || ids->ndim != 2)
         return mt_op_error(c, "mt_model_logits: ids %s must be (batch, seqlen) i32",
                            ids ? mt_shape_str(ids, s, sizeof s) : "NULL");
+    if (st && ids->shape[0] != st->batch)
+        return mt_op_error(c, "mt_model_advance: ids %s for a state of batch %lld", mt_shape_str(ids, s, sizeof s),
+                           (long long)st->batch);
     /* In the accumulation dtype, like the residual. */
     mt_tensor *h = m->tp.size > 1 ? mt_tp_embedding(c, m->embedding, ids, m->tp.comm)
                                   : mt_embedding(c, m->embedding, ids);
@@ -140,8 +146,15 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
         mt_tensor *x = mt_rmsnorm(c, h, residual, m->layers[i].norm_w, cfg->norm_eps, &residual);
         if (x && x->dtype != compute)
             x = mt_cast(c, x, compute);
-        h = m->recompute_blocks ? mt_recompute_block(c, run_mixer, &m->layers[i], x, seq_idx)
-                                : run_mixer(c, &m->layers[i], x, seq_idx);
+        mt_model_layer *l = &m->layers[i];
+        if (st) {
+            mt_tensor *after[MT_BLOCK_MAX_STATE] = {0};
+            h = l->kind->forward_state(c, l->block, cfg, x, st->t[i], after);
+            for (int k = 0; h && k < l->kind->n_state; k++)
+                mt_tensor_copy(st->t[i][k], after[k]);
+        } else {
+            h = m->recompute_blocks ? mt_recompute_block(c, run_mixer, l, x, seq_idx) : run_mixer(c, l, x, seq_idx);
+        }
     }
     mt_tensor *out = mt_rmsnorm(c, h, residual, m->norm_f, cfg->norm_eps, &residual);
     if (out && out->dtype != compute)
@@ -152,6 +165,59 @@ mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *se
     mt_tensor *logits = mt_linear(c, out, head, NULL);
     int64_t rows = ids->shape[0] * ids->shape[1];
     return logits ? mt_ctx_reshape(c, logits, 2, (int64_t[]){rows, m->lm_head->shape[0]}) : NULL;
+}
+
+mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute)
+{
+    return logits_of(c, m, ids, seq_idx, compute, NULL);
+}
+
+bool mt_model_state_init(mt_model_state *s, const mt_model *m, int64_t batch, mt_dtype compute, char *err,
+                         size_t errlen)
+{
+    *s = (mt_model_state){.batch = batch, .n_layer = m->cfg.n_layer};
+    if (m->tp.size > 1) {
+        snprintf(err, errlen, "generation: a tensor-parallel model has no recurrent state yet");
+        return false;
+    }
+    for (int i = 0; i < m->cfg.n_layer; i++)
+        if (m->layers[i].kind->n_state == 0) {
+            snprintf(err, errlen, "generation: layer %d (%s) has no recurrent step yet", i, m->layers[i].kind->name);
+            return false;
+        }
+    s->t = calloc(m->cfg.n_layer > 0 ? (size_t)m->cfg.n_layer : 1, sizeof *s->t);
+    if (!s->t)
+        mt_fatal("out of host memory for the state of %d layers", m->cfg.n_layer);
+    for (int i = 0; i < m->cfg.n_layer; i++) {
+        const mt_block_kind *kind = m->layers[i].kind;
+        for (int k = 0; k < kind->n_state; k++) {
+            int64_t shape[MT_MAX_DIMS];
+            int ndim = kind->state_shape(&m->cfg, batch, k, shape);
+            mt_tensor *t = mt_tensor_new(m->embedding->device, mt_accum_dtype(compute), ndim, shape);
+            mt_device_zero(t->device, t->data, mt_nbytes(t));
+            s->t[i][k] = t;
+        }
+    }
+    return true;
+}
+
+void mt_model_state_release(mt_model_state *s)
+{
+    for (int i = 0; s->t && i < s->n_layer; i++)
+        for (int k = 0; k < MT_BLOCK_MAX_STATE; k++)
+            if (s->t[i][k])
+                mt_tensor_free(s->t[i][k]);
+    free(s->t);
+    *s = (mt_model_state){0};
+}
+
+mt_tensor *mt_model_advance(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_model_state *s, mt_dtype compute)
+{
+    bool grad = c->grad_enabled;
+    c->grad_enabled = false;
+    mt_tensor *logits = logits_of(c, m, ids, NULL, compute, s);
+    c->grad_enabled = grad;
+    return logits;
 }
 
 mt_tensor *mt_model_loss(mt_ctx *c, const mt_model *m, mt_tensor *logits, mt_tensor *targets, int ignore_index)

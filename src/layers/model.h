@@ -56,6 +56,28 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed);
  * document boundaries, Mamba-1 blocks (like the reference's) do not. */
 mt_tensor *mt_model_logits(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *seq_idx, mt_dtype compute);
 
+/* The recurrent state of every layer for a batch of sequences, for
+ * generation: t[layer][i] holds state tensor i of that layer's kind
+ * (layers/block.h), heap tensors on the model's device. */
+typedef struct mt_model_state {
+    int64_t batch;
+    int n_layer;
+    mt_tensor *(*t)[MT_BLOCK_MAX_STATE];
+} mt_model_state;
+
+/* The state at the start (zeros), in the accumulation dtype of compute
+ * (f32; f64 for f64). False with err when a layer's kind has no recurrent
+ * step yet (Mamba-1) or m is a tensor-parallel rank's. */
+bool mt_model_state_init(mt_model_state *s, const mt_model *m, int64_t batch, mt_dtype compute, char *err,
+                         size_t errlen);
+void mt_model_state_release(mt_model_state *s);
+
+/* Generation's forward: ids (B, L) i32, B the state's batch, continuing
+ * from s: the logits (B*L, vocab_padded) that mt_model_logits gives those
+ * positions after everything s has seen, with s advanced past ids. Prefill
+ * is a whole prompt, a decode step one token (L = 1). Records no tape. */
+mt_tensor *mt_model_advance(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_model_state *s, mt_dtype compute);
+
 /* The mean cross-entropy of mt_model_logits' logits against targets (B*L)
  * i32 over the whole vocabulary (under TP, combined over the group: the
  * same on every rank). The backward writes the logits' gradient over the

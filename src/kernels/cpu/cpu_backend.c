@@ -76,6 +76,8 @@ mt_backend *mt_backend_cpu_create(void)
         .cast_bwd = mt_cpu_cast_bwd,
         .conv1d_fwd = mt_cpu_conv1d_fwd,
         .conv1d_bwd = mt_cpu_conv1d_bwd,
+        .conv1d_final_state_fwd = mt_cpu_conv1d_final_state_fwd,
+        .conv1d_final_state_bwd = mt_cpu_conv1d_final_state_bwd,
         .ssd_fwd = mt_cpu_ssd_fwd,
         .ssd_bwd = mt_cpu_ssd_bwd,
         .selective_scan_fwd = mt_cpu_selective_scan_fwd,

@@ -149,3 +149,40 @@ void mt_cpu_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tens
     }
     cpu_temp_free(scratch, g);
 }
+
+/* The conv state after x (backend.h): final[b, c, k] = s[b, L + k, c] with
+ * s = init_state ++ x over time; u < K = W-1 indexes init_state. */
+void mt_cpu_conv1d_final_state_fwd(mt_backend *be, mt_tensor *final, const mt_tensor *x, const mt_tensor *init_state)
+{
+    (void)be;
+    const int64_t B = x->shape[0], L = x->shape[1], C = mt_cols(x), K = final->shape[2];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t k = 0; k < K; k++) {
+                const int64_t u = L + k;
+                double v = 0.0;
+                if (u >= K)
+                    v = cpu_load(x->dtype, cpu_row(x, b * L + u - K), c);
+                else if (init_state)
+                    v = cpu_load(init_state->dtype, init_state->data, (b * C + c) * K + u);
+                cpu_store(final->dtype, final->data, (b * C + c) * K + k, v);
+            }
+}
+
+void mt_cpu_conv1d_final_state_bwd(mt_backend *be, mt_tensor *dx, mt_tensor *dinit_state, const mt_tensor *dfinal,
+                                   const mt_tensor *x)
+{
+    (void)be;
+    const int64_t B = dfinal->shape[0], C = dfinal->shape[1], K = dfinal->shape[2], L = x->shape[1];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t k = 0; k < K; k++) {
+                const double g = cpu_load(dfinal->dtype, dfinal->data, (b * C + c) * K + k);
+                if (L + k >= K) {
+                    if (dx)
+                        cpu_accumulate(dx->dtype, cpu_row(dx, b * L + L + k - K), c, g);
+                } else if (dinit_state) {
+                    cpu_accumulate(dinit_state->dtype, dinit_state->data, (b * C + c) * K + L + k, g);
+                }
+            }
+}

@@ -150,6 +150,9 @@ void mt_cpu_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const
 void mt_cpu_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
                        mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
                        const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+void mt_cpu_conv1d_final_state_fwd(mt_backend *be, mt_tensor *final, const mt_tensor *x, const mt_tensor *init_state);
+void mt_cpu_conv1d_final_state_bwd(mt_backend *be, mt_tensor *dx, mt_tensor *dinit_state, const mt_tensor *dfinal,
+                                   const mt_tensor *x);
 
 void mt_cpu_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
                     const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,

@@ -212,6 +212,8 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->cast_bwd = cuda_cast_bwd;
     be->conv1d_fwd = cuda_conv1d_fwd;
     be->conv1d_bwd = cuda_conv1d_bwd;
+    be->conv1d_final_state_fwd = cuda_conv1d_final_state_fwd;
+    be->conv1d_final_state_bwd = cuda_conv1d_final_state_bwd;
     be->gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd;
     be->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
     be->gated_rmsnorm_sums = cuda_gated_rmsnorm_sums;

@@ -271,6 +271,9 @@ void cuda_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const m
 void cuda_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
                      mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
                      const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
+void cuda_conv1d_final_state_fwd(mt_backend *be, mt_tensor *final, const mt_tensor *x, const mt_tensor *init_state);
+void cuda_conv1d_final_state_bwd(mt_backend *be, mt_tensor *dx, mt_tensor *dinit_state, const mt_tensor *dfinal,
+                                 const mt_tensor *x);
 void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y, const mt_tensor *z,
                             const mt_tensor *weight, int ngroups, double eps);
 void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,

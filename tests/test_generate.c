@@ -1,0 +1,185 @@
+/* Generation's recurrent path: for a Mamba-2 LM in f64 on the CPU, the
+ * logits of a prompt's prefill followed by one decode step per token equal
+ * the full forward's at every position within 1e-9 (relative, per row), for
+ * prompts split at several points; greedy generation through the state
+ * picks the argmax of repeated full forwards; a Mamba-1 model is refused
+ * with a message until its scan returns a state. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "generate/sampler.h"
+#include "layers/model.h"
+
+enum { B = 2, L = 37 };
+
+static void tiny(mt_model *m, mt_backend *cpu, mt_layer_kind layer)
+{
+    mt_model_config cfg;
+    mt_model_config_defaults(&cfg);
+    cfg.layer = layer;
+    cfg.d_model = 32;
+    cfg.n_layer = 2;
+    cfg.vocab_size = 40;
+    cfg.d_state = 8;
+    cfg.headdim = 8;
+    cfg.chunk_size = 16; /* three chunks in the full forward */
+    char err[256];
+    if (!mt_model_config_finalize(&cfg, err, sizeof err))
+        fail_msg("%s", err);
+    mt_model_build(m, &cfg, MT_CPU, MT_F64);
+    mt_model_init(m, cpu, 9);
+}
+
+static mt_tensor *ids_of(const int32_t *v, int64_t b, int64_t l, int64_t stride, int64_t from)
+{
+    mt_tensor *t = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){b, l});
+    for (int64_t i = 0; i < b; i++)
+        for (int64_t j = 0; j < l; j++)
+            ((int32_t *)t->data)[i * l + j] = v[i * stride + from + j];
+    return t;
+}
+
+/* ||a - b|| / ||b|| over one row of V values. */
+static double row_err(const mt_tensor *a, int64_t ra, const mt_tensor *b, int64_t rb, int64_t V)
+{
+    double num = 0, den = 0;
+    for (int64_t v = 0; v < V; v++) {
+        double x = mt_get(a, ra * V + v), y = mt_get(b, rb * V + v);
+        num += (x - y) * (x - y);
+        den += y * y;
+    }
+    return sqrt(num / den);
+}
+
+static void steps_equal_the_full_forward(void **state)
+{
+    (void)state;
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_model m;
+    tiny(&m, cpu, MT_LAYER_MAMBA2);
+    const int64_t V = m.cfg.vocab_padded;
+    int32_t tokens[B * L];
+    for (int i = 0; i < B * L; i++)
+        tokens[i] = (i * 7 + 3) % m.cfg.vocab_size;
+    mt_ctx c;
+    mt_ctx_init(&c, cpu, 0);
+    c.grad_enabled = false;
+    mt_tensor *all = ids_of(tokens, B, L, L, 0);
+    mt_tensor *full = mt_model_logits(&c, &m, all, NULL, MT_F64);
+    assert_non_null(full);
+    const int prompts[] = {1, 17, 36};
+    double worst = 0;
+    for (int p = 0; p < 3; p++) {
+        char err[256];
+        mt_model_state st;
+        assert_true(mt_model_state_init(&st, &m, B, MT_F64, err, sizeof err));
+        const int P = prompts[p];
+        mt_tensor *prompt = ids_of(tokens, B, P, L, 0);
+        mt_tensor *pre = mt_model_advance(&c, &m, prompt, &st, MT_F64);
+        assert_non_null(pre);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < P; t++)
+                worst = fmax(worst, row_err(pre, b * P + t, full, b * L + t, V));
+        for (int t = P; t < L; t++) {
+            mt_tensor *one = ids_of(tokens, B, 1, L, t);
+            mt_tensor *step = mt_model_advance(&c, &m, one, &st, MT_F64);
+            assert_non_null(step);
+            for (int b = 0; b < B; b++)
+                worst = fmax(worst, row_err(step, b, full, b * L + t, V));
+            mt_tensor_free(one);
+        }
+        mt_tensor_free(prompt);
+        mt_model_state_release(&st);
+    }
+    printf("prefill + decode steps against the full forward: largest row error %.3e\n", worst);
+    assert_true(worst < 1e-9);
+    mt_tensor_free(all);
+    mt_ctx_release(&c);
+    mt_model_release(&m);
+    cpu->destroy(cpu);
+}
+
+/* Greedy generation of N tokens after a prompt: through the state, and by
+ * the argmax of the full forward of the whole sequence so far. */
+static void greedy_generation_matches_full_forwards(void **state)
+{
+    (void)state;
+    enum { P = 4, N = 8 };
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_model m;
+    tiny(&m, cpu, MT_LAYER_MAMBA2);
+    const int64_t V = m.cfg.vocab_padded;
+    int32_t seq[P + N] = {5, 17, 2, 33}, ref[P + N] = {5, 17, 2, 33};
+    mt_ctx c;
+    mt_ctx_init(&c, cpu, 0);
+    c.grad_enabled = false;
+    char err[256];
+    mt_model_state st;
+    assert_true(mt_model_state_init(&st, &m, 1, MT_F64, err, sizeof err));
+    mt_sampling greedy = mt_sampling_greedy();
+    mt_sample_work w;
+    mt_sample_work_init(&w, V);
+    float *row = malloc((size_t)V * sizeof *row);
+    mt_tensor *ids = ids_of(seq, 1, P, P + N, 0);
+    mt_tensor *logits = mt_model_advance(&c, &m, ids, &st, MT_F64);
+    mt_tensor_free(ids);
+    for (int n = 0; n < N; n++) {
+        const int64_t last = n == 0 ? P - 1 : 0;
+        for (int64_t v = 0; v < V; v++)
+            row[v] = v < m.cfg.vocab_size ? (float)mt_get(logits, last * V + v) : -INFINITY;
+        seq[P + n] = (int32_t)mt_sample(&greedy, row, V, seq, P + n, (uint64_t)n, &w);
+        ids = ids_of(seq, 1, 1, P + N, P + n);
+        logits = mt_model_advance(&c, &m, ids, &st, MT_F64);
+        mt_tensor_free(ids);
+        /* The reference: the whole sequence again, argmax of its last row. */
+        mt_tensor *whole = ids_of(ref, 1, P + n, P + N, 0);
+        mt_tensor *fl = mt_model_logits(&c, &m, whole, NULL, MT_F64);
+        int64_t best = 0;
+        for (int64_t v = 1; v < m.cfg.vocab_size; v++)
+            if (mt_get(fl, (P + n - 1) * V + v) > mt_get(fl, (P + n - 1) * V + best))
+                best = v;
+        ref[P + n] = (int32_t)best;
+        mt_tensor_free(whole);
+        mt_ctx_end_step(&c);
+    }
+    printf("greedy:");
+    for (int i = 0; i < P + N; i++)
+        printf(" %d", seq[i]);
+    printf("\n");
+    assert_memory_equal(seq, ref, sizeof seq);
+    free(row);
+    mt_sample_work_release(&w);
+    mt_model_state_release(&st);
+    mt_ctx_release(&c);
+    mt_model_release(&m);
+    cpu->destroy(cpu);
+}
+
+static void mamba1_is_refused(void **state)
+{
+    (void)state;
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_model m;
+    tiny(&m, cpu, MT_LAYER_MAMBA1);
+    char err[256];
+    mt_model_state st;
+    assert_false(mt_model_state_init(&st, &m, 1, MT_F64, err, sizeof err));
+    assert_non_null(strstr(err, "Mamba1"));
+    mt_model_state_release(&st);
+    mt_model_release(&m);
+    cpu->destroy(cpu);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(steps_equal_the_full_forward),
+                                       cmocka_unit_test(greedy_generation_matches_full_forwards),
+                                       cmocka_unit_test(mamba1_is_refused)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
