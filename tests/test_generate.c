@@ -13,7 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "generate/sampler.h"
+#include "generate/generate.h"
 #include "layers/model.h"
 
 enum { B = 2, L = 37 };
@@ -105,57 +105,63 @@ static void steps_equal_the_full_forward(void **state)
     cpu->destroy(cpu);
 }
 
-/* Greedy generation of N tokens after a prompt: through the state, and by
- * the argmax of the full forward of the whole sequence so far. */
+/* Greedy generation (mt_generate) of N tokens after two prompts, against
+ * the argmax of the full forward of each whole sequence so far; then a
+ * sampled generation is reproducible and stops a row at eos. */
 static void greedy_generation_matches_full_forwards(void **state)
 {
     (void)state;
-    enum { P = 4, N = 8 };
+    enum { P = 4, N = 8, W = P + N };
     mt_backend *cpu = mt_backend_cpu_create();
     mt_model m;
     tiny(&m, cpu, MT_LAYER_MAMBA2);
     const int64_t V = m.cfg.vocab_padded;
-    int32_t seq[P + N] = {5, 17, 2, 33}, ref[P + N] = {5, 17, 2, 33};
+    const int32_t prompt[2 * P] = {5, 17, 2, 33, 8, 8, 1, 30};
+    int32_t out[2 * W], again[2 * W];
+    mt_generate_config g = {.sampling = mt_sampling_greedy(), .max_new_tokens = N, .eos_id = -1, .compute = MT_F64};
+    mt_generate_result res;
+    char err[256];
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, &g, out, &res, err, sizeof err));
+    assert_int_equal(res.new_tokens, N);
     mt_ctx c;
     mt_ctx_init(&c, cpu, 0);
     c.grad_enabled = false;
-    char err[256];
-    mt_model_state st;
-    assert_true(mt_model_state_init(&st, &m, 1, MT_F64, err, sizeof err));
-    mt_sampling greedy = mt_sampling_greedy();
-    mt_sample_work w;
-    mt_sample_work_init(&w, V);
-    float *row = malloc((size_t)V * sizeof *row);
-    mt_tensor *ids = ids_of(seq, 1, P, P + N, 0);
-    mt_tensor *logits = mt_model_advance(&c, &m, ids, &st, MT_F64);
-    mt_tensor_free(ids);
-    for (int n = 0; n < N; n++) {
-        const int64_t last = n == 0 ? P - 1 : 0;
-        for (int64_t v = 0; v < V; v++)
-            row[v] = v < m.cfg.vocab_size ? (float)mt_get(logits, last * V + v) : -INFINITY;
-        seq[P + n] = (int32_t)mt_sample(&greedy, row, V, seq, P + n, (uint64_t)n, &w);
-        ids = ids_of(seq, 1, 1, P + N, P + n);
-        logits = mt_model_advance(&c, &m, ids, &st, MT_F64);
-        mt_tensor_free(ids);
-        /* The reference: the whole sequence again, argmax of its last row. */
-        mt_tensor *whole = ids_of(ref, 1, P + n, P + N, 0);
-        mt_tensor *fl = mt_model_logits(&c, &m, whole, NULL, MT_F64);
-        int64_t best = 0;
-        for (int64_t v = 1; v < m.cfg.vocab_size; v++)
-            if (mt_get(fl, (P + n - 1) * V + v) > mt_get(fl, (P + n - 1) * V + best))
-                best = v;
-        ref[P + n] = (int32_t)best;
-        mt_tensor_free(whole);
-        mt_ctx_end_step(&c);
+    for (int b = 0; b < 2; b++) {
+        assert_memory_equal(out + b * W, prompt + b * P, P * sizeof(int32_t));
+        for (int n = 0; n < N; n++) {
+            mt_tensor *whole = ids_of(out + b * W, 1, P + n, W, 0);
+            mt_tensor *fl = mt_model_logits(&c, &m, whole, NULL, MT_F64);
+            int64_t best = 0;
+            for (int64_t v = 1; v < m.cfg.vocab_size; v++)
+                if (mt_get(fl, (P + n - 1) * V + v) > mt_get(fl, (P + n - 1) * V + best))
+                    best = v;
+            assert_int_equal(out[b * W + P + n], best);
+            mt_tensor_free(whole);
+            mt_ctx_end_step(&c);
+        }
     }
-    printf("greedy:");
-    for (int i = 0; i < P + N; i++)
-        printf(" %d", seq[i]);
+    printf("greedy, row 0:");
+    for (int i = 0; i < W; i++)
+        printf(" %d", out[i]);
     printf("\n");
-    assert_memory_equal(seq, ref, sizeof seq);
-    free(row);
-    mt_sample_work_release(&w);
-    mt_model_state_release(&st);
+    /* Sampled: the same seed gives the same tokens; a row stops at eos. */
+    mt_generate_config s = g;
+    s.sampling.temperature = 1.0, s.sampling.top_k = 0, s.sampling.seed = 3;
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, &s, out, &res, err, sizeof err));
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, &s, again, &res, err, sizeof err));
+    assert_memory_equal(out, again, sizeof out);
+    s.eos_id = out[P + 2]; /* row 0's third new token */
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, &s, again, &res, err, sizeof err));
+    int first = P;
+    while (again[first] != s.eos_id)
+        first++;
+    assert_true(first <= P + 2);
+    for (int i = first; i < W; i++)
+        assert_int_equal(again[i], s.eos_id);
+    /* A prompt token outside the vocabulary is refused by name. */
+    const int32_t bad[P] = {1, 2, 999, 3};
+    assert_false(mt_generate(cpu, &m, bad, 1, P, &g, out, &res, err, sizeof err));
+    assert_non_null(strstr(err, "vocabulary"));
     mt_ctx_release(&c);
     mt_model_release(&m);
     cpu->destroy(cpu);

@@ -8,6 +8,9 @@
  *   mamba-train plot RUN_DIR... --out FILE.svg
  *   mamba-train eval --model DIR --data SHARDS [--seq-len N] [--batch-size B] [--batches N]
  *                    [--loss-on all|answers] [--device auto|cpu|cuda] [--precision bf16|fp32]
+ *   mamba-train generate --model DIR [--tokenizer F] (--prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F)
+ *                    [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p M]
+ *                    [--repetition-penalty R] [--seed S] [--batch N] [--eos-id ID] [--device ...]
  *   mamba-train --help
  *
  * The config is checked whole before any work starts; the effective one is
@@ -31,6 +34,8 @@
 #include "train/train_config.h"
 #include "train/trainer.h"
 
+int generate_main(int argc, char **argv); /* generate_cmd.c */
+
 static void usage(FILE *f)
 {
     fputs("usage: mamba-train --config FILE.ini [--set section.key=value ...] [--resume [DIR|auto] | --overwrite]\n"
@@ -39,6 +44,10 @@ static void usage(FILE *f)
           "       mamba-train plot RUN_DIR... --out FILE.svg\n"
           "       mamba-train eval --model DIR --data SHARDS [--seq-len N] [--batch-size B] [--batches N]\n"
           "                        [--loss-on all|answers] [--device auto|cpu|cuda] [--precision bf16|fp32]\n"
+          "       mamba-train generate --model DIR [--tokenizer F] (--prompt TEXT | --prompt-ids 1,2,3 |\n"
+          "                        --prompt-file F) [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
+          "                        [--min-p M] [--repetition-penalty R] [--seed S] [--batch N] [--eos-id ID]\n"
+          "                        [--device auto|cpu|cuda] [--precision bf16|fp32]\n"
           "       mamba-train --help\n"
           "  --config   the run's INI file (sections model, data, train, log)\n"
           "  --set      override one key after the file (repeatable)\n"
@@ -60,6 +69,10 @@ static void usage(FILE *f)
           "             separated, globs), in order: every whole batch, or the first --batches; prints the\n"
           "             mean loss, perplexity and, with --loss-on answers, the answer accuracy (defaults:\n"
           "             --seq-len 2048, --batch-size 8, --loss-on all, --device auto, bf16 on CUDA, fp32 on the CPU)\n"
+          "  generate   continue a prompt with a checkpoint (or any model directory), streaming the first row\n"
+          "             (text with --tokenizer, else ids); greedy unless sampling options say otherwise\n"
+          "             (defaults: --max-new-tokens 64, --top-k 1, --temperature 1; the tokenizer's\n"
+          "             <|endoftext|> stops a row); ends with the prefill ms, ms per token and tokens/s\n"
           "exit status: 0 done; 1 an error; 2 a bad command line or config; 3 a rank ended by the NCCL watchdog\n"
           "(a dead rank or a timeout); 4 stopped by SIGTERM or SIGINT after writing its checkpoint (continue\n"
           "with --resume auto)\n",
@@ -216,6 +229,8 @@ int main(int argc, char **argv)
         return plot_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "eval"))
         return eval_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "generate"))
+        return generate_main(argc, argv);
     const char *config = NULL, *resume = NULL, *out = NULL;
     const char *sets[256];
     int n_sets = 0, gpus = 1;

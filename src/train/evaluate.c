@@ -53,22 +53,22 @@ static void release(eval_state *s)
         s->be->destroy(s->be);
 }
 
-static bool open_backend(eval_state *s, const mt_eval_config *cfg, char *err, size_t errlen)
+bool mt_open_run_backend(mt_device_choice device, mt_precision precision, mt_backend **be, mt_device *dev,
+                         mt_dtype *compute, char *err, size_t errlen)
 {
-    const bool use_cuda =
-        cfg->device == MT_DEVICE_CUDA || (cfg->device == MT_DEVICE_AUTO && mt_cuda_device_count() > 0);
+    const bool use_cuda = device == MT_DEVICE_CUDA || (device == MT_DEVICE_AUTO && mt_cuda_device_count() > 0);
     if (!use_cuda) {
-        s->be = mt_backend_cpu_create();
-        s->dev = MT_CPU;
-        s->compute = MT_F32; /* the CPU backend is the fp32 reference, as in training */
+        *be = mt_backend_cpu_create();
+        *dev = MT_CPU;
+        *compute = MT_F32; /* the CPU backend is the fp32 reference, as in training */
         return true;
     }
     char why[256];
-    if (!(s->be = mt_backend_cuda_create(0, why, sizeof why)))
-        return mt_errorf(err, errlen, "--device %s: no CUDA backend: %s",
-                         cfg->device == MT_DEVICE_CUDA ? "cuda" : "auto", why);
-    s->dev = MT_CUDA;
-    s->compute = cfg->precision == MT_PRECISION_BF16 ? MT_BF16 : MT_F32;
+    if (!(*be = mt_backend_cuda_create(0, why, sizeof why)))
+        return mt_errorf(err, errlen, "--device %s: no CUDA backend: %s", device == MT_DEVICE_CUDA ? "cuda" : "auto",
+                         why);
+    *dev = MT_CUDA;
+    *compute = precision == MT_PRECISION_BF16 ? MT_BF16 : MT_F32;
     return true;
 }
 
@@ -80,7 +80,7 @@ static bool setup(eval_state *s, const mt_eval_config *cfg, char *err, size_t er
         return mt_errorf(err, errlen, "--seq-len (%d) and --batch-size (%d) must be positive", cfg->seq_len,
                          cfg->batch_size);
     mt_model_config mc;
-    if (!mt_pretrained_config(cfg->model_dir, &mc, err, errlen) || !open_backend(s, cfg, err, errlen))
+    if (!mt_pretrained_config(cfg->model_dir, &mc, err, errlen) || !mt_open_run_backend(cfg->device, cfg->precision, &s->be, &s->dev, &s->compute, err, errlen))
         return false;
     mt_model_build(&s->model, &mc, s->dev, MT_F32);
     s->model_built = true;

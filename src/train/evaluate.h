@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/backend.h"
 #include "train/train_config.h"
 
 enum { MT_MAX_SHARD_PATHS = 64 };
@@ -42,5 +43,11 @@ typedef struct mt_eval_result {
 } mt_eval_result;
 
 bool mt_evaluate(const mt_eval_config *cfg, mt_eval_result *res, char *err, size_t errlen);
+
+/* The backend a command (eval, generate) runs on: CUDA for device cuda, or
+ * auto with a GPU present, else the CPU; *compute is bf16 or fp32 by
+ * precision on CUDA, fp32 on the CPU. */
+bool mt_open_run_backend(mt_device_choice device, mt_precision precision, mt_backend **be, mt_device *dev,
+                         mt_dtype *compute, char *err, size_t errlen);
 
 #endif
