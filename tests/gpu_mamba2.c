@@ -1,8 +1,9 @@
 /* Mamba-2 on CUDA against the CPU reference at training sizes: the SSD scan at
  * the reference benchmark's shape (batch 8, seqlen 2048, 32 heads of 64,
  * d_state 128, chunk 256) and at wider, narrower and odd shapes with every option,
- * and a tiny language model's logits and parameter gradients. Exits 77
- * (SKIPPED) where no GPU is present. */
+ * and a tiny language model's logits and parameter gradients; the same
+ * model's prefill and decode steps on CUDA against its full forward there.
+ * Exits 77 (SKIPPED) where no GPU is present. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -210,6 +211,77 @@ static void tiny_lm_bf16(void **state)
     tiny_lm_matches_cpu(MT_BF16, 1e-2);
 }
 
+/* Prefill of the first P tokens and one decode step per token after them,
+ * on CUDA, against the full forward on CUDA: every position's logits. */
+static void decode_matches_full_forward(mt_dtype compute, double bound)
+{
+    mt_model_config cfg;
+    mt_model_config_defaults(&cfg);
+    cfg.d_model = 64;
+    cfg.n_layer = 2;
+    cfg.vocab_size = 100;
+    cfg.d_state = 16;
+    cfg.headdim = 16;
+    cfg.chunk_size = 16;
+    char err[256];
+    assert_true(mt_model_config_finalize(&cfg, err, sizeof err));
+    mt_model m;
+    mt_model_build(&m, &cfg, MT_CUDA, MT_F32);
+    mt_model_init(&m, gpu, 21);
+    enum { B = 2, L = 40, P = 17 };
+    const int64_t V = cfg.vocab_padded;
+    mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, L});
+    for (int i = 0; i < B * L; i++)
+        mt_set(ids, i, (i * 37 + 11) % cfg.vocab_size);
+    mt_ctx c;
+    mt_ctx_init(&c, gpu, 64 << 20);
+    c.grad_enabled = false;
+    mt_tensor *ids_gpu = tl_to_device(ids, MT_CUDA);
+    mt_tensor *full = tl_to_device(mt_model_logits(&c, &m, ids_gpu, NULL, compute), MT_CPU);
+    mt_ctx_end_step(&c);
+    mt_tensor *stepped = mt_tensor_new(MT_CPU, full->dtype, 2, full->shape);
+    mt_model_state st;
+    assert_true(mt_model_state_init(&st, &m, B, compute, err, sizeof err));
+    for (int t = 0; t < L;) {
+        const int n = t == 0 ? P : 1;
+        mt_tensor *part = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){B, n});
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < n; j++)
+                mt_set(part, b * n + j, mt_get(ids, b * L + t + j));
+        mt_tensor *part_gpu = tl_to_device(part, MT_CUDA);
+        mt_tensor *lg = tl_to_device(mt_model_advance(&c, &m, part_gpu, &st, compute), MT_CPU);
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < n; j++)
+                for (int64_t v = 0; v < V; v++)
+                    mt_set(stepped, ((int64_t)b * L + t + j) * V + v, mt_get(lg, ((int64_t)b * n + j) * V + v));
+        mt_tensor *tmp[] = {part, part_gpu, lg};
+        tl_free_all(3, tmp);
+        mt_ctx_end_step(&c);
+        t += n;
+    }
+    double e = tl_rel_err(stepped, full);
+    printf("decode %s on CUDA: prefill of %d + %d steps against the full forward: logits %.2e\n",
+           mt_dtype_name(compute), P, L - P, e);
+    assert_true(e <= bound);
+    mt_model_state_release(&st);
+    mt_tensor *all[] = {ids, ids_gpu, full, stepped};
+    tl_free_all(4, all);
+    mt_ctx_release(&c);
+    mt_model_release(&m);
+}
+
+static void decode_f32(void **state)
+{
+    (void)state;
+    decode_matches_full_forward(MT_F32, 1e-4);
+}
+
+static void decode_bf16(void **state)
+{
+    (void)state;
+    decode_matches_full_forward(MT_BF16, 2e-2);
+}
+
 int main(void)
 {
     gpu = tl_cuda_backend_or_exit();
@@ -217,6 +289,7 @@ int main(void)
         cmocka_unit_test(ssd_narrow_f32), cmocka_unit_test(ssd_narrow_bf16), cmocka_unit_test(ssd_wide_f32),
         cmocka_unit_test(ssd_wide_bf16),  cmocka_unit_test(ssd_odd_f32),        cmocka_unit_test(ssd_odd_bf16),
         cmocka_unit_test(ssd_reference_bf16), cmocka_unit_test(tiny_lm_f32),    cmocka_unit_test(tiny_lm_bf16),
+        cmocka_unit_test(decode_f32),         cmocka_unit_test(decode_bf16),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     gpu->destroy(gpu);
