@@ -129,6 +129,23 @@ static void ssd_narrow_bf16(void **state)
     tl_assert_backend_matches(gpu, &ssd_narrow, MT_BF16, 1e-2);
 }
 
+/* The tiny language model of the tests below, with chunk `chunk`. */
+static mt_model_config tiny_config(int chunk)
+{
+    mt_model_config cfg;
+    mt_model_config_defaults(&cfg);
+    cfg.d_model = 64;
+    cfg.n_layer = 2;
+    cfg.vocab_size = 100;
+    cfg.d_state = 16;
+    cfg.headdim = 16;
+    cfg.chunk_size = chunk;
+    char err[256];
+    if (!mt_model_config_finalize(&cfg, err, sizeof err))
+        fail_msg("%s", err);
+    return cfg;
+}
+
 /* Logits and the gradient of every parameter of one model on one backend.
  * Both backends compute in the same dtype: the comparison checks the kernels,
  * not where bf16 rounding happens. */
@@ -152,16 +169,7 @@ static void lm_step(mt_backend *be, mt_model *m, mt_tensor *ids_cpu, mt_tensor *
 
 static void tiny_lm_matches_cpu(mt_dtype compute, double bound)
 {
-    mt_model_config cfg;
-    mt_model_config_defaults(&cfg);
-    cfg.d_model = 64;
-    cfg.n_layer = 2;
-    cfg.vocab_size = 100;
-    cfg.d_state = 16;
-    cfg.headdim = 16;
-    cfg.chunk_size = 64;
-    char err[256];
-    assert_true(mt_model_config_finalize(&cfg, err, sizeof err));
+    mt_model_config cfg = tiny_config(64);
     mt_backend *cpu = mt_backend_cpu_create();
     mt_model on_cpu, on_gpu;
     mt_model_build(&on_cpu, &cfg, MT_CPU, MT_F32);
@@ -215,16 +223,8 @@ static void tiny_lm_bf16(void **state)
  * on CUDA, against the full forward on CUDA: every position's logits. */
 static void decode_matches_full_forward(mt_dtype compute, double bound)
 {
-    mt_model_config cfg;
-    mt_model_config_defaults(&cfg);
-    cfg.d_model = 64;
-    cfg.n_layer = 2;
-    cfg.vocab_size = 100;
-    cfg.d_state = 16;
-    cfg.headdim = 16;
-    cfg.chunk_size = 16;
+    mt_model_config cfg = tiny_config(16);
     char err[256];
-    assert_true(mt_model_config_finalize(&cfg, err, sizeof err));
     mt_model m;
     mt_model_build(&m, &cfg, MT_CUDA, MT_F32);
     mt_model_init(&m, gpu, 21);

@@ -6,6 +6,21 @@
 
 /* ---- causal conv1d + SiLU ---- */
 
+/* A conv state: contiguous (batch, channels, width - 1) in acc. */
+static bool check_conv_state(mt_ctx *c, const char *op, const mt_tensor *t, int64_t batch, int64_t channels,
+                             int64_t width, mt_dtype acc)
+{
+    char s[96];
+    if (!op_check_float(c, op, "init_state", t))
+        return false;
+    if (t->ndim == 3 && t->shape[0] == batch && t->shape[1] == channels && t->shape[2] == width - 1 &&
+        t->dtype == acc && mt_is_contiguous(t))
+        return true;
+    mt_op_error(c, "%s: init_state %s must be contiguous (%lld, %lld, %lld) %s", op, mt_shape_str(t, s, sizeof s),
+                (long long)batch, (long long)channels, (long long)(width - 1), mt_dtype_name(acc));
+    return false;
+}
+
 static void conv1d_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *state = n->in[3];
@@ -40,15 +55,8 @@ mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor 
     if (bias && !op_check_vector(c, op, "bias", bias, channels, acc))
         return NULL;
     int64_t batch = x->shape[0], seqlen = x->shape[1];
-    if (init_state) {
-        if (!op_check_float(c, op, "init_state", init_state))
-            return NULL;
-        if (init_state->ndim != 3 || init_state->shape[0] != batch || init_state->shape[1] != channels ||
-            init_state->shape[2] != width - 1 || init_state->dtype != acc || !mt_is_contiguous(init_state))
-            return mt_op_error(c, "%s: init_state %s must be contiguous (%lld, %lld, %lld) %s", op,
-                               mt_shape_str(init_state, s, sizeof s), (long long)batch, (long long)channels,
-                               (long long)(width - 1), mt_dtype_name(acc));
-    }
+    if (init_state && !check_conv_state(c, op, init_state, batch, channels, width, acc))
+        return NULL;
     if (seq_idx && (!op_check_ids(c, op, "seq_idx", seq_idx) || seq_idx->ndim != 2 ||
                     seq_idx->shape[0] != batch || seq_idx->shape[1] != seqlen))
         return mt_op_error(c, "%s: seq_idx %s must be (%lld, %lld) i32", op, mt_shape_str(seq_idx, s, sizeof s),
@@ -79,11 +87,8 @@ mt_tensor *mt_conv1d_final_state(mt_ctx *c, mt_tensor *x, mt_tensor *init_state,
                            mt_shape_str(x, s, sizeof s), width);
     mt_dtype acc = mt_accum_dtype(x->dtype);
     int64_t shape[3] = {x->shape[0], mt_cols(x), width - 1};
-    if (init_state && (init_state->ndim != 3 || init_state->shape[0] != shape[0] || init_state->shape[1] != shape[1] ||
-                       init_state->shape[2] != shape[2] || init_state->dtype != acc || !mt_is_contiguous(init_state)))
-        return mt_op_error(c, "%s: init_state %s must be contiguous (%lld, %lld, %lld) %s", op,
-                           mt_shape_str(init_state, s, sizeof s), (long long)shape[0], (long long)shape[1],
-                           (long long)shape[2], mt_dtype_name(acc));
+    if (init_state && !check_conv_state(c, op, init_state, shape[0], shape[1], width, acc))
+        return NULL;
     mt_tensor *out = mt_ctx_tensor(c, acc, 3, shape);
     c->be->conv1d_final_state_fwd(c->be, out, x, init_state);
     mt_tape_record(c, op, conv1d_final_state_backward, 2, (mt_tensor *[]){x, init_state}, 1, &out);

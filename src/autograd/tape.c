@@ -152,13 +152,13 @@ mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *sha
         records |= in[i] && in[i]->requires_grad;
     mt_tensor *t = new_header(c);
     mt_tensor_init(t, dt, c->device, ndim, shape);
-    size_t bytes = mt_nbytes(t);
+    const size_t bytes = mt_nbytes(t);
+    const bool wanted = records && c->grad_enabled && !c->keep_transients && bytes > 0;
     int best = -1;
-    for (int i = 0; records && c->grad_enabled && !c->keep_transients && i < c->transient.n_slots; i++)
+    for (int i = 0; wanted && i < c->transient.n_slots; i++)
         if (c->transient.slot[i].bytes >= bytes && (best < 0 || c->transient.slot[i].bytes < c->transient.slot[best].bytes))
             best = i;
-    if (best < 0 && records && c->grad_enabled && !c->keep_transients && bytes > 0 &&
-        c->transient.n_slots < MT_TRANSIENT_SLOTS) {
+    if (best < 0 && wanted && c->transient.n_slots < MT_TRANSIENT_SLOTS) {
         best = c->transient.n_slots++;
         c->transient.slot[best].data = mt_device_alloc(c->device, bytes, "transient activations");
         c->transient.slot[best].bytes = bytes;

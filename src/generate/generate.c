@@ -9,17 +9,14 @@
 #include "core/device.h"
 #include "core/error.h"
 
-/* The ids of the next forward on the model's device. */
-static mt_tensor *ids_on(const mt_model *m, const int32_t *host, int64_t batch, int64_t len, int64_t stride,
-                         int64_t from)
+/* Columns [from, from + len) of batch host rows of stride ids, packed in
+ * `packed` (batch * len), into dst (batch, len) on its device. */
+static void ids_to(mt_tensor *dst, int32_t *packed, const int32_t *host, int64_t batch, int64_t len, int64_t stride,
+                   int64_t from)
 {
-    mt_tensor *h = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){batch, len});
     for (int64_t b = 0; b < batch; b++)
-        memcpy((int32_t *)h->data + b * len, host + b * stride + from, (size_t)len * sizeof(int32_t));
-    mt_tensor *d = mt_tensor_new(m->embedding->device, MT_I32, 2, h->shape);
-    mt_tensor_copy(d, h);
-    mt_tensor_free(h);
-    return d;
+        memcpy(packed + b * len, host + b * stride + from, (size_t)len * sizeof(int32_t));
+    mt_device_copy(dst->device, dst->data, MT_CPU, packed, (size_t)(batch * len) * sizeof(int32_t));
 }
 
 bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t batch, int64_t prompt_len,
@@ -53,18 +50,23 @@ bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t bat
     mt_sample_work_init(&w, vocab);
     float *row = malloc((size_t)vocab * sizeof *row);
     bool *done = calloc((size_t)batch, sizeof *done);
-    if (!row || !done)
+    int32_t *packed = malloc((size_t)(batch * prompt_len) * sizeof *packed);
+    if (!row || !done || !packed)
         mt_fatal("generation: out of host memory for %lld rows", (long long)batch);
 
+    /* Made once: the prompts' ids, each step's, one logits row on the host. */
+    const mt_device dev = m->embedding->device;
+    mt_tensor *prompt_ids = mt_tensor_new(dev, MT_I32, 2, (int64_t[]){batch, prompt_len});
+    mt_tensor *step_ids = mt_tensor_new(dev, MT_I32, 2, (int64_t[]){batch, 1});
+    mt_tensor *host_row = mt_tensor_new(MT_CPU, cfg->compute, 1, (int64_t[]){vocab});
+    const size_t es = mt_dtype_size(cfg->compute);
+
     double t0 = mt_clock_s(), t1 = t0;
-    mt_tensor *ids = ids_on(m, prompt, batch, prompt_len, prompt_len, 0);
-    mt_tensor *logits = mt_model_advance(&c, m, ids, &st, cfg->compute);
-    mt_tensor_free(ids);
+    ids_to(prompt_ids, packed, prompt, batch, prompt_len, prompt_len, 0);
+    mt_tensor *logits = mt_model_advance(&c, m, prompt_ids, &st, cfg->compute);
     int64_t len = prompt_len, last = prompt_len - 1; /* the row of each sequence's newest position */
     bool ok = logits != NULL;
     for (int64_t n = 0; ok && n < cfg->max_new_tokens; n++) {
-        mt_tensor *host = mt_tensor_new(MT_CPU, logits->dtype, 2, logits->shape);
-        mt_tensor_copy(host, logits);
         const int64_t rows_per = logits->shape[0] / batch;
         bool all_done = true;
         for (int64_t b = 0; b < batch; b++) {
@@ -73,15 +75,16 @@ bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t bat
                 seq[len] = cfg->eos_id;
                 continue;
             }
+            mt_device_copy(MT_CPU, host_row->data, dev, (char *)logits->data + (b * rows_per + last) * padded * es,
+                           (size_t)vocab * es);
             for (int64_t v = 0; v < vocab; v++)
-                row[v] = (float)mt_get(host, (b * rows_per + last) * padded + v);
+                row[v] = (float)mt_get(host_row, v);
             seq[len] = (int32_t)mt_sample(&cfg->sampling, row, vocab, seq, len, (uint64_t)(n * batch + b), &w);
             if (cfg->on_token)
                 cfg->on_token(cfg->user, b, seq[len]);
             done[b] = seq[len] == cfg->eos_id;
             all_done &= done[b];
         }
-        mt_tensor_free(host);
         len++;
         res->new_tokens = n + 1;
         if (n == 0)
@@ -89,9 +92,8 @@ bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t bat
         mt_ctx_end_step(&c);
         if (all_done || n + 1 == cfg->max_new_tokens)
             break;
-        ids = ids_on(m, out, batch, 1, width, len - 1);
-        logits = mt_model_advance(&c, m, ids, &st, cfg->compute);
-        mt_tensor_free(ids);
+        ids_to(step_ids, packed, out, batch, 1, width, len - 1);
+        logits = mt_model_advance(&c, m, step_ids, &st, cfg->compute);
         last = 0;
         ok = logits != NULL;
     }
@@ -104,8 +106,12 @@ bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t bat
             out[b * width + i] = cfg->eos_id;
     if (!ok)
         snprintf(err, errlen, "generation: %s", mt_ctx_error(&c) ? mt_ctx_error(&c) : "the forward failed");
+    mt_tensor_free(prompt_ids);
+    mt_tensor_free(step_ids);
+    mt_tensor_free(host_row);
     free(row);
     free(done);
+    free(packed);
     mt_sample_work_release(&w);
     mt_ctx_release(&c);
     mt_model_state_release(&st);

@@ -30,21 +30,19 @@ typedef struct mt_block_kind {
      * sqrt(n_layer)) from seed, whole, a TP rank keeping its slice. */
     void (*init_residual)(mt_backend *be, void *block, const mt_model_config *cfg, const mt_tp *tp, uint64_t seed,
                           double scale);
-    /* u (B, L, d_model) in the compute dtype -> (B, L, d_model); seq_idx
-     * (B, L) i32 or NULL: the document boundaries (a kind may ignore them,
-     * as Mamba-1 does like the reference's). */
-    mt_tensor *(*forward)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                          mt_tensor *seq_idx);
     /* The recurrent state, for generation: n_state tensors per layer in the
      * accumulation dtype (0: the kind has no recurrent step yet), tensor i
-     * of a batch shaped by state_shape (returns its ndim). forward_state is forward (without
-     * document boundaries) continuing from state_in (NULL: the start),
-     * giving the state after u in state_out (NULL: not wanted): prefill is
-     * a whole prompt, a decode step one token (L = 1). */
+     * of a batch shaped by state_shape (returns its ndim). */
     int n_state;
     int (*state_shape)(const mt_model_config *cfg, int64_t batch, int i, int64_t *shape);
-    mt_tensor *(*forward_state)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                                mt_tensor *const *state_in, mt_tensor **state_out);
+    /* u (B, L, d_model) in the compute dtype -> (B, L, d_model); seq_idx
+     * (B, L) i32 or NULL: the document boundaries (a kind may ignore them,
+     * as Mamba-1 does like the reference's). With state_in (NULL: the
+     * start) it continues from that state, and state_out (NULL: not
+     * wanted) receives the state after u (only for kinds with n_state > 0):
+     * prefill is a whole prompt, a decode step one token (L = 1). */
+    mt_tensor *(*forward)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
+                          mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out);
 } mt_block_kind;
 
 extern const mt_block_kind mt_block_mamba2, mt_block_mamba1;

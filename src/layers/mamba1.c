@@ -111,9 +111,11 @@ static void init_residual(mt_backend *be, void *block, const mt_model_config *cf
 }
 
 static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                                mt_tensor *seq_idx)
+                                mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out)
 {
     (void)seq_idx; /* like the reference's Mamba-1, no resets at document boundaries */
+    if (state_in || state_out)
+        return mt_op_error(c, "the Mamba-1 block has no recurrent state yet");
     return mt_mamba1_forward(c, block, cfg, u);
 }
 

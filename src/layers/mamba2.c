@@ -185,12 +185,6 @@ static void init_residual(mt_backend *be, void *block, const mt_model_config *cf
     mt_tensor_free(full);
 }
 
-static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                                mt_tensor *seq_idx)
-{
-    return mt_mamba2_forward(c, block, cfg, u, seq_idx);
-}
-
 /* The conv state (B, conv_dim, d_conv - 1) and the SSM state (B, H, P, N). */
 static int state_shape(const mt_model_config *cfg, int64_t batch, int i, int64_t *shape)
 {
@@ -202,10 +196,10 @@ static int state_shape(const mt_model_config *cfg, int64_t batch, int i, int64_t
     return 4;
 }
 
-static mt_tensor *forward_state(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                                mt_tensor *const *state_in, mt_tensor **state_out)
+static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
+                                mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out)
 {
-    return mt_mamba2_forward_state(c, block, cfg, u, NULL, state_in, state_out);
+    return mt_mamba2_forward_state(c, block, cfg, u, seq_idx, state_in, state_out);
 }
 
 const mt_block_kind mt_block_mamba2 = {
@@ -214,8 +208,7 @@ const mt_block_kind mt_block_mamba2 = {
     .declare = declare_block,
     .init = init_block,
     .init_residual = init_residual,
-    .forward = forward_block,
     .n_state = 2,
     .state_shape = state_shape,
-    .forward_state = forward_state,
+    .forward = forward_block,
 };

@@ -122,7 +122,7 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
 static mt_tensor *run_mixer(mt_ctx *c, void *arg, mt_tensor *x, mt_tensor *seq_idx)
 {
     mt_model_layer *l = arg;
-    return l->kind->forward(c, l->block, l->cfg, x, seq_idx);
+    return l->kind->forward(c, l->block, l->cfg, x, seq_idx, NULL, NULL);
 }
 
 /* mt_model_logits, or with st the generation's forward continuing from st
@@ -149,7 +149,7 @@ static mt_tensor *logits_of(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *s
         mt_model_layer *l = &m->layers[i];
         if (st) {
             mt_tensor *after[MT_BLOCK_MAX_STATE] = {0};
-            h = l->kind->forward_state(c, l->block, cfg, x, st->t[i], after);
+            h = l->kind->forward(c, l->block, cfg, x, NULL, st->t[i], after);
             for (int k = 0; h && k < l->kind->n_state; k++)
                 mt_tensor_copy(st->t[i][k], after[k]);
         } else {
