@@ -327,6 +327,32 @@ __device__ __forceinline__ void ssd_decayed_cb(float (*out)[4], const float *cbc
         }
 }
 
+/* dD's partial of one 64-row tile: dsum[nf][k] is the thread's sum over its
+ * rows of du x at column nf*8 + 2*tq + k; the warp's 16 rows are summed by
+ * shuffles, the 4 warps in a fixed order through sred (4 * PP floats), into
+ * a.dDp[part] for head h. Every thread must call it. */
+template <int NFP, int PP>
+__device__ __forceinline__ void ssd_dd_partial(const SsdArgs &a, const float (*dsum)[2], float *sred, int64_t part,
+                                               int h)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++)
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            float v = dsum[nf][k];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if (gq == 0)
+                sred[warp * PP + nf * 8 + tq * 2 + k] = v;
+        }
+    __syncthreads();
+    const int H = a.H, P = a.P;
+    for (int p = threadIdx.x; p < P; p += blockDim.x)
+        a.dDp[part * H * P + (int64_t)h * P + p] = (sred[p] + sred[PP + p]) + (sred[2 * PP + p] + sred[3 * PP + p]);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Global loads of 8 consecutive values as float, and shared-tile fills. The
  * tensor-core path only runs where every row is 16-byte aligned and P, N are
@@ -475,15 +501,6 @@ __device__ __forceinline__ void ssd_du8(const SsdArgs &a, int64_t row, int col, 
         for (int k = 0; k < 8; k++)
             v[k] += lo[k];
     }
-}
-
-/* du at one element, hi + lo. */
-__device__ __forceinline__ float ssd_du1(const SsdArgs &a, int64_t row, int64_t col)
-{
-    if (!a.duh)
-        return 0.0f;
-    const int64_t off = row * a.durs + col;
-    return __bfloat162float(a.duh[off]) + (a.dul ? __bfloat162float(a.dul[off]) : 0.0f);
 }
 
 /* ------------------------------------------------------------------------ */

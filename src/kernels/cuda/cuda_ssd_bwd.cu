@@ -198,24 +198,37 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
         dsum[nf][0] = 0.0f;
         dsum[nf][1] = 0.0f;
     }
+    auto pair = [](const bf16 *p) { return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p)); };
 #pragma unroll
     for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int r = k < 2 ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
-            const float xv = __bfloat162float(sX[r * LDX + p]);
-            if (k < 2)
-                dd0 += xv * G[nf][k];
-            else
-                dd1 += xv * G[nf][k];
+        for (int k = 0; k < 4; k += 2) { /* columns p, p + 1 of row r: one 4-byte load or store each */
+            const int r = k < 2 ? r0 : r1, p = nf * 8 + tq * 2;
+            const float2 xv = pair(sX + r * LDX + p);
+            const float dj = k < 2 ? dj0 : dj1;
+            (k < 2 ? dd0 : dd1) += xv.x * G[nf][k] + xv.y * G[nf][k + 1];
             if (r < nj && p < P) {
                 const int64_t row = (int64_t)b * L + t0 + j0 + r, col = (int64_t)h * P + p;
-                const float du = ssd_du1(a, row, col);
-                const float Dv = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
-                if (a.dx)
-                    accum_f<bf16>((bf16 *)a.dx, row * a.dxrs + col, (k < 2 ? dj0 : dj1) * G[nf][k] + Dv * du);
-                if (!a.z) /* with z the chunk scan adds dD from the exact du */
-                    dsum[nf][k & 1] += du * xv;
+                float2 du = make_float2(0.0f, 0.0f);
+                if (a.duh) {
+                    du = pair(a.duh + row * a.durs + col);
+                    if (a.dul) {
+                        const float2 lo = pair(a.dul + row * a.durs + col);
+                        du.x += lo.x;
+                        du.y += lo.y;
+                    }
+                }
+                const float D0 = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.0f;
+                const float D1 = a.D ? a.D[a.d_per_channel ? h * P + p + 1 : h] : 0.0f;
+                if (a.dx) {
+                    __nv_bfloat162 *d = reinterpret_cast<__nv_bfloat162 *>((bf16 *)a.dx + row * a.dxrs + col);
+                    const float2 old = __bfloat1622float2(*d);
+                    *d = __floats2bfloat162_rn(old.x + dj * G[nf][k] + D0 * du.x, old.y + dj * G[nf][k + 1] + D1 * du.y);
+                }
+                if (!a.z) { /* with z the chunk scan adds dD from the exact du */
+                    dsum[nf][0] += du.x * xv.x;
+                    dsum[nf][1] += du.y * xv.y;
+                }
             }
         }
     dd0 += __shfl_xor_sync(0xffffffffu, dd0, 1);
@@ -228,23 +241,8 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
         if (r1 < nj)
             a.ddd[bh * L + t0 + j_1] = dd1;
     }
-    if (a.dDp && !a.z) {
-#pragma unroll
-        for (int nf = 0; nf < NFP; nf++)
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                float v = dsum[nf][k];
-                v += __shfl_xor_sync(0xffffffffu, v, 4);
-                v += __shfl_xor_sync(0xffffffffu, v, 8);
-                v += __shfl_xor_sync(0xffffffffu, v, 16);
-                if (gq == 0)
-                    sred[warp * PP + nf * 8 + tq * 2 + k] = v;
-            }
-        __syncthreads();
-        const int64_t part = ((int64_t)b * a.nc + c) * a.ndt + jt;
-        for (int p = threadIdx.x; p < P; p += blockDim.x)
-            a.dDp[part * H * P + (int64_t)h * P + p] = (sred[p] + sred[PP + p]) + (sred[2 * PP + p] + sred[3 * PP + p]);
-    }
+    if (a.dDp && !a.z)
+        ssd_dd_partial<NFP, PP>(a, dsum, sred, ((int64_t)b * a.nc + c) * a.ndt + jt, h);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -599,12 +597,12 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     const mt_dtype T_dt = x->dtype;
     a.dy = dy ? dy->data : NULL;
     a.dyrs = dy ? mt_row_stride(dy) : 0;
-    const bool tc = ssd_use_tc(a, T_dt);
-    a.dfinal = dfinal_state ? (const float *)dfinal_state->data : NULL;
     a.dx = dx ? dx->data : NULL;
     a.dxrs = dx ? mt_row_stride(dx) : 0;
     a.dz = dz ? dz->data : NULL;
     a.dzrs = dz ? mt_row_stride(dz) : 0;
+    const bool tc = ssd_use_tc(a, T_dt);
+    a.dfinal = dfinal_state ? (const float *)dfinal_state->data : NULL;
     a.dinit = dinit_state ? (float *)dinit_state->data : NULL;
 
     const int64_t BHL = (int64_t)a.Bz * a.H * a.L, PN = (int64_t)a.P * a.N, HP = (int64_t)a.H * a.P;

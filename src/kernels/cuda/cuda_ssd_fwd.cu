@@ -32,7 +32,8 @@
  *   ssd_scan_tc_kernel     (Q/64, nc, B*H); 128; C_i 64 x (NP+8), H_c PP x (NP+8) bf16,
  *       both reused for the x_j tiles, double-buffered by cp.async (38 KB at the
  *       reference shape; backward mode 74 KB). One block owns 64 rows of a chunk:
- *       y = e (C_i H_c^T) by mma, then
+ *       y = e (C_i H_c^T) by mma (with z, the own rows' z tile then lands in
+ *       C_i's space while the j-tiles are worked, for the epilogue), then
  *       per j-tile <= i the CB tile read from scratch, masked and scaled by
  *       exp(s_i - s_j) delta_j in registers (one exp per row and column off the
  *       diagonal), reused as the A operand of y += (.) x_j (flash-attention style).
@@ -174,6 +175,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     /* The forward's x tiles have their own buffers (in du's place), so the
      * first flies with C_i and H_c; the backward's reuse C_i's and H_c's. */
     bf16 *sX0 = BWD ? sC : sDU, *sX1 = BWD ? sH : sDUl;
+    bf16 *sZ = sC; /* forward with z: the z tile of the own rows, once C_i has been read */
     float *s_s = (float *)(sDU + 2 * SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
     float *s_rf = (float *)(s_rl + SSD_QMAX), *s_cf = s_rf + SSD_TT; /* off-diagonal tiles' exp factors */
@@ -239,7 +241,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
             y[nf][3] *= e1;
         }
     }
-    /* BWD: the row sums start with <du_i, inter-chunk y_i>, du in fp32. */
+    /* BWD: the row sums start with <du_i, inter-chunk y_i>, du = hi + lo in fp32. */
     float rd0 = 0.0f, rd1 = 0.0f;
     if (BWD && a.duh) {
 #pragma unroll
@@ -249,7 +251,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
                 const int r = (k < 2) ? r0 : r1, p = nf * 8 + tq * 2 + (k & 1);
                 if (r >= ni || p >= P)
                     continue;
-                const float du = ssd_du1(a, (int64_t)b * L + t0 + i0 + r, (int64_t)h * P + p);
+                const float du = __bfloat162float(sDU[r * LDX + p]) + (a.dul ? __bfloat162float(sDUl[r * LDX + p]) : 0.0f);
                 if (k < 2)
                     rd0 += du * y[nf][k];
                 else
@@ -265,6 +267,9 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
         __syncthreads(); /* the buffers refilled next are no longer read (C_i and H_c, or two tiles back) */
         if (BWD && jt == 0)
             x_tile(0);
+        if (!BWD && jt == 0 && a.z) /* z of the own rows for the epilogue, into C_i's space (read) */
+            ssd_cp_tile(sZ, LDX, SSD_TT, PP, ni, P, (const bf16 *)a.x,
+                        [&](int r) { return (const bf16 *)a.z + (rows_i + r) * a.zrs + (int64_t)h * P; });
         if (jt < it)
             x_tile(jt + 1);
         else
@@ -324,8 +329,22 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
 
     /* Epilogue: x of this tile's own rows (the last j-tile is it). The
      * columns p, p + 1 of a row are one thread's pair (k, k + 1): one 4-byte
-     * load of z and store of y each (P is a multiple of 8, rows aligned). */
+     * load each of z (and dy) and one store of y (P is a multiple of 8, rows
+     * aligned). With z the backward also forms dD's partial sum_i du_i x_i
+     * here, from du = dy silu(z) in fp32 (the products elsewhere use its
+     * bf16 hi + lo). */
     const bf16 *sX = (it & 1) ? sX1 : sX0;
+    if (!BWD && a.z) {
+        ssd_cp_wait<0>();
+        __syncthreads();
+    }
+    const bool gate_bwd = BWD && a.z && a.dy, want_dz = gate_bwd && a.dz, want_dd = gate_bwd && a.dDp;
+    float dsum[NFP][2];
+#pragma unroll
+    for (int nf = 0; nf < NFP; nf++) {
+        dsum[nf][0] = 0.0f;
+        dsum[nf][1] = 0.0f;
+    }
 #pragma unroll
     for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
@@ -341,51 +360,26 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
             if (!BWD) {
                 float2 out = make_float2(u0, u1);
                 if (a.z) {
-                    const float2 zv = __bfloat1622float2(
-                        *reinterpret_cast<const __nv_bfloat162 *>((const bf16 *)a.z + row * a.zrs + col));
+                    const float2 zv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(sZ + r * LDX + p));
                     out.x *= ssd_silu(zv.x);
                     out.y *= ssd_silu(zv.y);
                 }
                 *reinterpret_cast<__nv_bfloat162 *>((bf16 *)a.y + row * a.yrs + col) = __floats2bfloat162_rn(out.x, out.y);
-            } else if (a.z && a.dz && a.dy) {
-                const float dy0 = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col);
-                const float dy1 = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col + 1);
-                const float z0 = load_f<bf16>((const bf16 *)a.z, row * a.zrs + col);
-                const float z1 = load_f<bf16>((const bf16 *)a.z, row * a.zrs + col + 1);
-                accum_f<bf16>((bf16 *)a.dz, row * a.dzrs + col, dy0 * u0 * ssd_dsilu(z0));
-                accum_f<bf16>((bf16 *)a.dz, row * a.dzrs + col + 1, dy1 * u1 * ssd_dsilu(z1));
+            } else if (gate_bwd) {
+                const float2 dyv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>((const bf16 *)a.dy + row * a.dyrs + col));
+                const float2 zv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>((const bf16 *)a.z + row * a.zrs + col));
+                if (want_dz) {
+                    __nv_bfloat162 *dz = reinterpret_cast<__nv_bfloat162 *>((bf16 *)a.dz + row * a.dzrs + col);
+                    const float2 old = __bfloat1622float2(*dz);
+                    *dz = __floats2bfloat162_rn(old.x + dyv.x * u0 * ssd_dsilu(zv.x), old.y + dyv.y * u1 * ssd_dsilu(zv.y));
+                }
+                dsum[nf][0] += dyv.x * ssd_silu(zv.x) * xv.x;
+                dsum[nf][1] += dyv.y * ssd_silu(zv.y) * xv.y;
             }
         }
-    /* With z, the backward also forms dD's partial sum_i du_i x_i here from
-     * du = dy silu(z) in fp32 (the products elsewhere use its bf16 hi + lo). */
-    if (BWD && a.z && a.dy && a.dDp) {
+    if (want_dd) {
         __syncthreads(); /* sred's column sums have been read */
-#pragma unroll
-        for (int nf = 0; nf < NFP; nf++)
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                const int p = nf * 8 + tq * 2 + k;
-                float v = 0.0f;
-#pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const int r = rr ? r1 : r0;
-                    if (r >= ni || p >= P)
-                        continue;
-                    const int64_t row = (int64_t)b * L + t0 + i0 + r, col = (int64_t)h * P + p;
-                    const float du = load_f<bf16>((const bf16 *)a.dy, row * a.dyrs + col) *
-                                     ssd_silu(load_f<bf16>((const bf16 *)a.z, row * a.zrs + col));
-                    v += du * __bfloat162float(sX[r * LDX + p]);
-                }
-                v += __shfl_xor_sync(0xffffffffu, v, 4); /* over the warp's 16 rows */
-                v += __shfl_xor_sync(0xffffffffu, v, 8);
-                v += __shfl_xor_sync(0xffffffffu, v, 16);
-                if (gq == 0)
-                    sred[warp * PP + p] = v;
-            }
-        __syncthreads();
-        const int64_t part = ((int64_t)b * a.nc + c) * a.ndt + it;
-        for (int p = threadIdx.x; p < P; p += blockDim.x)
-            a.dDp[part * H * P + (int64_t)h * P + p] = (sred[p] + sred[PP + p]) + (sred[2 * PP + p] + sred[3 * PP + p]);
+        ssd_dd_partial<NFP, PP>(a, dsum, sred, ((int64_t)b * a.nc + c) * a.ndt + it, h);
     }
     if (BWD) {
         rd0 += __shfl_xor_sync(0xffffffffu, rd0, 1);
@@ -484,6 +478,13 @@ static bool ssd_rows_aligned(const void *p, int64_t row_stride)
     return !p || (((uintptr_t)p & 15) == 0 && row_stride % 8 == 0);
 }
 
+/* Rows whose column pairs (even columns) start on 4 bytes: the bf16x2
+ * loads and stores of y, dx and dz. */
+static bool ssd_pairs_aligned(const void *p, int64_t row_stride)
+{
+    return !p || (((uintptr_t)p & 3) == 0 && row_stride % 2 == 0);
+}
+
 bool ssd_use_tc(const SsdArgs &a, mt_dtype dt)
 {
     static int no_tc = -1;
@@ -491,7 +492,9 @@ bool ssd_use_tc(const SsdArgs &a, mt_dtype dt)
         no_tc = getenv("MT_SSD_NO_TC") != NULL;
     const bool aligned = a.P % 8 == 0 && a.N % 8 == 0 && ssd_rows_aligned(a.x, a.xrs) &&
                          ssd_rows_aligned(a.Bm, a.brs) && ssd_rows_aligned(a.Cm, a.crs) &&
-                         ssd_rows_aligned(a.z, a.zrs) && ssd_rows_aligned(a.dy, a.dyrs);
+                         ssd_rows_aligned(a.z, a.zrs) && ssd_rows_aligned(a.dy, a.dyrs) &&
+                         ssd_pairs_aligned(a.y, a.yrs) && ssd_pairs_aligned(a.dx, a.dxrs) &&
+                         ssd_pairs_aligned(a.dz, a.dzrs);
     return dt == MT_BF16 && a.P <= 128 && a.N <= 256 && aligned && !no_tc;
 }
 
