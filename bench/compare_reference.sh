@@ -13,7 +13,9 @@
 #
 # REF_DIR/mamba and REF_DIR/causal-conv1d are the two source trees. ROWS
 # overrides the training rows ("config:batch:seq ..."); SKIP_OURS_BUILD=1
-# reuses BUILDDIR as it is. The reference's build (4-6 minutes on 16 cores)
+# reuses BUILDDIR as it is; PRECISION=quick measures the precision budget on
+# the first shape only, PRECISION=skip not at all; MT_COMMIT names the commit
+# where the tree is not a git checkout. The reference's build (4-6 minutes on 16 cores)
 # is kept in MT_REF_WORK (default /tmp/mt-reference) and reused while its
 # sources are unchanged; MT_REF_ONLY_BUILD=1 stops after building it.
 set -uo pipefail
@@ -79,13 +81,16 @@ if [ "${SKIP_OURS_BUILD:-0}" != 1 ] &&
 fi
 
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$logdir/gpu.txt"
-{ git log -1 --format=%h 2>/dev/null || echo unknown; } >"$logdir/commit.txt"
+{ git log -1 --format=%h 2>/dev/null || echo "${MT_COMMIT:-unknown}"; } >"$logdir/commit.txt"
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || echo "(with uncommitted changes)" >>"$logdir/commit.txt"
 status=0
 python3 bench/reference_bench.py kernels >"$logdir/reference-kernels.jsonl" 2>"$logdir/reference-kernels.err" || status=1
 "$build/bench/bench_mamba2" >"$logdir/ours-kernels.log" 2>&1 || status=1
-python3 bench/ssd_precision.py "$build/bench/ssd_precision" /tmp/mt-ssd-precision >"$logdir/ssd-precision.md" \
-  2>"$logdir/ssd-precision.err" || status=1
+case ${PRECISION:-full} in
+  full) python3 bench/ssd_precision.py "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
+  quick) python3 bench/ssd_precision.py --quick "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
+  skip) echo "(skipped: PRECISION=skip)" ;;
+esac >"$logdir/ssd-precision.md" 2>"$logdir/ssd-precision.err" || status=1
 : >"$logdir/reference-train.jsonl"
 for row in $rows; do
   IFS=: read -r name batch seq <<<"$row"
