@@ -35,6 +35,9 @@ typedef struct mt_run {
     FILE *metrics;
     int64_t step, tokens;
     int bad_steps;
+    int32_t *sample_ids; /* log.sample_prompt's ids (the lead rank's; NULL without samples) */
+    int64_t sample_len;
+    struct mt_tokenizer *sample_tok; /* log.tokenizer, NULL without one */
 } mt_run;
 
 /* Whether ok holds on every rank. A rank where it does not has its own

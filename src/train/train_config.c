@@ -109,6 +109,13 @@ static const config_key KEYS[] = {
     {"log", "checkpoint_every", K_I64, AT(log.checkpoint_every), NULL, "checkpoint every N steps (0: end only)"},
     {"log", "keep_last", K_INT, AT(log.keep_last), NULL, "checkpoints kept (0: all)"},
     {"log", "profile_step", K_I64, AT(log.profile_step), NULL, "print a per-op time profile of this step (0: never)"},
+    {"log", "sample_every", K_I64, AT(log.sample_every), NULL,
+     "print a greedy continuation of sample_prompt every N steps (0: never)"},
+    {"log", "sample_prompt", K_STR, AT(log.sample_prompt), NULL,
+     "the prompt of the samples: text with log.tokenizer, else token ids separated by commas"},
+    {"log", "sample_tokens", K_I64, AT(log.sample_tokens), NULL, "new tokens a sample"},
+    {"log", "tokenizer", K_STR, AT(log.tokenizer), NULL,
+     "tokenizer.json that encodes sample_prompt and decodes the samples (empty: token ids)"},
 };
 
 enum { N_KEYS = sizeof KEYS / sizeof KEYS[0] };
@@ -145,6 +152,7 @@ void mt_train_config_defaults(mt_train_config *c)
     c->log.eval_batches = 20;
     c->log.checkpoint_every = 500;
     c->log.keep_last = 3;
+    c->log.sample_tokens = 32;
 }
 
 static const config_key *find_key(const char *section, const char *name)
@@ -395,6 +403,12 @@ bool mt_train_config_finalize(mt_train_config *c, char *err, size_t errlen)
               c->log.checkpoint_every >= 0 && c->log.keep_last >= 0 && c->log.profile_step >= 0,
           "[log] log_every, eval_batches must be positive; eval_every, checkpoint_every, keep_last, profile_step "
           "not negative");
+    CHECK(c->log.sample_every >= 0 && c->log.sample_tokens >= 1,
+          "[log] sample_every must not be negative and sample_tokens must be positive");
+    CHECK(c->log.sample_every == 0 || c->log.sample_prompt[0], "[log] sample_every = %lld needs a sample_prompt",
+          (long long)c->log.sample_every);
+    CHECK(c->log.sample_every == 0 || c->dist.tp_size == 1,
+          "[log] sample_every needs dist.tp_size = 1 (a sample runs on one rank's whole model)");
     return check_fits(c, err, errlen);
 }
 

@@ -68,6 +68,9 @@ typedef struct mt_train_config {
         char out_dir[MT_CONFIG_STR];
         int64_t log_every, eval_every, eval_batches, checkpoint_every, profile_step;
         int keep_last;
+        int64_t sample_every, sample_tokens; /* a greedy continuation of sample_prompt every N steps (0: never) */
+        char sample_prompt[MT_CONFIG_STR];   /* text with tokenizer, else token ids separated by commas */
+        char tokenizer[MT_CONFIG_STR];       /* tokenizer.json for sample_prompt and the sample; empty: ids */
     } log;
 } mt_train_config;
 

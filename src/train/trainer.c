@@ -27,6 +27,7 @@
 #include "train/evaluate.h"
 #include "train/plot.h"
 #include "train/run.h"
+#include "train/sample.h"
 
 enum { IGNORE_TARGET = -100 };
 
@@ -500,6 +501,7 @@ static void teardown(mt_run *r)
         mt_model_release(&r->model);
     }
     free(r->host_targets);
+    mt_run_sample_release(r);
     if (r->be && r->own_backend)
         r->be->destroy(r->be);
 }
@@ -627,7 +629,8 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
         return false;
     mt_run r = {0};
     bool ok = setup(&r, cfg, opt, err, errlen) && (!opt->resume || mt_run_resume(&r, opt->resume, err, errlen)) &&
-              mt_run_all_ok(&r, !r.lead || mt_run_open_metrics(&r, err, errlen), "opening metrics.jsonl", err, errlen);
+              mt_run_all_ok(&r, !r.lead || mt_run_open_metrics(&r, err, errlen), "opening metrics.jsonl", err, errlen) &&
+              mt_run_all_ok(&r, mt_run_sample_setup(&r, err, errlen), "reading the sample prompt", err, errlen);
     if (!ok) {
         restore_signals();
         teardown(&r);
@@ -649,6 +652,9 @@ bool mt_train(const mt_train_config *cfg, const mt_train_options *opt, mt_train_
             log_eval(&r, res->eval_loss, res->eval_accuracy);
             plot_metrics(&r);
         }
+        if (cfg->log.sample_every > 0 && r.step % cfg->log.sample_every == 0 &&
+            !(ok = mt_run_all_ok(&r, !r.lead || mt_run_sample(&r, err, errlen), "printing a sample", err, errlen)))
+            break;
         bool stop;
         if (!(ok = end_step(&r, opt, res, &stop, err, errlen)) || stop)
             break;
