@@ -217,19 +217,44 @@ __device__ __forceinline__ float block_max(float v)
     return warp_max(lane < nwarps ? shm_max[lane] : -INFINITY);
 }
 
-/* Second stage of a deterministic column sum: out[c] += sum over p = 0..P-1,
- * in that order, of partial[p * cols + c], added in double (a long fp32 chain
- * would cost these small sums more than their partials' rounding). partial
- * is (P, cols) fp32; out is (cols) in TO. Grid-stride over columns. */
+/* Second stage of a deterministic column sum: out[c] += sum over p < nparts
+ * of partial[p * cols + c], in double (a long fp32 chain would cost these
+ * small sums more than their partials' rounding). partial is (nparts, cols)
+ * fp32; out is (cols) in TO. A block takes 32 columns at a time (grid-stride);
+ * its warp w sums the w-th of nwarps equal runs of p in order, and warp 0
+ * adds the runs in order: the order depends only on the shapes and the
+ * block size. Spreading p over the warps is what makes it fast: the partial
+ * rows are many (hundreds to thousands) and the columns few. */
 template <typename TO>
-__global__ void colsum_finish_kernel(TO *out, const float *partial, int nparts, int64_t cols)
+__global__ void __launch_bounds__(1024) colsum_finish_kernel(TO *out, const float *partial, int nparts, int64_t cols)
 {
-    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
+    __shared__ double runs[32][33];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int per = (nparts + nwarps - 1) / nwarps, p0 = min(nparts, warp * per), p1 = min(nparts, p0 + per);
+    for (int64_t c0 = blockIdx.x * 32LL; c0 < cols; c0 += gridDim.x * 32LL) {
+        const int64_t c = c0 + lane;
         double s = 0.0;
-        for (int p = 0; p < nparts; p++)
-            s += partial[(int64_t)p * cols + c];
-        accum_f<TO>(out, c, (float)s);
+        if (c < cols)
+            for (int p = p0; p < p1; p++)
+                s += partial[(int64_t)p * cols + c];
+        __syncthreads(); /* the previous tile's runs have been read */
+        runs[warp][lane] = s;
+        __syncthreads();
+        if (warp == 0 && c < cols) {
+            double t = 0.0;
+            for (int w = 0; w < nwarps; w++)
+                t += runs[w][lane];
+            accum_f<TO>(out, c, (float)t);
+        }
     }
+}
+
+/* Launches colsum_finish_kernel: 256 threads, a block per 32 columns. */
+template <typename TO>
+static inline void colsum_finish(TO *out, const float *partial, int nparts, int64_t cols, cudaStream_t st)
+{
+    const int64_t tiles = (cols + 31) / 32;
+    colsum_finish_kernel<TO><<<(unsigned)(tiles < 4096 ? tiles : 4096), 256, 0, st>>>(out, partial, nparts, cols);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -673,8 +673,7 @@ void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, m
         for (int i = 0; i < 3; i++) {
             if (!outs[i])
                 continue;
-            colsum_finish_kernel<float><<<grid_for(cols[i], MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
-                (float *)outs[i]->data, parts[i], (int)a.batch, cols[i]);
+            colsum_finish<float>((float *)outs[i]->data, parts[i], (int)a.batch, cols[i], stream);
             LAUNCH_CHECK("selective_scan_bwd (parameter finish)");
         }
     });

@@ -38,7 +38,8 @@ struct SsdArgs {
     float *wsc, *esc; /* (Bz, H, L): chunk-state scales w_t delta_t and e_t (see cuda_ssd_fwd.cu) */
     int *rl;         /* (Bz, L): last restart position inside the chunk at or before t, -1 if none; NULL: none */
     float *states;   /* FMA path: (Bz, H, nc + 1, P, N): state entering chunk c; c = nc is the final state */
-    bf16 *sth, *stl; /* tensor-core path: the states entering chunks c < nc as bf16 hi + lo (Bz, H, nc + 1, P, N) */
+    bf16 *sth, *stl; /* tensor-core path: the states entering chunks c < nc as bf16 hi + lo (Bz, H, nc + 1, P, N); stl NULL in the forward */
+    float *sloc;     /* tensor-core path: (Bz, H, nc, P, N) each chunk's own term of the states or their gradients */
     float *cb;       /* tensor-core path: (Bz, G, nc, Q, Q) C_i . B_j per chunk (tiles j-tile <= i-tile) */
     float *dstates;  /* FMA path: (Bz, H, nc, P, N): gradient of the state leaving chunk c */
     bf16 *dsth;      /* tensor-core path: the same rounded to bf16, as its products use it */
@@ -528,6 +529,10 @@ template <typename K> static void ssd_allow_smem(K kernel, size_t bytes, int *al
 
 /* Launchers shared by the forward and the backward. */
 
+/* Blocks per (b, h) of the tensor-core state passing (256 threads, two
+ * elements each): the backward's slp partials per chunk. */
+static inline int ssd_pass_blocks(const SsdArgs &a) { return (int)(((int64_t)a.P * a.N / 2 + 255) / 256); }
+
 /* Tensor-core path: bf16 inputs, headdim <= 128, d_state <= 256, both
  * multiples of 8, rows 16-byte aligned (dy too once it is set). */
 bool ssd_use_tc(const SsdArgs &a, mt_dtype dt);
@@ -544,8 +549,9 @@ void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tenso
                const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
                const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
                int ngroups, double dt_min, double dt_max, int chunk_size, const char *op);
-/* The chunk states' scratch: f32 (FMA path) or bf16 hi + lo (tensor cores). */
-void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc);
+/* The chunk states' scratch: f32 (FMA path) or bf16 hi (+ lo when with_lo)
+ * on tensor cores, and their per-chunk terms (a.sloc). */
+void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc, bool with_lo);
 /* Tensor-core dBm (db) or dCm partials, in cuda_ssd_bwd_bc.cu. */
 void ssd_launch_dbc_tc(const SsdArgs &a, bool db, cudaStream_t st);
 

@@ -609,12 +609,12 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     const int64_t rows = (int64_t)a.Bz * a.L, GN = (int64_t)a.G * a.N;
     a.rowds = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     a.ddd = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
-    ssd_alloc_states(a, scratch, tc);
+    ssd_alloc_states(a, scratch, tc, true);
     if (tc)
         a.dsth = (bf16 *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * PN * sizeof(bf16));
     else
         a.dstates = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * PN * sizeof(float));
-    a.nslp = tc ? a.NS : (int)((PN + 255) / 256); /* blocks per (b, h) of the reverse state kernel */
+    a.nslp = tc ? ssd_pass_blocks(a) : (int)((PN + 255) / 256); /* blocks per (b, h) of the reverse state walk */
     a.slp_pass = tc;
     a.slp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.nslp * sizeof(float));
     const int tile = tc ? SSD_TT : SSD_FT;
@@ -734,19 +734,16 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     });
     const int nchp = a.Bz * a.nc;
     if (ddt_bias) {
-        colsum_finish_kernel<float><<<grid_for(a.H, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
-            (float *)ddt_bias->data, pdt, nchp, a.H);
+        colsum_finish<float>((float *)ddt_bias->data, pdt, nchp, a.H, st);
         LAUNCH_CHECK("ssd_bwd (ddt_bias)");
     }
     if (dA_log) {
-        colsum_finish_kernel<float><<<grid_for(a.H, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
-            (float *)dA_log->data, pA, nchp, a.H);
+        colsum_finish<float>((float *)dA_log->data, pA, nchp, a.H, st);
         LAUNCH_CHECK("ssd_bwd (dA_log)");
     }
     if (dD) {
         if (a.d_per_channel)
-            colsum_finish_kernel<float><<<grid_for(HP, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, st>>>(
-                (float *)dD->data, a.dDp, (int)nparts, HP);
+            colsum_finish<float>((float *)dD->data, a.dDp, (int)nparts, HP, st);
         else
             ssd_dD_head_kernel<<<a.H, 256, 0, st>>>((float *)dD->data, a.dDp, nparts, a.H, a.P);
         LAUNCH_CHECK("ssd_bwd (dD)");

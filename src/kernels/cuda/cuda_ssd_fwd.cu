@@ -608,12 +608,13 @@ void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tenso
     a.rl = seq_idx ? (int *)mt_arena_alloc(scratch, (size_t)a.Bz * a.L * sizeof(int)) : NULL;
 }
 
-void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc)
+void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc, bool with_lo)
 {
     const size_t n = (size_t)a.Bz * a.H * (a.nc + 1) * a.P * a.N;
     if (tc) {
         a.sth = (bf16 *)mt_arena_alloc(scratch, n * sizeof(bf16));
-        a.stl = (bf16 *)mt_arena_alloc(scratch, n * sizeof(bf16));
+        a.stl = with_lo ? (bf16 *)mt_arena_alloc(scratch, n * sizeof(bf16)) : NULL;
+        a.sloc = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.P * a.N * sizeof(float));
     } else {
         a.states = (float *)mt_arena_alloc(scratch, n * sizeof(float));
     }
@@ -647,7 +648,7 @@ void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *fi
     a.yrs = mt_row_stride(y);
     a.final_state = final_state ? (float *)final_state->data : NULL;
     const bool tc = ssd_use_tc(a, x->dtype);
-    ssd_alloc_states(a, scratch, tc);
+    ssd_alloc_states(a, scratch, tc, false); /* the forward's products use H's hi alone */
     ssd_launch_cumsum(a, x->dtype, st);
     ssd_launch_states(a, x->dtype, tc, false, st);
     if (tc)
