@@ -2,12 +2,13 @@
 # Our speed beside the reference's, measured in one run on one GPU: builds a
 # user-supplied checkout of the reference (state-spaces/mamba with
 # Dao-AILab/causal-conv1d, for sm_90 only, in a copy under /tmp) and ours,
-# then times the SSD scan (with and without z), one Mamba-2 layer and the
-# training step of each model row, the reference's (bench/reference_bench.py)
-# and ours (bench_mamba2, mamba-train), and prints one table of ratios and
-# memory, naming the GPU, the date and the commit, and the SSD scan's error
-# beside the reference's against a float64 oracle (bench/ssd_precision.py). None of the reference's
-# code is in this repository: REF_DIR holds the checkouts.
+# then times the SSD scan (with and without z), one Mamba-2 layer, the
+# selective scan, one Mamba-1 layer and the training step of each model row,
+# the reference's (bench/reference_bench.py) and ours (bench_mamba2,
+# bench_mamba1, mamba-train), and prints one table of ratios and memory,
+# naming the GPU, the date and the commit, and the SSD scan's error beside
+# the reference's against a float64 oracle (bench/ssd_precision.py). None of
+# the reference's code is in this repository: REF_DIR holds the checkouts.
 #
 #   bench/compare_reference.sh REF_DIR LOGDIR [BUILDDIR]
 #
@@ -15,9 +16,10 @@
 # overrides the training rows ("config:batch:seq ..."); SKIP_OURS_BUILD=1
 # reuses BUILDDIR as it is; PRECISION=quick measures the precision budget on
 # the first shape only, PRECISION=skip not at all; MT_COMMIT names the commit
-# where the tree is not a git checkout. The reference's build (4-6 minutes on 16 cores)
-# is kept in MT_REF_WORK (default /tmp/mt-reference) and reused while its
-# sources are unchanged; MT_REF_ONLY_BUILD=1 stops after building it.
+# where the tree is not a git checkout. The reference's build (4-6 minutes on
+# 16 cores) is kept in MT_REF_WORK (default /tmp/mt-reference) and reused
+# while its sources are unchanged; MT_REF_ONLY_BUILD=1 stops after building
+# it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ref=${1:?usage: bench/compare_reference.sh REF_DIR LOGDIR [BUILDDIR]}
@@ -86,6 +88,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$logdir/gpu.t
 status=0
 python3 bench/reference_bench.py kernels >"$logdir/reference-kernels.jsonl" 2>"$logdir/reference-kernels.err" || status=1
 "$build/bench/bench_mamba2" >"$logdir/ours-kernels.log" 2>&1 || status=1
+"$build/bench/bench_mamba1" >>"$logdir/ours-kernels.log" 2>&1 || status=1
 case ${PRECISION:-full} in
   full) python3 bench/ssd_precision.py "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
   quick) python3 bench/ssd_precision.py --quick "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;

@@ -4,10 +4,12 @@ as our benchmarks, and prints one JSON object a line:
 
   {"what": "ssd", "fwd_ms": .., "fwdbwd_ms": ..}           SSD scan (ssd, ssd_z)
   {"what": "mamba2_layer", "fwd_ms": .., "fwdbwd_ms": ..}  one Mamba-2 layer
+  {"what": "selective_scan", ...}, {"what": "mamba1_layer", ...}  the same for Mamba-1
   {"what": "train", "model": .., "batch": .., "seq": .., "tokens_per_s": .., "peak_gib": ..}
 
 Kernels: batch 8, seq 2048, 32 heads of 64, ngroups 1, d_state 128, chunk
-256, bf16 (bench_mamba2's shape), median of triton's do_bench. Training: the
+256, bf16 (bench_mamba2's shape), and bench_mamba1's; median of triton's
+do_bench. Training: the
 model of configs/NAME.ini, bf16 autocast, fp32 parameters, fused AdamW, the
 reference's default fast path, random tokens, median of 10 steps after 3
 warm-up steps; peak_gib is torch.cuda.max_memory_allocated.
@@ -75,6 +77,55 @@ def kernels():
     with torch.no_grad():
         fwd_ms = do_bench(layer_fwd, return_mode="median")
     emit(what="mamba2_layer", fwd_ms=fwd_ms, fwdbwd_ms=do_bench(layer_fwd_bwd, return_mode="median"))
+    mamba1_kernels()
+
+
+def mamba1_kernels():
+    """bench_mamba1's shapes: the selective scan (batch 8, d_inner 1536, seq
+    2048, d_state 16, bf16, with D, z, delta_bias and softplus) in the
+    reference's own layout (batch, channels, time), and one Mamba-1 layer
+    (d_model 768) on its fused path."""
+    from triton.testing import do_bench
+    from mamba_ssm.modules.mamba_simple import Mamba
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    torch.manual_seed(0)
+    b, d, l, n = 8, 1536, 2048, 16
+    bf = dict(device=DEV, dtype=torch.bfloat16)
+    u = torch.randn(b, d, l, **bf).requires_grad_()
+    delta = (torch.rand(b, d, l, **bf) * 5 - 4).requires_grad_()
+    bm = torch.randn(b, n, l, **bf).requires_grad_()
+    cm = torch.randn(b, n, l, **bf).requires_grad_()
+    z = torch.randn(b, d, l, **bf).requires_grad_()
+    a = (-torch.rand(d, n, device=DEV) - 0.5).requires_grad_()
+    dd = torch.ones(d, device=DEV).requires_grad_()
+    bias = torch.rand(d, device=DEV).requires_grad_()
+    dy = torch.randn(b, d, l, **bf)
+
+    def fwd():
+        return selective_scan_fn(u, delta, a, bm, cm, D=dd, z=z, delta_bias=bias, delta_softplus=True)
+
+    def fwd_bwd():
+        fwd().backward(dy)
+
+    with torch.no_grad():
+        fwd_ms = do_bench(fwd, return_mode="median")
+    emit(what="selective_scan", fwd_ms=fwd_ms, fwdbwd_ms=do_bench(fwd_bwd, return_mode="median"))
+
+    layer = Mamba(d_model=768, d_state=n, d_conv=4, expand=2, device=DEV)
+    x = torch.randn(b, l, 768, **bf).requires_grad_()
+    dx = torch.randn(b, l, 768, **bf)
+
+    def layer_fwd():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return layer(x)
+
+    def layer_fwd_bwd():
+        layer_fwd().backward(dx)
+
+    with torch.no_grad():
+        fwd_ms = do_bench(layer_fwd, return_mode="median")
+    emit(what="mamba1_layer", fwd_ms=fwd_ms, fwdbwd_ms=do_bench(layer_fwd_bwd, return_mode="median"))
 
 
 def model_of(name):
