@@ -193,6 +193,17 @@ static int run_gated_rmsnorm_groups(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 1;
 }
 
+/* As the Mamba-2 block feeds the norm: z a column view (from column 8) of
+ * a wider tensor. y * z, recorded after the norm, gives both gradients
+ * values before the norm's backward adds to them. */
+static int run_gated_rmsnorm_view(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    mt_tensor *z = mt_ctx_view_cols(c, in[1], 8, mt_cols(in[0]));
+    out[0] = mt_gated_rmsnorm(c, in[0], z, in[2], 1, 1e-5);
+    out[1] = mt_mul(c, in[0], z);
+    return 2;
+}
+
 /* A tensor-parallel rank's columns of norm group 1 of 2, the group having
  * twice these columns: the other rank's half counts as zeros (no comm), so
  * the kernels' given-sums path runs with group_cols != E and a strided
@@ -363,6 +374,21 @@ const tl_case tl_cases[] = {
       FLOAT_IN("z", TL_FLOAT, 3, X(2, 3, 8), X(2, 5, 13000), -2, 2),
       FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(13000), 0.5, 1.5)},
      run_gated_rmsnorm},
+    /* Rows of 2048 (the 370m model's), z a view: the widest vectors, a warp
+     * per row in the forward and a block per row walking 3 or 4 rows in the
+     * backward (f32 and bf16). */
+    {"gated_rmsnorm_view", 3,
+     {FLOAT_IN("y", TL_FLOAT, 3, X(2, 3, 8), X(2, 400, 2048), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 3, X(2, 3, 16), X(2, 400, 2056), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(2048), 0.5, 1.5)},
+     run_gated_rmsnorm_view},
+    /* Enough rows that each of the backward's row slots walks 4 or 5 of
+     * them, two groups a row, four slots a block. */
+    {"gated_rmsnorm_groups_rows", 3,
+     {FLOAT_IN("y", TL_FLOAT, 2, X(6, 8), X(4400, 512), -2, 2),
+      FLOAT_IN("z", TL_FLOAT, 2, X(6, 8), X(4400, 512), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(512), 0.5, 1.5)},
+     run_gated_rmsnorm_groups},
     {"gated_rmsnorm_tp", 3,
      {FLOAT_IN("y", TL_FLOAT, 3, X(3, 5, 8), X(3, 101, 384), -2, 2),
       FLOAT_IN("z", TL_FLOAT, 3, X(3, 5, 8), X(3, 101, 384), -2, 2),
