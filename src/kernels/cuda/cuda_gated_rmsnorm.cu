@@ -927,8 +927,7 @@ static void grms_bwd(mt_backend *be, const char *op, mt_arena *scratch, mt_tenso
         nparts = grms_bwd_general(be, op, scratch, &partial, dy, dz, dweight != NULL, dout, y, z, weight, rstd,
                                   wdu, ngroups, ncols);
     if (dweight) {
-        colsum_finish_kernel<float><<<grid_for(E, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, cuda_stream(be)>>>(
-            (float *)dweight->data, partial, (int)nparts, E);
+        colsum_finish<float>((float *)dweight->data, partial, (int)nparts, E, cuda_stream(be));
         LAUNCH_CHECK(op);
     }
 }
