@@ -108,6 +108,24 @@ static int run_rmsnorm(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 2;
 }
 
+/* x and residual as the same column views of wider tensors: rows a stride
+ * apart that still allows CUDA's 16-byte loads (8 columns in, a row of a
+ * multiple of 8). */
+static int run_rmsnorm_residual_view(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    int64_t d = in[2]->shape[0];
+    out[0] = mt_rmsnorm(c, mt_ctx_view_cols(c, in[0], 8, d), mt_ctx_view_cols(c, in[1], 8, d), in[2], 1e-5,
+                        &out[1]);
+    return 2;
+}
+
+/* x a column view one column in: its rows are not 16-byte aligned. */
+static int run_rmsnorm_unaligned(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_rmsnorm(c, mt_ctx_view_cols(c, in[0], 1, in[1]->shape[0]), NULL, in[1], 1e-5, &out[1]);
+    return 2;
+}
+
 static int run_cross_entropy(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 {
     out[0] = mt_cross_entropy(c, in[0], in[1], TL_IGNORE);
@@ -305,6 +323,29 @@ const tl_case tl_cases[] = {
      {FLOAT_IN("x", TL_FLOAT, 2, X(3, 8), X(5, 13000), -2, 2),
       FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(13000), 0.5, 1.5)},
      run_rmsnorm},
+    /* CUDA's warp-a-row paths: a strided view of rows of exactly 1024
+     * (each lane's every vector in use); more rows than the backward's
+     * warps (each walks several, adding its dweight sums); rows of 2048
+     * (the widest, its dweight sums beyond the default shared memory). */
+    {"rmsnorm_residual_view", 3,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 3, 16), X(3, 300, 1032), -2, 2),
+      FLOAT_IN("residual", TL_ACCUM, 3, X(2, 3, 16), X(3, 300, 1032), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(1024), 0.5, 1.5)},
+     run_rmsnorm_residual_view},
+    {"rmsnorm_many_rows", 3,
+     {FLOAT_IN("x", TL_FLOAT, 2, X(7, 8), X(5000, 256), -2, 2),
+      FLOAT_IN("residual", TL_ACCUM, 2, X(7, 8), X(5000, 256), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(256), 0.5, 1.5)},
+     run_rmsnorm_residual},
+    {"rmsnorm_2048", 3,
+     {FLOAT_IN("x", TL_FLOAT, 2, X(4, 16), X(300, 2048), -2, 2),
+      FLOAT_IN("residual", TL_ACCUM, 2, X(4, 16), X(300, 2048), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(16), X(2048), 0.5, 1.5)},
+     run_rmsnorm_residual},
+    /* Unaligned rows: CUDA's general kernels. */
+    {"rmsnorm_unaligned", 2,
+     {FLOAT_IN("x", TL_FLOAT, 2, X(5, 9), X(257, 770), -2, 2), FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(768), 0.5, 1.5)},
+     run_rmsnorm_unaligned},
     {"cross_entropy", 2,
      {FLOAT_IN("logits", TL_FLOAT, 2, X(6, 10), X(257, 5003), -4, 4),
       IDS_IN("targets", TL_TARGETS, 1, X(6), X(257), 0, 1)},

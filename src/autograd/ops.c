@@ -146,9 +146,11 @@ static void rmsnorm_backward(mt_ctx *c, mt_node *n)
                        weight);
 }
 
+/* Only y: r and rstd are kept, and the forward makes y the same bits without
+ * storing them again. */
 static void rmsnorm_recompute(mt_ctx *c, mt_node *n)
 {
-    c->be->rmsnorm_fwd(c->be, n->out[0], n->out[1], n->saved[0], n->in[0], n->in[1], n->in[2], n->attr_f[0]);
+    c->be->rmsnorm_fwd(c->be, n->out[0], NULL, NULL, n->in[0], n->in[1], n->in[2], n->attr_f[0]);
 }
 
 mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *weight, double eps,
@@ -173,7 +175,7 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
     }
     if (!(eps > 0))
         return mt_op_error(c, "%s: eps must be positive, got %g", op, eps);
-    /* y is transient; the recompute writes r and rstd again, bit for bit. */
+    /* y is transient; the recompute writes it alone again, bit for bit. */
     mt_tensor *in[] = {x, residual, weight};
     mt_tensor *y = mt_ctx_transient(c, x->dtype, x->ndim, x->shape, 3, in);
     mt_tensor *r = mt_ctx_tensor(c, acc, x->ndim, x->shape);

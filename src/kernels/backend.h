@@ -82,7 +82,9 @@ struct mt_backend {
      *   rstd = 1 / sqrt(mean(r^2) + eps), stored in rstd (rows)
      *   y = r * rstd * weight
      * x and y share a dtype; residual, residual_out, weight and rstd use the
-     * accumulation dtype (f32, or f64 for f64). */
+     * accumulation dtype (f32, or f64 for f64). residual_out and rstd may be
+     * NULL (not stored); y then has the bits it has with them (on CUDA, with
+     * residual_out's rows 16-byte aligned, as a step tensor's are). */
     void (*rmsnorm_fwd)(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
                         const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);
     /* With g = dresidual_out + dr where dr = rstd * (weight*dy - r * rstd^2 * mean(weight*dy*r)):
