@@ -215,8 +215,7 @@ static void bias_grad(mt_backend *be, mt_arena *scratch, mt_tensor *db, const mt
     });
     dispatch_float(db->dtype, op, [&](auto tag) {
         using TB = typename decltype(tag)::type;
-        colsum_finish_kernel<TB><<<grid_for(N, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>((TB *)db->data, partial,
-                                                                                              (int)P, N);
+        colsum_finish<TB>((TB *)db->data, partial, (int)P, N, stream);
         LAUNCH_CHECK(op);
     });
 }

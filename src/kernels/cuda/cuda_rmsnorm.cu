@@ -460,8 +460,7 @@ void cuda_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tenso
         LAUNCH_CHECK(op);
     });
     if (dweight) {
-        colsum_finish_kernel<float><<<grid_for(D, MT_CUDA_THREADS), MT_CUDA_THREADS, 0, stream>>>(
-            (float *)dweight->data, partial, (int)G, D);
+        colsum_finish<float>((float *)dweight->data, partial, (int)G, D, stream);
         LAUNCH_CHECK("rmsnorm_bwd (dweight)");
     }
 }
