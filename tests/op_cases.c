@@ -176,6 +176,36 @@ static int run_conv1d_view(mt_ctx *c, mt_tensor **in, mt_tensor **out)
     return 1;
 }
 
+/* x a column view at an offset of 8 elements, with rows a multiple of 8
+ * apart, as the Mamba-2 block's xBC: the 16-byte vector path on strided rows. */
+static int run_conv1d_view_aligned(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    out[0] = mt_conv1d_silu(c, mt_ctx_view_cols(c, in[0], 8, in[1]->shape[0]), in[1], NULL, NULL, NULL);
+    return 1;
+}
+
+/* seq_idx redrawn with many documents: row b starts at id b and a new
+ * document begins wherever a hash of (b, t) is 0 mod 5, so that documents
+ * of one or two steps (shorter than the kernel) occur and boundaries land
+ * everywhere in the CUDA kernels' time sub-tiles and load chunks. */
+static int run_conv1d_docs(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    const int64_t B = in[4]->shape[0], L = in[4]->shape[1];
+    mt_tensor *host = mt_tensor_new(MT_CPU, MT_I32, 2, in[4]->shape), *ids = mt_ctx_tensor(c, MT_I32, 2, in[4]->shape);
+    for (int64_t b = 0; b < B; b++) {
+        int64_t id = b;
+        for (int64_t t = 0; t < L; t++) {
+            if (t > 0 && ((uint32_t)t * 2654435761u + (uint32_t)b * 40503u) % 5 == 0)
+                id++;
+            mt_set(host, b * L + t, (double)id);
+        }
+    }
+    mt_tensor_copy(ids, host);
+    mt_tensor_free(host);
+    out[0] = mt_conv1d_silu(c, in[0], in[1], in[2], in[3], ids);
+    return 1;
+}
+
 /* x, Bm, Cm as column views of one xBC tensor, as the Mamba-2 block does; D
  * per channel, so its size gives nheads * headdim. */
 static int run_ssd(mt_ctx *c, mt_tensor **in, mt_tensor **out)
@@ -379,6 +409,33 @@ const tl_case tl_cases[] = {
      {FLOAT_IN("xbc", TL_FLOAT, 3, X(2, 7, 9), X(2, 150, 100), -1, 1),
       FLOAT_IN("weight", TL_ACCUM, 2, X(5, 2), X(80, 2), -0.5, 0.5)},
      run_conv1d_view},
+    /* Channels a multiple of 8 (the 16-byte vector path), width 3, many short
+     * documents, an initial state, a length no tile divides. */
+    {"conv1d_docs", 5,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 9, 16), X(2, 333, 256), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 3, X(16, 1, 3), X(256, 1, 3), -0.5, 0.5),
+      FLOAT_IN("bias", TL_ACCUM, 1, X(16), X(256), -0.5, 0.5),
+      FLOAT_IN("init_state", TL_ACCUM, 3, X(2, 16, 2), X(2, 256, 2), -1, 1),
+      {.name = "seq_idx", .kind = TL_SEQ_IDX, .ndim = 2, .small = X(2, 9), .large = X(2, 333)}},
+     run_conv1d_docs},
+    {"conv1d_view_aligned", 2,
+     {FLOAT_IN("xbc", TL_FLOAT, 3, X(2, 7, 24), X(2, 150, 272), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 2, X(8, 4), X(256, 4), -0.5, 0.5)},
+     run_conv1d_view_aligned},
+    /* An odd channel count: one channel per thread, with documents and a state. */
+    {"conv1d_odd", 5,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 7, 3), X(3, 190, 37), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 3, X(3, 1, 4), X(37, 1, 4), -0.5, 0.5),
+      FLOAT_IN("bias", TL_ACCUM, 1, X(3), X(37), -0.5, 0.5),
+      FLOAT_IN("init_state", TL_ACCUM, 3, X(2, 3, 3), X(3, 37, 3), -1, 1),
+      {.name = "seq_idx", .kind = TL_SEQ_IDX, .ndim = 2, .small = X(2, 7), .large = X(3, 190)}},
+     run_conv1d_state},
+    /* Width 1: no history at all. */
+    {"conv1d_w1", 3,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 6, 4), X(2, 100, 64), -1, 1),
+      FLOAT_IN("weight", TL_ACCUM, 3, X(4, 1, 1), X(64, 1, 1), -0.5, 0.5),
+      FLOAT_IN("bias", TL_ACCUM, 1, X(4), X(64), -0.5, 0.5)},
+     run_conv1d},
     {"ssd", 5,
      {FLOAT_IN("xbc", TL_FLOAT, 3, X(2, 9, 14), X(2, 300, 160), -1, 1),
       FLOAT_IN("dt", TL_FLOAT, 3, X(2, 9, 2), X(2, 300, 4), -3, 1),

@@ -1,6 +1,6 @@
-/* Vector access for memory-bound kernels: V (1, 2 or 4) consecutive elements
- * of T (float or bf16) moved as one load or store, converted to and from
- * float registers. */
+/* Vector access for memory-bound kernels: V consecutive elements of T (float
+ * or bf16; up to 16 bytes: V <= 4 in f32, V <= 8 in bf16) moved as one load
+ * or store, converted to and from float registers. */
 #ifndef MT_CUDA_VECTOR_CUH
 #define MT_CUDA_VECTOR_CUH
 
@@ -19,30 +19,49 @@ template <> __device__ __forceinline__ __nv_bfloat16 vec_from_bits<__nv_bfloat16
     return __ushort_as_bfloat16((unsigned short)u);
 }
 
-template <typename T, int V> static __device__ __forceinline__ void vec_load(float (&o)[V], const T *p)
-{
-    constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4, PER = 4 / (int)sizeof(T);
+/* The raw bits of V elements of T, as loaded: a kernel can issue several
+ * loads into these and convert each to floats only when it uses it, so that
+ * the loads in flight hold half the registers in bf16. */
+template <typename T, int V> struct vec_raw {
+    static constexpr int BYTES = (int)sizeof(T) * V, NW = BYTES < 4 ? 1 : BYTES / 4;
     unsigned w[NW];
+};
+
+template <typename T, int V> static __device__ __forceinline__ void vec_load_raw(vec_raw<T, V> &r, const T *p)
+{
+    constexpr int BYTES = vec_raw<T, V>::BYTES;
     if constexpr (BYTES == 2) {
-        w[0] = *reinterpret_cast<const unsigned short *>(p);
+        r.w[0] = *reinterpret_cast<const unsigned short *>(p);
     } else if constexpr (BYTES == 4) {
-        w[0] = *reinterpret_cast<const unsigned *>(p);
+        r.w[0] = *reinterpret_cast<const unsigned *>(p);
     } else if constexpr (BYTES == 8) {
-        uint2 r = *reinterpret_cast<const uint2 *>(p);
-        w[0] = r.x;
-        w[1] = r.y;
+        uint2 u = *reinterpret_cast<const uint2 *>(p);
+        r.w[0] = u.x;
+        r.w[1] = u.y;
     } else {
-        uint4 r = *reinterpret_cast<const uint4 *>(p);
-        w[0] = r.x;
-        w[1] = r.y;
-        w[2] = r.z;
-        w[3] = r.w;
+        uint4 u = *reinterpret_cast<const uint4 *>(p);
+        r.w[0] = u.x;
+        r.w[1] = u.y;
+        r.w[2] = u.z;
+        r.w[3] = u.w;
     }
+}
+
+template <typename T, int V> static __device__ __forceinline__ void vec_unpack(float (&o)[V], const vec_raw<T, V> &r)
+{
+    constexpr int PER = 4 / (int)sizeof(T);
 #pragma unroll
     for (int i = 0; i < V; i++) {
-        unsigned u = w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
+        unsigned u = r.w[i / PER] >> (8 * (int)sizeof(T) * (i % PER));
         o[i] = to_f<T>(vec_from_bits<T>(sizeof(T) == 4 ? u : (u & 0xffffu)));
     }
+}
+
+template <typename T, int V> static __device__ __forceinline__ void vec_load(float (&o)[V], const T *p)
+{
+    vec_raw<T, V> r;
+    vec_load_raw<T, V>(r, p);
+    vec_unpack<T, V>(o, r);
 }
 
 template <typename T, int V> static __device__ __forceinline__ void vec_store(T *p, const float (&o)[V])
@@ -92,13 +111,20 @@ static inline bool vec_ok(const mt_tensor *t, int V)
     return (uintptr_t)t->data % bytes == 0 && mt_row_stride(t) % V == 0;
 }
 
-/* The widest V in {4, 2, 1} dividing cols that every tensor given allows. */
-template <typename... Ts> static int vec_pick_width(int64_t cols, const Ts *...ts)
+/* The widest V in {max_v, max_v / 2, ..., 1} (max_v a power of two)
+ * dividing cols that every tensor given allows. */
+template <typename... Ts> static int vec_pick_width_upto(int max_v, int64_t cols, const Ts *...ts)
 {
-    for (int V = 4; V > 1; V /= 2)
+    for (int V = max_v; V > 1; V /= 2)
         if (cols % V == 0 && (vec_ok(ts, V) && ...))
             return V;
     return 1;
+}
+
+/* The widest V in {4, 2, 1} dividing cols that every tensor given allows. */
+template <typename... Ts> static int vec_pick_width(int64_t cols, const Ts *...ts)
+{
+    return vec_pick_width_upto(4, cols, ts...);
 }
 
 #endif
