@@ -6,7 +6,13 @@
 cmake_args=(-DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release)
 if compgen -G ".gpu-debs/*.deb" >/dev/null; then
   mt_deps_prefix=/tmp/mt-deps
-  for deb in .gpu-debs/*.deb; do dpkg -x "$deb" "$mt_deps_prefix"; done
+  # Unpacked once per set of packages: a second script sourcing this while
+  # the first one's programs run must not rewrite the libraries under them.
+  mt_deps_stamp=$(ls .gpu-debs/*.deb | md5sum | cut -c1-16)
+  if [ ! -f "$mt_deps_prefix/.unpacked-$mt_deps_stamp" ]; then
+    for deb in .gpu-debs/*.deb; do dpkg -x "$deb" "$mt_deps_prefix"; done
+    touch "$mt_deps_prefix/.unpacked-$mt_deps_stamp"
+  fi
   mt_deps_libdir=$mt_deps_prefix/usr/lib/x86_64-linux-gnu
   cmake_args+=(-DCMAKE_PREFIX_PATH=$mt_deps_prefix/usr)
   export LD_LIBRARY_PATH=$mt_deps_libdir:$mt_deps_libdir/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
