@@ -74,6 +74,9 @@ fi
 echo "compare_reference: reference built in $(( $(date +%s) - t0 )) s"
 [ "${MT_REF_ONLY_BUILD:-0}" = 1 ] && exit 0
 export PYTHONPATH=$work/mamba:$work/cc1d${PYTHONPATH:+:$PYTHONPATH}
+# The reference's Triton kernels compile and autotune on first use, which
+# takes minutes: their cache is kept beside its build for the next run.
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$work/triton-cache}
 
 if [ "${SKIP_OURS_BUILD:-0}" != 1 ] &&
    ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$(nproc)"; } >"$logdir/build.log" 2>&1; then
