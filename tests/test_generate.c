@@ -2,7 +2,8 @@
  * logits of a prompt's prefill followed by one decode step per token equal
  * the full forward's at every position within 1e-9 (relative, per row), for
  * prompts split at several points; greedy generation through the state
- * picks the argmax of repeated full forwards; a Mamba-1 model is refused
+ * picks the argmax of repeated full forwards; prompts of different lengths
+ * in one batch generate what they do alone; a Mamba-1 model is refused
  * with a message until its scan returns a state. */
 #include <math.h>
 #include <setjmp.h>
@@ -121,7 +122,7 @@ static void greedy_generation_matches_full_forwards(void **state)
     mt_generate_config g = {.sampling = mt_sampling_greedy(), .max_new_tokens = N, .eos_id = -1, .compute = MT_F64};
     mt_generate_result res;
     char err[256];
-    assert_true(mt_generate(cpu, &m, prompt, 2, P, &g, out, &res, err, sizeof err));
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, NULL, &g, out, &res, err, sizeof err));
     assert_int_equal(res.new_tokens, N);
     mt_ctx c;
     mt_ctx_init(&c, cpu, 0);
@@ -147,11 +148,11 @@ static void greedy_generation_matches_full_forwards(void **state)
     /* Sampled: the same seed gives the same tokens; a row stops at eos. */
     mt_generate_config s = g;
     s.sampling.temperature = 1.0, s.sampling.top_k = 0, s.sampling.seed = 3;
-    assert_true(mt_generate(cpu, &m, prompt, 2, P, &s, out, &res, err, sizeof err));
-    assert_true(mt_generate(cpu, &m, prompt, 2, P, &s, again, &res, err, sizeof err));
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, NULL, &s, out, &res, err, sizeof err));
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, NULL, &s, again, &res, err, sizeof err));
     assert_memory_equal(out, again, sizeof out);
     s.eos_id = out[P + 2]; /* row 0's third new token */
-    assert_true(mt_generate(cpu, &m, prompt, 2, P, &s, again, &res, err, sizeof err));
+    assert_true(mt_generate(cpu, &m, prompt, 2, P, NULL, &s, again, &res, err, sizeof err));
     int first = P;
     while (again[first] != s.eos_id)
         first++;
@@ -160,9 +161,47 @@ static void greedy_generation_matches_full_forwards(void **state)
         assert_int_equal(again[i], s.eos_id);
     /* A prompt token outside the vocabulary is refused by name. */
     const int32_t bad[P] = {1, 2, 999, 3};
-    assert_false(mt_generate(cpu, &m, bad, 1, P, &g, out, &res, err, sizeof err));
+    assert_false(mt_generate(cpu, &m, bad, 1, P, NULL, &g, out, &res, err, sizeof err));
     assert_non_null(strstr(err, "vocabulary"));
     mt_ctx_release(&c);
+    mt_model_release(&m);
+    cpu->destroy(cpu);
+}
+
+/* Prompts of different lengths in one batch (one of a single token, shorter
+ * than the conv's window) each generate what they generate alone: greedy
+ * with a repetition penalty, so each row's own history counts; what follows
+ * a row's prompt in its input row is ignored, and the rest of its output
+ * row holds eos_id. A length outside [1, prompt_len] is refused. */
+static void prompts_of_different_lengths(void **state)
+{
+    (void)state;
+    enum { P = 5, N = 6, W = P + N, R = 3 };
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_model m;
+    tiny(&m, cpu, MT_LAYER_MAMBA2);
+    const int32_t prompt[R * P] = {7, 999, 999, 999, 999, 5, 17, 2, 33, 8, 30, 1, 12, 999, 999};
+    const int64_t lens[R] = {1, 5, 3};
+    mt_generate_config g = {.sampling = mt_sampling_greedy(), .max_new_tokens = N, .eos_id = -1, .compute = MT_F64};
+    g.sampling.repetition_penalty = 1.3;
+    int32_t out[R * W], alone[W];
+    mt_generate_result res;
+    char err[256];
+    assert_true(mt_generate(cpu, &m, prompt, R, P, lens, &g, out, &res, err, sizeof err));
+    for (int b = 0; b < R; b++) {
+        const int n = (int)lens[b];
+        assert_true(mt_generate(cpu, &m, prompt + b * P, 1, n, NULL, &g, alone, &res, err, sizeof err));
+        assert_memory_equal(out + b * W, alone, (size_t)(n + N) * sizeof(int32_t));
+        for (int i = n + N; i < W; i++)
+            assert_int_equal(out[b * W + i], -1);
+        printf("row %d (prompt of %d):", b, n);
+        for (int i = 0; i < n + N; i++)
+            printf(" %d", out[b * W + i]);
+        printf("\n");
+    }
+    const int64_t too_long[R] = {1, 6, 3};
+    assert_false(mt_generate(cpu, &m, prompt, R, P, too_long, &g, out, &res, err, sizeof err));
+    assert_non_null(strstr(err, "prompt 1 has 6 tokens"));
     mt_model_release(&m);
     cpu->destroy(cpu);
 }
@@ -186,6 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(steps_equal_the_full_forward),
                                        cmocka_unit_test(greedy_generation_matches_full_forwards),
+                                       cmocka_unit_test(prompts_of_different_lengths),
                                        cmocka_unit_test(mamba1_is_refused)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

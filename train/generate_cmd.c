@@ -2,15 +2,16 @@
  * directory, streamed as it is chosen.
  *
  *   mamba-train generate --model DIR [--tokenizer tokenizer.json]
- *       (--prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F) [--max-new-tokens N]
+ *       (--prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F | --prompts-file F) [--max-new-tokens N]
  *       [--temperature T] [--top-k K] [--top-p P] [--min-p M] [--repetition-penalty R]
  *       [--seed S] [--batch N] [--eos-id ID] [--device auto|cpu|cuda] [--precision bf16|fp32]
  *
  * The defaults are the reference's generate's: greedy (top-k 1), no
  * penalty. With a tokenizer the first row is printed as text as it grows
  * and the end of text token stops a row; --batch N runs N copies of the
- * prompt (different draws when sampling). It ends with the prefill time,
- * the time per decoded token and the tokens/s. */
+ * prompt (different draws when sampling); --prompts-file runs one prompt a
+ * line in one batch (text, or ids without a tokenizer), of any lengths. It
+ * ends with the prefill time, the time per decoded token and the tokens/s. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -67,7 +68,7 @@ static bool number(const char *flag, const char *v, double lo, double hi, double
     return true;
 }
 
-/* "1,2,3" (commas or spaces) into *ids (malloc'ed). */
+/* "1,2,3" (commas or spaces) into *ids (malloc'ed; NULL when it has none). */
 static bool parse_ids(const char *list, int32_t **ids, int64_t *n)
 {
     *n = 0;
@@ -82,7 +83,7 @@ static bool parse_ids(const char *list, int32_t **ids, int64_t *n)
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p || v < 0 || v > INT32_MAX) {
-            fprintf(stderr, "mamba-train generate: --prompt-ids \"%s\": not a list of token ids\n", list);
+            fprintf(stderr, "mamba-train generate: \"%s\": not a list of token ids\n", list);
             return false;
         }
         (*ids)[(*n)++] = (int32_t)v;
@@ -91,9 +92,80 @@ static bool parse_ids(const char *list, int32_t **ids, int64_t *n)
     return *n > 0;
 }
 
+/* The prompts of a file, one a line (blank lines skipped): each encoded
+ * with tok, or read as ids without one, packed into rows (*batch, *width)
+ * with each row's length in *lens (both malloc'ed). */
+static bool read_prompts(const char *path, const mt_tokenizer *tok, int32_t **rows, int64_t **lens, int64_t *batch,
+                         int64_t *width, char *err, size_t errlen)
+{
+    char *text = mt_read_file(path, (size_t)64 << 20, NULL, err, errlen);
+    if (!text)
+        return false;
+    int64_t cap = 16, n = 0;
+    int32_t **ids = malloc((size_t)cap * sizeof *ids);
+    int64_t *len = malloc((size_t)cap * sizeof *len);
+    bool ok = ids && len;
+    *width = 0;
+    for (char *line = text, *next; ok && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (line[strspn(line, " \t\r")] == '\0')
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            ids = realloc(ids, (size_t)cap * sizeof *ids);
+            len = realloc(len, (size_t)cap * sizeof *len);
+            if (!(ok = ids && len))
+                break;
+        }
+        ids[n] = NULL;
+        if (tok)
+            ok = mt_tokenizer_encode(tok, line, strlen(line), false, &ids[n], &len[n], err, errlen);
+        else if (!(ok = parse_ids(line, &ids[n], &len[n])))
+            snprintf(err, errlen, "%s: line %lld is not a list of token ids (give --tokenizer for text)", path,
+                     (long long)n + 1);
+        if (ok && len[n] == 0) {
+            snprintf(err, errlen, "%s: the prompt of line %lld has no tokens", path, (long long)n + 1);
+            ok = false;
+        }
+        if (!ok) {
+            free(ids[n]);
+            break;
+        }
+        if (len[n] > *width)
+            *width = len[n];
+        n++;
+    }
+    if (ok && n == 0) {
+        snprintf(err, errlen, "%s: no prompts", path);
+        ok = false;
+    }
+    if (ok) {
+        *rows = calloc((size_t)(n * *width), sizeof **rows);
+        if (!(ok = *rows != NULL))
+            snprintf(err, errlen, "out of host memory for %lld prompts", (long long)n);
+        for (int64_t b = 0; ok && b < n; b++)
+            memcpy(*rows + b * *width, ids[b], (size_t)len[b] * sizeof **rows);
+    }
+    for (int64_t b = 0; ids && b < n; b++)
+        free(ids[b]);
+    free(ids);
+    free(text);
+    if (!ok) {
+        free(len);
+        if (!err[0])
+            snprintf(err, errlen, "out of host memory reading %s", path);
+        return false;
+    }
+    *lens = len;
+    *batch = n;
+    return true;
+}
+
 int generate_main(int argc, char **argv)
 {
-    const char *model_dir = NULL, *tok_path = NULL, *text = NULL, *ids_text = NULL, *file = NULL;
+    const char *model_dir = NULL, *tok_path = NULL, *text = NULL, *ids_text = NULL, *file = NULL, *prompts = NULL;
     double max_new = 64, batch = 1, seed = 0, eos = -2;
     mt_sampling sampling = mt_sampling_greedy();
     sampling.temperature = 1; /* with top-k 1, greedy: the reference's defaults */
@@ -115,6 +187,8 @@ int generate_main(int argc, char **argv)
             ids_text = v;
         else if (!strcmp(a, "--prompt-file"))
             file = v;
+        else if (!strcmp(a, "--prompts-file"))
+            prompts = v;
         else if (!strcmp(a, "--max-new-tokens"))
             ok = number(a, v, 1, 1e7, &max_new);
         else if (!strcmp(a, "--batch"))
@@ -145,8 +219,13 @@ int generate_main(int argc, char **argv)
         }
         i++;
     }
-    if (!model_dir || (!!text + !!ids_text + !!file) != 1) {
-        fprintf(stderr, "mamba-train generate: --model and one of --prompt, --prompt-ids, --prompt-file are required\n");
+    if (!model_dir || (!!text + !!ids_text + !!file + !!prompts) != 1) {
+        fprintf(stderr, "mamba-train generate: --model and one of --prompt, --prompt-ids, --prompt-file, "
+                        "--prompts-file are required\n");
+        return 2;
+    }
+    if (prompts && batch != 1) {
+        fprintf(stderr, "mamba-train generate: --prompts-file makes its own batch (one prompt a line): no --batch\n");
         return 2;
     }
     if ((text || file) && !tok_path) {
@@ -155,31 +234,46 @@ int generate_main(int argc, char **argv)
     }
     sampling.seed = (uint64_t)seed;
 
-    char err[1024];
+    char err[1024] = "";
     int status = 1;
     mt_tokenizer *tok = NULL;
     mt_backend *be = NULL;
     mt_model m;
     bool built = false;
     int32_t *prompt = NULL, *rows = NULL, *out = NULL;
+    int64_t *lens = NULL;
     char *file_text = NULL;
-    int64_t n = 0;
+    int64_t n = 0, B = (int64_t)batch, tokens = 0;
     stream st = {0};
     if (tok_path && !(tok = mt_tokenizer_load(tok_path, err, sizeof err)))
         goto fail;
-    if (file && !(file_text = mt_read_file(file, (size_t)64 << 20, NULL, err, sizeof err)))
-        goto fail;
-    if (file)
-        text = file_text;
-    if (text && !mt_tokenizer_encode(tok, text, strlen(text), false, &prompt, &n, err, sizeof err))
-        goto fail;
-    if (ids_text && !parse_ids(ids_text, &prompt, &n)) {
-        status = 2;
-        goto done;
-    }
-    if (n == 0) {
-        snprintf(err, sizeof err, "the prompt has no tokens");
-        goto fail;
+    if (prompts) {
+        if (!read_prompts(prompts, tok, &rows, &lens, &B, &n, err, sizeof err))
+            goto fail;
+        for (int64_t b = 0; b < B; b++)
+            tokens += lens[b];
+    } else {
+        if (file && !(file_text = mt_read_file(file, (size_t)64 << 20, NULL, err, sizeof err)))
+            goto fail;
+        if (file)
+            text = file_text;
+        if (text && !mt_tokenizer_encode(tok, text, strlen(text), false, &prompt, &n, err, sizeof err))
+            goto fail;
+        if (ids_text && !parse_ids(ids_text, &prompt, &n)) {
+            status = 2;
+            goto done;
+        }
+        if (n == 0) {
+            snprintf(err, sizeof err, "the prompt has no tokens");
+            goto fail;
+        }
+        if (!(rows = malloc((size_t)(B * n) * sizeof *rows))) {
+            snprintf(err, sizeof err, "out of host memory for %lld prompts", (long long)B);
+            goto fail;
+        }
+        for (int64_t b = 0; b < B; b++)
+            memcpy(rows + b * n, prompt, (size_t)n * sizeof *rows);
+        tokens = B * n;
     }
     mt_model_config mc;
     mt_device dev;
@@ -191,28 +285,26 @@ int generate_main(int argc, char **argv)
     built = true;
     if (!mt_pretrained_load(model_dir, &m, err, sizeof err))
         goto fail;
-    const int64_t B = (int64_t)batch, N = (int64_t)max_new, W = n + N;
-    rows = malloc((size_t)(B * n) * sizeof *rows);
+    const int64_t N = (int64_t)max_new, W = n + N;
     out = malloc((size_t)(B * W) * sizeof *out);
     st.ids = malloc((size_t)N * sizeof *st.ids);
-    if (!rows || !out || !st.ids) {
+    if (!out || !st.ids) {
         snprintf(err, sizeof err, "out of host memory for %lld rows of %lld tokens", (long long)B, (long long)W);
         goto fail;
     }
-    for (int64_t b = 0; b < B; b++)
-        memcpy(rows + b * n, prompt, (size_t)n * sizeof *rows);
     st.tok = tok;
     if (eos == -2) /* the tokenizer's end of text, when it has one */
         eos = tok ? mt_tokenizer_token_id(tok, "<|endoftext|>") : -1;
     mt_generate_config gc = {.sampling = sampling, .max_new_tokens = N, .eos_id = (int32_t)eos, .compute = compute,
                              .on_token = on_token, .user = &st};
     mt_generate_result res;
-    if (!mt_generate(be, &m, rows, B, n, &gc, out, &res, err, sizeof err))
+    if (!mt_generate(be, &m, rows, B, n, lens, &gc, out, &res, err, sizeof err))
         goto fail;
     printf("\n");
     for (int64_t b = 1; b < B; b++) { /* the other rows, once done */
+        const int64_t nb = lens ? lens[b] : n;
         printf("row %lld:", (long long)b);
-        for (int64_t i = n; i < n + res.new_tokens; i++)
+        for (int64_t i = nb; i < nb + res.new_tokens; i++)
             printf(" %d", out[b * W + i]);
         printf("\n");
     }
@@ -220,7 +312,7 @@ int generate_main(int argc, char **argv)
     printf("generated %lld new tokens a row (batch %lld) on %s: prefill %.1f ms (%lld tokens), %.2f ms per decoded "
            "token, %.0f new tokens/s\n",
            (long long)res.new_tokens, (long long)B, dev == MT_CUDA ? "the GPU" : "the CPU", res.prefill_ms,
-           (long long)n, steps ? res.decode_ms / (double)steps : 0.0,
+           (long long)tokens, steps ? res.decode_ms / (double)steps : 0.0,
            steps ? (double)(steps * B) / (res.decode_ms * 1e-3) : 0.0);
     status = 0;
     goto done;
@@ -229,6 +321,7 @@ fail:
 done:
     free(prompt);
     free(rows);
+    free(lens);
     free(out);
     free(st.ids);
     free(file_text);

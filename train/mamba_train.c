@@ -8,7 +8,8 @@
  *   mamba-train plot RUN_DIR... --out FILE.svg
  *   mamba-train eval --model DIR --data SHARDS [--seq-len N] [--batch-size B] [--batches N]
  *                    [--loss-on all|answers] [--device auto|cpu|cuda] [--precision bf16|fp32]
- *   mamba-train generate --model DIR [--tokenizer F] (--prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F)
+ *   mamba-train generate --model DIR [--tokenizer F] (--prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F |
+ *                    --prompts-file F)
  *                    [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p M]
  *                    [--repetition-penalty R] [--seed S] [--batch N] [--eos-id ID] [--device ...]
  *   mamba-train --help
@@ -45,9 +46,9 @@ static void usage(FILE *f)
           "       mamba-train eval --model DIR --data SHARDS [--seq-len N] [--batch-size B] [--batches N]\n"
           "                        [--loss-on all|answers] [--device auto|cpu|cuda] [--precision bf16|fp32]\n"
           "       mamba-train generate --model DIR [--tokenizer F] (--prompt TEXT | --prompt-ids 1,2,3 |\n"
-          "                        --prompt-file F) [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-          "                        [--min-p M] [--repetition-penalty R] [--seed S] [--batch N] [--eos-id ID]\n"
-          "                        [--device auto|cpu|cuda] [--precision bf16|fp32]\n"
+          "                        --prompt-file F | --prompts-file F) [--max-new-tokens N] [--temperature T]\n"
+          "                        [--top-k K] [--top-p P] [--min-p M] [--repetition-penalty R] [--seed S]\n"
+          "                        [--batch N] [--eos-id ID] [--device auto|cpu|cuda] [--precision bf16|fp32]\n"
           "       mamba-train --help\n"
           "  --config   the run's INI file (sections model, data, train, log)\n"
           "  --set      override one key after the file (repeatable)\n"
@@ -72,7 +73,8 @@ static void usage(FILE *f)
           "  generate   continue a prompt with a checkpoint (or any model directory), streaming the first row\n"
           "             (text with --tokenizer, else ids); greedy unless sampling options say otherwise\n"
           "             (defaults: --max-new-tokens 64, --top-k 1, --temperature 1; the tokenizer's\n"
-          "             <|endoftext|> stops a row); ends with the prefill ms, ms per token and tokens/s\n"
+          "             <|endoftext|> stops a row); --prompts-file: one prompt a line, of any lengths, in\n"
+          "             one batch; ends with the prefill ms, ms per token and tokens/s\n"
           "exit status: 0 done; 1 an error; 2 a bad command line or config; 3 a rank ended by the NCCL watchdog\n"
           "(a dead rank or a timeout); 4 stopped by SIGTERM or SIGINT after writing its checkpoint (continue\n"
           "with --resume auto)\n",

@@ -24,11 +24,17 @@ typedef struct mt_generate_result {
     double decode_ms;   /* every decode step after it */
 } mt_generate_result;
 
-/* Generates after batch prompts of prompt_len tokens each (host i32,
- * row-major). out (batch, prompt_len + max_new_tokens) host receives each
- * prompt and its new tokens; a row that stopped at eos_id is padded with
- * it. False with err on bad arguments or a model without a recurrent step. */
+/* Generates after batch prompts (host i32, row-major, rows prompt_len
+ * apart): row b's are its first lens[b] tokens (1 <= lens[b] <= prompt_len;
+ * lens NULL: all prompt_len). Prompts of one length are prefilled together;
+ * otherwise each is prefilled alone and their states are stacked for the
+ * decode steps, so that no row sees another's padding. out (batch,
+ * prompt_len + max_new_tokens) host receives each prompt and its new tokens;
+ * the rest of a row (after a stop at eos_id, or a shorter prompt's) holds
+ * eos_id. False with err on bad arguments or a model without a recurrent
+ * step. */
 bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t batch, int64_t prompt_len,
-                 const mt_generate_config *cfg, int32_t *out, mt_generate_result *res, char *err, size_t errlen);
+                 const int64_t *lens, const mt_generate_config *cfg, int32_t *out, mt_generate_result *res, char *err,
+                 size_t errlen);
 
 #endif

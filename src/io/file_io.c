@@ -135,6 +135,7 @@ char *mt_read_file(const char *path, size_t max_bytes, size_t *len, char *err, s
         return NULL;
     }
     buf[n] = '\0';
-    *len = n;
+    if (len)
+        *len = n;
     return buf;
 }

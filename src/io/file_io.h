@@ -21,8 +21,8 @@ bool mt_write_file_synced(const char *path, const void *data, size_t n, char *er
 bool mt_path_join(char *out, size_t len, const char *dir, const char *name, char *err, size_t errlen);
 
 /* The whole of a file (or pipe) in a malloc'ed buffer with a NUL after its
- * *len bytes; NULL with the path and the reason in err. More than max_bytes
- * (0: no limit) is an error too. */
+ * *len bytes (len may be NULL); NULL with the path and the reason in err.
+ * More than max_bytes (0: no limit) is an error too. */
 char *mt_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen);
 
 /* The size and CRC-32 (zlib's) of a file, read in blocks. */

@@ -201,6 +201,13 @@ bool mt_model_state_init(mt_model_state *s, const mt_model *m, int64_t batch, mt
     return true;
 }
 
+void mt_model_state_zero(mt_model_state *s)
+{
+    for (int i = 0; i < s->n_layer; i++)
+        for (int k = 0; k < MT_BLOCK_MAX_STATE && s->t[i][k]; k++)
+            mt_device_zero(s->t[i][k]->device, s->t[i][k]->data, mt_nbytes(s->t[i][k]));
+}
+
 void mt_model_state_release(mt_model_state *s)
 {
     for (int i = 0; s->t && i < s->n_layer; i++)

@@ -71,6 +71,8 @@ typedef struct mt_model_state {
 bool mt_model_state_init(mt_model_state *s, const mt_model *m, int64_t batch, mt_dtype compute, char *err,
                          size_t errlen);
 void mt_model_state_release(mt_model_state *s);
+/* Back to the start: every state tensor zero. */
+void mt_model_state_zero(mt_model_state *s);
 
 /* Generation's forward: ids (B, L) i32, B the state's batch, continuing
  * from s: the logits (B*L, vocab_padded) that mt_model_logits gives those

@@ -94,7 +94,7 @@ bool mt_run_sample(mt_run *r, char *err, size_t errlen)
                                    .compute = r->compute};
     mt_generate_result res;
     char why[512];
-    bool ok = mt_generate(r->be, &r->model, r->sample_ids, 1, n, &gc, out, &res, why, sizeof why);
+    bool ok = mt_generate(r->be, &r->model, r->sample_ids, 1, n, NULL, &gc, out, &res, why, sizeof why);
     if (!ok)
         mt_errorf(err, errlen, "sample at step %lld: %s", (long long)r->step, why);
     if (ok) {
