@@ -68,30 +68,6 @@ static bool number(const char *flag, const char *v, double lo, double hi, double
     return true;
 }
 
-/* "1,2,3" (commas or spaces) into *ids (malloc'ed; NULL when it has none). */
-static bool parse_ids(const char *list, int32_t **ids, int64_t *n)
-{
-    *n = 0;
-    *ids = malloc((strlen(list) / 2 + 1) * sizeof **ids);
-    if (!*ids)
-        return false;
-    for (const char *p = list; *p;) {
-        while (*p == ',' || *p == ' ')
-            p++;
-        if (!*p)
-            break;
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > INT32_MAX) {
-            fprintf(stderr, "mamba-train generate: \"%s\": not a list of token ids\n", list);
-            return false;
-        }
-        (*ids)[(*n)++] = (int32_t)v;
-        p = end;
-    }
-    return *n > 0;
-}
-
 /* The prompts of a file, one a line (blank lines skipped): each encoded
  * with tok, or read as ids without one, packed into rows (*batch, *width)
  * with each row's length in *lens (both malloc'ed). */
@@ -122,7 +98,7 @@ static bool read_prompts(const char *path, const mt_tokenizer *tok, int32_t **ro
         ids[n] = NULL;
         if (tok)
             ok = mt_tokenizer_encode(tok, line, strlen(line), false, &ids[n], &len[n], err, errlen);
-        else if (!(ok = parse_ids(line, &ids[n], &len[n])))
+        else if (!(ok = mt_parse_token_ids(line, &ids[n], &len[n])))
             snprintf(err, errlen, "%s: line %lld is not a list of token ids (give --tokenizer for text)", path,
                      (long long)n + 1);
         if (ok && len[n] == 0) {
@@ -259,7 +235,8 @@ int generate_main(int argc, char **argv)
             text = file_text;
         if (text && !mt_tokenizer_encode(tok, text, strlen(text), false, &prompt, &n, err, sizeof err))
             goto fail;
-        if (ids_text && !parse_ids(ids_text, &prompt, &n)) {
+        if (ids_text && !mt_parse_token_ids(ids_text, &prompt, &n)) {
+            fprintf(stderr, "mamba-train generate: --prompt-ids \"%s\": not a list of token ids\n", ids_text);
             status = 2;
             goto done;
         }

@@ -1,5 +1,6 @@
 #include "generate/generate.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,31 @@
 #include "core/clock.h"
 #include "core/device.h"
 #include "core/error.h"
+
+bool mt_parse_token_ids(const char *list, int32_t **ids, int64_t *n)
+{
+    *n = 0;
+    *ids = malloc((strlen(list) / 2 + 1) * sizeof **ids); /* an id and a separator take 2 characters at least */
+    if (!*ids)
+        mt_fatal("out of host memory for the token ids \"%.40s\"", list);
+    bool ok = true;
+    for (const char *p = list + strspn(list, ", \t"); ok && *p; p += strspn(p, ", \t")) {
+        char *end;
+        errno = 0;
+        const long long v = strtoll(p, &end, 10);
+        ok = end != p && !errno && *p != '-' && *p != '+' && v <= INT32_MAX && (!*end || strchr(", \t", *end));
+        if (ok)
+            (*ids)[(*n)++] = (int32_t)v;
+        p = end;
+    }
+    ok &= *n > 0;
+    if (!ok) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return ok;
+}
 
 /* Columns [from, from + len) of batch host rows of stride ids, packed in
  * `packed` (batch * len), into dst (batch, len) on its device. */

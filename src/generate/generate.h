@@ -37,4 +37,9 @@ bool mt_generate(mt_backend *be, mt_model *m, const int32_t *prompt, int64_t bat
                  const int64_t *lens, const mt_generate_config *cfg, int32_t *out, mt_generate_result *res, char *err,
                  size_t errlen);
 
+/* Token ids written out, "1,2,3" or "1 2 3" (commas, spaces or both), into
+ * *ids (malloc'ed, *n of them). False on anything else or no id at all
+ * (*ids then freed and NULL). */
+bool mt_parse_token_ids(const char *list, int32_t **ids, int64_t *n);
+
 #endif

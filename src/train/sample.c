@@ -1,6 +1,5 @@
 #include "train/sample.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,32 +7,6 @@
 #include "core/error.h"
 #include "generate/generate.h"
 #include "text/tokenizer.h"
-
-/* "1, 2,3" into ids; false when anything else is in it. */
-static bool parse_ids(const char *s, int32_t **ids, int64_t *n)
-{
-    int64_t cap = 8;
-    *n = 0;
-    *ids = malloc((size_t)cap * sizeof **ids);
-    if (!*ids)
-        mt_fatal("out of host memory for the sample prompt");
-    for (const char *p = s;;) {
-        char *end;
-        errno = 0;
-        const long long v = strtoll(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT32_MAX)
-            return false;
-        if (*n == cap && !(*ids = realloc(*ids, (size_t)(cap *= 2) * sizeof **ids)))
-            mt_fatal("out of host memory for the sample prompt");
-        (*ids)[(*n)++] = (int32_t)v;
-        p = end + strspn(end, " \t");
-        if (!*p)
-            return true;
-        if (*p != ',')
-            return false;
-        p++;
-    }
-}
 
 bool mt_run_sample_setup(mt_run *r, char *err, size_t errlen)
 {
@@ -49,8 +22,8 @@ bool mt_run_sample_setup(mt_run *r, char *err, size_t errlen)
             return mt_errorf(err, errlen, "[log] sample_prompt: %s", why);
         if (r->sample_len == 0)
             return mt_errorf(err, errlen, "[log] sample_prompt \"%s\" has no tokens", cfg->log.sample_prompt);
-    } else if (!parse_ids(cfg->log.sample_prompt, &r->sample_ids, &r->sample_len)) {
-        return mt_errorf(err, errlen, "[log] sample_prompt \"%s\" is not a list of token ids separated by commas "
+    } else if (!mt_parse_token_ids(cfg->log.sample_prompt, &r->sample_ids, &r->sample_len)) {
+        return mt_errorf(err, errlen, "[log] sample_prompt \"%s\" is not a list of token ids "
                          "(set log.tokenizer for a text prompt)", cfg->log.sample_prompt);
     }
     for (int64_t i = 0; i < r->sample_len; i++)
