@@ -61,13 +61,6 @@ template <typename T, int V, int W> constexpr int conv1d_fwd_chunk = sizeof(T) =
  * unused slot when W == 1, so the arrays stay declarable). */
 template <int W> constexpr int conv1d_hist_len = W > 1 ? W - 1 : 1;
 
-/* sigmoid through the hardware exp2 and an approximate divide (the IEEE
- * expf and division cost more than the rest of a step): a few 1e-7 relative
- * error at the magnitudes a conv produces (__expf's grows with |a|), far
- * below bf16 rounding and the f32 tests' bound of 1e-5. For a < -87, 1 + exp(-a) is
- * inf or above 2^126 and the divide gives 0, the right limit. */
-static __device__ __forceinline__ float conv1d_sigmoid(float a) { return __fdividef(1.0f, 1.0f + __expf(-a)); }
-
 /* The thread's starting state: its weights wk[k][v] = weight[c0 + v, k], bias
  * bs[v] (0 when bias is NULL) and the history before ts0: h[j] and hs[j] get
  * the input and document id of time ts0 - (W-1) + j, j < W-1. Negative times
@@ -197,7 +190,7 @@ static __device__ __forceinline__ void conv1d_fwd_step(T *o, const float (&wk)[W
     conv1d_preact<V, W>(a, wk, bs, tap);
 #pragma unroll
     for (int v = 0; v < V; v++)
-        a[v] = a[v] * conv1d_sigmoid(a[v]);
+        a[v] = a[v] * sigmoid_fast(a[v]);
     vec_store<T, V>(o, a);
 }
 
@@ -278,7 +271,7 @@ static __device__ __forceinline__ void conv1d_bwd_step(float (&gw)[W][V], float 
     conv1d_preact<V, W>(a, wk, bs, tap);
 #pragma unroll
     for (int v = 0; v < V; v++) {
-        const float s = conv1d_sigmoid(a[v]);
+        const float s = sigmoid_fast(a[v]);
         da[v] = gt[v] * s * (1.0f + a[v] * (1.0f - s));
     }
     if (in_tile) {

@@ -264,40 +264,6 @@ __global__ void __launch_bounds__(GRMS_THREADS, 4)
  * constant, not the device's: about two blocks per SM of an H200). */
 #define GRMS_BWD_BLOCKS 264
 
-/* 16 bytes of T as 16 / sizeof(T) floats, and back (bf16 rounded to nearest
- * even, as from_f). */
-template <typename T> static __device__ __forceinline__ void grms_unpack(float (&o)[16 / sizeof(T)], uint4 r);
-template <> __device__ __forceinline__ void grms_unpack<float>(float (&o)[4], uint4 r)
-{
-    o[0] = __uint_as_float(r.x);
-    o[1] = __uint_as_float(r.y);
-    o[2] = __uint_as_float(r.z);
-    o[3] = __uint_as_float(r.w);
-}
-template <> __device__ __forceinline__ void grms_unpack<__nv_bfloat16>(float (&o)[8], uint4 r)
-{
-    const unsigned w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        o[2 * i] = __uint_as_float(w[i] << 16);
-        o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-
-template <typename T> static __device__ __forceinline__ uint4 grms_pack(const float (&o)[16 / sizeof(T)]);
-template <> __device__ __forceinline__ uint4 grms_pack<float>(const float (&o)[4])
-{
-    return make_uint4(__float_as_uint(o[0]), __float_as_uint(o[1]), __float_as_uint(o[2]), __float_as_uint(o[3]));
-}
-template <> __device__ __forceinline__ uint4 grms_pack<__nv_bfloat16>(const float (&o)[8])
-{
-    unsigned w[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        w[i] = vec_bits(from_f<__nv_bfloat16>(o[2 * i])) | vec_bits(from_f<__nv_bfloat16>(o[2 * i + 1])) << 16;
-    return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 /* N consecutive weights from a 16-byte aligned address. */
 template <int N> static __device__ __forceinline__ void grms_load_weight(float (&o)[N], const float *w)
 {
@@ -309,13 +275,6 @@ template <int N> static __device__ __forceinline__ void grms_load_weight(float (
         o[4 * q + 2] = v.z;
         o[4 * q + 3] = v.w;
     }
-}
-
-/* exp through ex2.approx: about 1e-7 relative for the |z| of activations,
- * far below bf16 and the f32 bounds. */
-static __device__ __forceinline__ float grms_sigmoid(float v)
-{
-    return __frcp_rn(1.0f + __expf(-v));
 }
 
 /* Where the calling thread sits: its team of tw warps (team_threads = 32 tw
@@ -384,25 +343,25 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
     for (int64_t r0 = 0; r0 < R; r0 += p.nslots) { /* the same trip count in the whole block */
         const int64_t r = r0 + p.slot;
         const bool on = r < R;
-        uint4 yr[NV], zr[NV];
+        vec_raw<T, V> yr[NV], zr[NV];
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             const int64_t c = ((int64_t)i * p.team_threads + p.lane) * V;
-            yr[i] = zr[i] = make_uint4(0u, 0u, 0u, 0u); /* u = 0 past the group: the sum stays exact */
+            yr[i] = zr[i] = {}; /* u = 0 past the group: the sum stays exact */
             if (on && c < gs) {
-                yr[i] = __ldg(reinterpret_cast<const uint4 *>(y + r * yrs + col0 + c));
-                zr[i] = __ldg(reinterpret_cast<const uint4 *>(z + r * zrs + col0 + c));
+                vec_ldg_raw<T, V>(yr[i], y + r * yrs + col0 + c);
+                vec_ldg_raw<T, V>(zr[i], z + r * zrs + col0 + c);
             }
         }
         float u[NV][V], acc = 0.0f;
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             float yv[V], zv[V];
-            grms_unpack<T>(yv, yr[i]);
-            grms_unpack<T>(zv, zr[i]);
+            vec_unpack<T, V>(yv, yr[i]);
+            vec_unpack<T, V>(zv, zr[i]);
 #pragma unroll
             for (int v = 0; v < V; v++) {
-                u[i][v] = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                u[i][v] = yv[v] * (zv[v] * sigmoid_fast(zv[v]));
                 acc += u[i][v] * u[i][v];
             }
         }
@@ -427,7 +386,7 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
 #pragma unroll
                 for (int v = 0; v < V; v++)
                     o[v] = u[i][v] * rs * wv[v];
-                *reinterpret_cast<uint4 *>(out + r * ors + col0 + c) = grms_pack<T>(o);
+                vec_store<T, V>(out + r * ors + col0 + c, o);
             }
         }
     }
@@ -451,16 +410,16 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
     for (int64_t r0 = 0; r0 < R; r0 += p.nslots, parity ^= 1) { /* the same trip count in the whole block */
         const int64_t r = r0 + p.slot;
         const bool on = r < R;
-        uint4 gr[NV], yr[NV], zr[NV];
+        vec_raw<T, V> gr[NV], yr[NV], zr[NV];
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             const int64_t c = ((int64_t)i * p.team_threads + p.lane) * V;
-            gr[i] = yr[i] = zr[i] = make_uint4(0u, 0u, 0u, 0u);
+            gr[i] = yr[i] = zr[i] = {};
             if (on && c < gs) {
-                yr[i] = __ldg(reinterpret_cast<const uint4 *>(y + r * yrs + col0 + c));
-                zr[i] = __ldg(reinterpret_cast<const uint4 *>(z + r * zrs + col0 + c));
+                vec_ldg_raw<T, V>(yr[i], y + r * yrs + col0 + c);
+                vec_ldg_raw<T, V>(zr[i], z + r * zrs + col0 + c);
                 if (dout)
-                    gr[i] = __ldg(reinterpret_cast<const uint4 *>(dout + r * dors + col0 + c));
+                    vec_ldg_raw<T, V>(gr[i], dout + r * dors + col0 + c);
             }
         }
         float acc = 0.0f;
@@ -468,14 +427,14 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
         for (int i = 0; i < NV; i++) {
             const int64_t c = ((int64_t)i * p.team_threads + p.lane) * V;
             float yv[V], zv[V], gv[V], wv[V] = {};
-            grms_unpack<T>(yv, yr[i]);
-            grms_unpack<T>(zv, zr[i]);
-            grms_unpack<T>(gv, gr[i]);
+            vec_unpack<T, V>(yv, yr[i]);
+            vec_unpack<T, V>(zv, zr[i]);
+            vec_unpack<T, V>(gv, gr[i]);
             if (dout && c < gs)
                 grms_load_weight<V>(wv, w + col0 + c);
 #pragma unroll
             for (int v = 0; v < V; v++) {
-                const float u = yv[v] * (zv[v] * grms_sigmoid(zv[v]));
+                const float u = yv[v] * (zv[v] * sigmoid_fast(zv[v]));
                 acc += dout ? wv[v] * gv[v] * u : u * u;
             }
         }
@@ -524,19 +483,19 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
     for (int64_t r0 = 0; r0 < R; r0 += p.nslots) { /* the same trip count in the whole block */
         const int64_t r = r0 + p.slot;
         const bool on = r < R;
-        uint4 gr[NV], yr[NV], zr[NV], dyr[NV], dzr[NV];
+        vec_raw<T, V> gr[NV], yr[NV], zr[NV], dyr[NV], dzr[NV];
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             const int64_t c = ((int64_t)i * p.team_threads + p.lane) * V;
-            gr[i] = yr[i] = zr[i] = dyr[i] = dzr[i] = make_uint4(0u, 0u, 0u, 0u);
+            gr[i] = yr[i] = zr[i] = dyr[i] = dzr[i] = {};
             if (on && c < gs) {
-                gr[i] = __ldg(reinterpret_cast<const uint4 *>(dout + r * dors + col0 + c));
-                yr[i] = __ldg(reinterpret_cast<const uint4 *>(y + r * yrs + col0 + c));
-                zr[i] = __ldg(reinterpret_cast<const uint4 *>(z + r * zrs + col0 + c));
+                vec_ldg_raw<T, V>(gr[i], dout + r * dors + col0 + c);
+                vec_ldg_raw<T, V>(yr[i], y + r * yrs + col0 + c);
+                vec_ldg_raw<T, V>(zr[i], z + r * zrs + col0 + c);
                 if (dy)
-                    dyr[i] = *reinterpret_cast<const uint4 *>(dy + r * dyrs + col0 + c);
+                    vec_load_raw<T, V>(dyr[i], dy + r * dyrs + col0 + c);
                 if (dz)
-                    dzr[i] = *reinterpret_cast<const uint4 *>(dz + r * dzrs + col0 + c);
+                    vec_load_raw<T, V>(dzr[i], dz + r * dzrs + col0 + c);
             }
         }
         const float rs = on ? rstd[r * rsrs + p.g] : 0.0f;
@@ -544,12 +503,12 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             float gv[V], yv[V], zv[V];
-            grms_unpack<T>(gv, gr[i]);
-            grms_unpack<T>(yv, yr[i]);
-            grms_unpack<T>(zv, zr[i]);
+            vec_unpack<T, V>(gv, gr[i]);
+            vec_unpack<T, V>(yv, yr[i]);
+            vec_unpack<T, V>(zv, zr[i]);
 #pragma unroll
             for (int v = 0; v < V; v++) {
-                sg[i][v] = grms_sigmoid(zv[v]);
+                sg[i][v] = sigmoid_fast(zv[v]);
                 acc += wv[i][v] * gv[v] * (yv[v] * (zv[v] * sg[i][v]));
             }
         }
@@ -566,11 +525,11 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
         for (int i = 0; i < NV; i++) {
             const int64_t c = ((int64_t)i * p.team_threads + p.lane) * V;
             float gv[V], yv[V], zv[V], ddy[V], ddz[V];
-            grms_unpack<T>(gv, gr[i]);
-            grms_unpack<T>(yv, yr[i]);
-            grms_unpack<T>(zv, zr[i]);
-            grms_unpack<T>(ddy, dyr[i]);
-            grms_unpack<T>(ddz, dzr[i]);
+            vec_unpack<T, V>(gv, gr[i]);
+            vec_unpack<T, V>(yv, yr[i]);
+            vec_unpack<T, V>(zv, zr[i]);
+            vec_unpack<T, V>(ddy, dyr[i]);
+            vec_unpack<T, V>(ddz, dzr[i]);
 #pragma unroll
             for (int v = 0; v < V; v++) {
                 const float sz = zv[v] * sg[i][v]; /* silu(z) */
@@ -582,9 +541,9 @@ __global__ void __launch_bounds__(GRMS_TEAM_THREADS, 2)
             }
             if (c < gs) {
                 if (dy)
-                    *reinterpret_cast<uint4 *>(dy + r * dyrs + col0 + c) = grms_pack<T>(ddy);
+                    vec_store<T, V>(dy + r * dyrs + col0 + c, ddy);
                 if (dz)
-                    *reinterpret_cast<uint4 *>(dz + r * dzrs + col0 + c) = grms_pack<T>(ddz);
+                    vec_store<T, V>(dz + r * dzrs + col0 + c, ddz);
             }
         }
     }
