@@ -411,10 +411,8 @@ __device__ __forceinline__ void ssd_st8(bf16 *s, const float v[8])
 /* Fills a shared bf16 tile of R rows x C columns (C a multiple of 8, row
  * length ld) with f(r, c, v): the 8 values of columns c..c+7 of row r. The
  * values of SSD_FILL_BATCH groups are gathered before any is stored, so
- * their global loads overlap. SPLIT: v rounded to bf16 goes to s and the
- * rest, v - hi, to s_lo (a pair of mma with hi and lo carries about 16 bits). */
-template <bool SPLIT, typename F>
-__device__ __forceinline__ void ssd_fill_tile(bf16 *s, bf16 *s_lo, int ld, int R, int C, F f)
+ * their global loads overlap. */
+template <typename F> __device__ __forceinline__ void ssd_fill(bf16 *s, int ld, int R, int C, F f)
 {
     const int cg = C >> 3, n = R * cg;
     for (int base = threadIdx.x; base < n; base += SSD_FILL_BATCH * blockDim.x) {
@@ -429,30 +427,9 @@ __device__ __forceinline__ void ssd_fill_tile(bf16 *s, bf16 *s_lo, int ld, int R
             const int idx = base + u * blockDim.x, r = idx / cg, c = (idx - r * cg) << 3;
             if (idx >= n)
                 break;
-            if (SPLIT) {
-                float lo[8];
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const float hi = __bfloat162float(__float2bfloat16_rn(v[u][k]));
-                    lo[k] = v[u][k] - hi;
-                    v[u][k] = hi;
-                }
-                ssd_st8(s_lo + r * ld + c, lo);
-            }
             ssd_st8(s + r * ld + c, v[u]);
         }
     }
-}
-
-template <typename F> __device__ __forceinline__ void ssd_fill(bf16 *s, int ld, int R, int C, F f)
-{
-    ssd_fill_tile<false>(s, nullptr, ld, R, C, f);
-}
-
-template <typename F>
-__device__ __forceinline__ void ssd_fill_split(bf16 *s_hi, bf16 *s_lo, int ld, int R, int C, F f)
-{
-    ssd_fill_tile<true>(s_hi, s_lo, ld, R, C, f);
 }
 
 /* Asynchronous copies (cp.async, 16 bytes, L2 only) of bf16 tiles into
