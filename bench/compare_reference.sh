@@ -14,8 +14,10 @@
 #
 # REF_DIR/mamba and REF_DIR/causal-conv1d are the two source trees. ROWS
 # overrides the training rows ("config:batch:seq ..."); SKIP_OURS_BUILD=1
-# reuses BUILDDIR as it is; PRECISION=quick measures the precision budget on
-# the first shape only, PRECISION=skip not at all; MT_COMMIT names the commit
+# reuses BUILDDIR as it is; PARTS picks what runs of "kernels precision
+# train" (all by default; a later run into the same LOGDIR adds to the
+# table); PRECISION=quick measures the precision budget on the first shape
+# only; MT_COMMIT names the commit
 # where the tree is not a git checkout. The reference's build (4-6 minutes on
 # 16 cores) is kept in MT_REF_WORK (default /tmp/mt-reference) and reused
 # while its sources are unchanged; MT_REF_ONLY_BUILD=1 stops after building
@@ -88,16 +90,22 @@ fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$logdir/gpu.txt"
 { git log -1 --format=%h 2>/dev/null || echo "${MT_COMMIT:-unknown}"; } >"$logdir/commit.txt"
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || echo "(with uncommitted changes)" >>"$logdir/commit.txt"
+parts=" ${PARTS:-kernels precision train} "
 status=0
-python3 bench/reference_bench.py kernels >"$logdir/reference-kernels.jsonl" 2>"$logdir/reference-kernels.err" || status=1
-"$build/bench/bench_mamba2" >"$logdir/ours-kernels.log" 2>&1 || status=1
-"$build/bench/bench_mamba1" >>"$logdir/ours-kernels.log" 2>&1 || status=1
-case ${PRECISION:-full} in
-  full) python3 bench/ssd_precision.py "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
-  quick) python3 bench/ssd_precision.py --quick "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
-  skip) echo "(skipped: PRECISION=skip)" ;;
-esac >"$logdir/ssd-precision.md" 2>"$logdir/ssd-precision.err" || status=1
-: >"$logdir/reference-train.jsonl"
+if [[ $parts == *" kernels "* ]]; then
+  python3 bench/reference_bench.py kernels >"$logdir/reference-kernels.jsonl" 2>"$logdir/reference-kernels.err" || status=1
+  "$build/bench/bench_mamba2" >"$logdir/ours-kernels.log" 2>&1 || status=1
+  "$build/bench/bench_mamba1" >>"$logdir/ours-kernels.log" 2>&1 || status=1
+fi
+if [[ $parts == *" precision "* ]]; then
+  case ${PRECISION:-full} in
+    quick) python3 bench/ssd_precision.py --quick "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
+    *) python3 bench/ssd_precision.py "$build/bench/ssd_precision" /tmp/mt-ssd-precision ;;
+  esac >"$logdir/ssd-precision.md" 2>"$logdir/ssd-precision.err" || status=1
+fi
+table_rows=$rows
+[[ $parts == *" train "* ]] || rows=""
+[ -z "$rows" ] || : >"$logdir/reference-train.jsonl"
 for row in $rows; do
   IFS=: read -r name batch seq <<<"$row"
   python3 bench/reference_bench.py train "$name" "$batch" "$seq" >>"$logdir/reference-train.jsonl" \
@@ -113,10 +121,12 @@ for row in $rows; do
     >"$logdir/ours-train-$name-$batch-$seq.log" 2>&1 || status=1
   cp "$out/metrics.jsonl" "$logdir/ours-train-$name-$batch-$seq.jsonl" 2>/dev/null
   rm -rf "$out"
+  # The table so far, so that a run cut short still leaves its rows.
+  python3 bench/compare_table.py "$logdir" "$table_rows" >"$logdir/table.md"
 done
-python3 bench/compare_table.py "$logdir" "$rows" | tee "$logdir/table.md"
+python3 bench/compare_table.py "$logdir" "$table_rows" | tee "$logdir/table.md"
 echo
 echo "SSD precision against a float64 oracle (bench/ssd_precision.py):"
-cat "$logdir/ssd-precision.md"
+cat "$logdir/ssd-precision.md" 2>/dev/null || echo "(not measured)"
 [ $status -eq 0 ] || echo "compare_reference: some runs failed (logs in $logdir)"
 exit $status
