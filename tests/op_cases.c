@@ -120,6 +120,17 @@ static int run_rmsnorm_residual_view(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 }
 
 /* x a column view one column in: its rows are not 16-byte aligned. */
+/* y's buffer taken over by a second norm, so that the backward of the
+ * product, which reads y, recomputes it from the kept r and rstd. */
+static int run_rmsnorm_recomputed(mt_ctx *c, mt_tensor **in, mt_tensor **out)
+{
+    mt_tensor *r, *r2;
+    mt_tensor *y = mt_rmsnorm(c, in[0], in[1], in[2], 1e-5, &r);
+    mt_tensor *t = mt_mul(c, y, in[3]);
+    out[0] = mt_rmsnorm(c, t, NULL, in[2], 1e-5, &r2);
+    return 1;
+}
+
 static int run_rmsnorm_unaligned(mt_ctx *c, mt_tensor **in, mt_tensor **out)
 {
     out[0] = mt_rmsnorm(c, mt_ctx_view_cols(c, in[0], 1, in[1]->shape[0]), NULL, in[1], 1e-5, &out[1]);
@@ -376,6 +387,19 @@ const tl_case tl_cases[] = {
     {"rmsnorm_unaligned", 2,
      {FLOAT_IN("x", TL_FLOAT, 2, X(5, 9), X(257, 770), -2, 2), FLOAT_IN("weight", TL_ACCUM, 1, X(8), X(768), 0.5, 1.5)},
      run_rmsnorm_unaligned},
+    /* Rows of a multiple of 8 (the recompute's vector path), and not. */
+    {"rmsnorm_recomputed", 4,
+     {FLOAT_IN("x", TL_FLOAT, 3, X(2, 3, 16), X(3, 100, 1024), -2, 2),
+      FLOAT_IN("residual", TL_ACCUM, 3, X(2, 3, 16), X(3, 100, 1024), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(16), X(1024), 0.5, 1.5),
+      FLOAT_IN("b", TL_FLOAT, 3, X(2, 3, 16), X(3, 100, 1024), -2, 2)},
+     run_rmsnorm_recomputed},
+    {"rmsnorm_recomputed_odd", 4,
+     {FLOAT_IN("x", TL_FLOAT, 2, X(5, 9), X(200, 770), -2, 2),
+      FLOAT_IN("residual", TL_ACCUM, 2, X(5, 9), X(200, 770), -2, 2),
+      FLOAT_IN("weight", TL_ACCUM, 1, X(9), X(770), 0.5, 1.5),
+      FLOAT_IN("b", TL_FLOAT, 2, X(5, 9), X(200, 770), -2, 2)},
+     run_rmsnorm_recomputed},
     {"cross_entropy", 2,
      {FLOAT_IN("logits", TL_FLOAT, 2, X(6, 10), X(257, 5003), -4, 4),
       IDS_IN("targets", TL_TARGETS, 1, X(6), X(257), 0, 1)},

@@ -1,10 +1,11 @@
 /* Step memory. Activation checkpointing: a Mamba-2 LM with each mixer
  * recomputed in the backward gives bitwise the same loss and parameter
  * gradients as the plain model (packed documents included) and holds less.
- * Transient activations (conv1d and gated-norm outputs recomputed in the
- * backward) give bitwise the same as keeping them, in both layer kinds, and
- * hold less; an op that reads one after a later op took its buffer over is
- * an error.
+ * Transient activations (conv1d and norm outputs recomputed in the
+ * backward, the blocks' outputs not kept at all) give bitwise the same as
+ * keeping them, in both layer kinds, and hold less; a layer keeps exactly
+ * what its backward reads; an op that reads one after a later op took its
+ * buffer over is an error.
  * Activation gradients go back to the pool during the backward: the pool
  * holds the same for 8 layers as for 2; steps after the first allocate
  * nothing and repeat the first's loss and gradients bit for bit. */
@@ -130,11 +131,15 @@ static void transients_match_kept(void **state)
         mt_ctx_memory kept_mem, made_mem;
         loss_and_grads_kept(cpu, &m, false, true, &loss_kept, kept, &kept_mem);
         loss_and_grads_kept(cpu, &m, false, false, &loss_made, made, &made_mem);
-        /* Per layer the conv1d output (B, L, conv channels) and, in Mamba-2,
-         * the gated norm's (B, L, d_inner); one of them stays held. */
+        /* Per layer the conv1d output (B, L, conv channels), in Mamba-2 the
+         * gated norm's (B, L, d_inner), and the block's output (B, L,
+         * d_model), which no backward reads; the LAYERS + 1 RMSNorms'
+         * outputs (B, L, d_model). The buffers hold one of each size, and
+         * two of d_model: a norm's output cannot go where its input is. */
         const int64_t conv = kinds[k] == MT_LAYER_MAMBA2 ? cfg.d_inner + 2 * cfg.ngroups * cfg.d_state : cfg.d_inner;
-        const int64_t per_layer = (int64_t)B * L * (conv + (kinds[k] == MT_LAYER_MAMBA2 ? cfg.d_inner : 0));
-        const size_t saved = (size_t)(LAYERS * per_layer - (int64_t)B * L * conv) * sizeof(float);
+        const int64_t gated = kinds[k] == MT_LAYER_MAMBA2 ? cfg.d_inner : 0, rows = (int64_t)B * L;
+        const int64_t transient = LAYERS * (conv + gated + cfg.d_model) + (LAYERS + 1) * cfg.d_model;
+        const size_t saved = (size_t)(rows * (transient - (conv + gated + 2 * cfg.d_model))) * sizeof(float);
         printf("%s transients: loss %.9g vs %.9g; activations %zu -> %zu bytes (at least %zu less expected)\n",
                kinds[k] == MT_LAYER_MAMBA2 ? "mamba2" : "mamba1", loss_kept, loss_made, kept_mem.activations,
                made_mem.activations, saved);
@@ -204,6 +209,30 @@ static void gradients_do_not_grow_with_depth(void **state)
     cpu->destroy(cpu);
 }
 
+/* What a Mamba-2 layer keeps in the step arena for its backward, from the
+ * growth between 2 and 8 layers: in_proj's output, the SSD's output, the
+ * gated norm's rstd and the RMSNorm's r and rstd, each rounded up to the
+ * arena's alignment; nothing of the transients (the block's output among
+ * them). */
+static void a_layer_keeps_what_its_backward_reads(void **state)
+{
+    (void)state;
+    mt_backend *cpu = mt_backend_cpu_create();
+    mt_model_config cfg;
+    tiny_config(&cfg, 2);
+    const size_t rows = (size_t)B * L, f = sizeof(float);
+    const size_t sizes[] = {rows * (size_t)cfg.in_proj_dim * f, rows * (size_t)cfg.d_inner * f,
+                            rows * (size_t)cfg.ngroups * f, rows * (size_t)cfg.d_model * f, rows * f};
+    size_t kept = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        kept += (sizes[i] + MT_ARENA_ALIGN - 1) / MT_ARENA_ALIGN * MT_ARENA_ALIGN;
+    mt_ctx_memory two = memory_of(cpu, 2), eight = memory_of(cpu, 8);
+    const size_t per_layer = (eight.activations - two.activations) / 6;
+    printf("a layer keeps %zu bytes (%zu expected)\n", per_layer, kept);
+    assert_int_equal(eight.activations - two.activations, 6 * kept);
+    cpu->destroy(cpu);
+}
+
 /* Three steps on one ctx (the parameters unchanged): the same loss and
  * parameter gradients bit for bit each time (reused gradient buffers are
  * zeroed again), and after the first step no device memory is allocated. */
@@ -261,6 +290,7 @@ int main(void)
                                        cmocka_unit_test(transients_match_kept),
                                        cmocka_unit_test(evicted_transient_is_an_error),
                                        cmocka_unit_test(gradients_do_not_grow_with_depth),
+                                       cmocka_unit_test(a_layer_keeps_what_its_backward_reads),
                                        cmocka_unit_test(later_steps_reuse_memory)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,7 +53,8 @@ static void linear_backward(mt_ctx *c, mt_node *n)
                       n->out[0]->grad, x, w);
 }
 
-mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
+/* kept false: y in a transient buffer, with nothing to recompute it. */
+static mt_tensor *linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b, bool kept)
 {
     const char *op = "mt_linear";
     char s[96], t[96];
@@ -64,10 +65,30 @@ mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
                            mt_shape_str(x, s, sizeof s), mt_shape_str(w, t, sizeof t), (long long)mt_cols(x));
     if (b && !op_check_vector(c, op, "b", b, w->shape[0], x->dtype))
         return NULL;
-    mt_tensor *y = op_like_with_cols(c, x, w->shape[0], x->dtype);
+    mt_tensor *in[] = {x, w, b};
+    mt_tensor *y;
+    if (kept) {
+        y = op_like_with_cols(c, x, w->shape[0], x->dtype);
+    } else {
+        int64_t shape[MT_MAX_DIMS];
+        for (int i = 0; i < x->ndim; i++)
+            shape[i] = x->shape[i];
+        shape[x->ndim - 1] = w->shape[0];
+        y = mt_ctx_transient(c, x->dtype, x->ndim, shape, 3, in);
+    }
     c->be->linear_fwd(c->be, y, x, w, b);
-    mt_tape_record(c, op, linear_backward, 3, (mt_tensor *[]){x, w, b}, 1, &y);
+    mt_tape_record(c, op, linear_backward, 3, in, 1, &y);
     return y;
+}
+
+mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
+{
+    return linear(c, x, w, b, true);
+}
+
+mt_tensor *mt_linear_unkept(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b)
+{
+    return linear(c, x, w, b, false);
 }
 
 /* ---- elementwise ---- */
@@ -146,11 +167,11 @@ static void rmsnorm_backward(mt_ctx *c, mt_node *n)
                        weight);
 }
 
-/* Only y: r and rstd are kept, and the forward makes y the same bits without
- * storing them again. */
+/* y from the kept r and rstd, the same bits: x and the residual are not read
+ * again, so x may be a block's unkept output. */
 static void rmsnorm_recompute(mt_ctx *c, mt_node *n)
 {
-    c->be->rmsnorm_fwd(c->be, n->out[0], NULL, NULL, n->in[0], n->in[1], n->in[2], n->attr_f[0]);
+    c->be->rmsnorm_apply(c->be, n->out[0], n->out[1], n->saved[0], n->in[2]);
 }
 
 mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *weight, double eps,
@@ -184,7 +205,7 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
     mt_node *n = mt_tape_record(c, op, rmsnorm_backward, 3, in, 2, (mt_tensor *[]){y, r});
     if (n) {
         n->saved[0] = rstd;
-        n->attr_f[0] = eps;
+        n->unread_in = 1u << 0 | 1u << 1; /* the backward reads r, rstd and the weight */
     }
     mt_tape_set_recompute(c, n, rmsnorm_recompute);
     *residual_out = r;

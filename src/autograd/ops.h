@@ -19,6 +19,12 @@ mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int6
 /* x (..., K), w (N, K), b (N) or NULL -> (..., N). x and w share a dtype. */
 mt_tensor *mt_linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b);
 
+/* mt_linear whose output is not kept for the backward: for an output that
+ * only forward ops read before the next transient takes its buffer (a
+ * block's output, read by the next norm). A backward that reads it is a
+ * fatal error. */
+mt_tensor *mt_linear_unkept(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b);
+
 /* Elementwise over equal shapes and dtypes. */
 mt_tensor *mt_add(mt_ctx *c, mt_tensor *a, mt_tensor *b);
 mt_tensor *mt_mul(mt_ctx *c, mt_tensor *a, mt_tensor *b);

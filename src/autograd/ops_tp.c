@@ -72,7 +72,9 @@ mt_tensor *mt_tp_reduce_from(mt_ctx *c, mt_tensor *x, mt_comm *comm)
     mt_device_copy(c->device, out->data, c->device, x->data, mt_nbytes(x));
     if (!all_reduce(c, op, comm, out))
         return NULL;
-    mt_tape_record(c, op, reduce_from_backward, 1, &x, 1, &out);
+    mt_node *n = mt_tape_record(c, op, reduce_from_backward, 1, &x, 1, &out);
+    if (n)
+        n->unread_in = 1u << 0; /* the backward passes the gradient on */
     return out;
 }
 

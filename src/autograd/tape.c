@@ -154,9 +154,15 @@ mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *sha
     mt_tensor_init(t, dt, c->device, ndim, shape);
     const size_t bytes = mt_nbytes(t);
     const bool wanted = records && c->grad_enabled && !c->keep_transients && bytes > 0;
+    /* Not a buffer an input is in: the op reads it while writing here. */
+    unsigned holds_input = 0;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && slot_of(c, in[i]) >= 0)
+            holds_input |= 1u << slot_of(c, in[i]);
     int best = -1;
     for (int i = 0; wanted && i < c->transient.n_slots; i++)
-        if (c->transient.slot[i].bytes >= bytes && (best < 0 || c->transient.slot[i].bytes < c->transient.slot[best].bytes))
+        if (!(holds_input >> i & 1) && c->transient.slot[i].bytes >= bytes &&
+            (best < 0 || c->transient.slot[i].bytes < c->transient.slot[best].bytes))
             best = i;
     if (best < 0 && wanted && c->transient.n_slots < MT_TRANSIENT_SLOTS) {
         best = c->transient.n_slots++;
@@ -334,11 +340,12 @@ static void run_backward(mt_ctx *c)
             any |= n->out[k]->grad != NULL;
         if (any) {
             for (int k = 0; k < n->n_in; k++)
-                make_resident(c, n->in[k]);
+                if (!(n->unread_in >> k & 1))
+                    make_resident(c, n->in[k]);
             for (int k = 0; k < MT_NODE_MAX_SAVED; k++)
                 make_resident(c, n->saved[k]);
             for (int k = 0; k < n->n_in; k++)
-                if (n->in[k] && !resident(c, n->in[k]))
+                if (n->in[k] && !(n->unread_in >> k & 1) && !resident(c, n->in[k]))
                     mt_fatal("%s reads two transient activations of one buffer; its backward needs both at once",
                              n->op);
             n->backward(c, n);

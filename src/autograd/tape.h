@@ -40,6 +40,9 @@ typedef struct mt_node {
     mt_tensor *out[MT_NODE_MAX_OUT];
     mt_tensor *saved[MT_NODE_MAX_SAVED];
     int n_in, n_out;
+    /* Bit k set: neither the backward nor the recompute reads in[k]'s
+     * values, so in[k] may be a transient that a later op took over. */
+    unsigned unread_in;
     double attr_f[2]; /* an op's float attributes (eps, dt limits) */
     int attr_i[4];    /* an op's integer attributes (ignore_index, headdim, ngroups, chunk) */
     void *ptr[2];     /* an op's pointers (a recomputed block's function and argument) */
@@ -100,13 +103,16 @@ void mt_ctx_clear_error(mt_ctx *c);
 mt_tensor *mt_ctx_tensor(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape);
 
 /* An op's output that the backward recomputes instead of keeping, for ops
- * whose output is cheap to make again and large (conv1d, the norms). It
- * lives in one of the ctx's transient buffers (the smallest that holds it;
- * a new one when none does), which the next transient placed there takes
- * over: read it before that. The op then records its node and calls
- * mt_tape_set_recompute. It is an ordinary step tensor when the op will not
- * record (grad off, or no input in[0..n_in) requires grad), when
- * keep_transients is set, or when every buffer is in use and none holds it. */
+ * whose output is cheap to make again and large (conv1d, the norms), or
+ * that no backward reads (a block's output, which only the next norm's
+ * forward reads). It lives in one of the ctx's transient buffers (the
+ * smallest that holds it and none of the op's inputs; a new one when none
+ * does), which the next transient placed there takes over: read it before
+ * that. The op then records its node and calls mt_tape_set_recompute (an
+ * output with no recompute must never be read by a backward: that is a
+ * fatal error). It is an ordinary step tensor when the op will not record
+ * (grad off, or no input in[0..n_in) requires grad), when keep_transients
+ * is set, or when every buffer is in use and none fits. */
 mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *shape, int n_in, mt_tensor **in);
 
 /* A column view of t in [start, start + len) of its last dim: no copy, and its

@@ -87,6 +87,11 @@ struct mt_backend {
      * residual_out's rows 16-byte aligned, as a step tensor's are). */
     void (*rmsnorm_fwd)(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
                         const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);
+    /* y = residual_out * rstd * weight per row, from residual_out and rstd as
+     * rmsnorm_fwd stored them: y gets the bits rmsnorm_fwd gave it. The
+     * backward recomputes y this way, reading neither x nor residual. */
+    void (*rmsnorm_apply)(mt_backend *be, mt_tensor *y, const mt_tensor *residual_out, const mt_tensor *rstd,
+                          const mt_tensor *weight);
     /* With g = dresidual_out + dr where dr = rstd * (weight*dy - r * rstd^2 * mean(weight*dy*r)):
      *   dx += g; dresidual += g; dweight += sum over rows of dy * r * rstd.
      * dy or dresidual_out may be NULL (zero); dx, dresidual, dweight may be NULL (not needed). */

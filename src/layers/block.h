@@ -14,6 +14,21 @@
 
 #define MT_BLOCK_MAX_STATE 2 /* recurrent state tensors per layer */
 
+/* What a block's forward takes beside its input. */
+typedef struct mt_block_io {
+    /* (B, L) i32 or NULL: the document boundaries (a kind may ignore them,
+     * as Mamba-1 does like the reference's). */
+    mt_tensor *seq_idx;
+    /* The recurrent state to continue from (NULL: the start), and where the
+     * state after the input goes (NULL: not wanted); only for kinds with
+     * n_state > 0. */
+    mt_tensor *const *state_in;
+    mt_tensor **state_out;
+    /* Only forward ops read the output, before the next transient is made
+     * (the model's next norm): it may be unkept (mt_linear_unkept). */
+    bool output_unread;
+} mt_block_io;
+
 typedef struct mt_block_kind {
     const char *name; /* as config.json names the layer: "Mamba2", "Mamba1" */
     size_t size;      /* bytes of the kind's parameter struct */
@@ -35,14 +50,11 @@ typedef struct mt_block_kind {
      * of a batch shaped by state_shape (returns its ndim). */
     int n_state;
     int (*state_shape)(const mt_model_config *cfg, int64_t batch, int i, int64_t *shape);
-    /* u (B, L, d_model) in the compute dtype -> (B, L, d_model); seq_idx
-     * (B, L) i32 or NULL: the document boundaries (a kind may ignore them,
-     * as Mamba-1 does like the reference's). With state_in (NULL: the
-     * start) it continues from that state, and state_out (NULL: not
-     * wanted) receives the state after u (only for kinds with n_state > 0):
-     * prefill is a whole prompt, a decode step one token (L = 1). */
+    /* u (B, L, d_model) in the compute dtype -> (B, L, d_model), as io
+     * says: prefill is a whole prompt with state_out, a decode step one
+     * token (L = 1) with both states. */
     mt_tensor *(*forward)(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                          mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out);
+                          const mt_block_io *io);
 } mt_block_kind;
 
 extern const mt_block_kind mt_block_mamba2, mt_block_mamba1;

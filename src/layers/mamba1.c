@@ -35,7 +35,9 @@ static mt_tensor *weight_as(mt_ctx *c, mt_tensor *w, mt_dtype dt)
     return w->dtype == dt ? w : mt_cast(c, w, dt);
 }
 
-mt_tensor *mt_mamba1_forward(mt_ctx *c, const mt_mamba1 *m, const mt_model_config *cfg, mt_tensor *u)
+/* output_unread: the output may be unkept (layers/block.h). */
+static mt_tensor *forward(mt_ctx *c, const mt_mamba1 *m, const mt_model_config *cfg, mt_tensor *u,
+                          bool output_unread)
 {
     if (!u)
         return NULL;
@@ -56,7 +58,13 @@ mt_tensor *mt_mamba1_forward(mt_ctx *c, const mt_mamba1 *m, const mt_model_confi
     mt_tensor *delta = mt_linear(c, dt_low, weight_as(c, m->dt_proj, u->dtype), NULL);
     mt_scan_config scan = {.ngroups = 1, .delta_softplus = true};
     mt_tensor *y = mt_selective_scan(c, x, delta, m->A_log, bm, cm, m->D, z, m->dt_bias, &scan);
-    return y ? mt_linear(c, y, weight_as(c, m->out_proj, u->dtype), NULL) : NULL;
+    mt_tensor *w = y ? weight_as(c, m->out_proj, u->dtype) : NULL;
+    return w ? (output_unread ? mt_linear_unkept : mt_linear)(c, y, w, NULL) : NULL;
+}
+
+mt_tensor *mt_mamba1_forward(mt_ctx *c, const mt_mamba1 *m, const mt_model_config *cfg, mt_tensor *u)
+{
+    return forward(c, m, cfg, u, false);
 }
 
 /* ---- the block interface ---- */
@@ -111,12 +119,13 @@ static void init_residual(mt_backend *be, void *block, const mt_model_config *cf
 }
 
 static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                                mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out)
+                                const mt_block_io *io)
 {
-    (void)seq_idx; /* like the reference's Mamba-1, no resets at document boundaries */
-    if (state_in || state_out)
+    /* io->seq_idx is not read: like the reference's Mamba-1, no resets at
+     * document boundaries. */
+    if (io->state_in || io->state_out)
         return mt_op_error(c, "the Mamba-1 block has no recurrent state yet");
-    return mt_mamba1_forward(c, block, cfg, u);
+    return forward(c, block, cfg, u, io->output_unread);
 }
 
 const mt_block_kind mt_block_mamba1 = {

@@ -66,16 +66,17 @@ static mt_tensor *weight_as(mt_ctx *c, mt_tensor *w, mt_dtype dt)
 mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
                              mt_tensor *seq_idx)
 {
-    return mt_mamba2_forward_state(c, m, cfg, u, seq_idx, NULL, NULL);
+    return mt_mamba2_forward_io(c, m, cfg, u, &(mt_block_io){.seq_idx = seq_idx});
 }
 
-mt_tensor *mt_mamba2_forward_state(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
-                                   mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out)
+mt_tensor *mt_mamba2_forward_io(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
+                                const mt_block_io *io)
 {
+    mt_tensor *seq_idx = io->seq_idx, *const *state_in = io->state_in, **state_out = io->state_out;
     if (!u)
         return NULL;
     if (m->tp && (state_in || state_out))
-        return mt_op_error(c, "mt_mamba2_forward_state: a tensor-parallel block has no recurrent state yet");
+        return mt_op_error(c, "mt_mamba2_forward_io: a tensor-parallel block has no recurrent state yet");
     const mt_tp *tp = m->tp;
     mt_tp_dims d = tp ? mt_tp_dims_of(cfg, tp->size, tp->rank) : mt_tp_dims_of(cfg, 1, 0);
     int64_t di = d.d_inner, bc = d.bc, conv_dim = di + 2 * bc;
@@ -112,8 +113,12 @@ mt_tensor *mt_mamba2_forward_state(mt_ctx *c, const mt_mamba2 *m, const mt_model
     else
         y = mt_gated_rmsnorm_tp(c, y, z, m->norm_w, d.head_group, cfg->ngroups, cfg->d_inner / cfg->ngroups,
                                 cfg->norm_eps, tp->comm);
-    mt_tensor *out = y ? mt_linear(c, y, weight_as(c, m->out_proj, u->dtype), NULL) : NULL;
-    return tp && out ? mt_tp_reduce_from(c, out, tp->comm) : out;
+    mt_tensor *w = y ? weight_as(c, m->out_proj, u->dtype) : NULL;
+    if (!tp)
+        return w ? (io->output_unread ? mt_linear_unkept : mt_linear)(c, y, w, NULL) : NULL;
+    /* The partial sum is read only by the reduce, which copies it. */
+    mt_tensor *out = w ? mt_linear_unkept(c, y, w, NULL) : NULL;
+    return out ? mt_tp_reduce_from(c, out, tp->comm) : NULL;
 }
 
 /* ---- the block interface ---- */
@@ -197,9 +202,9 @@ static int state_shape(const mt_model_config *cfg, int64_t batch, int i, int64_t
 }
 
 static mt_tensor *forward_block(mt_ctx *c, const void *block, const mt_model_config *cfg, mt_tensor *u,
-                                mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out)
+                                const mt_block_io *io)
 {
-    return mt_mamba2_forward_state(c, block, cfg, u, seq_idx, state_in, state_out);
+    return mt_mamba2_forward_io(c, block, cfg, u, io);
 }
 
 const mt_block_kind mt_block_mamba2 = {

@@ -7,6 +7,7 @@
 #include "autograd/ops.h"
 #include "core/params.h"
 #include "dist/tp.h"
+#include "layers/block.h"
 #include "layers/config.h"
 
 typedef struct mt_mamba2 {
@@ -40,12 +41,13 @@ void mt_mamba2_declare_tp(mt_mamba2 *m, mt_params *p, const mt_model_config *cfg
 mt_tensor *mt_mamba2_forward(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
                              mt_tensor *seq_idx);
 
-/* mt_mamba2_forward continuing from the recurrent state state_in (the conv
- * state (B, conv_dim, d_conv-1) and the SSM state (B, H, P, N) in the
- * accumulation dtype; NULL: the start) and, when state_out is not NULL,
- * giving the state after u in state_out[0..1] (step tensors of c). u of
- * one step (L = 1) is one decode step. Not on a TP rank yet. */
-mt_tensor *mt_mamba2_forward_state(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
-                                   mt_tensor *seq_idx, mt_tensor *const *state_in, mt_tensor **state_out);
+/* mt_mamba2_forward as io says (layers/block.h): continuing from the
+ * recurrent state io->state_in (the conv state (B, conv_dim, d_conv-1) and
+ * the SSM state (B, H, P, N) in the accumulation dtype; NULL: the start)
+ * and, when io->state_out is not NULL, giving the state after u in
+ * state_out[0..1] (step tensors of c); u of one step (L = 1) is one decode
+ * step. No state on a TP rank yet. */
+mt_tensor *mt_mamba2_forward_io(mt_ctx *c, const mt_mamba2 *m, const mt_model_config *cfg, mt_tensor *u,
+                                const mt_block_io *io);
 
 #endif

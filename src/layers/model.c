@@ -118,11 +118,12 @@ void mt_model_init(mt_model *m, mt_backend *be, uint64_t seed)
 }
 
 /* One layer's mixer (arg: the layer), as the forward and activation
- * checkpointing run it. */
+ * checkpointing run it. Its output is read only by the next norm's forward
+ * (or copied out by the checkpointing), so it is not kept. */
 static mt_tensor *run_mixer(mt_ctx *c, void *arg, mt_tensor *x, mt_tensor *seq_idx)
 {
     mt_model_layer *l = arg;
-    return l->kind->forward(c, l->block, l->cfg, x, seq_idx, NULL, NULL);
+    return l->kind->forward(c, l->block, l->cfg, x, &(mt_block_io){.seq_idx = seq_idx, .output_unread = true});
 }
 
 /* mt_model_logits, or with st the generation's forward continuing from st
@@ -149,7 +150,7 @@ static mt_tensor *logits_of(mt_ctx *c, mt_model *m, mt_tensor *ids, mt_tensor *s
         mt_model_layer *l = &m->layers[i];
         if (st) {
             mt_tensor *after[MT_BLOCK_MAX_STATE] = {0};
-            h = l->kind->forward(c, l->block, cfg, x, NULL, st->t[i], after);
+            h = l->kind->forward(c, l->block, cfg, x, &(mt_block_io){.state_in = st->t[i], .state_out = after});
             for (int k = 0; h && k < l->kind->n_state; k++)
                 mt_tensor_copy(st->t[i][k], after[k]);
         } else {

@@ -68,6 +68,7 @@ mt_backend *mt_backend_cpu_create(void)
         .softplus_fwd = mt_cpu_softplus_fwd,
         .softplus_bwd = mt_cpu_softplus_bwd,
         .rmsnorm_fwd = mt_cpu_rmsnorm_fwd,
+        .rmsnorm_apply = mt_cpu_rmsnorm_apply,
         .rmsnorm_bwd = mt_cpu_rmsnorm_bwd,
         .cross_entropy_stats = mt_cpu_cross_entropy_stats,
         .cross_entropy_combine = mt_cpu_cross_entropy_combine,

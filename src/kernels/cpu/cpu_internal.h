@@ -133,6 +133,8 @@ void mt_cpu_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t
 
 void mt_cpu_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
                         const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);
+void mt_cpu_rmsnorm_apply(mt_backend *be, mt_tensor *y, const mt_tensor *residual_out, const mt_tensor *rstd,
+                          const mt_tensor *weight);
 void mt_cpu_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual,
                         mt_tensor *dweight, const mt_tensor *dy, const mt_tensor *dresidual_out,
                         const mt_tensor *residual_out, const mt_tensor *rstd, const mt_tensor *weight);

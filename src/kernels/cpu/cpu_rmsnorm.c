@@ -47,6 +47,23 @@ void mt_cpu_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, m
     }
 }
 
+/* Per row: y (R, D) = r * s * weight from r = residual_out (R, D) and
+ * s = rstd (R), the product mt_cpu_rmsnorm_fwd forms from the same values. */
+void mt_cpu_rmsnorm_apply(mt_backend *be, mt_tensor *y, const mt_tensor *residual_out, const mt_tensor *rstd,
+                          const mt_tensor *weight)
+{
+    (void)be;
+    int64_t rows = mt_rows(residual_out), dim = mt_cols(residual_out);
+#pragma omp parallel for
+    for (int64_t n = 0; n < rows; n++) {
+        const void *rr = cpu_row(residual_out, n);
+        void *yr = cpu_row(y, n);
+        double s = cpu_load(rstd->dtype, rstd->data, n);
+        for (int64_t d = 0; d < dim; d++)
+            cpu_store(y->dtype, yr, d, cpu_load(residual_out->dtype, rr, d) * s * cpu_load(weight->dtype, weight->data, d));
+    }
+}
+
 /* Per row, from r = residual_out (R, D) and s = rstd (R):
  *   g = dresidual_out + s * (weight*dy - r * s^2 * mean(weight*dy*r))
  *   dx += g;  dresidual += g;  dweight (D) += sum over rows of dy * r * s.

@@ -204,6 +204,7 @@ extern "C" mt_backend *mt_backend_cuda_create(int device_index, char *why, size_
     be->softplus_fwd = cuda_softplus_fwd;
     be->softplus_bwd = cuda_softplus_bwd;
     be->rmsnorm_fwd = cuda_rmsnorm_fwd;
+    be->rmsnorm_apply = cuda_rmsnorm_apply;
     be->rmsnorm_bwd = cuda_rmsnorm_bwd;
     be->cross_entropy_stats = cuda_cross_entropy_stats;
     be->cross_entropy_combine = cuda_cross_entropy_combine;

@@ -281,6 +281,8 @@ void cuda_cast_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dout);
 void cuda_axpy(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);
 void cuda_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd, const mt_tensor *x,
                       const mt_tensor *residual, const mt_tensor *weight, double eps);
+void cuda_rmsnorm_apply(mt_backend *be, mt_tensor *y, const mt_tensor *residual_out, const mt_tensor *rstd,
+                        const mt_tensor *weight);
 void cuda_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual, mt_tensor *dweight,
                       const mt_tensor *dy, const mt_tensor *dresidual_out, const mt_tensor *residual_out,
                       const mt_tensor *rstd, const mt_tensor *weight);
