@@ -2,8 +2,8 @@
  * tests/fixtures (made by make_fixtures.py with HF transformers' plain
  * PyTorch Mamba and Mamba-2, in fp32) load in both formats and both key
  * schemes, and our CPU forward and backward on them give the reference's
- * logits, loss and gradients. Bad model directories give errors naming the
- * file and the key. */
+ * logits, loss and gradients, and greedy generation gives transformers'
+ * ids. Bad model directories give errors naming the file and the key. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "generate/generate.h"
 #include "io/file_io.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
@@ -123,6 +124,78 @@ static void test_mamba2_dt_limit_reference_torch_bin(void **state)
         assert_true(c.dt_limit_min == 0.005 && c.dt_limit_max == 0.02);
         assert_int_equal(c.chunk_size, 16);
     }
+}
+
+/* The fixture's greedy ids (make_fixtures.py's 16 tokens after the first 8
+ * of tokens: the argmax of transformers' full forwards, which its generate
+ * through the recurrent cache gives too, but for the dt limit) equal ours
+ * in f64: mt_generate where the layer kind has a recurrent step, else the
+ * argmax of the full forward of each sequence so far. */
+static void check_greedy(const char *kind)
+{
+    enum { P = 8 };
+    mt_model m;
+    mt_st_file *ef = tl_load_fixture(&m, kind, "hf", MT_CPU, MT_F64);
+    mt_tensor *tokens = tl_read_st(ef, "tokens"), *want = tl_read_st(ef, "greedy");
+    const int64_t rows = want->shape[0], W = want->shape[1], V = m.cfg.vocab_padded;
+    assert_true(W > P && tokens->shape[0] == rows && tokens->shape[1] >= P);
+    int32_t *prompt = malloc((size_t)(rows * P) * sizeof *prompt), *out = malloc((size_t)(rows * W) * sizeof *out);
+    for (int64_t b = 0; b < rows; b++)
+        for (int64_t t = 0; t < P; t++) {
+            prompt[b * P + t] = (int32_t)mt_get(tokens, b * tokens->shape[1] + t);
+            assert_int_equal((int64_t)mt_get(want, b * W + t), prompt[b * P + t]);
+        }
+    mt_backend *cpu = mt_backend_cpu_create();
+    const bool stepped = m.layers[0].kind->n_state > 0;
+    if (stepped) {
+        mt_generate_config g = {.sampling = mt_sampling_greedy(), .max_new_tokens = W - P, .eos_id = -1,
+                                .compute = MT_F64};
+        mt_generate_result res;
+        char err[256];
+        if (!mt_generate(cpu, &m, prompt, rows, P, NULL, &g, out, &res, err, sizeof err))
+            fail_msg("%s", err);
+    } else {
+        mt_ctx c;
+        mt_ctx_init(&c, cpu, 0);
+        c.grad_enabled = false;
+        for (int64_t b = 0; b < rows; b++) {
+            memcpy(out + b * W, prompt + b * P, P * sizeof *out);
+            for (int64_t n = P; n < W; n++) {
+                mt_tensor *ids = mt_tensor_new(MT_CPU, MT_I32, 2, (int64_t[]){1, n});
+                memcpy(ids->data, out + b * W, (size_t)n * sizeof *out);
+                mt_tensor *logits = mt_model_logits(&c, &m, ids, NULL, MT_F64);
+                int64_t best = 0;
+                for (int64_t v = 1; v < m.cfg.vocab_size; v++)
+                    if (mt_get(logits, (n - 1) * V + v) > mt_get(logits, (n - 1) * V + best))
+                        best = v;
+                out[b * W + n] = (int32_t)best;
+                mt_tensor_free(ids);
+                mt_ctx_end_step(&c);
+            }
+        }
+        mt_ctx_release(&c);
+    }
+    int64_t same = 0;
+    for (int64_t i = 0; i < rows * W; i++)
+        same += out[i] == (int32_t)mt_get(want, i);
+    printf("greedy %s (%s): %lld of %lld ids equal transformers'\n", kind,
+           stepped ? "mt_generate" : "full forwards", (long long)same, (long long)(rows * W));
+    assert_int_equal(same, rows * W);
+    free(prompt);
+    free(out);
+    cpu->destroy(cpu);
+    mt_tensor_free(tokens);
+    mt_tensor_free(want);
+    mt_safetensors_close(ef);
+    mt_model_release(&m);
+}
+
+static void test_greedy_equals_transformers(void **state)
+{
+    (void)state;
+    check_greedy("mamba2");
+    check_greedy("mamba2-limit");
+    check_greedy("mamba");
 }
 
 /* A model directory in the temp dir: config_text as config.json, and the
@@ -584,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sharded_safetensors, tl_temp_dir_setup, tl_temp_dir_teardown),
         cmocka_unit_test_setup_teardown(test_finetune_from_fixture, tl_temp_dir_setup, tl_temp_dir_teardown),
         cmocka_unit_test(test_mamba2_transformers_safetensors),
+        cmocka_unit_test(test_greedy_equals_transformers),
         cmocka_unit_test(test_mamba1_transformers_safetensors),
         cmocka_unit_test(test_mamba2_reference_torch_bin),
         cmocka_unit_test(test_mamba1_reference_torch_bin),
