@@ -102,98 +102,53 @@ static inline void cpu_temp_free(mt_arena *scratch, void *p)
         free(p);
 }
 
-void mt_cpu_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
-                          int64_t first_id, int64_t vocab);
-void mt_cpu_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                          const mt_tensor *ids, int64_t first_id, int64_t vocab);
+/* Each kernel is declared through its op's type in backend.h, so the
+ * compiler checks its definition against the op's one signature. */
+mt_embedding_fwd_fn mt_cpu_embedding_fwd;
+mt_embedding_bwd_fn mt_cpu_embedding_bwd;
 
-void mt_cpu_linear_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
-void mt_cpu_linear_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dw, mt_tensor *db,
-                       const mt_tensor *dy, const mt_tensor *x, const mt_tensor *w);
+mt_linear_fwd_fn mt_cpu_linear_fwd;
+mt_linear_bwd_fn mt_cpu_linear_bwd;
 
-void mt_cpu_add_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b);
-void mt_cpu_mul_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b);
-void mt_cpu_add_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout);
-void mt_cpu_mul_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout, const mt_tensor *a,
-                    const mt_tensor *b);
-void mt_cpu_silu_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x);
-void mt_cpu_silu_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x);
-void mt_cpu_softplus_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x);
-void mt_cpu_softplus_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x);
-void mt_cpu_cast_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x);
-void mt_cpu_cast_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dout);
-void mt_cpu_axpy(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);
+mt_add_fwd_fn mt_cpu_add_fwd;
+mt_mul_fwd_fn mt_cpu_mul_fwd;
+mt_add_bwd_fn mt_cpu_add_bwd;
+mt_mul_bwd_fn mt_cpu_mul_bwd;
+mt_silu_fwd_fn mt_cpu_silu_fwd;
+mt_silu_bwd_fn mt_cpu_silu_bwd;
+mt_softplus_fwd_fn mt_cpu_softplus_fwd;
+mt_softplus_bwd_fn mt_cpu_softplus_bwd;
+mt_cast_fwd_fn mt_cpu_cast_fwd;
+mt_cast_bwd_fn mt_cpu_cast_bwd;
+mt_axpy_fn mt_cpu_axpy;
 
-void mt_cpu_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads, mt_tensor *m, mt_tensor *v,
-                       const uint8_t *decay, double lr, double beta1, double beta2, double eps,
-                       double weight_decay, double bias_correction1, double bias_correction2, double grad_scale);
-double mt_cpu_sumsq(mt_backend *be, const mt_tensor *x);
-void mt_cpu_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
-                         double *out);
+mt_adamw_step_fn mt_cpu_adamw_step;
+mt_sumsq_fn mt_cpu_sumsq;
+mt_sumsq_ranges_fn mt_cpu_sumsq_ranges;
 
-void mt_cpu_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd,
-                        const mt_tensor *x, const mt_tensor *residual, const mt_tensor *weight, double eps);
-void mt_cpu_rmsnorm_apply(mt_backend *be, mt_tensor *y, const mt_tensor *residual_out, const mt_tensor *rstd,
-                          const mt_tensor *weight);
-void mt_cpu_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual,
-                        mt_tensor *dweight, const mt_tensor *dy, const mt_tensor *dresidual_out,
-                        const mt_tensor *residual_out, const mt_tensor *rstd, const mt_tensor *weight);
+mt_rmsnorm_fwd_fn mt_cpu_rmsnorm_fwd;
+mt_rmsnorm_apply_fn mt_cpu_rmsnorm_apply;
+mt_rmsnorm_bwd_fn mt_cpu_rmsnorm_bwd;
 
-void mt_cpu_cross_entropy_stats(mt_backend *be, mt_tensor *stats, const mt_tensor *logits, const mt_tensor *targets,
-                                int64_t first_col, int ignore_index);
-void mt_cpu_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
-                                  const mt_tensor *stats, const mt_tensor *targets, int64_t vocab, int ignore_index);
-void mt_cpu_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
-                              const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
-                              int64_t first_col, int64_t vocab, int ignore_index);
+mt_cross_entropy_stats_fn mt_cpu_cross_entropy_stats;
+mt_cross_entropy_combine_fn mt_cpu_cross_entropy_combine;
+mt_cross_entropy_bwd_fn mt_cpu_cross_entropy_bwd;
 
-void mt_cpu_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
-                       const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
-void mt_cpu_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
-                       mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
-                       const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
-void mt_cpu_conv1d_final_state_fwd(mt_backend *be, mt_tensor *final, const mt_tensor *x, const mt_tensor *init_state);
-void mt_cpu_conv1d_final_state_bwd(mt_backend *be, mt_tensor *dx, mt_tensor *dinit_state, const mt_tensor *dfinal,
-                                   const mt_tensor *x);
+mt_conv1d_fwd_fn mt_cpu_conv1d_fwd;
+mt_conv1d_bwd_fn mt_cpu_conv1d_bwd;
+mt_conv1d_final_state_fwd_fn mt_cpu_conv1d_final_state_fwd;
+mt_conv1d_final_state_bwd_fn mt_cpu_conv1d_final_state_bwd;
 
-void mt_cpu_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
-                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
-                    int chunk_size);
-void mt_cpu_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
-                    mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
-                    mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
-                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
-                    int chunk_size);
+mt_ssd_fwd_fn mt_cpu_ssd_fwd;
+mt_ssd_bwd_fn mt_cpu_ssd_bwd;
 
-void mt_cpu_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *checkpoint,
-                               const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log,
-                               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D_skip,
-                               const mt_tensor *z, const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
-void mt_cpu_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
-                               mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip,
-                               mt_tensor *dz, mt_tensor *ddelta_bias, const mt_tensor *dy,
-                               const mt_tensor *checkpoint, const mt_tensor *u,
-                               const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
-                               const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
-                               const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+mt_selective_scan_fwd_fn mt_cpu_selective_scan_fwd;
+mt_selective_scan_bwd_fn mt_cpu_selective_scan_bwd;
 
-void mt_cpu_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
-                              const mt_tensor *z, const mt_tensor *weight, int ngroups, double eps);
-void mt_cpu_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
-                              const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
-                              const mt_tensor *weight, const mt_tensor *rstd, int ngroups);
-void mt_cpu_gated_rmsnorm_sums(mt_backend *be, mt_tensor *sums, const mt_tensor *y, const mt_tensor *z,
-                               const mt_tensor *weight, const mt_tensor *dout, int ngroups);
-void mt_cpu_gated_rmsnorm_fwd_sums(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
-                                   const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups,
-                                   int64_t group_cols, double eps);
-void mt_cpu_gated_rmsnorm_bwd_sums(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
-                                   mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
-                                   const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups,
-                                   int64_t group_cols);
+mt_gated_rmsnorm_fwd_fn mt_cpu_gated_rmsnorm_fwd;
+mt_gated_rmsnorm_bwd_fn mt_cpu_gated_rmsnorm_bwd;
+mt_gated_rmsnorm_sums_fn mt_cpu_gated_rmsnorm_sums;
+mt_gated_rmsnorm_fwd_sums_fn mt_cpu_gated_rmsnorm_fwd_sums;
+mt_gated_rmsnorm_bwd_sums_fn mt_cpu_gated_rmsnorm_bwd_sums;
 
 #endif
