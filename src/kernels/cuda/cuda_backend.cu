@@ -67,12 +67,9 @@ static void cuda_fill_normal(mt_backend *be, mt_tensor *t, uint64_t seed, double
 /* ------------------------------------------------------------------------ */
 /* The optimizer kernels, in cuda_optim.cu. */
 
-void cuda_adamw_step(mt_backend *be, mt_tensor *values, const mt_tensor *grads, mt_tensor *m, mt_tensor *v,
-                     const uint8_t *decay, double lr, double beta1, double beta2, double eps, double weight_decay,
-                     double bias_correction1, double bias_correction2, double grad_scale);
-double cuda_sumsq(mt_backend *be, const mt_tensor *x);
-void cuda_sumsq_ranges(mt_backend *be, const mt_tensor *x, int n, const size_t *begin, const size_t *count,
-                       double *out);
+mt_adamw_step_fn cuda_adamw_step;
+mt_sumsq_fn cuda_sumsq;
+mt_sumsq_ranges_fn cuda_sumsq_ranges;
 
 /* ------------------------------------------------------------------------ */
 /* Lifetime. */

@@ -260,82 +260,43 @@ static inline void colsum_finish(TO *out, const float *partial, int nparts, int6
 /* ------------------------------------------------------------------------ */
 /* The ops, one file per family; cuda_backend.cu puts them in the vtable.    */
 
-void cuda_embedding_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *weight, const mt_tensor *ids,
-                        int64_t first_id, int64_t vocab);
-void cuda_embedding_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dweight, const mt_tensor *dout,
-                        const mt_tensor *ids, int64_t first_id, int64_t vocab);
-void cuda_linear_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
-void cuda_linear_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dw, mt_tensor *db,
-                     const mt_tensor *dy, const mt_tensor *x, const mt_tensor *w);
-void cuda_add_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b);
-void cuda_mul_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *a, const mt_tensor *b);
-void cuda_add_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout);
-void cuda_mul_bwd(mt_backend *be, mt_tensor *da, mt_tensor *db, const mt_tensor *dout, const mt_tensor *a,
-                  const mt_tensor *b);
-void cuda_silu_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x);
-void cuda_silu_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x);
-void cuda_softplus_fwd(mt_backend *be, mt_tensor *y, const mt_tensor *x);
-void cuda_softplus_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dy, const mt_tensor *x);
-void cuda_cast_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x);
-void cuda_cast_bwd(mt_backend *be, mt_tensor *dx, const mt_tensor *dout);
-void cuda_axpy(mt_backend *be, mt_tensor *y, const mt_tensor *x, double alpha);
-void cuda_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_tensor *rstd, const mt_tensor *x,
-                      const mt_tensor *residual, const mt_tensor *weight, double eps);
-void cuda_rmsnorm_apply(mt_backend *be, mt_tensor *y, const mt_tensor *residual_out, const mt_tensor *rstd,
-                        const mt_tensor *weight);
-void cuda_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dresidual, mt_tensor *dweight,
-                      const mt_tensor *dy, const mt_tensor *dresidual_out, const mt_tensor *residual_out,
-                      const mt_tensor *rstd, const mt_tensor *weight);
-void cuda_cross_entropy_stats(mt_backend *be, mt_tensor *stats, const mt_tensor *logits,
-                              const mt_tensor *targets, int64_t first_col, int ignore_index);
-void cuda_cross_entropy_combine(mt_backend *be, mt_arena *scratch, mt_tensor *loss, mt_tensor *lse,
-                                const mt_tensor *stats, const mt_tensor *targets, int64_t vocab, int ignore_index);
-void cuda_cross_entropy_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dlogits, const mt_tensor *dloss,
-                            const mt_tensor *logits, const mt_tensor *lse, const mt_tensor *targets,
-                            int64_t first_col, int64_t vocab, int ignore_index);
-void cuda_conv1d_fwd(mt_backend *be, mt_tensor *out, const mt_tensor *x, const mt_tensor *weight,
-                     const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
-void cuda_conv1d_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *dweight, mt_tensor *dbias,
-                     mt_tensor *dinit_state, const mt_tensor *dout, const mt_tensor *x, const mt_tensor *weight,
-                     const mt_tensor *bias, const mt_tensor *init_state, const mt_tensor *seq_idx);
-void cuda_conv1d_final_state_fwd(mt_backend *be, mt_tensor *final, const mt_tensor *x, const mt_tensor *init_state);
-void cuda_conv1d_final_state_bwd(mt_backend *be, mt_tensor *dx, mt_tensor *dinit_state, const mt_tensor *dfinal,
-                                 const mt_tensor *x);
-void cuda_gated_rmsnorm_fwd(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y, const mt_tensor *z,
-                            const mt_tensor *weight, int ngroups, double eps);
-void cuda_gated_rmsnorm_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz, mt_tensor *dweight,
-                            const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z, const mt_tensor *weight,
-                            const mt_tensor *rstd, int ngroups);
-void cuda_gated_rmsnorm_sums(mt_backend *be, mt_tensor *sums, const mt_tensor *y, const mt_tensor *z,
-                             const mt_tensor *weight, const mt_tensor *dout, int ngroups);
-void cuda_gated_rmsnorm_fwd_sums(mt_backend *be, mt_tensor *out, mt_tensor *rstd, const mt_tensor *y,
-                                 const mt_tensor *z, const mt_tensor *weight, const mt_tensor *sumsq, int ngroups,
-                                 int64_t group_cols, double eps);
-void cuda_gated_rmsnorm_bwd_sums(mt_backend *be, mt_arena *scratch, mt_tensor *dy, mt_tensor *dz,
-                                 mt_tensor *dweight, const mt_tensor *dout, const mt_tensor *y, const mt_tensor *z,
-                                 const mt_tensor *weight, const mt_tensor *rstd, const mt_tensor *wdu, int ngroups,
-                                 int64_t group_cols);
-void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
-                  const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                  const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                  const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size);
-void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
-                  mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
-                  mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
-                  const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                  const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                  const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size);
-void cuda_selective_scan_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *checkpoint,
-                             const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log, const mt_tensor *Bm,
-                             const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
-                             const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
-int64_t cuda_selective_scan_checkpoint(mt_backend *be, int64_t batch, int64_t seqlen, int64_t channels,
-                                       int64_t d_state);
-void cuda_selective_scan_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *du, mt_tensor *ddelta,
-                             mt_tensor *dA_log, mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD_skip, mt_tensor *dz,
-                             mt_tensor *ddelta_bias, const mt_tensor *dy, const mt_tensor *checkpoint,
-                             const mt_tensor *u, const mt_tensor *delta, const mt_tensor *A_log,
-                             const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D_skip, const mt_tensor *z,
-                             const mt_tensor *delta_bias, int ngroups, bool delta_softplus);
+/* Each is declared through its op's type in backend.h. They keep C++
+ * linkage, like their definitions: a definition whose parameters differ
+ * from the type is another overload, and the link fails. */
+mt_embedding_fwd_fn cuda_embedding_fwd;
+mt_embedding_bwd_fn cuda_embedding_bwd;
+mt_linear_fwd_fn cuda_linear_fwd;
+mt_linear_bwd_fn cuda_linear_bwd;
+mt_add_fwd_fn cuda_add_fwd;
+mt_mul_fwd_fn cuda_mul_fwd;
+mt_add_bwd_fn cuda_add_bwd;
+mt_mul_bwd_fn cuda_mul_bwd;
+mt_silu_fwd_fn cuda_silu_fwd;
+mt_silu_bwd_fn cuda_silu_bwd;
+mt_softplus_fwd_fn cuda_softplus_fwd;
+mt_softplus_bwd_fn cuda_softplus_bwd;
+mt_cast_fwd_fn cuda_cast_fwd;
+mt_cast_bwd_fn cuda_cast_bwd;
+mt_axpy_fn cuda_axpy;
+mt_rmsnorm_fwd_fn cuda_rmsnorm_fwd;
+mt_rmsnorm_apply_fn cuda_rmsnorm_apply;
+mt_rmsnorm_bwd_fn cuda_rmsnorm_bwd;
+mt_cross_entropy_stats_fn cuda_cross_entropy_stats;
+mt_cross_entropy_combine_fn cuda_cross_entropy_combine;
+mt_cross_entropy_bwd_fn cuda_cross_entropy_bwd;
+mt_conv1d_fwd_fn cuda_conv1d_fwd;
+mt_conv1d_bwd_fn cuda_conv1d_bwd;
+mt_conv1d_final_state_fwd_fn cuda_conv1d_final_state_fwd;
+mt_conv1d_final_state_bwd_fn cuda_conv1d_final_state_bwd;
+mt_gated_rmsnorm_fwd_fn cuda_gated_rmsnorm_fwd;
+mt_gated_rmsnorm_bwd_fn cuda_gated_rmsnorm_bwd;
+mt_gated_rmsnorm_sums_fn cuda_gated_rmsnorm_sums;
+mt_gated_rmsnorm_fwd_sums_fn cuda_gated_rmsnorm_fwd_sums;
+mt_gated_rmsnorm_bwd_sums_fn cuda_gated_rmsnorm_bwd_sums;
+mt_ssd_fwd_fn cuda_ssd_fwd;
+mt_ssd_bwd_fn cuda_ssd_bwd;
+mt_selective_scan_fwd_fn cuda_selective_scan_fwd;
+mt_selective_scan_checkpoint_fn cuda_selective_scan_checkpoint;
+mt_selective_scan_bwd_fn cuda_selective_scan_bwd;
 
 #endif
