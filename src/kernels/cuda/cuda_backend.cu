@@ -65,13 +65,6 @@ static void cuda_fill_normal(mt_backend *be, mt_tensor *t, uint64_t seed, double
 }
 
 /* ------------------------------------------------------------------------ */
-/* The optimizer kernels, in cuda_optim.cu. */
-
-mt_adamw_step_fn cuda_adamw_step;
-mt_sumsq_fn cuda_sumsq;
-mt_sumsq_ranges_fn cuda_sumsq_ranges;
-
-/* ------------------------------------------------------------------------ */
 /* Lifetime. */
 
 static void cuda_synchronize(mt_backend *be)
