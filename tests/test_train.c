@@ -427,11 +427,18 @@ static void kill9_leaves_a_loadable_checkpoint(void **state)
     char out[512];
     snprintf(out, sizeof out, "%s/kill9", tl_temp_dir());
     pid_t pid = start_training(out, args, 0, NULL);
-    sleep_ms(3000);
+    /* Killed once a first checkpoint is there (a loaded machine may take
+     * seconds to write it), half a second on: mid-write of a later one. */
+    char latest[1024];
+    int waited = 0;
+    while (mt_checkpoint_latest(out, latest, sizeof latest, err, sizeof err) != MT_CHECKPOINT_VALID && waited < 60000) {
+        sleep_ms(100);
+        waited += 100;
+    }
+    sleep_ms(500);
     assert_int_equal(kill(pid, SIGKILL), 0);
     int status = wait_for_exit(pid);
     assert_true(WIFSIGNALED(status));
-    char latest[1024];
     if (mt_checkpoint_latest(out, latest, sizeof latest, err, sizeof err) != MT_CHECKPOINT_VALID)
         fail_msg("%s", err);
     mt_train_config c;

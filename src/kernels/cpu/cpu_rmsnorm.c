@@ -59,8 +59,10 @@ void mt_cpu_rmsnorm_apply(mt_backend *be, mt_tensor *y, const mt_tensor *residua
         const void *rr = cpu_row(residual_out, n);
         void *yr = cpu_row(y, n);
         double s = cpu_load(rstd->dtype, rstd->data, n);
-        for (int64_t d = 0; d < dim; d++)
-            cpu_store(y->dtype, yr, d, cpu_load(residual_out->dtype, rr, d) * s * cpu_load(weight->dtype, weight->data, d));
+        for (int64_t d = 0; d < dim; d++) {
+            double r = cpu_load(residual_out->dtype, rr, d);
+            cpu_store(y->dtype, yr, d, r * s * cpu_load(weight->dtype, weight->data, d));
+        }
     }
 }
 
