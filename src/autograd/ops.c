@@ -8,7 +8,8 @@ static void embedding_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *dweight = op_grad_if_needed(c, n->in[0]);
     if (dweight)
-        c->be->embedding_bwd(c->be, op_scratch(c), dweight, n->out[0]->grad, n->in[1], n->attr_i[0], n->attr_i[1]);
+        c->be->embedding_bwd(c->be, op_scratch(c), dweight, n->out[0]->grad, n->in[1], n->attr.embedding.first_id,
+                                 n->attr.embedding.vocab);
 }
 
 mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int64_t first_id, int64_t vocab)
@@ -33,8 +34,8 @@ mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int6
     c->be->embedding_fwd(c->be, out, weight, ids, first_id, vocab);
     mt_node *n = mt_tape_record(c, op, embedding_backward, 2, (mt_tensor *[]){weight, ids}, 1, &out);
     if (n) {
-        n->attr_i[0] = (int)first_id; /* ids are i32, so are the table's rows */
-        n->attr_i[1] = (int)vocab;
+        n->attr.embedding.first_id = (int)first_id;
+        n->attr.embedding.vocab = (int)vocab;
     }
     return out;
 }
@@ -217,11 +218,12 @@ mt_tensor *mt_rmsnorm(mt_ctx *c, mt_tensor *x, mt_tensor *residual, mt_tensor *w
 static void cross_entropy_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *logits = n->in[0];
-    mt_tensor *dlogits = n->attr_i[3] ? mt_grad_in_place(c, logits) : NULL;
+    mt_tensor *dlogits = n->attr.cross_entropy.in_place ? mt_grad_in_place(c, logits) : NULL;
     if (!dlogits) /* not asked for, or another op's part is there to add to */
         dlogits = mt_grad_of(c, logits);
     c->be->cross_entropy_bwd(c->be, op_scratch(c), dlogits, n->out[0]->grad, logits, n->saved[0], n->in[1],
-                             n->attr_i[1], n->attr_i[2], n->attr_i[0]);
+                             n->attr.cross_entropy.first_col, n->attr.cross_entropy.vocab,
+                             n->attr.cross_entropy.ignore_index);
 }
 
 mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *targets, mt_tensor *stats,
@@ -246,10 +248,10 @@ mt_tensor *mt_cross_entropy_of_slice(mt_ctx *c, mt_tensor *logits, mt_tensor *ta
     mt_node *n = mt_tape_record(c, op, cross_entropy_backward, 2, (mt_tensor *[]){logits, targets}, 1, &loss);
     if (n) {
         n->saved[0] = lse;
-        n->attr_i[0] = ignore_index;
-        n->attr_i[1] = (int)first_col; /* targets are i32, so is the vocabulary */
-        n->attr_i[2] = (int)vocab;
-        n->attr_i[3] = in_place;
+        n->attr.cross_entropy.ignore_index = ignore_index;
+        n->attr.cross_entropy.first_col = (int)first_col; /* targets are i32, so is the vocabulary */
+        n->attr.cross_entropy.vocab = (int)vocab;
+        n->attr.cross_entropy.in_place = in_place;
     }
     return loss;
 }

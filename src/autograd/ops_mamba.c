@@ -108,8 +108,8 @@ static void ssd_backward(mt_ctx *c, mt_node *n)
     c->be->ssd_bwd(c->be, op_scratch(c), dgrad[SSD_X], dgrad[SSD_DT], dgrad[SSD_A_LOG], dgrad[SSD_B], dgrad[SSD_C],
                    dgrad[SSD_D], dgrad[SSD_Z], dgrad[SSD_DT_BIAS], dgrad[SSD_INIT], n->out[0]->grad, dfinal,
                    in[SSD_X], in[SSD_DT], in[SSD_A_LOG], in[SSD_B], in[SSD_C], in[SSD_D], in[SSD_Z],
-                   in[SSD_DT_BIAS], in[SSD_INIT], in[SSD_SEQ_IDX], n->attr_i[0], n->attr_i[1], n->attr_f[0],
-                   n->attr_f[1], n->attr_i[2]);
+                   in[SSD_DT_BIAS], in[SSD_INIT], in[SSD_SEQ_IDX], n->attr.ssd.headdim, n->attr.ssd.ngroups,
+                   n->attr.ssd.dt_min, n->attr.ssd.dt_max, n->attr.ssd.chunk_size);
 }
 
 /* t must be (batch, seqlen, cols) in dtype dt. */
@@ -191,11 +191,11 @@ mt_tensor *mt_ssd(mt_ctx *c, mt_tensor *x, mt_tensor *dt, mt_tensor *A_log, mt_t
                                 (mt_tensor *[]){x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx},
                                 last ? 2 : 1, (mt_tensor *[]){y, last});
     if (n) {
-        n->attr_i[0] = cfg->headdim;
-        n->attr_i[1] = cfg->ngroups;
-        n->attr_i[2] = cfg->chunk_size;
-        n->attr_f[0] = cfg->dt_min;
-        n->attr_f[1] = cfg->dt_max;
+        n->attr.ssd.headdim = cfg->headdim;
+        n->attr.ssd.ngroups = cfg->ngroups;
+        n->attr.ssd.chunk_size = cfg->chunk_size;
+        n->attr.ssd.dt_min = cfg->dt_min;
+        n->attr.ssd.dt_max = cfg->dt_max;
     }
     if (final_state)
         *final_state = last;
@@ -208,13 +208,14 @@ static void gated_rmsnorm_backward(mt_ctx *c, mt_node *n)
 {
     mt_tensor *y = n->in[0], *z = n->in[1], *w = n->in[2];
     c->be->gated_rmsnorm_bwd(c->be, op_scratch(c), op_grad_if_needed(c, y), op_grad_if_needed(c, z),
-                             op_grad_if_needed(c, w), n->out[0]->grad, y, z, w, n->saved[0], n->attr_i[0]);
+                             op_grad_if_needed(c, w), n->out[0]->grad, y, z, w, n->saved[0],
+                             n->attr.gated_rmsnorm.ngroups);
 }
 
 static void gated_rmsnorm_recompute(mt_ctx *c, mt_node *n)
 {
-    c->be->gated_rmsnorm_fwd(c->be, n->out[0], n->saved[0], n->in[0], n->in[1], n->in[2], n->attr_i[0],
-                             n->attr_f[0]);
+    c->be->gated_rmsnorm_fwd(c->be, n->out[0], n->saved[0], n->in[0], n->in[1], n->in[2],
+                             n->attr.gated_rmsnorm.ngroups, n->attr.gated_rmsnorm.eps);
 }
 
 mt_tensor *mt_gated_rmsnorm(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *weight, int ngroups, double eps)
@@ -236,8 +237,8 @@ mt_tensor *mt_gated_rmsnorm(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *we
     mt_node *n = mt_tape_record(c, op, gated_rmsnorm_backward, 3, in, 1, &out);
     if (n) {
         n->saved[0] = rstd;
-        n->attr_i[0] = ngroups;
-        n->attr_f[0] = eps;
+        n->attr.gated_rmsnorm.ngroups = ngroups;
+        n->attr.gated_rmsnorm.eps = eps;
     }
     mt_tape_set_recompute(c, n, gated_rmsnorm_recompute);
     return out;

@@ -12,8 +12,8 @@ static void selective_scan_backward(mt_ctx *c, mt_node *n)
     c->be->selective_scan_bwd(c->be, op_scratch(c), dgrad[SCAN_U], dgrad[SCAN_DELTA], dgrad[SCAN_A_LOG],
                               dgrad[SCAN_B], dgrad[SCAN_C], dgrad[SCAN_D], dgrad[SCAN_Z], dgrad[SCAN_DELTA_BIAS],
                               n->out[0]->grad, n->saved[0], in[SCAN_U], in[SCAN_DELTA], in[SCAN_A_LOG],
-                              in[SCAN_B], in[SCAN_C], in[SCAN_D], in[SCAN_Z], in[SCAN_DELTA_BIAS], n->attr_i[0],
-                              n->attr_i[1] != 0);
+                              in[SCAN_B], in[SCAN_C], in[SCAN_D], in[SCAN_Z], in[SCAN_DELTA_BIAS],
+                              n->attr.scan.ngroups, n->attr.scan.delta_softplus);
 }
 
 /* t must be (batch, seqlen, cols) of u in dtype dt. */
@@ -85,8 +85,8 @@ mt_tensor *mt_selective_scan(mt_ctx *c, mt_tensor *u, mt_tensor *delta, mt_tenso
                               cfg->ngroups, cfg->delta_softplus);
     mt_node *n = mt_tape_record(c, op, selective_scan_backward, SCAN_N_IN, in, 1, &y);
     if (n) {
-        n->attr_i[0] = cfg->ngroups;
-        n->attr_i[1] = cfg->delta_softplus;
+        n->attr.scan.ngroups = cfg->ngroups;
+        n->attr.scan.delta_softplus = cfg->delta_softplus;
         n->saved[0] = checkpoint;
     }
     return y;

@@ -35,7 +35,7 @@ static void copy_to_backward(mt_ctx *c, mt_node *n)
 {
     /* The alias's gradient is this node's alone: reduced in place. */
     mt_tensor *dout = n->out[0]->grad;
-    if (all_reduce(c, "mt_tp_copy_to (backward)", n->ptr[0], dout) && n->in[0]->requires_grad)
+    if (all_reduce(c, "mt_tp_copy_to (backward)", n->attr.tp_copy_to.comm, dout) && n->in[0]->requires_grad)
         c->be->add_bwd(c->be, mt_grad_of(c, n->in[0]), NULL, dout);
 }
 
@@ -52,7 +52,7 @@ mt_tensor *mt_tp_copy_to(mt_ctx *c, mt_tensor *x, mt_comm *comm)
     mt_tape_alias_transient(c, out, x);
     mt_node *n = mt_tape_record(c, op, copy_to_backward, 1, &x, 1, &out);
     if (n)
-        n->ptr[0] = comm;
+        n->attr.tp_copy_to.comm = comm;
     return out;
 }
 
@@ -129,14 +129,14 @@ static void gated_rmsnorm_tp_backward(mt_ctx *c, mt_node *n)
 {
     const char *op = "mt_gated_rmsnorm_tp (backward)";
     mt_tensor *y = n->in[0], *z = n->in[1], *w = n->in[2], *dout = n->out[0]->grad, col;
-    mt_tensor *sums = group_sums(c, y, n->attr_i[0], n->attr_i[1], &col);
+    mt_tensor *sums = group_sums(c, y, n->attr.gated_rmsnorm_tp.group, n->attr.gated_rmsnorm_tp.ngroups, &col);
     c->be->gated_rmsnorm_sums(c->be, &col, y, z, w, dout, 1);
     /* Every rank reduces, whatever its inputs need: the collective must match. */
-    if (!reduce_sums(c, op, n->ptr[0], sums))
+    if (!reduce_sums(c, op, n->attr.gated_rmsnorm_tp.comm, sums))
         return;
     c->be->gated_rmsnorm_bwd_sums(c->be, op_scratch(c), op_grad_if_needed(c, y), op_grad_if_needed(c, z),
                                   op_grad_if_needed(c, w), dout, y, z, w, n->saved[0], &col, 1,
-                                  (int64_t)n->attr_f[0]);
+                                  n->attr.gated_rmsnorm_tp.group_cols);
 }
 
 mt_tensor *mt_gated_rmsnorm_tp(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor *weight, int group, int ngroups,
@@ -165,10 +165,10 @@ mt_tensor *mt_gated_rmsnorm_tp(mt_ctx *c, mt_tensor *y, mt_tensor *z, mt_tensor 
     mt_node *n = mt_tape_record(c, op, gated_rmsnorm_tp_backward, 3, (mt_tensor *[]){y, z, weight}, 1, &out);
     if (n) {
         n->saved[0] = rstd;
-        n->attr_i[0] = group;
-        n->attr_i[1] = ngroups;
-        n->attr_f[0] = (double)group_cols;
-        n->ptr[0] = comm;
+        n->attr.gated_rmsnorm_tp.group = group;
+        n->attr.gated_rmsnorm_tp.ngroups = ngroups;
+        n->attr.gated_rmsnorm_tp.group_cols = group_cols;
+        n->attr.gated_rmsnorm_tp.comm = comm;
     }
     return out;
 }

@@ -34,7 +34,7 @@ static void recompute_bwd(mt_ctx *c, mt_node *n)
     mt_tensor *x = n->in[0], *out = n->out[0];
     mt_tensor *xs = as_input(sub, x);
     sub->grad_enabled = true;
-    mt_tensor *again = ((mt_block_fn)n->ptr[0])(sub, n->ptr[1], xs, n->in[1]);
+    mt_tensor *again = n->attr.block.fn(sub, n->attr.block.arg, xs, n->in[1]);
     if (!again) {
         mt_op_error(c, "recompute: the block failed when run again: %s", mt_ctx_error(sub));
         return;
@@ -65,8 +65,8 @@ mt_tensor *mt_recompute_block(mt_ctx *c, mt_block_fn fn, void *arg, mt_tensor *x
     mt_tensor *in[2] = {x, aux};
     mt_node *n = mt_tape_record(c, "recompute", recompute_bwd, 2, in, 1, &out);
     if (n) {
-        n->ptr[0] = (void *)fn;
-        n->ptr[1] = arg;
+        n->attr.block.fn = fn;
+        n->attr.block.arg = arg;
     }
     return out;
 }

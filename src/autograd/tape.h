@@ -29,6 +29,7 @@
 #define MT_TRANSIENT_SLOTS 4
 
 struct mt_ctx;
+struct mt_comm;
 struct mt_node;
 typedef void (*mt_backward_fn)(struct mt_ctx *c, struct mt_node *n);
 
@@ -43,9 +44,20 @@ typedef struct mt_node {
     /* Bit k set: neither the backward nor the recompute reads in[k]'s
      * values, so in[k] may be a transient that a later op took over. */
     unsigned unread_in;
-    double attr_f[2]; /* an op's float attributes (eps, dt limits) */
-    int attr_i[4];    /* an op's integer attributes (ignore_index, headdim, ngroups, chunk) */
-    void *ptr[2];     /* an op's pointers (a recomputed block's function and argument) */
+    /* The op's attributes, under the op's name. */
+    union {
+        struct { int first_id, vocab; } embedding; /* ids are i32, so are the table's rows */
+        struct { int ignore_index, first_col, vocab; bool in_place; } cross_entropy;
+        struct { int headdim, ngroups, chunk_size; double dt_min, dt_max; } ssd;
+        struct { int ngroups; bool delta_softplus; } scan;
+        struct { int ngroups; double eps; } gated_rmsnorm;
+        struct { int group, ngroups; int64_t group_cols; struct mt_comm *comm; } gated_rmsnorm_tp;
+        struct { struct mt_comm *comm; } tp_copy_to;
+        struct { /* a recomputed block: its function (autograd/recompute.h) and argument */
+            mt_tensor *(*fn)(struct mt_ctx *c, void *arg, mt_tensor *x, mt_tensor *aux);
+            void *arg;
+        } block;
+    } attr;
 } mt_node;
 
 typedef struct mt_ctx {
