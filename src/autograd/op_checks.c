@@ -72,14 +72,11 @@ bool op_check_vector(mt_ctx *c, const char *op, const char *name, const mt_tenso
     return true;
 }
 
-/* An output shaped like x but with the last dim replaced by cols. */
-mt_tensor *op_like_with_cols(mt_ctx *c, const mt_tensor *x, int64_t cols, mt_dtype dt)
+void op_shape_with_cols(const mt_tensor *x, int64_t cols, int64_t *shape)
 {
-    int64_t shape[MT_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++)
         shape[i] = x->shape[i];
     shape[x->ndim - 1] = cols;
-    return mt_ctx_tensor(c, dt, x->ndim, shape);
 }
 
 mt_tensor *op_grad_if_needed(mt_ctx *c, mt_tensor *t)

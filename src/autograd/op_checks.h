@@ -16,8 +16,8 @@ bool op_check_same(mt_ctx *c, const char *op, const char *an, const mt_tensor *a
 /* A (len) vector of dtype dt. */
 bool op_check_vector(mt_ctx *c, const char *op, const char *name, const mt_tensor *t, int64_t len, mt_dtype dt);
 
-/* An output shaped like x but with the last dim replaced by cols. */
-mt_tensor *op_like_with_cols(mt_ctx *c, const mt_tensor *x, int64_t cols, mt_dtype dt);
+/* shape (MT_MAX_DIMS) = x's shape with the last dim replaced by cols. */
+void op_shape_with_cols(const mt_tensor *x, int64_t cols, int64_t *shape);
 /* t's gradient when t takes part in backward, else NULL. */
 mt_tensor *op_grad_if_needed(mt_ctx *c, mt_tensor *t);
 

@@ -9,7 +9,7 @@ static void embedding_backward(mt_ctx *c, mt_node *n)
     mt_tensor *dweight = op_grad_if_needed(c, n->in[0]);
     if (dweight)
         c->be->embedding_bwd(c->be, op_scratch(c), dweight, n->out[0]->grad, n->in[1], n->attr.embedding.first_id,
-                                 n->attr.embedding.vocab);
+                             n->attr.embedding.vocab);
 }
 
 mt_tensor *mt_embedding_slice(mt_ctx *c, mt_tensor *weight, mt_tensor *ids, int64_t first_id, int64_t vocab)
@@ -67,16 +67,10 @@ static mt_tensor *linear(mt_ctx *c, mt_tensor *x, mt_tensor *w, mt_tensor *b, bo
     if (b && !op_check_vector(c, op, "b", b, w->shape[0], x->dtype))
         return NULL;
     mt_tensor *in[] = {x, w, b};
-    mt_tensor *y;
-    if (kept) {
-        y = op_like_with_cols(c, x, w->shape[0], x->dtype);
-    } else {
-        int64_t shape[MT_MAX_DIMS];
-        for (int i = 0; i < x->ndim; i++)
-            shape[i] = x->shape[i];
-        shape[x->ndim - 1] = w->shape[0];
-        y = mt_ctx_transient(c, x->dtype, x->ndim, shape, 3, in);
-    }
+    int64_t shape[MT_MAX_DIMS];
+    op_shape_with_cols(x, w->shape[0], shape);
+    mt_tensor *y = kept ? mt_ctx_tensor(c, x->dtype, x->ndim, shape)
+                        : mt_ctx_transient(c, x->dtype, x->ndim, shape, 3, in);
     c->be->linear_fwd(c->be, y, x, w, b);
     mt_tape_record(c, op, linear_backward, 3, in, 1, &y);
     return y;

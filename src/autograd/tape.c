@@ -156,9 +156,11 @@ mt_tensor *mt_ctx_transient(mt_ctx *c, mt_dtype dt, int ndim, const int64_t *sha
     const bool wanted = records && c->grad_enabled && !c->keep_transients && bytes > 0;
     /* Not a buffer an input is in: the op reads it while writing here. */
     unsigned holds_input = 0;
-    for (int i = 0; i < n_in; i++)
-        if (in[i] && slot_of(c, in[i]) >= 0)
-            holds_input |= 1u << slot_of(c, in[i]);
+    for (int i = 0; i < n_in; i++) {
+        const int s = in[i] ? slot_of(c, in[i]) : -1;
+        if (s >= 0)
+            holds_input |= 1u << s;
+    }
     int best = -1;
     for (int i = 0; wanted && i < c->transient.n_slots; i++)
         if (!(holds_input >> i & 1) && c->transient.slot[i].bytes >= bytes &&

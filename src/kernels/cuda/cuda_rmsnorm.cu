@@ -395,9 +395,8 @@ void cuda_rmsnorm_fwd(mt_backend *be, mt_tensor *y, mt_tensor *residual_out, mt_
     float *res_out = residual_out ? (float *)residual_out->data : NULL, *rs = rstd ? (float *)rstd->data : NULL;
     const float *res = residual ? (const float *)residual->data : NULL, *w = (const float *)weight->data;
     const int64_t rors = residual_out ? mt_row_stride(residual_out) : 0, rrs = residual ? mt_row_stride(residual) : 0;
-    /* The backward's recompute calls this without residual_out; a step
-     * tensor's alignment keeps it on the path (and so the bits) of the
-     * forward, which had one. */
+    /* Without residual_out (the contract allows it), a step tensor's
+     * alignment keeps a call on the path, and so the bits, of one with it. */
     const int nv = rms_warp_vectors(D, y, residual_out, x, residual, weight);
     dispatch_float(x->dtype, op, [&](auto tag) {
         using T = typename decltype(tag)::type;
