@@ -47,10 +47,11 @@ struct SsdArgs {
     int nslp, slp_pass;
     /* The gradient of the cumsum s_i (see cuda_ssd_bwd.cu) from (Bz, H, L) arrays:
      * ds_i = rowds_i - cold_i + [i = chunk end] (sum of slp + sum over the chunk of sst). */
-    float *rowds;    /* sum_j M_ij + <du_i, inter-chunk y_i>  (= <du_i, y_i - D x_i>) */
+    float *rowds;    /* sum_j M_ij + <du_i, inter-chunk y_i>  (= <du_i, y_i - D x_i>); tensor cores: the second term */
     float *ddd;      /* d loss / d delta_j through delta_j x_j: <x_j, G_j> */
     float *sst;      /* tensor-core path: delta_j <x_j, G_j^state>; NULL: cold = delta ddd */
-    float *colMp;    /* tensor-core path: (Bz*H, nc, ndt, Q): per row tile, sum over its rows i of M_ij */
+    float *rowMp;    /* tensor-core path: (Bz*H, nc, ndt, Q): per column tile, sum over its columns j of M_ij */
+    float *colM;     /* tensor-core path: (Bz, H, L): sum_i M_ij */
     float *du;          /* FMA path: (Bz*L, H*P) dy * silu(z) */
     const bf16 *duh, *dul; /* tensor-core path: dy * silu(z) = duh + dul (row stride durs): dy and NULL */
     int64_t durs;          /* when z is NULL; both NULL when dy is */

@@ -4,18 +4,20 @@
  *
  *   state gradients (cuda_ssd_fwd.cu, reverse mode): dS_c by dH <- g_c dH +
  *     sum_i (e_i du_i) C_i^T from dfinal_state; dinit_state; g_c <dS_c, H_c>.
- *   chunk scan in backward mode (cuda_ssd_fwd.cu): dz, and with the pair terms
- *     M_ij = (C_i . B_j) exp(s_i - s_j) delta_j (du_i . x_j), j <= i,
- *     rowds_i = sum_j M_ij + <du_i, inter-chunk y_i> and per-tile column sums of M.
+ *   with the pair terms M_ij = (C_i . B_j) exp(s_i - s_j) delta_j (du_i . x_j), j <= i:
+ *   chunk scan in backward mode (cuda_ssd_fwd.cu): dz, and
+ *     rowds_i = <du_i, inter-chunk y_i> + sum_j M_ij (the FMA path; on tensor
+ *     cores the scan writes the first term and the dx kernel the sums of M).
  *   ssd_dx_tc_kernel / ssd_db_fma_kernel: per step j of head h
  *     G_j = w_j dS_c B_j + sum_{i >= j} (C_i . B_j) exp(s_i - s_j) du_i   (P)
- *     dx_j += delta_j G_j + D du_j;  ddd_j = <x_j, G_j>;  sst_j = delta_j <x_j, w_j dS_c B_j>;  dD.
+ *     dx_j += delta_j G_j + D du_j;  ddd_j = <x_j, G_j>;  sst_j = delta_j <x_j, w_j dS_c B_j>;  dD;
+ *     on tensor cores also colM_j = sum_i M_ij and, per j-tile, rowMp_i = sum_j M_ij.
  *   dCm_i = sum over the group's heads of e_i du_i H_c + sum_{j <= i} exp(s_i - s_j) delta_j (du_i . x_j) B_j,
  *   dBm_j = sum over heads of w_j delta_j x_j dS_c + sum_{i >= j} exp(s_i - s_j) delta_j (du_i . x_j) C_i:
  *     ssd_dbc_tc_kernel (cuda_ssd_bwd_bc.cu) or ssd_dc_fma_kernel, ssd_db_fma_kernel.
  *   ssd_finalize_kernel: the gradient of the cumsum s_t,
  *     ds_t = rowds_t - cold_t + [t = chunk end] (g_c <dS_c, H_c> + sum_j sst_j),
- *     cold_t = sum_i M_it + sst_t (tensor cores; the FMA path uses the equal
+ *     rowds_t adds the rowMp of its j-tiles, cold_t = colM_t + sst_t (tensor cores; the FMA path uses the equal
  *     delta_t ddt_t with <dS_c, H_{c+1}> at the end); da = reverse cumsum of ds;
  *     d delta = ddd + A da; ddt = d delta softplus' (0 where the clamp holds);
  *     dA = sum da delta; partials per chunk.
@@ -53,10 +55,16 @@ template <int PP> __host__ __device__ constexpr int ssd_dx_state_elems()
     return (SSD_TT + PP) * (SSD_TT + 8) > 2 * SSD_TT * (PP + 8) ? (SSD_TT + PP) * (SSD_TT + 8) : 2 * SSD_TT * (PP + 8);
 }
 
+/* Per warp a row of partial sums: the pair terms' 64 columns, or dD's PP. */
+template <int PP> __host__ __device__ constexpr int ssd_dx_red()
+{
+    return PP > SSD_TT ? PP : SSD_TT;
+}
+
 template <int PP> static size_t ssd_dx_tc_smem()
 {
     return (size_t)(ssd_dx_state_elems<PP>() + 3 * SSD_TT * (PP + 8)) * sizeof(bf16) +
-           3 * SSD_QMAX * sizeof(float) + 4 * PP * sizeof(float) + 2 * SSD_TT * sizeof(float);
+           3 * SSD_QMAX * sizeof(float) + 4 * ssd_dx_red<PP>() * sizeof(float) + 2 * SSD_TT * sizeof(float);
 }
 
 template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_dx_tc_kernel(SsdArgs a)
@@ -70,7 +78,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
     bf16 *sDU0 = sX + SSD_TT * LDX, *sDUl0 = sDU0 + SSD_TT * LDX, *sDU1 = sBj, *sDUl1 = sBj + SSD_TT * LDX;
     float *s_s = (float *)(sDUl0 + SSD_TT * LDX), *s_d = s_s + SSD_QMAX;
     int *s_rl = (int *)(s_d + SSD_QMAX);
-    float *sred = (float *)(s_rl + SSD_QMAX), *s_rf = sred + 4 * PP, *s_cf = s_rf + SSD_TT;
+    float *sred = (float *)(s_rl + SSD_QMAX), *s_rf = sred + 4 * ssd_dx_red<PP>(), *s_cf = s_rf + SSD_TT;
 
     const int jt = blockIdx.x, c = blockIdx.y, H = a.H, h = blockIdx.z % H, b = blockIdx.z / H, g = h / a.Hg;
     const int P = a.P, N = a.N, L = a.L, Q = a.Q;
@@ -158,6 +166,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
     }
 
     const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * Q * Q;
+    float cold0 = 0.0f, cold1 = 0.0f; /* sum over i of M_ij for the rows j_0, j_1 */
     for (int it = jt; it < nit; it++) {
         const int i0 = it * SSD_TT, ni = min(SSD_TT, clen - i0), buf = (it - jt) & 1;
         __syncthreads(); /* the buffer refilled next is no longer read (B_j and dS_c, or du two tiles back) */
@@ -176,6 +185,36 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
         __syncthreads();
         float cbt[8][4];
         ssd_decayed_cb<true>(cbt, cbc, Q, j0, nj, i0, ni, r0, off, s_s, nullptr, s_rl, s_rf, s_cf);
+        { /* M_ij = cbt_ji delta_j (du_i . x_j): its sums over i and over j come from the same fp32 values */
+            float ux[8][4];
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    ux[nf][k] = 0.0f;
+            ssd_warp_gemm<8, false, false>(ux, sX, LDX, warp * 16, buf ? sDU1 : sDU0, LDX, 0, PP);
+            if (a.dul)
+                ssd_warp_gemm<8, false, false>(ux, sX, LDX, warp * 16, buf ? sDUl1 : sDUl0, LDX, 0, PP);
+#pragma unroll
+            for (int nf = 0; nf < 8; nf++)
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const float m0 = cbt[nf][k] * dj0 * ux[nf][k], m1 = cbt[nf][2 + k] * dj1 * ux[nf][2 + k];
+                    cold0 += m0;
+                    cold1 += m1;
+                    float v = m0 + m1;
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    if (gq == 0)
+                        sred[warp * SSD_TT + nf * 8 + tq * 2 + k] = v;
+                }
+            __syncthreads();
+            if (threadIdx.x < ni)
+                a.rowMp[((bh * a.nc + c) * a.ndt + jt) * Q + i0 + threadIdx.x] =
+                    (sred[threadIdx.x] + sred[SSD_TT + threadIdx.x]) +
+                    (sred[2 * SSD_TT + threadIdx.x] + sred[3 * SSD_TT + threadIdx.x]);
+        }
         /* G += cbt du with both split in hi + lo (the lo x lo product dropped) */
         uint32_t af[4][4];
         ssd_acc_to_a(cbt, af);
@@ -235,14 +274,24 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
     dd0 += __shfl_xor_sync(0xffffffffu, dd0, 2);
     dd1 += __shfl_xor_sync(0xffffffffu, dd1, 1);
     dd1 += __shfl_xor_sync(0xffffffffu, dd1, 2);
+    cold0 += __shfl_xor_sync(0xffffffffu, cold0, 1);
+    cold0 += __shfl_xor_sync(0xffffffffu, cold0, 2);
+    cold1 += __shfl_xor_sync(0xffffffffu, cold1, 1);
+    cold1 += __shfl_xor_sync(0xffffffffu, cold1, 2);
     if (tq == 0) {
-        if (r0 < nj)
+        if (r0 < nj) {
             a.ddd[bh * L + t0 + j_0] = dd0;
-        if (r1 < nj)
+            a.colM[bh * L + t0 + j_0] = cold0;
+        }
+        if (r1 < nj) {
             a.ddd[bh * L + t0 + j_1] = dd1;
+            a.colM[bh * L + t0 + j_1] = cold1;
+        }
     }
-    if (a.dDp && !a.z)
+    if (a.dDp && !a.z) {
+        __syncthreads(); /* the last pair terms' sums have been read from sred */
         ssd_dd_partial<NFP, PP>(a, dsum, sred, ((int64_t)b * a.nc + c) * a.ndt + jt, h);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -477,22 +526,23 @@ __global__ void ssd_finalize_kernel(SsdArgs a, T *ddt, int64_t ddtrs, float *pdt
     for (int k = 0; k < a.nslp; k++)
         sl += a.slp[(bh * a.nc + c) * a.nslp + k];
     const bool valid = t < clen;
-    float dlt = 0.0f, dd = 0.0f, cold = 0.0f, st = 0.0f;
+    float dlt = 0.0f, dd = 0.0f, rowds = 0.0f, cold = 0.0f, st = 0.0f;
     if (valid) {
         dlt = a.dtv[o];
         dd = a.ddd[o];
-        if (a.sst) { /* tensor cores: the pair terms' column sums and the state part apart */
+        rowds = a.rowds[o];
+        if (a.sst) { /* tensor cores: the pair terms' sums and the state part apart */
+            for (int k = 0; k <= t / SSD_TT; k++)
+                rowds += a.rowMp[((bh * a.nc + c) * a.ndt + k) * a.Q + t];
             st = a.sst[o];
-            for (int k = t / SSD_TT; k * SSD_TT < clen; k++)
-                cold += a.colMp[((bh * a.nc + c) * a.ndt + k) * a.Q + t];
-            cold += st;
+            cold = a.colM[o] + st;
         } else {
             cold = dlt * dd;
         }
     }
     if (a.sst) /* the chunk end gets g_c <dS_c, H_c> + sum_j delta_j <x_j, G_j^state> */
         sl += block_sum(st);
-    const float ds = valid ? a.rowds[o] - cold + (t == clen - 1 ? sl : 0.0f) : 0.0f;
+    const float ds = valid ? rowds - cold + (t == clen - 1 ? sl : 0.0f) : 0.0f;
     const float da = ssd_block_scan(ds, shf, true);
     float dv = 0.0f;
     if (valid) {
@@ -525,28 +575,18 @@ __global__ void ssd_bc_finish_kernel(T *out, int64_t ors, const float *part, int
     }
 }
 
-/* dD (H) += sum of part[k, h*P + p] over k and p: block h; thread t adds the
- * elements i = t, t + blockDim, ... of the head's k-major list in double, in
- * order; then the threads' sums, in a fixed tree. */
-__global__ void ssd_dD_head_kernel(float *dD, const float *part, int64_t nparts, int H, int P)
+/* dD (H) += sum over p of dDc[h*P + p] (the partials already summed over
+ * their parts by colsum_finish): block h, one warp, in a fixed order. */
+__global__ void ssd_dD_head_kernel(float *dD, const float *dDc, int P)
 {
-    __shared__ double sh[256];
-    const int h = blockIdx.x;
+    const int h = blockIdx.x, lane = threadIdx.x;
     double s = 0.0;
-#pragma unroll 16 /* the loads fly together; the adds stay in order */
-    for (int64_t i = threadIdx.x; i < nparts * P; i += blockDim.x) {
-        const int64_t k = i / P;
-        s += part[k * H * P + (int64_t)h * P + (i - k * P)];
-    }
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half >>= 1) {
-        if ((int)threadIdx.x < half)
-            sh[threadIdx.x] += sh[threadIdx.x + half];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0)
-        dD[h] += (float)sh[0];
+    for (int p = lane; p < P; p += 32)
+        s += dDc[(int64_t)h * P + p];
+    for (int off = 16; off > 0; off >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0)
+        dD[h] += (float)s;
 }
 
 __global__ void ssd_add_kernel(float *y, const float *x, int64_t n)
@@ -629,7 +669,8 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     a.dCp = dCm ? (float *)mt_arena_alloc(scratch, (size_t)a.HS * rows * GN * sizeof(float)) : NULL;
     if (tc) {
         a.sst = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
-        a.colMp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.ndt * a.Q * sizeof(float));
+        a.rowMp = (float *)mt_arena_alloc(scratch, (size_t)a.Bz * a.H * a.nc * a.ndt * a.Q * sizeof(float));
+        a.colM = (float *)mt_arena_alloc(scratch, BHL * sizeof(float));
     }
     const int64_t nparts = (int64_t)a.Bz * a.nc * a.ndt;
     if (dD) {
@@ -677,11 +718,8 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     }
     if (dy)
         ssd_launch_scan(a, T_dt, tc, true, st); /* rowds, dz */
-    else {
+    else
         CUDA_CHECK(cudaMemsetAsync(a.rowds, 0, BHL * sizeof(float), st));
-        if (a.colMp)
-            CUDA_CHECK(cudaMemsetAsync(a.colMp, 0, (size_t)a.Bz * a.H * a.nc * a.ndt * a.Q * sizeof(float), st));
-    }
 
     if (tc) {
         ssd_dispatch_pp(a.P, [&](auto pp) {
@@ -744,8 +782,13 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     if (dD) {
         if (a.d_per_channel)
             colsum_finish<float>((float *)dD->data, a.dDp, (int)nparts, HP, st);
-        else
-            ssd_dD_head_kernel<<<a.H, 256, 0, st>>>((float *)dD->data, a.dDp, nparts, a.H, a.P);
+        else { /* over the parts in parallel first: one block a head was a long serial walk */
+            float *dDc = (float *)mt_arena_alloc(scratch, (size_t)HP * sizeof(float));
+            CUDA_CHECK(cudaMemsetAsync(dDc, 0, (size_t)HP * sizeof(float), st));
+            colsum_finish<float>(dDc, a.dDp, (int)nparts, HP, st);
+            LAUNCH_CHECK("ssd_bwd (dD parts)");
+            ssd_dD_head_kernel<<<a.H, 32, 0, st>>>((float *)dD->data, dDc, a.P);
+        }
         LAUNCH_CHECK("ssd_bwd (dD)");
     }
 }

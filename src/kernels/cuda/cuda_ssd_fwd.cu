@@ -37,7 +37,7 @@
  *       per j-tile <= i the CB tile read from scratch, masked and scaled by
  *       exp(s_i - s_j) delta_j in registers (one exp per row and column off the
  *       diagonal), reused as the A operand of y += (.) x_j (flash-attention style).
- *       Backward mode: dz, and the pieces of the cumsum gradient (cuda_ssd_bwd.cu).
+ *       Backward mode: dz, and <du_i, inter-chunk y_i> for the cumsum gradient (cuda_ssd_bwd.cu).
  *   ssd_scan_fma_kernel    (Q/16, nc, B*H); 256; 16 x Q f32. The same, CB through shared memory.
  *
  * Cost at the reference shape (batch 8, seqlen 2048, 32 heads of 64, 1 group,
@@ -147,11 +147,9 @@ __global__ void __launch_bounds__(128) ssd_cb_tc_kernel(SsdArgs a)
 /* Chunk scan, tensor cores. Block (it, c, b*H + h) owns rows i0 = 64*it ..
  * of chunk c; warp w owns 16 of them and all PP columns. Forward: writes y.
  * Backward mode (BWD) writes, instead of y, dz += dy * u * silu'(z) (u = y
- * before the gate) and the pieces of the cumsum gradient: with the pair terms
- * M_ij = (C_i . B_j) exp(s_i - s_j) delta_j (du_i . x_j), j <= i (du = dy *
- * silu(z); du_i . x_j by mma), rowds_i = sum_j M_ij + <du_i, inter-chunk y_i>
- * and colMp = this tile's sum_i M_ij for every j. Both sums read the same M
- * values, so the diagonal, which they share, cancels exactly in ds. */
+ * before the gate; without z the intra-chunk part is skipped) and rowds_i =
+ * <du_i, inter-chunk y_i> (du = dy * silu(z)), one piece of the cumsum
+ * gradient; the pair terms' sums come from ssd_dx_tc_kernel. */
 
 template <int PP> static size_t ssd_scan_tc_smem(int NP, bool bwd)
 {
@@ -260,7 +258,10 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     }
     const float *cbc = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * a.Q * a.Q;
 
-    for (int jt = 0; jt <= it; jt++) {
+    /* The backward needs the intra-chunk y only for dz (the pair terms of
+     * ds come from the dx kernel). */
+    const int jt_end = BWD && !a.z ? -1 : it;
+    for (int jt = 0; jt <= jt_end; jt++) {
         const int j0 = jt * SSD_TT, nj = min(SSD_TT, clen - j0);
         const bool off = jt < it; /* the j-tile is whole and before every row */
         bf16 *sX = (jt & 1) ? sX1 : sX0;
@@ -284,47 +285,9 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
         __syncthreads();
         float cb[8][4];
         ssd_decayed_cb<false>(cb, cbc, a.Q, i0, ni, j0, nj, r0, off, s_s, s_d, s_rl, s_rf, s_cf);
-        if (!BWD || a.z) { /* y += (masked, scaled CB) x_j; the backward needs y only for dz */
-            uint32_t af[4][4];
-            ssd_acc_to_a(cb, af);
-            ssd_warp_gemm_ra<NFP, true>(y, af, sX, LDX, 0);
-        }
-        if (BWD) {
-            float ux[8][4];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    ux[nf][k] = 0.0f;
-            ssd_warp_gemm<8, false, false>(ux, sDU, LDX, warp * 16, sX, LDX, 0, PP);
-            if (a.dul)
-                ssd_warp_gemm<8, false, false>(ux, sDUl, LDX, warp * 16, sX, LDX, 0, PP);
-            float cm[8][2];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 2; k++) {
-                    const float m0 = cb[nf][k] * ux[nf][k], m1 = cb[nf][2 + k] * ux[nf][2 + k];
-                    rd0 += m0;
-                    rd1 += m1;
-                    float v = m0 + m1;
-                    v += __shfl_xor_sync(0xffffffffu, v, 4);
-                    v += __shfl_xor_sync(0xffffffffu, v, 8);
-                    v += __shfl_xor_sync(0xffffffffu, v, 16);
-                    cm[nf][k] = v;
-                }
-            if (gq == 0)
-#pragma unroll
-                for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                    for (int k = 0; k < 2; k++)
-                        sred[warp * SSD_TT + nf * 8 + tq * 2 + k] = cm[nf][k];
-            __syncthreads();
-            if (threadIdx.x < nj)
-                a.colMp[((bh * a.nc + c) * a.ndt + it) * a.Q + j0 + threadIdx.x] =
-                    (sred[threadIdx.x] + sred[SSD_TT + threadIdx.x]) +
-                    (sred[2 * SSD_TT + threadIdx.x] + sred[3 * SSD_TT + threadIdx.x]);
-        }
+        uint32_t af[4][4]; /* y += (masked, scaled CB) x_j */
+        ssd_acc_to_a(cb, af);
+        ssd_warp_gemm_ra<NFP, true>(y, af, sX, LDX, 0);
     }
 
     /* Epilogue: x of this tile's own rows (the last j-tile is it). The
@@ -377,10 +340,8 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
                 dsum[nf][1] += dyv.y * ssd_silu(zv.y) * xv.y;
             }
         }
-    if (want_dd) {
-        __syncthreads(); /* sred's column sums have been read */
+    if (want_dd)
         ssd_dd_partial<NFP, PP>(a, dsum, sred, ((int64_t)b * a.nc + c) * a.ndt + it, h);
-    }
     if (BWD) {
         rd0 += __shfl_xor_sync(0xffffffffu, rd0, 1);
         rd0 += __shfl_xor_sync(0xffffffffu, rd0, 2);
