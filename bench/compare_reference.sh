@@ -55,6 +55,11 @@ for path in sys.argv[1:]:
         sys.exit(f"{path}: no sm_90 -gencode pair found to keep")
     open(path, "w").write(cut)
 PY
+  # Its Triton kernels need only the Python sources: they compile while the
+  # extensions build.
+  PYTHONPATH=$work/mamba${PYTHONPATH:+:$PYTHONPATH} python3 bench/reference_bench.py warm \
+    >"$logdir/reference-warm.log" 2>&1 &
+  local warm=$!
   local jobs=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
   (cd "$work/cc1d" && CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=$jobs python3 setup.py build_ext --inplace) \
     >"$logdir/reference-build-cc1d.log" 2>&1 &
@@ -64,9 +69,13 @@ PY
   local mamba_rc=$?
   wait $cc1d
   local cc1d_rc=$?
+  wait $warm || echo "compare_reference: the Triton warm-up failed (log: $logdir/reference-warm.log)" >&2
   [ $mamba_rc -eq 0 ] && [ $cc1d_rc -eq 0 ] && touch "$work/built-$stamp"
 }
 
+# The reference's Triton kernels compile and autotune on first use, which
+# takes minutes: their cache is kept beside its build for the next run.
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$work/triton-cache}
 t0=$(date +%s)
 if ! build_reference; then
   tail -20 "$logdir"/reference-build-*.log
@@ -76,9 +85,6 @@ fi
 echo "compare_reference: reference built in $(( $(date +%s) - t0 )) s"
 [ "${MT_REF_ONLY_BUILD:-0}" = 1 ] && exit 0
 export PYTHONPATH=$work/mamba:$work/cc1d${PYTHONPATH:+:$PYTHONPATH}
-# The reference's Triton kernels compile and autotune on first use, which
-# takes minutes: their cache is kept beside its build for the next run.
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$work/triton-cache}
 
 if [ "${SKIP_OURS_BUILD:-0}" != 1 ] &&
    ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$(nproc)"; } >"$logdir/build.log" 2>&1; then
