@@ -75,13 +75,6 @@ mt_tensor *mt_conv1d_silu(mt_ctx *c, mt_tensor *x, mt_tensor *weight, mt_tensor 
  * init_state. */
 mt_tensor *mt_conv1d_final_state(mt_ctx *c, mt_tensor *x, mt_tensor *init_state, int width);
 
-typedef struct mt_ssd_config {
-    int headdim;           /* P */
-    int ngroups;           /* G, dividing the number of heads */
-    int chunk_size;        /* time tile of the CUDA kernels (256) */
-    double dt_min, dt_max; /* clamp of softplus(dt + dt_bias): 0 and INFINITY for none */
-} mt_ssd_config;
-
 /* The SSD scan: x (B, L, H*P), dt (B, L, H), Bm and Cm (B, L, G*N) in the op
  * dtype (column views are fine); A_log and dt_bias (H), D (H) or (H*P) or
  * NULL in the accumulation dtype; z (B, L, H*P) or NULL; init_state

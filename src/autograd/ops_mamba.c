@@ -99,17 +99,24 @@ mt_tensor *mt_conv1d_final_state(mt_ctx *c, mt_tensor *x, mt_tensor *init_state,
 
 enum { SSD_X, SSD_DT, SSD_A_LOG, SSD_B, SSD_C, SSD_D, SSD_Z, SSD_DT_BIAS, SSD_INIT, SSD_SEQ_IDX, SSD_N_IN };
 
+static mt_ssd_inputs ssd_inputs(mt_tensor *const *in, const mt_ssd_config *cfg)
+{
+    return (mt_ssd_inputs){.x = in[SSD_X], .dt = in[SSD_DT], .A_log = in[SSD_A_LOG], .Bm = in[SSD_B],
+                           .Cm = in[SSD_C], .D = in[SSD_D], .z = in[SSD_Z], .dt_bias = in[SSD_DT_BIAS],
+                           .init_state = in[SSD_INIT], .seq_idx = in[SSD_SEQ_IDX], .cfg = *cfg};
+}
+
 static void ssd_backward(mt_ctx *c, mt_node *n)
 {
-    mt_tensor **in = n->in, *dgrad[SSD_N_IN];
-    for (int i = 0; i < SSD_N_IN; i++)
-        dgrad[i] = op_grad_if_needed(c, in[i]);
-    mt_tensor *dfinal = n->n_out > 1 ? n->out[1]->grad : NULL;
-    c->be->ssd_bwd(c->be, op_scratch(c), dgrad[SSD_X], dgrad[SSD_DT], dgrad[SSD_A_LOG], dgrad[SSD_B], dgrad[SSD_C],
-                   dgrad[SSD_D], dgrad[SSD_Z], dgrad[SSD_DT_BIAS], dgrad[SSD_INIT], n->out[0]->grad, dfinal,
-                   in[SSD_X], in[SSD_DT], in[SSD_A_LOG], in[SSD_B], in[SSD_C], in[SSD_D], in[SSD_Z],
-                   in[SSD_DT_BIAS], in[SSD_INIT], in[SSD_SEQ_IDX], n->attr.ssd.headdim, n->attr.ssd.ngroups,
-                   n->attr.ssd.dt_min, n->attr.ssd.dt_max, n->attr.ssd.chunk_size);
+    mt_tensor **in = n->in;
+    const mt_ssd_grads grads = {
+        .dx = op_grad_if_needed(c, in[SSD_X]), .ddt = op_grad_if_needed(c, in[SSD_DT]),
+        .dA_log = op_grad_if_needed(c, in[SSD_A_LOG]), .dBm = op_grad_if_needed(c, in[SSD_B]),
+        .dCm = op_grad_if_needed(c, in[SSD_C]), .dD = op_grad_if_needed(c, in[SSD_D]),
+        .dz = op_grad_if_needed(c, in[SSD_Z]), .ddt_bias = op_grad_if_needed(c, in[SSD_DT_BIAS]),
+        .dinit_state = op_grad_if_needed(c, in[SSD_INIT])};
+    const mt_ssd_inputs inputs = ssd_inputs(in, &n->attr.ssd);
+    c->be->ssd_bwd(c->be, op_scratch(c), &grads, n->out[0]->grad, n->n_out > 1 ? n->out[1]->grad : NULL, &inputs);
 }
 
 /* t must be (batch, seqlen, cols) in dtype dt. */
@@ -185,18 +192,12 @@ mt_tensor *mt_ssd(mt_ctx *c, mt_tensor *x, mt_tensor *dt, mt_tensor *A_log, mt_t
     mt_tensor *last = NULL;
     if (final_state)
         last = mt_ctx_tensor(c, acc, 4, (int64_t[]){x->shape[0], H, P, GN / G});
-    c->be->ssd_fwd(c->be, op_scratch(c), y, last, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx,
-                   cfg->headdim, cfg->ngroups, cfg->dt_min, cfg->dt_max, cfg->chunk_size);
-    mt_node *n = mt_tape_record(c, op, ssd_backward, SSD_N_IN,
-                                (mt_tensor *[]){x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx},
-                                last ? 2 : 1, (mt_tensor *[]){y, last});
-    if (n) {
-        n->attr.ssd.headdim = cfg->headdim;
-        n->attr.ssd.ngroups = cfg->ngroups;
-        n->attr.ssd.chunk_size = cfg->chunk_size;
-        n->attr.ssd.dt_min = cfg->dt_min;
-        n->attr.ssd.dt_max = cfg->dt_max;
-    }
+    mt_tensor *in[SSD_N_IN] = {x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx};
+    const mt_ssd_inputs inputs = ssd_inputs(in, cfg);
+    c->be->ssd_fwd(c->be, op_scratch(c), y, last, &inputs);
+    mt_node *n = mt_tape_record(c, op, ssd_backward, SSD_N_IN, in, last ? 2 : 1, (mt_tensor *[]){y, last});
+    if (n)
+        n->attr.ssd = *cfg;
     if (final_state)
         *final_state = last;
     return y;

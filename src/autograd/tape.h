@@ -48,7 +48,7 @@ typedef struct mt_node {
     union {
         struct { int first_id, vocab; } embedding; /* ids are i32, so are the table's rows */
         struct { int ignore_index, first_col, vocab; bool in_place; } cross_entropy;
-        struct { int headdim, ngroups, chunk_size; double dt_min, dt_max; } ssd;
+        mt_ssd_config ssd;
         struct { int ngroups; bool delta_softplus; } scan;
         struct { int ngroups; double eps; } gated_rmsnorm;
         struct { int group, ngroups; int64_t group_cols; struct mt_comm *comm; } gated_rmsnorm_tp;

@@ -179,23 +179,29 @@ typedef void mt_conv1d_final_state_bwd_fn(mt_backend *be, mt_tensor *dx, mt_tens
  * seq_idx[b, t] != seq_idx[b, t-1] the state restarts: S_{t-1} reads as 0.
  * final_state = S_{L-1}. chunk_size is how the CUDA kernels tile time; the
  * result does not depend on it (the CPU runs the recurrence directly). */
-typedef void mt_ssd_fwd_fn(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
-                           const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                           const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias,
-                           const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim, int ngroups,
-                           double dt_min, double dt_max, int chunk_size);
+typedef struct mt_ssd_config {
+    int headdim;           /* P */
+    int ngroups;           /* G, dividing the number of heads */
+    int chunk_size;        /* time tile of the CUDA kernels (256) */
+    double dt_min, dt_max; /* clamp of softplus(dt + dt_bias): 0 and INFINITY for none */
+} mt_ssd_config;
+/* The scan's inputs, which its backward reads again; optional ones NULL. */
+typedef struct mt_ssd_inputs {
+    const mt_tensor *x, *dt, *A_log, *Bm, *Cm, *D, *z, *dt_bias, *init_state, *seq_idx;
+    mt_ssd_config cfg;
+} mt_ssd_inputs;
+typedef void mt_ssd_fwd_fn(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state,
+                           const mt_ssd_inputs *in);
 /* Given dy (B, L, H*P) and dfinal_state (B, H, P, N) f32 (either may be
  * NULL, reading as zero), accumulates every input's gradient (each may be
  * NULL): dx, ddt (w.r.t. the raw dt; zero where the clamp is active),
  * dA_log, dBm, dCm, dD, dz, ddt_bias, dinit_state. Sums over b and t in a
  * fixed order. */
-typedef void mt_ssd_bwd_fn(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
-                           mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
-                           mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state,
-                           const mt_tensor *x, const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm,
-                           const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias,
-                           const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim, int ngroups,
-                           double dt_min, double dt_max, int chunk_size);
+typedef struct mt_ssd_grads {
+    mt_tensor *dx, *ddt, *dA_log, *dBm, *dCm, *dD, *dz, *ddt_bias, *dinit_state;
+} mt_ssd_grads;
+typedef void mt_ssd_bwd_fn(mt_backend *be, mt_arena *scratch, const mt_ssd_grads *grads, const mt_tensor *dy,
+                           const mt_tensor *dfinal_state, const mt_ssd_inputs *in);
 
 /* The selective scan (Mamba-1); NULL on a backend without a kernel for
  * it, which mt_selective_scan reports. Shapes: u, delta

@@ -33,15 +33,14 @@ typedef struct {
     bool restart;             /* a new document starts here: S_{t-1} reads as 0 */
 } ssd_step;
 
-static ssd_args ssd_open(const mt_tensor *x, const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm,
-                         const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias,
-                         const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim, int ngroups,
-                         double dt_min, double dt_max)
+static ssd_args ssd_open(const mt_ssd_inputs *in)
 {
-    return (ssd_args){.x = x, .dt = dt, .A_log = A_log, .Bm = Bm, .Cm = Cm, .D = D, .z = z, .dt_bias = dt_bias,
-                      .init_state = init_state, .seq_idx = seq_idx, .batch = x->shape[0], .seqlen = x->shape[1],
-                      .nheads = mt_cols(x) / headdim, .headdim = headdim, .ngroups = ngroups,
-                      .dstate = mt_cols(Bm) / ngroups, .dt_min = dt_min, .dt_max = dt_max};
+    const int headdim = in->cfg.headdim, ngroups = in->cfg.ngroups;
+    return (ssd_args){.x = in->x, .dt = in->dt, .A_log = in->A_log, .Bm = in->Bm, .Cm = in->Cm, .D = in->D,
+                      .z = in->z, .dt_bias = in->dt_bias, .init_state = in->init_state, .seq_idx = in->seq_idx,
+                      .batch = in->x->shape[0], .seqlen = in->x->shape[1], .nheads = mt_cols(in->x) / headdim,
+                      .headdim = headdim, .ngroups = ngroups, .dstate = mt_cols(in->Bm) / ngroups,
+                      .dt_min = in->cfg.dt_min, .dt_max = in->cfg.dt_max};
 }
 
 /* D for channel p of head h: D holds one value per head (H) or per channel
@@ -100,17 +99,12 @@ static void ssd_advance(const ssd_args *a, const ssd_step *s, const double *prev
  * Shapes as in backend.h: x, y (B, L, H*P); dt (B, L, H); Bm, Cm (B, L, G*N);
  * z (B, L, H*P) or NULL; A_log, dt_bias (H); D (H), (H*P) or NULL; init_state,
  * final_state (B, H, P, N). (b, h) pairs write disjoint outputs and run in parallel. */
-void mt_cpu_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
-                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
-                    int chunk_size)
+void mt_cpu_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_ssd_inputs *in)
 {
     (void)be;
     (void)scratch;
-    (void)chunk_size;
-    ssd_args a = ssd_open(x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx, headdim, ngroups, dt_min,
-                          dt_max);
+    const ssd_args a = ssd_open(in); /* chunk_size is the CUDA kernels' tile: not used here */
+    const mt_tensor *A_log = in->A_log, *z = in->z;
     int64_t H = a.nheads, P = a.headdim, N = a.dstate;
 #pragma omp parallel for
     for (int64_t bh = 0; bh < a.batch * H; bh++) {
@@ -118,7 +112,7 @@ void mt_cpu_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *
         double *S = cpu_temp_alloc(NULL, (size_t)(P * N + P + 2 * N) * sizeof *S);
         ssd_step s = {.x = S + P * N, .B = S + P * N + P, .C = S + P * N + P + N};
         double A = -exp(cpu_load(A_log->dtype, A_log->data, h));
-        ssd_load_state(&a, init_state, b, h, S);
+        ssd_load_state(&a, in->init_state, b, h, S);
         for (int64_t t = 0; t < a.seqlen; t++) {
             int64_t r = b * a.seqlen + t;
             ssd_load_step(&a, b, t, h, A, &s);
@@ -204,21 +198,17 @@ static void ssd_backstep(const ssd_args *a, const ssd_grads *gr, const ssd_step 
  * back in time with ssd_backstep, heads in order, summing dBm and dCm in
  * double before adding them once. Per-(b, h) sums of dA_log, ddt_bias and dD
  * are added over b serially at the end, so no sum depends on the thread count. */
-void mt_cpu_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
-                    mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
-                    mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
-                    const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                    const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                    const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max,
-                    int chunk_size)
+void mt_cpu_ssd_bwd(mt_backend *be, mt_arena *scratch, const mt_ssd_grads *grads, const mt_tensor *dy,
+                    const mt_tensor *dfinal_state, const mt_ssd_inputs *in)
 {
     (void)be;
-    (void)chunk_size;
     if (!dy && !dfinal_state)
         return; /* every gradient is zero */
-    ssd_args a = ssd_open(x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx, headdim, ngroups, dt_min,
-                          dt_max);
-    ssd_grads gr = {.dx = dx, .ddt = ddt, .dz = dz, .dy = dy};
+    const ssd_args a = ssd_open(in);
+    const mt_tensor *A_log = in->A_log;
+    mt_tensor *dA_log = grads->dA_log, *dBm = grads->dBm, *dCm = grads->dCm, *dD = grads->dD,
+              *ddt_bias = grads->ddt_bias, *dinit_state = grads->dinit_state;
+    ssd_grads gr = {.dx = grads->dx, .ddt = grads->ddt, .dz = grads->dz, .dy = dy};
     int64_t H = a.nheads, P = a.headdim, N = a.dstate, L = a.seqlen, G = a.ngroups, BH = a.batch * H;
     double *partial = cpu_temp_alloc(scratch, (size_t)(BH * (2 + P)) * sizeof *partial);
     double *dA_log_part = partial, *ddt_bias_part = partial + BH, *dD_part = partial + 2 * BH;
@@ -233,7 +223,7 @@ void mt_cpu_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor 
         for (int64_t h = g * heads; h < (g + 1) * heads; h++) {
             int64_t bh = b * H + h;
             double A = -exp(cpu_load(A_log->dtype, A_log->data, h)), dA = 0.0;
-            ssd_load_state(&a, init_state, b, h, init);
+            ssd_load_state(&a, in->init_state, b, h, init);
             for (int64_t t = 0; t < L; t++) {
                 ssd_load_step(&a, b, t, h, A, &s);
                 ssd_advance(&a, &s, s.restart ? NULL : (t ? states + (t - 1) * P * N : init), states + t * P * N);

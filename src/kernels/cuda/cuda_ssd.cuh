@@ -523,10 +523,7 @@ void ssd_launch_cb(SsdArgs &a, mt_arena *scratch, cudaStream_t st);
 /* Chunk scan: y; in backward mode rowds and dz. */
 void ssd_launch_scan(const SsdArgs &a, mt_dtype dt, bool tc, bool bwd, cudaStream_t st);
 /* Fills the dims, inputs and forward scratch of a from the tensors. */
-void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tensor *dt, const mt_tensor *A_log,
-               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
-               const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
-               int ngroups, double dt_min, double dt_max, int chunk_size, const char *op);
+void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_ssd_inputs *in, const char *op);
 /* The chunk states' scratch: f32 (FMA path) or bf16 hi (+ lo when with_lo)
  * on tensor cores, and their per-chunk terms (a.sloc). */
 void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc, bool with_lo);

@@ -597,14 +597,13 @@ __global__ void ssd_add_kernel(float *y, const float *x, int64_t n)
 
 /* ------------------------------------------------------------------------ */
 
-void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *ddt, mt_tensor *dA_log,
-                  mt_tensor *dBm, mt_tensor *dCm, mt_tensor *dD, mt_tensor *dz, mt_tensor *ddt_bias,
-                  mt_tensor *dinit_state, const mt_tensor *dy, const mt_tensor *dfinal_state, const mt_tensor *x,
-                  const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                  const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                  const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size)
+void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, const mt_ssd_grads *grads, const mt_tensor *dy,
+                  const mt_tensor *dfinal_state, const mt_ssd_inputs *in)
 {
     const char *op = "ssd_bwd";
+    mt_tensor *dx = grads->dx, *ddt = grads->ddt, *dA_log = grads->dA_log, *dBm = grads->dBm, *dCm = grads->dCm,
+              *dD = grads->dD, *dz = grads->dz, *ddt_bias = grads->ddt_bias, *dinit_state = grads->dinit_state;
+    const mt_tensor *x = in->x, *z = in->z, *D = in->D;
     if (dA_log)
         require_dtype(dA_log, MT_F32, op, "dA_log");
     if (ddt_bias)
@@ -616,8 +615,7 @@ void cuda_ssd_bwd(mt_backend *be, mt_arena *scratch, mt_tensor *dx, mt_tensor *d
     if (dfinal_state)
         require_dtype(dfinal_state, MT_F32, op, "dfinal_state");
     SsdArgs a;
-    ssd_setup(a, scratch, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx, headdim, ngroups, dt_min, dt_max,
-              chunk_size, op);
+    ssd_setup(a, scratch, in, op);
     cudaStream_t st = cuda_stream(be);
     if (a.Bz == 0 || (!dy && !dfinal_state))
         return; /* every gradient is zero */

@@ -512,11 +512,12 @@ void ssd_launch_scan(const SsdArgs &a, mt_dtype dt, bool tc, bool bwd, cudaStrea
     });
 }
 
-void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_tensor *x, const mt_tensor *dt, const mt_tensor *A_log,
-               const mt_tensor *Bm, const mt_tensor *Cm, const mt_tensor *D, const mt_tensor *z,
-               const mt_tensor *dt_bias, const mt_tensor *init_state, const mt_tensor *seq_idx, int headdim,
-               int ngroups, double dt_min, double dt_max, int chunk_size, const char *op)
+void ssd_setup(SsdArgs &a, mt_arena *scratch, const mt_ssd_inputs *in, const char *op)
 {
+    const mt_tensor *x = in->x, *dt = in->dt, *A_log = in->A_log, *Bm = in->Bm, *Cm = in->Cm, *D = in->D,
+                    *z = in->z, *dt_bias = in->dt_bias, *init_state = in->init_state, *seq_idx = in->seq_idx;
+    const int headdim = in->cfg.headdim, ngroups = in->cfg.ngroups, chunk_size = in->cfg.chunk_size;
+    const double dt_min = in->cfg.dt_min, dt_max = in->cfg.dt_max;
     require_dtype(A_log, MT_F32, op, "A_log");
     require_dtype(dt_bias, MT_F32, op, "dt_bias");
     if (D)
@@ -581,17 +582,14 @@ void ssd_alloc_states(SsdArgs &a, mt_arena *scratch, bool tc, bool with_lo)
     }
 }
 
-void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_tensor *x,
-                  const mt_tensor *dt, const mt_tensor *A_log, const mt_tensor *Bm, const mt_tensor *Cm,
-                  const mt_tensor *D, const mt_tensor *z, const mt_tensor *dt_bias, const mt_tensor *init_state,
-                  const mt_tensor *seq_idx, int headdim, int ngroups, double dt_min, double dt_max, int chunk_size)
+void cuda_ssd_fwd(mt_backend *be, mt_arena *scratch, mt_tensor *y, mt_tensor *final_state, const mt_ssd_inputs *in)
 {
     const char *op = "ssd_fwd";
+    const mt_tensor *x = in->x, *init_state = in->init_state;
     if (final_state)
         require_dtype(final_state, MT_F32, op, "final_state");
     SsdArgs a;
-    ssd_setup(a, scratch, x, dt, A_log, Bm, Cm, D, z, dt_bias, init_state, seq_idx, headdim, ngroups, dt_min, dt_max,
-              chunk_size, op);
+    ssd_setup(a, scratch, in, op);
     cudaStream_t st = cuda_stream(be);
     if (a.Bz == 0)
         return;
