@@ -329,6 +329,25 @@ __device__ __forceinline__ void ssd_decayed_cb(float (*out)[4], const float *cbc
         }
 }
 
+/* A zeroed mma accumulator: NF fragments of 8 columns, 4 values a thread. */
+template <int NF> __device__ __forceinline__ void ssd_zero(float (&acc)[NF][4])
+{
+#pragma unroll
+    for (int nf = 0; nf < NF; nf++)
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            acc[nf][k] = 0.0f;
+}
+
+/* The sum of v over a warp's 8 row groups (lanes of one tq): one column of
+ * its 16 rows, in a fixed order. */
+__device__ __forceinline__ float ssd_sum_warp_rows(float v)
+{
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    v += __shfl_xor_sync(0xffffffffu, v, 8);
+    return v + __shfl_xor_sync(0xffffffffu, v, 16);
+}
+
 /* dD's partial of one 64-row tile: dsum[nf][k] is the thread's sum over its
  * rows of du x at column nf*8 + 2*tq + k; the warp's 16 rows are summed by
  * shuffles, the 4 warps in a fixed order through sred (4 * PP floats), into
@@ -342,10 +361,7 @@ __device__ __forceinline__ void ssd_dd_partial(const SsdArgs &a, const float (*d
     for (int nf = 0; nf < NFP; nf++)
 #pragma unroll
         for (int k = 0; k < 2; k++) {
-            float v = dsum[nf][k];
-            v += __shfl_xor_sync(0xffffffffu, v, 4);
-            v += __shfl_xor_sync(0xffffffffu, v, 8);
-            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            const float v = ssd_sum_warp_rows(dsum[nf][k]);
             if (gq == 0)
                 sred[warp * PP + nf * 8 + tq * 2 + k] = v;
         }

@@ -117,11 +117,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
     const float dj0 = r0 < nj ? s_d[j_0] : 0.0f, dj1 = r1 < nj ? s_d[j_1] : 0.0f;
 
     float G[NFP][4];
-#pragma unroll
-    for (int nf = 0; nf < NFP; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            G[nf][k] = 0.0f;
+    ssd_zero(G);
     const bf16 *dS = a.dsth + (bh * a.nc + c) * PN;
     for (int n0 = 0; n0 < a.NP; n0 += SSD_TT) {
         if (n0 > 0)
@@ -187,11 +183,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
         ssd_decayed_cb<true>(cbt, cbc, Q, j0, nj, i0, ni, r0, off, s_s, nullptr, s_rl, s_rf, s_cf);
         { /* M_ij = cbt_ji delta_j (du_i . x_j): its sums over i and over j come from the same fp32 values */
             float ux[8][4];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    ux[nf][k] = 0.0f;
+            ssd_zero(ux);
             ssd_warp_gemm<8, false, false>(ux, sX, LDX, warp * 16, buf ? sDU1 : sDU0, LDX, 0, PP);
             if (a.dul)
                 ssd_warp_gemm<8, false, false>(ux, sX, LDX, warp * 16, buf ? sDUl1 : sDUl0, LDX, 0, PP);
@@ -202,10 +194,7 @@ template <int PP> __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 4) ssd_
                     const float m0 = cbt[nf][k] * dj0 * ux[nf][k], m1 = cbt[nf][2 + k] * dj1 * ux[nf][2 + k];
                     cold0 += m0;
                     cold1 += m1;
-                    float v = m0 + m1;
-                    v += __shfl_xor_sync(0xffffffffu, v, 4);
-                    v += __shfl_xor_sync(0xffffffffu, v, 8);
-                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    const float v = ssd_sum_warp_rows(m0 + m1);
                     if (gq == 0)
                         sred[warp * SSD_TT + nf * 8 + tq * 2 + k] = v;
                 }

@@ -61,11 +61,7 @@ __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 3) ssd_dbc_tc_kernel(SsdA
     for (int t = threadIdx.x; t < clen; t += blockDim.x)
         s_rl[t] = ssd_rl(a, b, t0 + t);
     float out[NFN][4];
-#pragma unroll
-    for (int nf = 0; nf < NFN; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            out[nf][k] = 0.0f;
+    ssd_zero(out);
     const int r0 = warp * 16 + gq, r1 = r0 + 8;
     auto step_tiles = [&](int k) { /* own and other tiles of step k = (other tile, head) into buffer k & 1 */
         const int q0 = (qt_first + k / nh) * SSD_TT, h = h_begin + k % nh, nq = min(SSD_TT, clen - q0);
@@ -108,11 +104,7 @@ __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 3) ssd_dbc_tc_kernel(SsdA
         const int i0 = DB ? q0 : o0, j0 = DB ? o0 : q0;
         const bool off = qt != ot; /* the j-tile is whole and before every row i */
         float acc[8][4];
-#pragma unroll
-        for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                acc[nf][k] = 0.0f;
+        ssd_zero(acc);
         for (int h = h_begin; h < h_end; h++) {
             const int64_t bh = (int64_t)b * H + h;
             const int step = (qt - qt_first) * nh + h - h_begin;
@@ -147,11 +139,7 @@ __global__ void __launch_bounds__(128, PP >= 128 ? 1 : 3) ssd_dbc_tc_kernel(SsdA
             ssd_cp_wait<1>(); /* this step's tiles have landed; the next step's may be in flight */
             __syncthreads();
             float ux[8][4];
-#pragma unroll
-            for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    ux[nf][k] = 0.0f;
+            ssd_zero(ux);
             ssd_warp_gemm<8, false, false>(ux, own_buf(step), LDX, warp * 16, other_buf(step), LDX, 0, PP);
             /* Branch-free masks: every shared load below is unconditional
              * (index 0 stands in for a position past the tile). */

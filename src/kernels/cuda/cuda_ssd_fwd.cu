@@ -127,11 +127,7 @@ __global__ void __launch_bounds__(128) ssd_cb_tc_kernel(SsdArgs a)
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     float acc[8][4];
-#pragma unroll
-    for (int nf = 0; nf < 8; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            acc[nf][k] = 0.0f;
+    ssd_zero(acc);
     ssd_warp_gemm<8, false, false>(acc, sC, LDC, warp * 16, sB, LDC, 0, NP);
     float *out = a.cb + (((int64_t)b * a.G + g) * a.nc + c) * Q * Q;
 #pragma unroll
@@ -218,11 +214,7 @@ template <int PP, bool BWD> __global__ void __launch_bounds__(128, PP >= 128 ? 1
     __syncthreads();
 
     float y[NFP][4];
-#pragma unroll
-    for (int nf = 0; nf < NFP; nf++)
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            y[nf][k] = 0.0f;
+    ssd_zero(y);
     ssd_warp_gemm<NFP, false, false>(y, sC, LDC, warp * 16, sH, LDC, 0, NP);
     if (BWD)
         ssd_warp_gemm<NFP, false, false>(y, sC, LDC, warp * 16, sHl, LDC, 0, NP);
